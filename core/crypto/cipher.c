@@ -1,0 +1,186 @@
+/*
+ * Cipher contexts over OpenSSL EVP: AEAD (AES-128-GCM, ChaCha20-Poly1305)
+ * for body chunks and header boxes, AES-128-CFB as a continuous stream for
+ * the legacy header and the aes-128-cfb body, and single AES blocks for
+ * AuthIDs.  A context is allocated when a stream is set up; sealing or
+ * opening a chunk only re-keys the nonce (EVP keeps the key schedule).
+ */
+#include <string.h>
+
+#include <openssl/evp.h>
+
+#include "base/base.h"
+#include "crypto/crypto.h"
+
+#define TAG_LEN 16
+
+static const EVP_CIPHER *aead_cipher(int kind)
+{
+    return kind == LR_AEAD_GCM ? EVP_aes_128_gcm() : EVP_chacha20_poly1305();
+}
+
+int lr_aead_init(struct lr_aead *a, int kind, const uint8_t *key)
+{
+    memset(a, 0, sizeof(*a));
+    a->ctx = EVP_CIPHER_CTX_new();
+    if (a->ctx == NULL)
+        return LR_ENOMEM;
+    a->kind = (uint8_t)kind;
+    memcpy(a->key, key, kind == LR_AEAD_GCM ? 16 : 32);
+    return LR_OK;
+}
+
+void lr_aead_deinit(struct lr_aead *a)
+{
+    if (a->ctx)
+        EVP_CIPHER_CTX_free(a->ctx);
+    lr_wipe(a, sizeof(*a));
+}
+
+/* Keys the context for one direction the first time it is used that way;
+ * after that only the nonce changes per chunk. */
+static int aead_key(struct lr_aead *a, int dir)
+{
+    if (a->dir == dir)
+        return LR_OK;
+    int enc = dir == 1;
+    if (EVP_CipherInit_ex(a->ctx, aead_cipher(a->kind), NULL, NULL, NULL,
+                          enc) != 1 ||
+        EVP_CIPHER_CTX_ctrl(a->ctx, EVP_CTRL_AEAD_SET_IVLEN, 12, NULL) != 1 ||
+        EVP_CipherInit_ex(a->ctx, NULL, NULL, a->key, NULL, enc) != 1)
+        return LR_ECRYPTO;
+    a->dir = (uint8_t)dir;
+    return LR_OK;
+}
+
+int lr_aead_seal(struct lr_aead *a, const uint8_t *nonce, const uint8_t *aad,
+                 size_t aadlen, const uint8_t *in, size_t len, uint8_t *out)
+{
+    int n = 0, rc = aead_key(a, 1);
+    if (rc != LR_OK)
+        return rc;
+    if (EVP_EncryptInit_ex(a->ctx, NULL, NULL, NULL, nonce) != 1)
+        return LR_ECRYPTO;
+    if (aadlen && EVP_EncryptUpdate(a->ctx, NULL, &n, aad, (int)aadlen) != 1)
+        return LR_ECRYPTO;
+    if (len && EVP_EncryptUpdate(a->ctx, out, &n, in, (int)len) != 1)
+        return LR_ECRYPTO;
+    if (EVP_EncryptFinal_ex(a->ctx, out + len, &n) != 1 ||
+        EVP_CIPHER_CTX_ctrl(a->ctx, EVP_CTRL_AEAD_GET_TAG, TAG_LEN,
+                            out + len) != 1)
+        return LR_ECRYPTO;
+    return LR_OK;
+}
+
+int lr_aead_open(struct lr_aead *a, const uint8_t *nonce, const uint8_t *aad,
+                 size_t aadlen, const uint8_t *in, size_t len, uint8_t *out)
+{
+    int n = 0, rc = aead_key(a, 2);
+    uint8_t tag[TAG_LEN];
+    if (rc != LR_OK)
+        return rc;
+    if (len < TAG_LEN)
+        return LR_EAUTH;
+    size_t clen = len - TAG_LEN;
+    /* copy the tag first: `out` may overlap `in` */
+    memcpy(tag, in + clen, TAG_LEN);
+    if (EVP_DecryptInit_ex(a->ctx, NULL, NULL, NULL, nonce) != 1)
+        return LR_ECRYPTO;
+    if (aadlen && EVP_DecryptUpdate(a->ctx, NULL, &n, aad, (int)aadlen) != 1)
+        return LR_ECRYPTO;
+    if (clen && EVP_DecryptUpdate(a->ctx, out, &n, in, (int)clen) != 1)
+        return LR_ECRYPTO;
+    if (EVP_CIPHER_CTX_ctrl(a->ctx, EVP_CTRL_AEAD_SET_TAG, TAG_LEN, tag) != 1)
+        return LR_ECRYPTO;
+    if (EVP_DecryptFinal_ex(a->ctx, out + clen, &n) != 1) {
+        lr_wipe(out, clen);
+        return LR_EAUTH;
+    }
+    return LR_OK;
+}
+
+int lr_gcm_seal_once(const uint8_t *key, const uint8_t *nonce,
+                     const uint8_t *aad, size_t aadlen, const uint8_t *in,
+                     size_t len, uint8_t *out)
+{
+    struct lr_aead a;
+    int rc = lr_aead_init(&a, LR_AEAD_GCM, key);
+    if (rc == LR_OK)
+        rc = lr_aead_seal(&a, nonce, aad, aadlen, in, len, out);
+    lr_aead_deinit(&a);
+    return rc;
+}
+
+int lr_gcm_open_once(const uint8_t *key, const uint8_t *nonce,
+                     const uint8_t *aad, size_t aadlen, const uint8_t *in,
+                     size_t len, uint8_t *out)
+{
+    struct lr_aead a;
+    int rc = lr_aead_init(&a, LR_AEAD_GCM, key);
+    if (rc == LR_OK)
+        rc = lr_aead_open(&a, nonce, aad, aadlen, in, len, out);
+    lr_aead_deinit(&a);
+    return rc;
+}
+
+int lr_cfb_init(struct lr_cfb *c, const uint8_t *key, const uint8_t *iv,
+                int encrypt)
+{
+    c->ctx = EVP_CIPHER_CTX_new();
+    if (c->ctx == NULL)
+        return LR_ENOMEM;
+    if (EVP_CipherInit_ex(c->ctx, EVP_aes_128_cfb128(), NULL, key, iv,
+                          encrypt ? 1 : 0) != 1) {
+        lr_cfb_deinit(c);
+        return LR_ECRYPTO;
+    }
+    return LR_OK;
+}
+
+void lr_cfb_deinit(struct lr_cfb *c)
+{
+    if (c->ctx)
+        EVP_CIPHER_CTX_free(c->ctx);
+    c->ctx = NULL;
+}
+
+int lr_cfb_update(struct lr_cfb *c, const uint8_t *in, size_t len,
+                  uint8_t *out)
+{
+    int n = 0;
+    if (len == 0)
+        return LR_OK;
+    if (EVP_CipherUpdate(c->ctx, out, &n, in, (int)len) != 1)
+        return LR_ECRYPTO;
+    return LR_OK;
+}
+
+int lr_aes_block_init(struct lr_aes_block *b, const uint8_t *key,
+                      int encrypt)
+{
+    b->ctx = EVP_CIPHER_CTX_new();
+    if (b->ctx == NULL)
+        return LR_ENOMEM;
+    if (EVP_CipherInit_ex(b->ctx, EVP_aes_128_ecb(), NULL, key, NULL,
+                          encrypt ? 1 : 0) != 1 ||
+        EVP_CIPHER_CTX_set_padding(b->ctx, 0) != 1) {
+        lr_aes_block_deinit(b);
+        return LR_ECRYPTO;
+    }
+    return LR_OK;
+}
+
+void lr_aes_block_deinit(struct lr_aes_block *b)
+{
+    if (b->ctx)
+        EVP_CIPHER_CTX_free(b->ctx);
+    b->ctx = NULL;
+}
+
+int lr_aes_block(struct lr_aes_block *b, const uint8_t *in, uint8_t *out)
+{
+    int n = 0;
+    if (EVP_CipherUpdate(b->ctx, out, &n, in, 16) != 1 || n != 16)
+        return LR_ECRYPTO;
+    return LR_OK;
+}

@@ -1,0 +1,131 @@
+/*
+ * Digests and checksums: MD5, SHA-256 and their HMACs through OpenSSL EVP,
+ * FNV-1a-32 (request header and CFB chunk check) and CRC32-IEEE (AuthID),
+ * which are not cryptographic and are computed here.  vmess-wire.md 2, 4,
+ * 6 and 7.2 say where each is used.
+ */
+#include <string.h>
+
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <sodium.h>
+
+#include "base/base.h"
+#include "crypto/crypto.h"
+
+static int digest(const EVP_MD *md, const uint8_t *in, size_t len,
+                  uint8_t *out)
+{
+    unsigned int n = 0;
+    if (EVP_Digest(in, len, out, &n, md, NULL) != 1)
+        return LR_ECRYPTO;
+    return LR_OK;
+}
+
+LR_API int lr_md5(const uint8_t *in, size_t len, uint8_t *out)
+{
+    return digest(EVP_md5(), in, len, out);
+}
+
+LR_API int lr_sha256(const uint8_t *in, size_t len, uint8_t *out)
+{
+    return digest(EVP_sha256(), in, len, out);
+}
+
+void lr_md5_2(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen,
+              uint8_t *out)
+{
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    lr_require(c != NULL);
+    lr_require(EVP_DigestInit_ex(c, EVP_md5(), NULL) == 1);
+    lr_require(EVP_DigestUpdate(c, a, alen) == 1);
+    lr_require(EVP_DigestUpdate(c, b, blen) == 1);
+    lr_require(EVP_DigestFinal_ex(c, out, NULL) == 1);
+    EVP_MD_CTX_free(c);
+}
+
+static int hmac(const EVP_MD *md, const uint8_t *key, size_t klen,
+                const uint8_t *in, size_t len, uint8_t *out)
+{
+    unsigned int n = 0;
+    if (HMAC(md, key, (int)klen, in, len, out, &n) == NULL)
+        return LR_ECRYPTO;
+    return LR_OK;
+}
+
+LR_API int lr_hmac_md5(const uint8_t *key, size_t klen, const uint8_t *in,
+                       size_t len, uint8_t *out)
+{
+    return hmac(EVP_md5(), key, klen, in, len, out);
+}
+
+LR_API int lr_hmac_sha256(const uint8_t *key, size_t klen, const uint8_t *in,
+                          size_t len, uint8_t *out)
+{
+    return hmac(EVP_sha256(), key, klen, in, len, out);
+}
+
+LR_API int lr_shake128(const uint8_t *in, size_t len, uint8_t *out,
+                       size_t outlen)
+{
+    int rc = LR_ECRYPTO;
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    if (c == NULL)
+        return LR_ENOMEM;
+    if (EVP_DigestInit_ex(c, EVP_shake128(), NULL) == 1 &&
+        EVP_DigestUpdate(c, in, len) == 1 &&
+        EVP_DigestFinalXOF(c, out, outlen) == 1)
+        rc = LR_OK;
+    EVP_MD_CTX_free(c);
+    return rc;
+}
+
+LR_API uint32_t lr_fnv1a32(const uint8_t *in, size_t len)
+{
+    uint32_t h = 0x811c9dc5u;
+    for (size_t i = 0; i < len; i++) {
+        h ^= in[i];
+        h *= 0x01000193u;
+    }
+    return h;
+}
+
+/* CRC-32/IEEE (zlib's), table built on first use. */
+static uint32_t crc_table[256];
+static int crc_ready;
+
+static void crc_init(void)
+{
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++)
+            c = (c & 1) ? 0xedb88320u ^ (c >> 1) : c >> 1;
+        crc_table[i] = c;
+    }
+    crc_ready = 1;
+}
+
+LR_API uint32_t lr_crc32(const uint8_t *in, size_t len)
+{
+    if (!crc_ready)
+        crc_init();
+    uint32_t c = 0xffffffffu;
+    for (size_t i = 0; i < len; i++)
+        c = crc_table[(c ^ in[i]) & 0xff] ^ (c >> 8);
+    return c ^ 0xffffffffu;
+}
+
+LR_API void lr_random(uint8_t *out, size_t len)
+{
+    randombytes_buf(out, len);
+}
+
+LR_API int lr_memeq_ct(const uint8_t *a, const uint8_t *b, size_t len)
+{
+    return sodium_memcmp(a, b, len);
+}
+
+void lr_wipe(void *p, size_t len)
+{
+    sodium_memzero(p, len);
+}

@@ -1,0 +1,455 @@
+/*
+ * luaray public C API: the one surface that the LuaJIT FFI, the specs, the
+ * daemon's Lua and the examples use.
+ *
+ * This header is written in the subset that LuaJIT's C parser reads: no
+ * macros inside declarations (LR_API is stripped by scripts/gen-cdef), no
+ * bitfields, no varargs, fixed-width integers, constants as enum values,
+ * opaque handles as incomplete structs.  scripts/gen-cdef turns it into
+ * build/lua/luaray/cdef.lua; nobody edits cdefs by hand.
+ *
+ * Conventions (style.md section 7):
+ *  - functions return int: LR_OK (0) on success, LR_AGAIN (1) when an
+ *    incremental decoder needs more bytes (nothing was consumed), LR_DONE (2)
+ *    when a body decoder met the end-of-stream chunk, and a negative value
+ *    on failure (-errno or one of the LR_E* codes below -1000);
+ *  - pointer + length in, caller-owned buffers out, sizes via size_t *;
+ *  - nothing here takes a lua_State, and nothing here calls Lua.
+ * Functions marked "hot path" are called per chunk and neither allocate
+ * nor log.
+ */
+#ifndef LURAY_API_H
+#define LURAY_API_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifndef LR_API
+#define LR_API __attribute__((visibility("default")))
+#endif
+
+/* ------------------------------------------------------------------ */
+/* Status codes and limits                                             */
+/* ------------------------------------------------------------------ */
+
+enum lr_status {
+    LR_OK = 0,
+    LR_AGAIN = 1,          /* need more input; nothing consumed */
+    LR_DONE = 2,           /* end-of-stream chunk decoded */
+    LR_EINVAL = -1001,     /* bad argument or malformed field */
+    LR_EAUTH = -1002,      /* authentication failed (AEAD tag, FNV) */
+    LR_ECHECKSUM = -1003,  /* request header FNV-1a checksum mismatch */
+    LR_EREPLAY = -1004,    /* AuthID or session seen before */
+    LR_ETIME = -1005,      /* timestamp outside the accepted window */
+    LR_ENOUSER = -1006,    /* no user matches the auth value / AuthID */
+    LR_ESECURITY = -1007,  /* unknown or forbidden security type */
+    LR_EOPTION = -1008,    /* forbidden option combination (0x08 w/o 0x04) */
+    LR_EADDR = -1009,      /* unknown address type or invalid domain */
+    LR_ETOOBIG = -1010,    /* length beyond protocol or buffer limits */
+    LR_ENOMEM = -1011,     /* allocation failed */
+    LR_EFULL = -1012,      /* replay filter at its cap: fails closed */
+    LR_ETAINTED = -1013,   /* legacy auth value burned by an earlier error */
+    LR_ECOMMAND = -1014,   /* unknown request command */
+    LR_ECRYPTO = -1015,    /* the crypto library failed (never input-driven) */
+    LR_ELEGACY = -1016     /* legacy header while legacy is disabled */
+};
+
+enum lr_limits {
+    LR_UUID_LEN = 16,
+    LR_KEY_LEN = 16,
+    LR_AUTHID_LEN = 16,
+    LR_MAX_DOMAIN = 255,
+    /* largest request header plaintext: 41 fixed + 1 + 255 + 15 + 4 */
+    LR_REQ_PLAIN_MAX = 316,
+    /* largest request header on the wire (AEAD: 16 + 18 + 8 + 316 + 16) */
+    LR_REQ_WIRE_MAX = 374,
+    /* largest response header on the wire (AEAD, 255-byte command) */
+    LR_RESP_WIRE_MAX = 18 + 4 + 255 + 16,
+    /* largest SIZE field value and so the largest chunk body */
+    LR_CHUNK_MAX = 65535,
+    /* our writers' default payload per chunk (readers accept up to 65535) */
+    LR_CHUNK_PAYLOAD_DEFAULT = 16384,
+    /* most bytes a chunk adds around its payload: 18 (sealed SIZE) + 16 + 63 */
+    LR_CHUNK_OVERHEAD_MAX = 97
+};
+
+/* Security byte values as they are on the wire (vmess-wire.md section 6). */
+enum lr_security {
+    LR_SEC_UNKNOWN = 0,      /* 4.34 servers treat it as aes-128-cfb */
+    LR_SEC_AES128_CFB = 1,   /* "legacy" */
+    LR_SEC_AUTO = 2,         /* config only, never valid on the wire */
+    LR_SEC_AES128_GCM = 3,
+    LR_SEC_CHACHA20_POLY1305 = 4,
+    LR_SEC_NONE = 5,
+    LR_SEC_ZERO = 6          /* config only: sent as NONE with options 0 */
+};
+
+/* Request option bits. */
+enum lr_option {
+    LR_OPT_CHUNK_STREAM = 0x01,
+    LR_OPT_CONNECTION_REUSE = 0x02,
+    LR_OPT_CHUNK_MASKING = 0x04,
+    LR_OPT_GLOBAL_PADDING = 0x08,
+    LR_OPT_AUTHENTICATED_LENGTH = 0x10
+};
+
+enum lr_command {
+    LR_CMD_TCP = 1,
+    LR_CMD_UDP = 2,
+    LR_CMD_MUX = 3
+};
+
+enum lr_addr_type {
+    LR_ATYP_NONE = 0,        /* command 3 (mux): no address on the wire */
+    LR_ATYP_IPV4 = 1,
+    LR_ATYP_DOMAIN = 2,
+    LR_ATYP_IPV6 = 3
+};
+
+enum lr_header_mode {
+    LR_MODE_LEGACY = 1,      /* HMAC-MD5 auth + AES-128-CFB command section */
+    LR_MODE_AEAD = 2         /* VMessAEAD: AuthID + sealed length + header */
+};
+
+/* lr_body_init flags */
+enum lr_body_flags {
+    LR_BODY_UDP = 0x01,          /* packet transfer: one datagram per chunk */
+    LR_BODY_LEGACY_RESP = 0x02,  /* response direction under a legacy header:
+                                    the CFB stream starts before the response
+                                    header and a cfb body continues it */
+    LR_BODY_ZERO_PADDING = 0x04  /* fill GlobalPadding with zeros, not random
+                                    bytes (reproducible output for specs) */
+};
+
+/* ------------------------------------------------------------------ */
+/* Library                                                             */
+/* ------------------------------------------------------------------ */
+
+/* Initialises libsodium and checks that OpenSSL has every algorithm we use.
+ * Idempotent; every other function may assume it ran.  Returns LR_OK or
+ * LR_ECRYPTO. */
+LR_API int lr_init(void);
+
+/* A static string naming the status code `err` (never NULL). */
+LR_API const char *lr_strerror(int err);
+
+/* The library version string, e.g. "0.1.0". */
+LR_API const char *lr_version(void);
+
+/* ------------------------------------------------------------------ */
+/* Crypto primitives (thin wrappers; exposed for specs and tools)      */
+/* ------------------------------------------------------------------ */
+
+/* Digests write 16 (MD5) or 32 (SHA-256) bytes into `out`.  Return LR_OK. */
+LR_API int lr_md5(const uint8_t *in, size_t len, uint8_t *out);
+LR_API int lr_sha256(const uint8_t *in, size_t len, uint8_t *out);
+LR_API int lr_hmac_md5(const uint8_t *key, size_t klen, const uint8_t *in,
+                       size_t len, uint8_t *out);
+LR_API int lr_hmac_sha256(const uint8_t *key, size_t klen, const uint8_t *in,
+                          size_t len, uint8_t *out);
+LR_API uint32_t lr_fnv1a32(const uint8_t *in, size_t len);
+LR_API uint32_t lr_crc32(const uint8_t *in, size_t len);
+
+/* SHAKE128(in) squeezed for `outlen` bytes in one go (OpenSSL's one-shot
+ * XOF; specs use it to check our incremental sponge, see lr_shake_*). */
+LR_API int lr_shake128(const uint8_t *in, size_t len, uint8_t *out,
+                       size_t outlen);
+
+/* The VMessAEAD KDF (vmess-wire.md 7.1): `out` (32 bytes) =
+ * KDF(key, path[0..npath-1]); path element i is path[i] of plen[i] bytes.
+ * npath <= 8. */
+LR_API int lr_kdf(const uint8_t *key, size_t klen, const uint8_t *const *path,
+                  const size_t *plen, size_t npath, uint8_t *out);
+
+/* Fills `out` with `len` bytes from libsodium's CSPRNG. */
+LR_API void lr_random(uint8_t *out, size_t len);
+
+/* Constant-time comparison (libsodium): 0 when equal, -1 otherwise. */
+LR_API int lr_memeq_ct(const uint8_t *a, const uint8_t *b, size_t len);
+
+/* ------------------------------------------------------------------ */
+/* Identity (vmess-wire.md section 2)                                  */
+/* ------------------------------------------------------------------ */
+
+/* Parses a textual UUID (36 chars with dashes, or 32 hex digits) into 16
+ * bytes.  LR_EINVAL on anything else. */
+LR_API int lr_uuid_parse(const char *s, size_t len, uint8_t *out);
+
+/* Formats 16 bytes as a 36-char lower-case UUID plus NUL into `out` (37). */
+LR_API int lr_uuid_format(const uint8_t *id, char *out);
+
+/* A fresh random version-4 UUID (16 bytes). */
+LR_API void lr_uuid_random(uint8_t *out);
+
+/* cmdKey = MD5(id || "c48619fe-8f02-49e0-b9e9-edf763e17e21"). */
+LR_API int lr_cmd_key(const uint8_t *id, uint8_t *out);
+
+/* The first `n` alternate IDs of `id` (the alterId chain), 16 bytes each,
+ * into `out` (n * 16 bytes). */
+LR_API int lr_alter_ids(const uint8_t *id, uint32_t n, uint8_t *out);
+
+/* Legacy auth value HMAC-MD5(id16, BE64(ts)) into `out` (16). */
+LR_API int lr_legacy_auth(const uint8_t *id16, int64_t ts, uint8_t *out);
+
+/* AuthID (vmess-wire.md 7.2) for `ts` and the 4 random bytes `rand4`. */
+LR_API int lr_authid_make(const uint8_t *cmd_key, int64_t ts,
+                          const uint8_t *rand4, uint8_t *out);
+
+/* ------------------------------------------------------------------ */
+/* Users: the server-side table of accounts                            */
+/* ------------------------------------------------------------------ */
+
+/* One generation's user table.  It owns per-user precomputed state: the
+ * cmdKey, the AES key schedule of the AuthID key, the alternate IDs and,
+ * when legacy is enabled, the hash table of legacy auth values for every
+ * ID and every second of the window. */
+struct lr_users;
+
+/* Allocates an empty table; NULL on ENOMEM.  Free with lr_users_free. */
+LR_API struct lr_users *lr_users_new(void);
+LR_API void lr_users_free(struct lr_users *u);
+
+/* Adds a user (copies `id`).  Returns the user's index (>= 0) or a negative
+ * error (LR_EINVAL for a duplicate id or alter_id > 65535).  Not hot path. */
+LR_API int lr_users_add(struct lr_users *u, const uint8_t *id,
+                        uint32_t alter_id);
+
+/* Number of users. */
+LR_API uint32_t lr_users_count(const struct lr_users *u);
+
+/* Enables (1) or disables (0) legacy header acceptance.  Enabling builds
+ * the auth table at the next lr_users_refresh.  Returns LR_OK. */
+LR_API int lr_users_set_legacy(struct lr_users *u, int enabled);
+
+/* Brings the legacy auth table to `now`: adds the seconds up to now+120 and
+ * drops the seconds before now-120.  Incremental: only new seconds cost
+ * HMACs.  The daemon calls it every 10 s, as v2ray does; a table refreshed
+ * at T accepts [T-120, T+120].  Returns LR_OK or LR_ENOMEM. */
+LR_API int lr_users_refresh(struct lr_users *u, int64_t now);
+
+/* ------------------------------------------------------------------ */
+/* Replay state (vmess-wire.md section 14)                             */
+/* ------------------------------------------------------------------ */
+
+/* Exact sets of AuthIDs and of (user, reqKey, reqIV) sessions, bucketed by
+ * expiry so each entry lives exactly as long as it can be replayed, with a
+ * hard cap that fails closed (LR_EFULL, counted).  Kept across reloads. */
+struct lr_replay;
+
+/* `cap` = most entries of each kind held at once (0: 1,048,576).  NULL on
+ * ENOMEM. */
+LR_API struct lr_replay *lr_replay_new(uint32_t cap);
+LR_API void lr_replay_free(struct lr_replay *r);
+
+/* Drops expired entries.  Cheap; call at least every few seconds. */
+LR_API void lr_replay_expire(struct lr_replay *r, int64_t now);
+
+/* Statistics: entries now held, and how many inserts were refused at the
+ * cap (since creation), for AuthIDs and sessions. */
+struct lr_replay_stats {
+    uint64_t authids;
+    uint64_t sessions;
+    uint64_t full_refusals;
+};
+LR_API void lr_replay_stats(const struct lr_replay *r,
+                            struct lr_replay_stats *out);
+
+/* Checks and records an AuthID seen at `now`.  LR_OK if new (now recorded
+ * until now+240), LR_EREPLAY if held, LR_EFULL at the cap. */
+LR_API int lr_replay_check_authid(struct lr_replay *r, const uint8_t *authid,
+                                  int64_t now);
+
+/* ------------------------------------------------------------------ */
+/* Request header                                                      */
+/* ------------------------------------------------------------------ */
+
+/* The decoded (or to-be-encoded) request header fields. */
+struct lr_req {
+    uint8_t mode;            /* LR_MODE_* */
+    uint8_t version;         /* 1 when encoding; not checked when decoding */
+    uint8_t v;               /* response authenticator, echoed by the server */
+    uint8_t option;          /* LR_OPT_* bits */
+    uint8_t security;        /* LR_SEC_* as on the wire (0 decodes as 1) */
+    uint8_t padding_len;     /* header padding P, 0..15 */
+    uint8_t command;         /* LR_CMD_* */
+    uint8_t atyp;            /* LR_ATYP_* */
+    uint16_t port;           /* host order */
+    uint16_t addr_len;       /* bytes in addr: 4, 16 or the domain length */
+    uint8_t addr[256];       /* IPv4/IPv6 bytes or the domain (NUL-ended) */
+    uint8_t body_key[16];
+    uint8_t body_iv[16];
+    uint8_t padding[15];     /* header padding bytes (encode: caller's) */
+    /* identity */
+    int32_t user;            /* decode: index in lr_users */
+    int32_t id_index;        /* legacy: -1 main ID, k = alternate k */
+    int64_t ts;              /* the timestamp the header carries */
+    /* AEAD randomness (encode: caller's; decode: what came in) */
+    uint8_t auth_rand[4];
+    uint8_t conn_nonce[8];
+    uint8_t auth[16];        /* AuthID or legacy auth value */
+};
+
+/* Fills every random field of `req` (v, body key/IV, padding length and
+ * bytes, auth_rand, conn_nonce) from the CSPRNG. */
+LR_API void lr_req_randomize(struct lr_req *req);
+
+/* Encodes a request header as a client.  `id` is the main ID (16), and for
+ * the legacy mode `req->id_index` picks the ID that signs the auth value
+ * (-1 main, k < alter_count an alternate).  `req->ts` is the timestamp to
+ * send.  Writes at most LR_REQ_WIRE_MAX bytes; *outlen gets the size.
+ * Returns LR_OK or LR_EINVAL / LR_ETOOBIG for bad fields. */
+LR_API int lr_req_encode(const struct lr_req *req, const uint8_t *id,
+                         uint8_t *out, size_t cap, size_t *outlen);
+
+/* Incremental server-side decoder state.  Caller-owned storage: it holds
+ * no pointers to free, so it may live inside a connection. */
+struct lr_req_dec {
+    uint8_t stage;
+    uint8_t mode;
+    uint8_t pad_[2];
+    int32_t user;
+    int32_t id_index;
+    uint32_t need;
+    int64_t ts;
+    uint32_t plain_len;      /* legacy: bytes decrypted so far */
+    uint32_t aead_len;       /* AEAD: L from the sealed length */
+    uint8_t plain[LR_REQ_PLAIN_MAX];
+};
+
+/* Resets `dec` for a new connection. */
+LR_API void lr_req_dec_init(struct lr_req_dec *dec);
+
+/* Decodes a request header from the first `len` bytes a client sent
+ * (`buf` holds everything received so far on the connection; call again
+ * with more bytes after LR_AGAIN).  On LR_OK `req` is filled and
+ * *consumed is the header size: the body starts there.  On LR_AGAIN
+ * nothing is decided yet.  Errors: LR_ENOUSER, LR_ETIME, LR_EREPLAY,
+ * LR_EFULL, LR_ETAINTED, LR_EAUTH, LR_ECHECKSUM, LR_ESECURITY, LR_EOPTION,
+ * LR_ECOMMAND, LR_EADDR, LR_ETOOBIG, LR_ELEGACY.  Every failure after a
+ * legacy auth match taints that auth value.  `replay` may be NULL (no
+ * replay checks; specs only).  Work is bounded: never more than
+ * LR_REQ_WIRE_MAX bytes are examined. */
+LR_API int lr_req_decode(struct lr_req_dec *dec, struct lr_users *users,
+                         struct lr_replay *replay, const uint8_t *buf,
+                         size_t len, int64_t now, struct lr_req *req,
+                         size_t *consumed);
+
+/* ------------------------------------------------------------------ */
+/* Body stream codec (vmess-wire.md section 11)                        */
+/* ------------------------------------------------------------------ */
+
+/* One direction of a body: length encoding (plain, SHAKE-masked or
+ * AEAD-sealed), payload cipher (none, CFB, GCM, ChaCha20-Poly1305) and
+ * padding, chosen independently.  Allocated once per stream; no allocation
+ * afterwards. */
+struct lr_body;
+
+LR_API struct lr_body *lr_body_new(void);
+LR_API void lr_body_free(struct lr_body *b);
+
+/* Sets up a direction.  `key`/`iv` are this direction's body key and IV
+ * (reqKey/reqIV for the request, respKey/respIV for the response);
+ * `req_key`/`req_iv` are the request's (the authenticated-length box uses
+ * them in both directions); they may equal key/iv.  `security` 0 is read as
+ * aes-128-cfb.  Returns LR_OK, LR_ESECURITY, LR_EOPTION. */
+LR_API int lr_body_init(struct lr_body *b, uint8_t security, uint8_t option,
+                        const uint8_t *key, const uint8_t *iv,
+                        const uint8_t *req_key, const uint8_t *req_iv,
+                        uint32_t flags);
+
+/* Bytes a chunk of `payload` bytes may need at most on the wire. */
+LR_API size_t lr_body_max_wire(const struct lr_body *b, size_t payload);
+
+/* Largest payload one chunk can carry (raw streams: SIZE_MAX). */
+LR_API size_t lr_body_max_payload(const struct lr_body *b);
+
+/* Encodes `len` payload bytes as ONE chunk (or raw bytes) into `out`.
+ * len <= lr_body_max_payload(); cap >= lr_body_max_wire(len).  Hot path.
+ * Returns LR_OK, LR_ETOOBIG, LR_EINVAL. */
+LR_API int lr_body_seal(struct lr_body *b, const uint8_t *in, size_t len,
+                        uint8_t *out, size_t cap, size_t *outlen);
+
+/* Encodes the end-of-stream chunk (nothing for raw streams and for AEAD
+ * bodies without ChunkStream).  Returns LR_OK. */
+LR_API int lr_body_seal_end(struct lr_body *b, uint8_t *out, size_t cap,
+                            size_t *outlen);
+
+/* Decodes at most one chunk from `in`.  LR_OK: *consumed bytes used and
+ * *outlen payload bytes written to `out` (cap >= 65535 always suffices,
+ * and raw streams write min(len, cap)).  LR_AGAIN: incomplete chunk,
+ * nothing consumed.  LR_DONE: the end-of-stream chunk was consumed.
+ * Errors: LR_EAUTH (tag or FNV), LR_EINVAL (SIZE smaller than the
+ * overhead), LR_ETOOBIG (cap too small).  After an error or LR_DONE the
+ * direction is finished.  Hot path. */
+LR_API int lr_body_open(struct lr_body *b, const uint8_t *in, size_t len,
+                        size_t *consumed, uint8_t *out, size_t cap,
+                        size_t *outlen);
+
+/* The chunk count so far (the AEAD nonce counter before wrapping). */
+LR_API uint64_t lr_body_chunks(const struct lr_body *b);
+
+/* ------------------------------------------------------------------ */
+/* Response header (vmess-wire.md sections 8-10)                       */
+/* ------------------------------------------------------------------ */
+
+/* Response body key/IV from the request's: MD5 (legacy) or SHA-256[0:16]
+ * (AEAD). */
+LR_API int lr_resp_keys(uint8_t mode, const uint8_t *req_key,
+                        const uint8_t *req_iv, uint8_t *resp_key,
+                        uint8_t *resp_iv);
+
+/* A dynamic-port ("SwitchAccount", cmd 0x01) command. */
+struct lr_cmd_switch {
+    uint8_t host_len;
+    uint8_t host[255];
+    uint16_t port;
+    uint8_t id[16];
+    uint16_t alter_ids;
+    uint8_t level;
+    uint8_t valid_min;
+};
+
+/* The decoded response header. */
+struct lr_resp {
+    uint8_t v;
+    uint8_t option;
+    uint8_t command;         /* 0 none, 1 switch account (parsed below) */
+    uint8_t command_len;
+    uint8_t has_switch;      /* 1 when `sw` holds a valid command 0x01 */
+    struct lr_cmd_switch sw;
+};
+
+/* Encodes a response header (server).  `down` is the response-direction
+ * body, already initialised; in the legacy mode the header runs through
+ * its CFB stream.  `cmd` may be NULL (no command).  Returns LR_OK. */
+LR_API int lr_resp_encode(uint8_t mode, const uint8_t *resp_key,
+                          const uint8_t *resp_iv, struct lr_body *down,
+                          uint8_t v, const struct lr_cmd_switch *cmd,
+                          uint8_t *out, size_t cap, size_t *outlen);
+
+/* Incremental decoder state for the client side (caller-owned). */
+struct lr_resp_dec {
+    uint32_t have;           /* legacy: bytes decrypted so far */
+    uint32_t len;            /* AEAD: plaintext length */
+    uint8_t plain[4 + 255];
+};
+
+LR_API void lr_resp_dec_init(struct lr_resp_dec *dec);
+
+/* Decodes the response header from `in` (everything received so far).
+ * LR_OK: `out` filled, *consumed = header size; LR_AGAIN: need more.
+ * Errors: LR_EAUTH (AEAD tag, or V differs from `expect_v`).  An
+ * unparsable command is ignored (has_switch = 0) as v2ray does. */
+LR_API int lr_resp_decode(struct lr_resp_dec *dec, uint8_t mode,
+                          const uint8_t *resp_key, const uint8_t *resp_iv,
+                          struct lr_body *down, uint8_t expect_v,
+                          const uint8_t *in, size_t len, size_t *consumed,
+                          struct lr_resp *out);
+
+/* Command 0x01 bytes (cmd, len, FNV, payload) to and from a buffer. */
+LR_API int lr_cmd_switch_encode(const struct lr_cmd_switch *c, uint8_t *out,
+                                size_t cap, size_t *outlen);
+LR_API int lr_cmd_switch_decode(const uint8_t *in, size_t len,
+                                struct lr_cmd_switch *out);
+
+#endif

@@ -1,0 +1,224 @@
+/*
+ * Replay state (vmess-wire.md 14): the AuthIDs and the (user, body key,
+ * body IV) sessions already seen.  v2ray keeps AuthIDs in two cuckoo
+ * filters rotated every 120 s, which both forgets an AuthID while it can
+ * still pass the time check and rejects fresh clients when a filter
+ * fills.  Here every entry carries the second after which it can no
+ * longer be replayed (an AuthID: its timestamp + 121; a session: now +
+ * 180), and entries sit in exact hash sets bucketed by that expiry, 120 s
+ * per bucket, so a whole bucket is dropped once its last entry has
+ * expired.  The number of entries is capped; at the cap inserts fail
+ * closed (LR_EFULL) and are counted.
+ *
+ * The sets are keyed by a per-process random seed so a client cannot aim
+ * keys at one probe run.
+ */
+#include <string.h>
+
+#include "vmess/vmess.h"
+
+#define BUCKET_SPAN 120
+#define NBUCKETS 4   /* live buckets never exceed ceil(241 / 120) + 1 */
+
+struct bucket {
+    int64_t id;          /* expiry / BUCKET_SPAN; -1 unused */
+    uint32_t count;
+    uint32_t mask;       /* slots - 1; 0 when unallocated */
+    uint32_t *tags;      /* hash | 1 of the slot's key; 0 = empty */
+    uint8_t *keys;       /* slots * key width */
+};
+
+struct xset {
+    uint32_t kw;         /* key width */
+    uint64_t count;
+    struct bucket b[NBUCKETS];
+};
+
+struct lr_replay {
+    uint32_t cap;
+    uint64_t seed[2];
+    uint64_t refused;
+    struct xset authid;
+    struct xset session;
+};
+
+static uint64_t mix(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ULL;
+    x ^= x >> 33;
+    return x;
+}
+
+static uint32_t key_hash(const struct lr_replay *r, const uint8_t *k,
+                         size_t n)
+{
+    uint64_t h = r->seed[0];
+    for (size_t i = 0; i < n; i += 8) {
+        uint64_t w = 0;
+        memcpy(&w, k + i, n - i < 8 ? n - i : 8);
+        h = mix(h ^ w ^ r->seed[1]);
+    }
+    return (uint32_t)h | 1u;
+}
+
+static void bucket_clear(struct xset *s, struct bucket *b)
+{
+    s->count -= b->count;
+    free(b->tags);
+    free(b->keys);
+    memset(b, 0, sizeof(*b));
+    b->id = -1;
+}
+
+static int bucket_has(const struct xset *s, const struct bucket *b,
+                      uint32_t h, const uint8_t *k)
+{
+    if (!b->mask)
+        return 0;
+    for (uint32_t i = h & b->mask; b->tags[i]; i = (i + 1) & b->mask)
+        if (b->tags[i] == h && memcmp(b->keys + (size_t)i * s->kw, k, s->kw) == 0)
+            return 1;
+    return 0;
+}
+
+static void bucket_put(struct xset *s, struct bucket *b, uint32_t h,
+                       const uint8_t *k)
+{
+    uint32_t i = h & b->mask;
+    while (b->tags[i])
+        i = (i + 1) & b->mask;
+    b->tags[i] = h;
+    memcpy(b->keys + (size_t)i * s->kw, k, s->kw);
+    b->count++;
+    s->count++;
+}
+
+static int bucket_grow(struct xset *s, struct bucket *b)
+{
+    uint32_t slots = b->mask ? (b->mask + 1) * 2 : 1024;
+    struct bucket nb = *b;
+    nb.mask = slots - 1;
+    nb.count = 0;
+    nb.tags = calloc(slots, sizeof(*nb.tags));
+    nb.keys = malloc((size_t)slots * s->kw);
+    if (!nb.tags || !nb.keys) {
+        free(nb.tags);
+        free(nb.keys);
+        return LR_ENOMEM;
+    }
+    uint32_t old = b->count;
+    for (uint32_t i = 0; b->mask && i <= b->mask; i++)
+        if (b->tags[i]) {
+            s->count--;
+            bucket_put(s, &nb, b->tags[i], b->keys + (size_t)i * s->kw);
+        }
+    lr_require(nb.count == old);
+    free(b->tags);
+    free(b->keys);
+    *b = nb;
+    return LR_OK;
+}
+
+static void xset_expire(struct xset *s, int64_t now)
+{
+    for (int i = 0; i < NBUCKETS; i++)
+        if (s->b[i].id >= 0 && (s->b[i].id + 1) * BUCKET_SPAN <= now)
+            bucket_clear(s, &s->b[i]);
+}
+
+/* LR_OK (inserted), LR_EREPLAY (present), LR_EFULL, LR_ENOMEM */
+static int xset_check(struct lr_replay *r, struct xset *s, const uint8_t *k,
+                      int64_t expiry, int64_t now)
+{
+    uint32_t h = key_hash(r, k, s->kw);
+    xset_expire(s, now);
+    for (int i = 0; i < NBUCKETS; i++)
+        if (s->b[i].id >= 0 && bucket_has(s, &s->b[i], h, k))
+            return LR_EREPLAY;
+    if (s->count >= r->cap) {
+        r->refused++;
+        return LR_EFULL;
+    }
+    int64_t id = expiry / BUCKET_SPAN;
+    struct bucket *b = &s->b[id % NBUCKETS];
+    if (b->id != id) {
+        if (b->id >= 0) /* still live: only if the clock went backwards */
+            bucket_clear(s, b);
+        b->id = id;
+    }
+    if (!b->mask || (b->count + 1) * 4 > (b->mask + 1) * 3) {
+        int rc = bucket_grow(s, b);
+        if (rc != LR_OK) {
+            r->refused++;
+            return rc;
+        }
+    }
+    bucket_put(s, b, h, k);
+    return LR_OK;
+}
+
+LR_API struct lr_replay *lr_replay_new(uint32_t cap)
+{
+    struct lr_replay *r = calloc(1, sizeof(*r));
+    if (!r)
+        return NULL;
+    r->cap = cap ? cap : 1u << 20;
+    lr_random((uint8_t *)r->seed, sizeof(r->seed));
+    r->authid.kw = 16;
+    r->session.kw = 48;
+    for (int i = 0; i < NBUCKETS; i++) {
+        r->authid.b[i].id = -1;
+        r->session.b[i].id = -1;
+    }
+    return r;
+}
+
+LR_API void lr_replay_free(struct lr_replay *r)
+{
+    if (!r)
+        return;
+    for (int i = 0; i < NBUCKETS; i++) {
+        bucket_clear(&r->authid, &r->authid.b[i]);
+        bucket_clear(&r->session, &r->session.b[i]);
+    }
+    free(r);
+}
+
+LR_API void lr_replay_expire(struct lr_replay *r, int64_t now)
+{
+    xset_expire(&r->authid, now);
+    xset_expire(&r->session, now);
+}
+
+LR_API void lr_replay_stats(const struct lr_replay *r,
+                            struct lr_replay_stats *out)
+{
+    out->authids = r->authid.count;
+    out->sessions = r->session.count;
+    out->full_refusals = r->refused;
+}
+
+LR_API int lr_replay_check_authid(struct lr_replay *r, const uint8_t *authid,
+                                  int64_t now)
+{
+    /* An AuthID passes the time check until its timestamp + 120; the
+     * timestamp is inside it, but holding it until now + 241 covers every
+     * timestamp the check accepts without decrypting again. */
+    return xset_check(r, &r->authid, authid, now + 2 * LR_TIME_WINDOW + 1,
+                      now);
+}
+
+int lr_replay_check_session(struct lr_replay *r, const uint8_t *user_id,
+                            const uint8_t *key, const uint8_t *iv,
+                            int64_t now)
+{
+    /* keyed by the user's main ID, not its index: indices change on reload */
+    uint8_t k[48];
+    memcpy(k, user_id, 16);
+    memcpy(k + 16, key, 16);
+    memcpy(k + 32, iv, 16);
+    return xset_check(r, &r->session, k, now + LR_SESSION_TTL, now);
+}

@@ -1,0 +1,340 @@
+/*
+ * Identity and the server's user table (vmess-wire.md 2 and 4): UUIDs,
+ * cmdKey, the alterId chain, legacy auth values, and the lookup table of
+ * every legacy auth value a user may send in the time window.
+ *
+ * The legacy table is a ring of one slab per second; each slab holds one
+ * entry per ID (main and alternates of every user).  An open-addressing
+ * hash index (linear probing, backward-shift deletion, no tombstones) maps
+ * an auth value to its entry.  A refresh only computes the seconds that
+ * enter the window and unlinks the ones that leave it.
+ */
+#include <string.h>
+
+#include <openssl/evp.h>
+
+#include "vmess/vmess.h"
+
+#define LEGACY_RING 256 /* > 2 * LR_TIME_WINDOW + 1 seconds */
+
+static const char cmd_key_salt[] = "c48619fe-8f02-49e0-b9e9-edf763e17e21";
+static const char alt_salt[] = "16167dc8-16b6-4e6d-b8bb-65dd68113a81";
+static const char alt_retry_salt[] = "533eff8a-4113-4b10-b5ce-0f5d76b98cd2";
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+LR_API int lr_uuid_parse(const char *s, size_t len, uint8_t *out)
+{
+    size_t j = 0;
+    if (s == NULL || (len != 36 && len != 32))
+        return LR_EINVAL;
+    for (size_t i = 0; i < len;) {
+        if (len == 36 && (i == 8 || i == 13 || i == 18 || i == 23)) {
+            if (s[i] != '-')
+                return LR_EINVAL;
+            i++;
+            continue;
+        }
+        int hi = hexval(s[i]), lo = hexval(s[i + 1]);
+        if (hi < 0 || lo < 0 || j >= 16)
+            return LR_EINVAL;
+        out[j++] = (uint8_t)(hi << 4 | lo);
+        i += 2;
+    }
+    return j == 16 ? LR_OK : LR_EINVAL;
+}
+
+LR_API int lr_uuid_format(const uint8_t *id, char *out)
+{
+    static const char hex[] = "0123456789abcdef";
+    char *p = out;
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            *p++ = '-';
+        *p++ = hex[id[i] >> 4];
+        *p++ = hex[id[i] & 15];
+    }
+    *p = '\0';
+    return LR_OK;
+}
+
+LR_API void lr_uuid_random(uint8_t *out)
+{
+    lr_random(out, 16);
+    out[6] = (uint8_t)((out[6] & 0x0f) | 0x40);
+    out[8] = (uint8_t)((out[8] & 0x3f) | 0x80);
+}
+
+LR_API int lr_cmd_key(const uint8_t *id, uint8_t *out)
+{
+    lr_md5_2(id, 16, (const uint8_t *)cmd_key_salt, sizeof(cmd_key_salt) - 1,
+             out);
+    return LR_OK;
+}
+
+/* Alternate IDs chain from the main ID; a digest equal to its input is
+ * re-fed with the retry salt appended to the same running MD5 (v2ray's
+ * common/protocol/id.go nextID). */
+LR_API int lr_alter_ids(const uint8_t *id, uint32_t n, uint8_t *out)
+{
+    uint8_t prev[16];
+    memcpy(prev, id, 16);
+    for (uint32_t k = 0; k < n; k++) {
+        EVP_MD_CTX *c = EVP_MD_CTX_new();
+        uint8_t d[16];
+        lr_require(c != NULL);
+        lr_require(EVP_DigestInit_ex(c, EVP_md5(), NULL) == 1);
+        EVP_DigestUpdate(c, prev, 16);
+        EVP_DigestUpdate(c, alt_salt, sizeof(alt_salt) - 1);
+        for (;;) {
+            EVP_MD_CTX *snap = EVP_MD_CTX_new();
+            lr_require(snap != NULL && EVP_MD_CTX_copy_ex(snap, c) == 1);
+            EVP_DigestFinal_ex(snap, d, NULL);
+            EVP_MD_CTX_free(snap);
+            if (memcmp(d, prev, 16) != 0)
+                break;
+            EVP_DigestUpdate(c, alt_retry_salt, sizeof(alt_retry_salt) - 1);
+        }
+        EVP_MD_CTX_free(c);
+        memcpy(out + 16 * k, d, 16);
+        memcpy(prev, d, 16);
+    }
+    return LR_OK;
+}
+
+LR_API int lr_legacy_auth(const uint8_t *id16, int64_t ts, uint8_t *out)
+{
+    uint8_t t[8];
+    lr_put_be64(t, (uint64_t)ts);
+    return lr_hmac_md5(id16, 16, t, 8, out);
+}
+
+/* ---------------------------------------------------------------- users */
+
+LR_API struct lr_users *lr_users_new(void)
+{
+    struct lr_users *u = calloc(1, sizeof(*u));
+    if (u) {
+        u->lo = 1;
+        u->hi = 0;
+    }
+    return u;
+}
+
+static void legacy_drop(struct lr_users *u)
+{
+    free(u->slab);
+    free(u->index);
+    u->slab = NULL;
+    u->index = NULL;
+    u->lo = 1;
+    u->hi = 0;
+}
+
+LR_API void lr_users_free(struct lr_users *u)
+{
+    if (!u)
+        return;
+    for (uint32_t i = 0; i < u->n; i++) {
+        lr_aes_block_deinit(&u->v[i].authid);
+        free(u->v[i].alt_ids);
+    }
+    if (u->slab)
+        lr_wipe(u->slab, sizeof(*u->slab) * LEGACY_RING * u->ids);
+    legacy_drop(u);
+    if (u->v)
+        lr_wipe(u->v, sizeof(*u->v) * u->cap);
+    free(u->v);
+    free(u);
+}
+
+LR_API int lr_users_add(struct lr_users *u, const uint8_t *id,
+                        uint32_t alter_id)
+{
+    uint8_t akey[16];
+    int rc;
+    if (alter_id > 65535)
+        return LR_EINVAL;
+    for (uint32_t i = 0; i < u->n; i++)
+        if (memcmp(u->v[i].id, id, 16) == 0)
+            return LR_EINVAL;
+    if (u->n == u->cap) {
+        uint32_t ncap = u->cap ? u->cap * 2 : 8;
+        struct lr_user *nv = realloc(u->v, sizeof(*nv) * ncap);
+        if (!nv)
+            return LR_ENOMEM;
+        u->v = nv;
+        u->cap = ncap;
+    }
+    struct lr_user *e = &u->v[u->n];
+    memset(e, 0, sizeof(*e));
+    memcpy(e->id, id, 16);
+    lr_cmd_key(id, e->cmd_key);
+    e->alter_id = alter_id;
+    if (alter_id) {
+        e->alt_ids = malloc((size_t)alter_id * 16);
+        if (!e->alt_ids)
+            return LR_ENOMEM;
+        lr_alter_ids(id, alter_id, e->alt_ids);
+    }
+    rc = lr_kdf16_str(e->cmd_key, 16, "AES Auth ID Encryption", NULL, 0,
+                      NULL, 0, akey);
+    if (rc == LR_OK)
+        rc = lr_aes_block_init(&e->authid, akey, 0);
+    lr_wipe(akey, sizeof(akey));
+    if (rc != LR_OK) {
+        free(e->alt_ids);
+        return rc;
+    }
+    /* the legacy table is sized by the ID count: rebuild on next refresh */
+    legacy_drop(u);
+    return (int)u->n++;
+}
+
+LR_API uint32_t lr_users_count(const struct lr_users *u)
+{
+    return u->n;
+}
+
+LR_API int lr_users_set_legacy(struct lr_users *u, int enabled)
+{
+    u->legacy = enabled ? 1 : 0;
+    if (!u->legacy)
+        legacy_drop(u);
+    return LR_OK;
+}
+
+static inline uint32_t auth_hash(const uint8_t *auth)
+{
+    /* HMAC-MD5 output under secret IDs: already uniform to an attacker */
+    uint64_t h;
+    memcpy(&h, auth, 8);
+    return (uint32_t)(h ^ (h >> 32));
+}
+
+static inline struct lr_legacy_entry *entry_at(struct lr_users *u, uint32_t e)
+{
+    return &u->slab[e];
+}
+
+static void index_insert(struct lr_users *u, uint32_t e)
+{
+    uint32_t i = auth_hash(entry_at(u, e)->auth) & u->index_mask;
+    while (u->index[i])
+        i = (i + 1) & u->index_mask;
+    u->index[i] = e + 1;
+}
+
+static void index_remove(struct lr_users *u, uint32_t e)
+{
+    uint32_t m = u->index_mask;
+    uint32_t i = auth_hash(entry_at(u, e)->auth) & m;
+    while (u->index[i] && u->index[i] != e + 1)
+        i = (i + 1) & m;
+    if (!u->index[i])
+        return;
+    /* backward-shift: pull later members of the probe run into the hole */
+    for (uint32_t j = (i + 1) & m; u->index[j]; j = (j + 1) & m) {
+        uint32_t home = auth_hash(entry_at(u, u->index[j] - 1)->auth) & m;
+        if (((j - home) & m) >= ((j - i) & m)) {
+            u->index[i] = u->index[j];
+            i = j;
+        }
+    }
+    u->index[i] = 0;
+}
+
+static void second_add(struct lr_users *u, int64_t ts)
+{
+    uint32_t base = (uint32_t)(((uint64_t)ts) % LEGACY_RING) * u->ids;
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < u->n; i++) {
+        struct lr_user *us = &u->v[i];
+        for (int32_t a = -1; a < (int32_t)us->alter_id; a++, k++) {
+            struct lr_legacy_entry *e = entry_at(u, base + k);
+            const uint8_t *id = a < 0 ? us->id : us->alt_ids + 16 * a;
+            lr_legacy_auth(id, ts, e->auth);
+            e->ts = ts;
+            e->user = (int32_t)i;
+            e->id_index = a;
+            e->tainted = 0;
+            index_insert(u, base + k);
+        }
+    }
+}
+
+static void second_remove(struct lr_users *u, int64_t ts)
+{
+    uint32_t base = (uint32_t)(((uint64_t)ts) % LEGACY_RING) * u->ids;
+    for (uint32_t k = 0; k < u->ids; k++)
+        index_remove(u, base + k);
+}
+
+LR_API int lr_users_refresh(struct lr_users *u, int64_t now)
+{
+    if (!u->legacy || u->n == 0)
+        return LR_OK;
+    int64_t want_lo = now - LR_TIME_WINDOW, want_hi = now + LR_TIME_WINDOW;
+    if (now < 0)
+        return LR_EINVAL;
+    if (!u->slab) {
+        uint32_t ids = 0;
+        for (uint32_t i = 0; i < u->n; i++)
+            ids += 1 + u->v[i].alter_id;
+        size_t entries = (size_t)ids * LEGACY_RING;
+        size_t isize = 1;
+        while (isize < entries * 2)
+            isize <<= 1;
+        if (isize > UINT32_MAX)
+            return LR_ENOMEM;
+        u->slab = calloc(entries, sizeof(*u->slab));
+        u->index = calloc(isize, sizeof(*u->index));
+        if (!u->slab || !u->index) {
+            legacy_drop(u);
+            return LR_ENOMEM;
+        }
+        u->ids = ids;
+        u->index_mask = (uint32_t)(isize - 1);
+        u->lo = 1;
+        u->hi = 0;
+    }
+    /* a clock that jumped back, or a gap larger than the window: start over */
+    if (u->lo <= u->hi && (want_lo < u->lo || want_lo > u->hi)) {
+        for (int64_t t = u->lo; t <= u->hi; t++)
+            second_remove(u, t);
+        u->lo = 1;
+        u->hi = 0;
+    }
+    if (u->lo > u->hi) {
+        for (int64_t t = want_lo; t <= want_hi; t++)
+            second_add(u, t);
+        u->lo = want_lo;
+        u->hi = want_hi;
+        return LR_OK;
+    }
+    for (; u->lo < want_lo; u->lo++)
+        second_remove(u, u->lo);
+    for (; u->hi < want_hi; u->hi++)
+        second_add(u, u->hi + 1);
+    return LR_OK;
+}
+
+struct lr_legacy_entry *lr_users_legacy_find(struct lr_users *u,
+                                             const uint8_t *auth)
+{
+    if (!u->index)
+        return NULL;
+    uint32_t m = u->index_mask;
+    for (uint32_t i = auth_hash(auth) & m; u->index[i]; i = (i + 1) & m) {
+        struct lr_legacy_entry *e = entry_at(u, u->index[i] - 1);
+        if (lr_memeq_ct(e->auth, auth, 16) == 0)
+            return e;
+    }
+    return NULL;
+}

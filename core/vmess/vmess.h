@@ -1,0 +1,60 @@
+/*
+ * vmess: the pure codec.  Bytes in, fields or bytes out; no I/O, no libev,
+ * no Lua.  The public entry points are declared in luaray/api.h; this
+ * header holds what the codec's files share among themselves.
+ */
+#ifndef LR_VMESS_H
+#define LR_VMESS_H
+
+#include "base/base.h"
+#include "crypto/crypto.h"
+
+/* vmess-wire.md 4 and 7.2: both header modes accept +-120 s. */
+#define LR_TIME_WINDOW 120
+/* session history lifetime (vmess-wire.md 14) */
+#define LR_SESSION_TTL 180
+
+struct lr_user {
+    uint8_t id[16];
+    uint8_t cmd_key[16];
+    uint32_t alter_id;
+    uint8_t *alt_ids;             /* alter_id * 16 bytes */
+    struct lr_aes_block authid;   /* AES-128 decrypt schedule of the AuthID key */
+};
+
+/* One legacy auth value: which user and ID signed which second. */
+struct lr_legacy_entry {
+    uint8_t auth[16];
+    int64_t ts;
+    int32_t user;
+    int32_t id_index;
+    uint8_t tainted;
+};
+
+struct lr_users {
+    struct lr_user *v;
+    uint32_t n, cap;
+    int legacy;
+    /* legacy auth table: a ring of per-second slabs of `ids` entries each,
+     * indexed by an open-addressing hash of the auth value */
+    struct lr_legacy_entry *slab; /* LEGACY_RING * ids */
+    uint32_t ids;                 /* sum over users of 1 + alter_id */
+    uint32_t *index;              /* entry number + 1, 0 = empty */
+    uint32_t index_mask;
+    int64_t lo, hi;               /* seconds present: [lo, hi]; lo > hi: none */
+};
+
+struct lr_legacy_entry *lr_users_legacy_find(struct lr_users *u,
+                                             const uint8_t *auth);
+
+/* Session history check for a decoded header (user, key, iv): LR_OK and
+ * recorded, LR_EREPLAY or LR_EFULL. */
+int lr_replay_check_session(struct lr_replay *r, const uint8_t *user_id,
+                            const uint8_t *key, const uint8_t *iv,
+                            int64_t now);
+
+/* The CFB stream of a body, keyed for `encrypt` on first use (the legacy
+ * response header runs through it before the body). */
+struct lr_cfb *lr_body_cfb(struct lr_body *b, int encrypt);
+
+#endif

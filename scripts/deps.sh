@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs what luaray needs to build and test on a fresh Debian 12 machine.
+# Only packages that are missing are installed; nothing is downloaded from
+# anywhere but Debian's archive. Safe to run again and again.
+set -euo pipefail
+
+pkgs=(
+  build-essential pkg-config          # compiler, make, pkg-config
+  libev-dev                           # the event loop
+  libssl-dev                          # OpenSSL EVP: every cipher and hash
+  libsodium-dev                       # randomness, constant-time compare, wiping
+  libluajit-5.1-dev luajit            # scripting, FFI
+  libc-ares-dev                       # non-blocking DNS for the direct outbound
+  lua-busted lua-cjson                # specs (run on LuaJIT), JSON vectors
+  v2ray                               # the interoperability oracle
+  curl python3                        # end-to-end helpers
+)
+
+missing=()
+for p in "${pkgs[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+echo "deps: installing ${missing[*]}" >&2
+SUDO=
+if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
+export DEBIAN_FRONTEND=noninteractive
+# v2ray's package ships a systemd unit; never let apt start a daemon here.
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+  $SUDO chmod +x /usr/sbin/policy-rc.d
+  trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
+fi
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
