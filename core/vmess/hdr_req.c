@@ -371,8 +371,16 @@ static int finish(struct lr_req_dec *dec, struct lr_users *users,
     req->ts = dec->ts;
     memcpy(req->auth, buf, 16);
     if (dec->mode == LR_MODE_AEAD) {
+        /* api.h promises the AEAD randomness "that came in": the nonce is
+         * in clear, R4 sits inside the AuthID (BE64 ts || R4 || CRC), which
+         * match_authid already opened once; open it again (one AES block)
+         * rather than keep it in the caller-visible struct lr_req_dec. */
+        uint8_t a[16];
         memcpy(req->conn_nonce, buf + 34, 8);
-        memset(req->auth_rand, 0, 4);
+        if (lr_aes_block(&users->v[dec->user].authid, buf, a) != LR_OK)
+            return fail(dec, LR_ECRYPTO);
+        memcpy(req->auth_rand, a + 8, 4);
+        lr_wipe(a, sizeof(a));
     }
     dec->stage = ST_DONE;
     return LR_OK;
