@@ -1,0 +1,1135 @@
+-- luaray.config: the config DSL (design.md section 2).
+--
+-- A config is a Lua script that calls luaray.log / user / inbound / outbound /
+-- route / on / include.  This module runs it in a restricted environment,
+-- checks every call as it happens (unknown keys, wrong types, missing keys,
+-- duplicates), cross-checks the whole declaration once the script has run
+-- (references between routes, outbounds, inbounds and users), and returns
+-- one plain table that the C side copies into its staging config.  It does
+-- no I/O beyond reading the config files and uses neither the FFI nor C:
+-- turning the result into C structures is conf/'s job.
+--
+--   local cfg, err = require("luaray.config").load(path [, opts])
+--   local cfg, err = require("luaray.config").load_string(src [, chunkname [, opts]])
+--
+-- On failure both return nil and one line "file:line: message", where file
+-- is the config file (or an included one) and line the offending call or
+-- declaration.  chunkname follows Lua: "=name" or "@name.lua" both show as
+-- the file name in messages; it defaults to "=config".  A main file that
+-- cannot be opened or read gives "path: cannot open: <reason>" or "path:
+-- cannot read: <reason>" (there is no line).  The line named is that of the
+-- config code that made the call (pcall and tail calls are looked through:
+-- after `return luaray.user {...}` it is the line of the caller).
+--
+-- opts (optional): { luaray = { name = value, ... } } adds fields to the
+-- `luaray` table the script and its hooks see (the daemon's `shared` store,
+-- for instance).  They cannot replace a DSL word.
+--
+-- The script's globals are the safe standard library (no io, os.execute,
+-- loaders, package, debug, ffi), `luaray` and a `require` that knows only
+-- "luaray".  The environment is read-only: any global assignment is an
+-- error, and so is reading an undefined global.  luaray.include "f.lua"
+-- runs another file in the same environment, relative to the including
+-- file; a file may be read once per load (a second include, or a cycle, is
+-- refused).  Paths are cleaned lexically ("a/./b/../c" is "a/c").
+--
+-- THE RESULT (the contract with the C side).  Every key below is always
+-- present unless marked "or nil".  Durations are seconds (Lua numbers,
+-- possibly fractional); "where" is "file:line" of the declaring call.
+--
+--   cfg.log = { level = "debug"|"info"|"warn"|"error",   -- default "info"
+--               access = true | false | "path" }           -- default true (stderr)
+--   cfg.users[i] = { id = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" (lower case),
+--                    email = "...",          -- default "user" .. i
+--                    alter_id = 0..65535, level = 0..255, where = "file:line" }
+--   cfg.inbounds[i] = {
+--     tag = "...", type = "vmess"|"socks"|"http", where = "file:line",
+--     listen = { host = "127.0.0.1" | "::1" (no brackets) | "localhost", port = 1..65535 },
+--     handshake_timeout = n,  -- > 0; default 60 (vmess), 10 (socks, http)
+--     idle_timeout = n,       -- > 0; default 300
+--     max_connections = n,    -- integer >= 0; 0 = unlimited (default)
+--     -- type "vmess":
+--     allow_legacy = bool,    -- default true
+--     allow_private = bool,   -- default false
+--     users = { "email", ... } or nil,   -- nil: every user
+--     dynamic_port = { port = PORTRANGE, alter_id = 0..65535 (default 0),
+--                      minutes = 1..255 (default 5) } or nil,
+--     -- type "socks":
+--     udp = bool,             -- default false
+--     accounts = { { user = "u", pass = "p" }, ... } or nil,  -- nil: no auth
+--     -- type "http":
+--     accounts = (as for socks) or nil }
+--   cfg.outbounds[i] = {
+--     tag = "...", type = "direct"|"blackhole"|"vmess", where = "file:line",
+--     connect_timeout = n,    -- > 0; default 10
+--     -- type "direct":
+--     domain_strategy = "as_is"|"ipv4"|"ipv6",  -- default "as_is"
+--     -- type "vmess":
+--     server = { host = "...", port = 1..65535 }, id = "uuid (lower case)",
+--     alter_id = 0..65535 (default 0),
+--     security = "aes-128-gcm"|"chacha20-poly1305"|"none"|"zero"|"aes-128-cfb"|"auto",
+--     masking = bool (default true), padding = bool (default: the value of masking),
+--     authenticated_length = bool (default false), udp = bool (default true) }
+--   cfg.routes[i] = {       -- in declaration order; the first match wins
+--     where = "file:line", to = "outbound tag",
+--     domain = { "exact.name", ... } or nil,         -- lower case, no trailing dot
+--     domain_suffix = { "example.com", ... } or nil, -- lower case, no leading dot
+--     domain_keyword = { "word", ... } or nil,       -- lower case
+--     ip_cidr = { { addr = "10.0.0.0", bits = 8, family = 4 }, ... } or nil,
+--               -- addr is canonical (host bits cleared; IPv6 in RFC 5952 form);
+--               -- a bare address means /32 or /128
+--     port = { PORTRANGE, ... } or nil,  -- in the order given, not merged
+--     user = { "email", ... } or nil,
+--     inbound = { "inbound tag", ... } or nil,
+--     network = { tcp = true, udp = true } or nil,   -- only the keys given are set
+--     protocol = { "tls"|"http", ... } or nil }
+--   cfg.default_outbound = "tag"       -- luaray.route { default = } or the first outbound
+--   cfg.default_where = "file:line" or nil  -- nil when it defaulted to the first outbound
+--   cfg.hooks = { accept = fn or nil, auth =, route =, connect =, close =, reload = }
+--   cfg.files = { "path", ... }        -- every file read from disk, main file first,
+--                                      -- then includes in the order they were read
+--
+--   PORTRANGE = { lo, hi, lo = lo, hi = hi }: both the array slots [1], [2]
+--   and the named fields are set, 1 <= lo <= hi <= 65535.
+--
+-- Lists (users, accounts, route filters) must be non-empty; a string where a
+-- list of strings is expected counts as a one-element list.  Hook functions
+-- keep the config environment, so at run time they see the same globals and
+-- an assignment to an undeclared global inside a hook is an error too.
+
+local M = {}
+
+local getinfo = debug.getinfo
+local fmt, concat, sort = string.format, table.concat, table.sort
+local floor, huge = math.floor, math.huge
+
+local HOOKS = { "accept", "auth", "route", "connect", "close", "reload" }
+local MAX_TIMEOUT = 2592000 -- 30 days: keeps every duration representable in C milliseconds
+
+---------------------------------------------------------------------------
+-- Small helpers
+
+local function set_of(list)
+  local s = {}
+  for _, v in ipairs(list) do s[v] = true end
+  return s
+end
+
+local function sorted_keys(t)
+  local ks = {}
+  for k in pairs(t) do ks[#ks + 1] = k end
+  sort(ks, function(a, b)
+    local ta, tb = type(a), type(b)
+    if ta ~= tb then return ta < tb end
+    if ta == "number" or ta == "string" then return a < b end
+    return tostring(a) < tostring(b)
+  end)
+  return ks
+end
+
+-- Raises "where: message".  Level 0: the position is already in the text,
+-- and nothing on the way out (includes, the loader) adds another one.
+local function fail(where, msg, ...)
+  if select("#", ...) > 0 then msg = fmt(msg, ...) end
+  error(where .. ": " .. msg, 0)
+end
+
+-- How a wrong value is described in messages.  String values are shown
+-- (short ones), except where the caller says the value is a secret.
+local function describe(v)
+  local tv = type(v)
+  if tv == "string" then
+    if #v > 40 then return "a string" end
+    return fmt("string %q", v)
+  elseif tv == "number" or tv == "boolean" then
+    return tv .. " " .. tostring(v)
+  end
+  return tv
+end
+
+local function is_int(v)
+  return type(v) == "number" and v == v and v > -huge and v < huge and floor(v) == v
+end
+
+-- Lexical path clean-up: "a/./b" -> "a/b", "a/x/../b" -> "a/b"; keeps a
+-- leading "/" and leading ".." segments.
+local function normpath(p)
+  local abs = p:sub(1, 1) == "/"
+  local out = {}
+  for seg in p:gmatch("[^/]+") do
+    if seg == ".." then
+      if #out > 0 and out[#out] ~= ".." then out[#out] = nil
+      elseif not abs then out[#out + 1] = ".." end
+    elseif seg ~= "." then
+      out[#out + 1] = seg
+    end
+  end
+  local s = concat(out, "/")
+  if abs then return "/" .. s end
+  return s == "" and "." or s
+end
+
+local function dirname(p)
+  return p:match("^(.*)/[^/]*$") or ""
+end
+
+local function join(dir, rel)
+  if rel:sub(1, 1) == "/" or dir == "" then return normpath(rel) end
+  return normpath(dir .. "/" .. rel)
+end
+
+---------------------------------------------------------------------------
+-- Addresses
+
+local function parse_ipv4(s)
+  local a, b, c, d = s:match("^(%d+)%.(%d+)%.(%d+)%.(%d+)$")
+  if not a then return nil end
+  local out = {}
+  for i, part in ipairs({ a, b, c, d }) do
+    if #part > 3 or (#part > 1 and part:sub(1, 1) == "0") then return nil end
+    local n = tonumber(part)
+    if n > 255 then return nil end
+    out[i] = n
+  end
+  return out
+end
+
+local function parse_groups(s, allow_v4_tail)
+  local groups = {}
+  if s == "" then return groups end
+  local parts = {}
+  for part in (s .. ":"):gmatch("([^:]*):") do parts[#parts + 1] = part end
+  for i, part in ipairs(parts) do
+    if i == #parts and allow_v4_tail and part:find(".", 1, true) then
+      local v4 = parse_ipv4(part)
+      if not v4 then return nil end
+      groups[#groups + 1] = v4[1] * 256 + v4[2]
+      groups[#groups + 1] = v4[3] * 256 + v4[4]
+    else
+      if not part:match("^%x%x?%x?%x?$") then return nil end
+      groups[#groups + 1] = tonumber(part, 16)
+    end
+  end
+  return groups
+end
+
+-- Eight 16-bit groups, or nil.  Accepts "::" compression and a dotted IPv4
+-- tail ("::ffff:192.0.2.1"); no zone ids.
+local function parse_ipv6(s)
+  if not s:find(":", 1, true) or s:find("[^%x:%.]") then return nil end
+  local first = s:find("::", 1, true)
+  if first then
+    if s:find("::", first + 1, true) then return nil end
+    local head, tail = s:sub(1, first - 1), s:sub(first + 2)
+    local h = parse_groups(head, false)
+    local t = parse_groups(tail, true)
+    if not h or not t or #h + #t > 7 then return nil end
+    local g = {}
+    for _, v in ipairs(h) do g[#g + 1] = v end
+    for _ = 1, 8 - #h - #t do g[#g + 1] = 0 end
+    for _, v in ipairs(t) do g[#g + 1] = v end
+    return g
+  end
+  local g = parse_groups(s, true)
+  if not g or #g ~= 8 then return nil end
+  return g
+end
+
+-- RFC 5952 text: lower case, no leading zeros, the longest run of two or
+-- more zero groups (the first one on a tie) written as "::".
+local function format_ipv6(g)
+  local best, best_len, i = nil, 1, 1
+  while i <= 8 do
+    if g[i] == 0 then
+      local j = i
+      while j < 8 and g[j + 1] == 0 do j = j + 1 end
+      if j - i + 1 > best_len then best, best_len = i, j - i + 1 end
+      i = j + 1
+    else
+      i = i + 1
+    end
+  end
+  local function hexs(a, b)
+    local t = {}
+    for k = a, b do t[#t + 1] = fmt("%x", g[k]) end
+    return concat(t, ":")
+  end
+  if not best then return hexs(1, 8) end
+  return hexs(1, best - 1) .. "::" .. hexs(best + best_len, 8)
+end
+
+-- A host name: dot-separated labels of letters, digits, '-' and '_'.
+-- All-numeric names are refused unless allow_numeric (as a listen or
+-- server host "300.1.1.1" is a broken IPv4 address, not a name).
+local function is_hostname(s, allow_numeric)
+  if #s == 0 or #s > 253 then return false end
+  if not allow_numeric and s:match("^[%d%.]+$") then return false end
+  for label in (s .. "."):gmatch("([^.]*)%.") do
+    if #label == 0 or #label > 63 or label:find("[^%w%-_]") then return false end
+  end
+  return true
+end
+
+local function parse_port(s)
+  if type(s) == "number" then
+    if is_int(s) and s >= 1 and s <= 65535 then return s end
+    return nil
+  end
+  if type(s) ~= "string" or not s:match("^%d+$") or #s > 5 then return nil end
+  local n = tonumber(s)
+  if n < 1 or n > 65535 then return nil end
+  return n
+end
+
+-- "host:port" -> host (brackets removed), port, key (for duplicate checks)
+local function parse_hostport(s)
+  if type(s) ~= "string" then return nil end
+  local host, port = s:match("^%[([^%]]*)%]:([^:]*)$")
+  local key
+  if host then
+    local g = parse_ipv6(host)
+    if not g then return nil end
+    key = "[" .. format_ipv6(g) .. "]"
+  else
+    host, port = s:match("^([^:%[%]]*):([^:]*)$")
+    if not host then return nil end
+    if parse_ipv4(host) then key = host
+    elseif is_hostname(host) then key = host:lower()
+    else return nil end
+  end
+  local p = parse_port(port)
+  if not p then return nil end
+  return host, p, key .. ":" .. p
+end
+
+local function range(lo, hi)
+  return { lo, hi, lo = lo, hi = hi }
+end
+
+-- One port "80" or range "1-1024" (text), or a number.
+local function parse_range(v)
+  if type(v) == "number" then
+    local p = parse_port(v)
+    return p and range(p, p)
+  end
+  if type(v) ~= "string" then return nil end
+  v = v:match("^%s*(.-)%s*$")
+  local a, b = v:match("^(%d+)%s*%-%s*(%d+)$")
+  if a then
+    a, b = parse_port(a), parse_port(b)
+    if not a or not b or a > b then return nil end
+    return range(a, b)
+  end
+  local p = parse_port(v)
+  return p and range(p, p)
+end
+
+local function parse_cidr(s)
+  if type(s) ~= "string" then return nil end
+  local addr, bits = s:match("^([^/]+)/(%d+)$")
+  if not addr then addr = s end
+  if bits and #bits > 3 then return nil end
+  local v4 = parse_ipv4(addr)
+  if v4 then
+    bits = bits and tonumber(bits) or 32
+    if bits > 32 then return nil end
+    local n = ((v4[1] * 256 + v4[2]) * 256 + v4[3]) * 256 + v4[4]
+    local size = 2 ^ (32 - bits)
+    n = n - n % size
+    local o = {}
+    for i = 4, 1, -1 do o[i] = n % 256; n = (n - o[i]) / 256 end
+    return { addr = concat(o, "."), bits = bits, family = 4 }
+  end
+  local g = parse_ipv6(addr)
+  if not g then return nil end
+  bits = bits and tonumber(bits) or 128
+  if bits > 128 then return nil end
+  for i = 1, 8 do
+    local keep = bits - 16 * (i - 1)
+    if keep <= 0 then g[i] = 0
+    elseif keep < 16 then
+      local size = 2 ^ (16 - keep)
+      g[i] = g[i] - g[i] % size
+    end
+  end
+  return { addr = format_ipv6(g), bits = bits, family = 6 }
+end
+
+-- "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" or 32 hex digits -> lower-case 36-char form
+local function parse_uuid(s)
+  if type(s) ~= "string" then return nil end
+  local h
+  if #s == 36 then
+    local a, b, c, d, e = s:match("^(%x+)%-(%x+)%-(%x+)%-(%x+)%-(%x+)$")
+    if not a or #a ~= 8 or #b ~= 4 or #c ~= 4 or #d ~= 4 or #e ~= 12 then return nil end
+    h = a .. b .. c .. d .. e
+  elseif #s == 32 and s:match("^%x+$") then
+    h = s
+  else
+    return nil
+  end
+  h = h:lower()
+  return h:sub(1, 8) .. "-" .. h:sub(9, 12) .. "-" .. h:sub(13, 16) .. "-" ..
+         h:sub(17, 20) .. "-" .. h:sub(21, 32)
+end
+
+local function normalise_domain(s, what)
+  if type(s) ~= "string" then return nil end
+  s = s:lower()
+  if what == "domain_suffix" then s = s:gsub("^%.", "", 1) end
+  s = s:gsub("%.$", "", 1)
+  if not is_hostname(s, true) then return nil end
+  return s
+end
+
+---------------------------------------------------------------------------
+-- Checking declaration tables
+
+local function check_table(w, v, what)
+  if type(v) ~= "table" then
+    fail(w, "%s expects a table, got %s", what, describe(v))
+  end
+end
+
+local function check_keys(w, t, allowed, ctx)
+  for _, k in ipairs(sorted_keys(t)) do
+    if type(k) ~= "string" then
+      fail(w, "unexpected positional value [%s] in %s (use key = value)", tostring(k), ctx)
+    elseif not allowed[k] then
+      fail(w, "unknown key '%s' in %s", k, ctx)
+    end
+  end
+end
+
+local function bad(w, k, ctx, expect, v)
+  fail(w, "'%s' in %s must be %s, got %s", k, ctx, expect, describe(v))
+end
+
+local function opt_bool(w, t, k, ctx, default)
+  local v = t[k]
+  if v == nil then return default end
+  if type(v) ~= "boolean" then bad(w, k, ctx, "a boolean", v) end
+  return v
+end
+
+local function opt_int(w, t, k, ctx, lo, hi, default)
+  local v = t[k]
+  if v == nil then return default end
+  if not is_int(v) or v < lo or v > hi then
+    bad(w, k, ctx, fmt("an integer from %d to %d", lo, hi), v)
+  end
+  return v
+end
+
+local function opt_seconds(w, t, k, ctx, default)
+  local v = t[k]
+  if v == nil then return default end
+  if type(v) ~= "number" or v ~= v or v <= 0 or v > MAX_TIMEOUT then
+    bad(w, k, ctx, fmt("a number of seconds > 0 and <= %d", MAX_TIMEOUT), v)
+  end
+  return v
+end
+
+local function opt_enum(w, t, k, ctx, choices, default)
+  local v = t[k]
+  if v == nil then return default end
+  for _, c in ipairs(choices) do
+    if v == c then return v end
+  end
+  bad(w, k, ctx, "one of " .. concat(choices, ", "), v)
+end
+
+local function req(w, t, k, ctx)
+  local v = t[k]
+  if v == nil then fail(w, "missing required key '%s' in %s", k, ctx) end
+  return v
+end
+
+local function name_string(w, k, ctx, v)
+  if type(v) ~= "string" or v == "" or #v > 255 or v:find("%c") then
+    bad(w, k, ctx, "a non-empty string (at most 255 bytes, no control characters)", v)
+  end
+  return v
+end
+
+-- A list, or a single string taken as a one-element list.  Each element is
+-- passed through conv(v), which returns the normalised value or nil;
+-- `expect` describes a valid element for the message.  nil if absent.
+local function opt_list(w, t, k, ctx, conv, expect)
+  local v = t[k]
+  if v == nil then return nil end
+  if type(v) == "string" then v = { v } end
+  if type(v) ~= "table" then bad(w, k, ctx, "a list of " .. expect, v) end
+  local n = #v
+  local count = 0
+  for _ in pairs(v) do count = count + 1 end
+  if count ~= n then bad(w, k, ctx, "a list of " .. expect .. " (no keys or holes)", v) end
+  if n == 0 then fail(w, "'%s' in %s is an empty list", k, ctx) end
+  local out = {}
+  for i = 1, n do
+    local x = conv(v[i])
+    if x == nil then
+      fail(w, "'%s' in %s must be a list of %s; element %d is %s", k, ctx, expect, i, describe(v[i]))
+    end
+    out[i] = x
+  end
+  return out
+end
+
+local function as_name(v)
+  if type(v) ~= "string" or v == "" or #v > 255 or v:find("%c") then return nil end
+  return v
+end
+
+local function accounts_list(w, t, ctx)
+  local v = t.accounts
+  if v == nil then return nil end
+  local expect = "a list of { user = ..., pass = ... }"
+  if type(v) ~= "table" then bad(w, "accounts", ctx, expect, v) end
+  local count = 0
+  for _ in pairs(v) do count = count + 1 end
+  if count ~= #v then bad(w, "accounts", ctx, expect .. " (no keys or holes)", v) end
+  if count == 0 then fail(w, "'accounts' in %s is an empty list", ctx) end
+  local out, seen = {}, {}
+  for i = 1, #v do
+    local a = v[i]
+    local actx = fmt("accounts[%d] of %s", i, ctx)
+    if type(a) ~= "table" then fail(w, "%s must be a table { user = ..., pass = ... }, got %s", actx, describe(a)) end
+    check_keys(w, a, { user = true, pass = true }, actx)
+    local user = name_string(w, "user", actx, req(w, a, "user", actx))
+    local pass = req(w, a, "pass", actx)
+    if type(pass) ~= "string" or pass == "" or #pass > 255 then
+      -- never echo a password
+      fail(w, "'pass' in %s must be a string of 1 to 255 bytes", actx)
+    end
+    if seen[user] then fail(w, "duplicate account user '%s' in %s", user, ctx) end
+    seen[user] = true
+    out[i] = { user = user, pass = pass }
+  end
+  return out
+end
+
+---------------------------------------------------------------------------
+-- Declarations.  S is the state of one load.
+
+local LOG_LEVELS = { "debug", "info", "warn", "error" }
+
+local function decl_log(S, w, t)
+  check_table(w, t, "luaray.log")
+  if S.log_where then fail(w, "luaray.log is called twice (first at %s)", S.log_where) end
+  check_keys(w, t, { level = true, access = true }, "log")
+  local level = opt_enum(w, t, "level", "log", LOG_LEVELS, "info")
+  local access = t.access
+  if access == nil then access = true end
+  if type(access) ~= "boolean" then
+    if type(access) ~= "string" or access == "" or access:find("%c") then
+      bad(w, "access", "log", "true, false or a file path", access)
+    end
+  end
+  S.log = { level = level, access = access }
+  S.log_where = w
+end
+
+local USER_KEYS = set_of({ "id", "email", "alter_id", "level" })
+
+local function decl_user(S, w, t)
+  check_table(w, t, "luaray.user")
+  local index = #S.users + 1
+  local ctx = "user #" .. index
+  check_keys(w, t, USER_KEYS, ctx)
+  local id = parse_uuid(req(w, t, "id", ctx))
+  -- never echo an id: it is the user's secret
+  if not id then fail(w, "'id' in %s is not a valid UUID", ctx) end
+  local email = t.email
+  if email == nil then email = "user" .. index
+  else name_string(w, "email", ctx, email) end
+  local u = {
+    id = id, email = email,
+    alter_id = opt_int(w, t, "alter_id", ctx, 0, 65535, 0),
+    level = opt_int(w, t, "level", ctx, 0, 255, 0),
+    where = w,
+  }
+  local other = S.user_by_id[id]
+  if other then fail(w, "%s has the same id as user '%s' (%s)", ctx, other.email, other.where) end
+  other = S.user_by_email[email]
+  if other then fail(w, "duplicate user email '%s' (first declared at %s)", email, other.where) end
+  S.users[index] = u
+  S.user_by_id[id] = u
+  S.user_by_email[email] = u
+end
+
+local INBOUND_TYPES = { "vmess", "socks", "http" }
+local INBOUND_COMMON = { "type", "listen", "handshake_timeout", "idle_timeout", "max_connections" }
+local INBOUND_KEYS = {
+  vmess = set_of({ "allow_legacy", "allow_private", "users", "dynamic_port" }),
+  socks = set_of({ "udp", "accounts" }),
+  http = set_of({ "accounts" }),
+}
+for _, keys in pairs(INBOUND_KEYS) do
+  for _, k in ipairs(INBOUND_COMMON) do keys[k] = true end
+end
+
+local function dynamic_port(w, t, ctx)
+  local v = t.dynamic_port
+  if v == nil then return nil end
+  local dctx = "dynamic_port of " .. ctx
+  if type(v) ~= "table" then bad(w, "dynamic_port", ctx, "a table { port = ..., ... }", v) end
+  check_keys(w, v, { port = true, alter_id = true, minutes = true }, dctx)
+  local p = req(w, v, "port", dctx)
+  local r = parse_range(p)
+  if not r then bad(w, "port", dctx, "a port (1-65535) or a range \"lo-hi\"", p) end
+  return {
+    port = r,
+    alter_id = opt_int(w, v, "alter_id", dctx, 0, 65535, 0),
+    minutes = opt_int(w, v, "minutes", dctx, 1, 255, 5),
+  }
+end
+
+local function decl_inbound(S, w, tag, t)
+  check_table(w, t, fmt("luaray.inbound '%s'", tag))
+  local ctx = fmt("inbound '%s'", tag)
+  local typ = opt_enum(w, t, "type", ctx, INBOUND_TYPES, nil)
+  if typ == nil then req(w, t, "type", ctx) end
+  check_keys(w, t, INBOUND_KEYS[typ], ctx)
+  local lv = req(w, t, "listen", ctx)
+  local host, port, key = parse_hostport(lv)
+  if not host then
+    bad(w, "listen", ctx, "\"host:port\" (IPv6 in brackets, port 1-65535)", lv)
+  end
+  local ib = {
+    tag = tag, type = typ, where = w,
+    listen = { host = host, port = port },
+    handshake_timeout = opt_seconds(w, t, "handshake_timeout", ctx, typ == "vmess" and 60 or 10),
+    idle_timeout = opt_seconds(w, t, "idle_timeout", ctx, 300),
+    max_connections = opt_int(w, t, "max_connections", ctx, 0, 2147483647, 0),
+  }
+  if typ == "vmess" then
+    ib.allow_legacy = opt_bool(w, t, "allow_legacy", ctx, true)
+    ib.allow_private = opt_bool(w, t, "allow_private", ctx, false)
+    ib.users = opt_list(w, t, "users", ctx, as_name, "user emails")
+    ib.dynamic_port = dynamic_port(w, t, ctx)
+  elseif typ == "socks" then
+    ib.udp = opt_bool(w, t, "udp", ctx, false)
+    ib.accounts = accounts_list(w, t, ctx)
+  else
+    ib.accounts = accounts_list(w, t, ctx)
+  end
+  local other = S.inbound_by_tag[tag]
+  if other then fail(w, "duplicate inbound tag '%s' (first declared at %s)", tag, other.where) end
+  other = S.listen_seen[key]
+  if other then
+    fail(w, "listen address '%s' of %s is already used by inbound '%s' (%s)",
+         lv, ctx, other.tag, other.where)
+  end
+  S.inbounds[#S.inbounds + 1] = ib
+  S.inbound_by_tag[tag] = ib
+  S.listen_seen[key] = ib
+end
+
+local OUTBOUND_TYPES = { "direct", "blackhole", "vmess" }
+local SECURITIES = { "aes-128-gcm", "chacha20-poly1305", "none", "zero", "aes-128-cfb", "auto" }
+local OUTBOUND_KEYS = {
+  direct = set_of({ "domain_strategy" }),
+  blackhole = {},
+  vmess = set_of({ "server", "id", "alter_id", "security", "masking", "padding",
+                   "authenticated_length", "udp" }),
+}
+for _, keys in pairs(OUTBOUND_KEYS) do
+  keys.type = true
+  keys.connect_timeout = true
+end
+
+local function decl_outbound(S, w, tag, t)
+  check_table(w, t, fmt("luaray.outbound '%s'", tag))
+  local ctx = fmt("outbound '%s'", tag)
+  local typ = opt_enum(w, t, "type", ctx, OUTBOUND_TYPES, nil)
+  if typ == nil then req(w, t, "type", ctx) end
+  check_keys(w, t, OUTBOUND_KEYS[typ], ctx)
+  local ob = {
+    tag = tag, type = typ, where = w,
+    connect_timeout = opt_seconds(w, t, "connect_timeout", ctx, 10),
+  }
+  if typ == "direct" then
+    ob.domain_strategy = opt_enum(w, t, "domain_strategy", ctx, { "as_is", "ipv4", "ipv6" }, "as_is")
+  elseif typ == "vmess" then
+    local sv = req(w, t, "server", ctx)
+    local host, port = parse_hostport(sv)
+    if not host then
+      bad(w, "server", ctx, "\"host:port\" (IPv6 in brackets, port 1-65535)", sv)
+    end
+    ob.server = { host = host, port = port }
+    ob.id = parse_uuid(req(w, t, "id", ctx))
+    if not ob.id then fail(w, "'id' in %s is not a valid UUID", ctx) end
+    ob.alter_id = opt_int(w, t, "alter_id", ctx, 0, 65535, 0)
+    ob.security = opt_enum(w, t, "security", ctx, SECURITIES, "auto")
+    ob.masking = opt_bool(w, t, "masking", ctx, true)
+    ob.padding = opt_bool(w, t, "padding", ctx, ob.masking)
+    if ob.padding and not ob.masking then
+      -- option 0x08 without 0x04: v2ray 4.34 crashes on it, we refuse it
+      fail(w, "'padding' in %s needs 'masking' (padding without masking is refused by VMess servers)", ctx)
+    end
+    ob.authenticated_length = opt_bool(w, t, "authenticated_length", ctx, false)
+    ob.udp = opt_bool(w, t, "udp", ctx, true)
+  end
+  local other = S.outbound_by_tag[tag]
+  if other then fail(w, "duplicate outbound tag '%s' (first declared at %s)", tag, other.where) end
+  S.outbounds[#S.outbounds + 1] = ob
+  S.outbound_by_tag[tag] = ob
+end
+
+local ROUTE_FILTERS = { "domain", "domain_suffix", "domain_keyword", "ip_cidr", "port",
+                        "user", "inbound", "network", "protocol" }
+local ROUTE_KEYS = set_of(ROUTE_FILTERS)
+ROUTE_KEYS.to = true
+ROUTE_KEYS.default = true
+
+local function port_filter(w, t)
+  local v = t.port
+  if v == nil then return nil end
+  local expect = "a port (1-65535), a range \"lo-hi\" or a list like \"80,443,8000-9000\""
+  local items = {}
+  if type(v) == "number" then items[1] = v
+  elseif type(v) == "string" then
+    for part in (v .. ","):gmatch("([^,]*),") do items[#items + 1] = part end
+  elseif type(v) == "table" and #v > 0 then
+    for i = 1, #v do
+      if type(v[i]) == "string" then
+        for part in (v[i] .. ","):gmatch("([^,]*),") do items[#items + 1] = part end
+      else
+        items[#items + 1] = v[i]
+      end
+    end
+  else
+    bad(w, "port", "route", expect, v)
+  end
+  local out = {}
+  for i, item in ipairs(items) do
+    local r = parse_range(item)
+    if not r then bad(w, "port", "route", expect, v) end
+    out[i] = r
+  end
+  return out
+end
+
+local function network_filter(w, t)
+  local v = t.network
+  if v == nil then return nil end
+  local items = {}
+  if type(v) == "string" then
+    for part in (v .. ","):gmatch("([^,]*),") do items[#items + 1] = part:match("^%s*(.-)%s*$") end
+  elseif type(v) == "table" and #v > 0 then
+    items = v
+  end
+  local out = {}
+  for _, n in ipairs(items) do
+    if n ~= "tcp" and n ~= "udp" then items = nil; break end
+    out[n] = true
+  end
+  if not items or next(out) == nil then bad(w, "network", "route", "\"tcp\", \"udp\" or \"tcp,udp\"", v) end
+  return out
+end
+
+local function decl_route(S, w, t)
+  check_table(w, t, "luaray.route")
+  check_keys(w, t, ROUTE_KEYS, "route")
+  if t.default ~= nil then
+    for _, k in ipairs(sorted_keys(t)) do
+      if k ~= "default" then
+        fail(w, "'default' cannot be combined with '%s' in route (a default route takes no filters)", k)
+      end
+    end
+    name_string(w, "default", "route", t.default)
+    if S.default_where then fail(w, "the default route is set twice (first at %s)", S.default_where) end
+    S.default, S.default_where = t.default, w
+    return
+  end
+  local r = { where = w }
+  local any = false
+  for _, k in ipairs(ROUTE_FILTERS) do
+    if t[k] ~= nil then any = true end
+  end
+  if not any then
+    fail(w, "route has no filter (use luaray.route { default = \"tag\" } for the default outbound)")
+  end
+  r.to = name_string(w, "to", "route", req(w, t, "to", "route"))
+  r.domain = opt_list(w, t, "domain", "route",
+    function(v) return normalise_domain(v, "domain") end, "domain names")
+  r.domain_suffix = opt_list(w, t, "domain_suffix", "route",
+    function(v) return normalise_domain(v, "domain_suffix") end, "domain names")
+  r.domain_keyword = opt_list(w, t, "domain_keyword", "route",
+    function(v) return as_name(v) and v:lower() end, "non-empty strings")
+  r.ip_cidr = opt_list(w, t, "ip_cidr", "route", parse_cidr, "CIDR blocks like \"10.0.0.0/8\"")
+  r.port = port_filter(w, t)
+  r.user = opt_list(w, t, "user", "route", as_name, "user emails")
+  r.inbound = opt_list(w, t, "inbound", "route", as_name, "inbound tags")
+  r.network = network_filter(w, t)
+  r.protocol = opt_list(w, t, "protocol", "route",
+    function(v) return (v == "tls" or v == "http") and v or nil end, "\"tls\" or \"http\"")
+  S.routes[#S.routes + 1] = r
+end
+
+local HOOK_SET = set_of(HOOKS)
+
+local function decl_on(S, w, name, fn)
+  if type(name) ~= "string" or not HOOK_SET[name] then
+    fail(w, "luaray.on: unknown hook %s (expected one of %s)",
+         describe(name), concat(HOOKS, ", "))
+  end
+  if type(fn) ~= "function" then
+    fail(w, "luaray.on: the hook '%s' must be a function, got %s", name, describe(fn))
+  end
+  if S.hooks[name] then
+    fail(w, "luaray.on: hook '%s' is already set (at %s)", name, S.hook_where[name])
+  end
+  S.hooks[name] = fn
+  S.hook_where[name] = w
+end
+
+---------------------------------------------------------------------------
+-- Positions and errors
+
+-- The innermost stack frame running config code (a chunk this load
+-- compiled): its "file:line" and its chunk record.  Frames of this module,
+-- C functions and tail calls are skipped, so the answer is the config line
+-- that called the DSL (or called pcall that called it).
+local function config_frame(S)
+  local level = 2
+  while true do
+    local info = getinfo(level, "Sl")
+    if not info then return nil end
+    local chunk = info.what ~= "C" and S.chunks[info.source]
+    if chunk and info.currentline and info.currentline > 0 then
+      return chunk.display .. ":" .. info.currentline, chunk
+    end
+    level = level + 1
+  end
+end
+
+local function where(S)
+  return (config_frame(S)) or (S.main and S.main.display .. ":1") or "?"
+end
+
+-- Registers a chunk name so positions in it are recognised, and works out
+-- how Lua itself will print it (long names are shortened to "...tail").
+local function add_chunk(S, chunkname, display, dir)
+  local probe = assert(loadstring("return", chunkname))
+  local short = getinfo(probe, "S").short_src
+  local c = { chunkname = chunkname, display = display, dir = dir, short = short }
+  S.chunks[chunkname] = c
+  S.chunk_list[#S.chunk_list + 1] = c
+  return c
+end
+
+local function has_position(S, msg)
+  for _, c in ipairs(S.chunk_list) do
+    local n = #c.display
+    if msg:sub(1, n + 1) == c.display .. ":" and msg:find("^%d+: ", n + 2) then
+      return true
+    end
+  end
+  return false
+end
+
+-- Turns whatever was raised into "file:line: message".
+local function error_text(S, e)
+  if not S.main then return tostring(e) end -- the main file could not be read
+  if type(e) ~= "string" then
+    local mt = getmetatable(e)
+    if type(e) == "table" and mt and mt.__tostring then e = tostring(e)
+    else e = "(error object is a " .. type(e) .. " value)" end
+  end
+  -- Lua's own messages use the shortened chunk name: put the full one back.
+  for _, c in ipairs(S.chunk_list) do
+    if c.short ~= c.display and e:sub(1, #c.short + 1) == c.short .. ":" then
+      e = c.display .. e:sub(#c.short + 1)
+      break
+    end
+  end
+  if not has_position(S, e) then
+    local w = config_frame(S)
+    e = (w or (S.main and S.main.display .. ":1") or "?") .. ": " .. e
+  end
+  -- "f:1: f:1: msg" -> "f:1: msg"
+  while true do
+    local p = e:match("^(.-:%d+: )")
+    if not p or e:sub(#p + 1, 2 * #p) ~= p then break end
+    e = e:sub(#p + 1)
+  end
+  return e
+end
+
+---------------------------------------------------------------------------
+-- The environment
+
+local SAFE = { "assert", "error", "ipairs", "pairs", "next", "select", "tonumber", "tostring",
+               "type", "unpack", "pcall", "xpcall", "setmetatable", "getmetatable",
+               "rawget", "rawset", "rawequal", "print" }
+
+local function copy(t)
+  local c = {}
+  for k, v in pairs(t) do c[k] = v end
+  return c
+end
+
+local function count_lines(src)
+  local n = 1
+  for _ in src:gmatch("\n") do n = n + 1 end
+  if src:sub(-1) == "\n" then n = n - 1 end
+  return n > 0 and n or 1
+end
+
+local run_chunk -- defined below (include needs it)
+
+local function make_luaray(S, extra)
+  local L = {}
+  -- Every DSL word checks it runs while the config loads (a hook calling
+  -- luaray.user at run time is a mistake, not a declaration).
+  local function word(name, f)
+    L[name] = function(...)
+      local w = where(S)
+      if not S.loading then
+        fail(w, "luaray.%s can only be used while the config loads", name)
+      end
+      return f(w, ...)
+    end
+  end
+  word("log", function(w, t) decl_log(S, w, t) end)
+  word("user", function(w, t) decl_user(S, w, t) end)
+  word("route", function(w, t) decl_route(S, w, t) end)
+  word("on", function(w, name, fn) decl_on(S, w, name, fn) end)
+  for _, kind in ipairs({ "inbound", "outbound" }) do
+    local decl = kind == "inbound" and decl_inbound or decl_outbound
+    word(kind, function(w, tag, t)
+      if type(tag) ~= "string" or tag == "" or #tag > 255 or tag:find("%c") then
+        fail(w, "luaray.%s expects a tag string first: luaray.%s \"tag\" { type = ... }, got %s",
+             kind, kind, describe(tag))
+      end
+      if t ~= nil then return decl(S, w, tag, t) end
+      -- curried form: remember the half-made declaration until the table comes
+      local p = { kind = kind, tag = tag, where = w }
+      S.pending[#S.pending + 1] = p
+      return function(t2)
+        local w2 = where(S)
+        if not S.loading then
+          fail(w2, "luaray.%s can only be used while the config loads", kind)
+        end
+        if p.done then fail(w2, "luaray.%s '%s' is given a second table", kind, tag) end
+        p.done = true
+        return decl(S, w2, tag, t2)
+      end
+    end)
+  end
+  word("include", function(w, path)
+    if type(path) ~= "string" or path == "" then
+      fail(w, "luaray.include expects a file name, got %s", describe(path))
+    end
+    local _, chunk = config_frame(S)
+    local dir = chunk and chunk.dir or ""
+    run_chunk(S, join(dir, path), nil, w)
+  end)
+  if extra then
+    for k, v in pairs(extra) do
+      if L[k] ~= nil then error("opts.luaray cannot replace luaray." .. tostring(k), 4) end
+      L[k] = v
+    end
+  end
+  return L
+end
+
+local function make_env(S, luaray)
+  local base = {}
+  for _, name in ipairs(SAFE) do base[name] = _G[name] end
+  base.string = copy(string)
+  base.table = copy(table)
+  base.math = copy(math)
+  base.os = { time = os.time, clock = os.clock, date = os.date, getenv = os.getenv }
+  base.luaray = luaray
+  base.require = function(name)
+    if name == "luaray" then return luaray end
+    local shown = type(name) == "string" and "'" .. name .. "'" or describe(name)
+    fail(where(S), "module %s is not available in config scripts (only \"luaray\")", shown)
+  end
+  -- The environment itself stays empty: reads go to `base`, writes are all
+  -- refused, so neither a typo nor `print = nil` slips through.
+  return setmetatable({}, {
+    __index = function(_, k)
+      local v = base[k]
+      if v == nil then fail(where(S), "undefined global '%s'", tostring(k)) end
+      return v
+    end,
+    __newindex = function(_, k)
+      if base[k] ~= nil then
+        fail(where(S), "assignment to read-only global '%s'", tostring(k))
+      end
+      fail(where(S), "assignment to undeclared global '%s' (use local)", tostring(k))
+    end,
+    __metatable = false,
+  })
+end
+
+-- Compiles and runs one config file (path, src == nil) or string (src).
+-- inc_where is the position of the luaray.include call, nil for the main chunk.
+function run_chunk(S, path, src, inc_where, chunkname)
+  local display, dir
+  if src then
+    chunkname = chunkname or "=config"
+    local c1 = chunkname:sub(1, 1)
+    if c1 ~= "=" and c1 ~= "@" then chunkname = "=" .. chunkname end
+    display = chunkname:sub(2)
+    dir = c1 == "@" and dirname(display) or ""
+  else
+    display = path
+    dir = dirname(path)
+    chunkname = "@" .. path
+    for i, open in ipairs(S.stack) do
+      if open == path then
+        local cycle = {}
+        for j = i, #S.stack do cycle[#cycle + 1] = S.stack[j] end
+        cycle[#cycle + 1] = path
+        fail(inc_where, "include cycle: %s", concat(cycle, " -> "))
+      end
+    end
+    if S.read[path] then
+      fail(inc_where, "'%s' is already loaded (%s); a file is included once", path, S.read[path])
+    end
+    local f, err = io.open(path, "rb")
+    if not f then
+      err = (err or "cannot open"):gsub("^" .. path:gsub("%p", "%%%0") .. ": ", "")
+      if inc_where then fail(inc_where, "luaray.include: cannot open '%s': %s", path, err) end
+      error(path .. ": cannot open: " .. err, 0)
+    end
+    src, err = f:read("*a")
+    f:close()
+    if not src then
+      err = err or "read error"
+      if inc_where then fail(inc_where, "luaray.include: cannot read '%s': %s", path, err) end
+      error(path .. ": cannot read: " .. err, 0)
+    end
+    S.files[#S.files + 1] = path
+    S.read[path] = inc_where and ("included at " .. inc_where) or "the main file"
+  end
+  local chunk = S.chunks[chunkname] or add_chunk(S, chunkname, display, dir)
+  if not S.main then
+    S.main = chunk
+    S.main_lines = count_lines(src)
+  end
+  -- like loadfile: a first line starting with '#' (a shebang) is ignored
+  if src:byte(1) == 35 then src = src:gsub("^[^\n]*", "", 1) end
+  if src:byte(1) == 27 then
+    error(display .. ":1: precompiled (bytecode) configs are refused", 0)
+  end
+  local fn, err = load(src, chunkname, "t")
+  if not fn then error(err, 0) end
+  setfenv(fn, S.env)
+  S.stack[#S.stack + 1] = display
+  fn()
+  S.stack[#S.stack] = nil
+end
+
+---------------------------------------------------------------------------
+-- After the script: cross-checks and the result
+
+local function finish(S)
+  local eof = S.main.display .. ":" .. S.main_lines
+  for _, p in ipairs(S.pending) do
+    if not p.done then
+      fail(p.where, "luaray.%s '%s' has no table: write luaray.%s \"%s\" { type = ... }",
+           p.kind, p.tag, p.kind, p.tag)
+    end
+  end
+  if #S.inbounds == 0 then fail(eof, "no inbound declared (at least one luaray.inbound is required)") end
+  if #S.outbounds == 0 then fail(eof, "no outbound declared (at least one luaray.outbound is required)") end
+  for _, ib in ipairs(S.inbounds) do
+    if ib.type == "vmess" then
+      if #S.users == 0 then
+        fail(ib.where, "vmess inbound '%s' has no users to accept (declare one with luaray.user)", ib.tag)
+      end
+      for _, email in ipairs(ib.users or {}) do
+        if not S.user_by_email[email] then
+          fail(ib.where, "'users' in inbound '%s' names unknown user '%s'", ib.tag, email)
+        end
+      end
+    end
+  end
+  for _, r in ipairs(S.routes) do
+    if not S.outbound_by_tag[r.to] then
+      fail(r.where, "'to' in route names unknown outbound '%s'", r.to)
+    end
+    for _, tag in ipairs(r.inbound or {}) do
+      if not S.inbound_by_tag[tag] then
+        fail(r.where, "'inbound' in route names unknown inbound '%s'", tag)
+      end
+    end
+    for _, email in ipairs(r.user or {}) do
+      if not S.user_by_email[email] then
+        fail(r.where, "'user' in route names unknown user '%s'", email)
+      end
+    end
+  end
+  if S.default then
+    if not S.outbound_by_tag[S.default] then
+      fail(S.default_where, "'default' in route names unknown outbound '%s'", S.default)
+    end
+  end
+  return {
+    log = S.log or { level = "info", access = true },
+    users = S.users,
+    inbounds = S.inbounds,
+    outbounds = S.outbounds,
+    routes = S.routes,
+    default_outbound = S.default or S.outbounds[1].tag,
+    default_where = S.default_where,
+    hooks = S.hooks,
+    files = S.files,
+  }
+end
+
+local function new_state(opts)
+  local S = {
+    chunks = {}, chunk_list = {}, stack = {}, files = {}, read = {},
+    users = {}, user_by_id = {}, user_by_email = {},
+    inbounds = {}, inbound_by_tag = {}, listen_seen = {},
+    outbounds = {}, outbound_by_tag = {},
+    routes = {}, hooks = {}, hook_where = {}, pending = {},
+    loading = true,
+  }
+  S.luaray = make_luaray(S, opts and opts.luaray)
+  S.env = make_env(S, S.luaray)
+  return S
+end
+
+local function run(S, path, src, chunkname)
+  local ok, res = xpcall(function()
+    run_chunk(S, path, src, nil, chunkname)
+    return finish(S)
+  end, function(e) return error_text(S, e) end)
+  S.loading = false
+  if not ok then return nil, res end
+  return res
+end
+
+-- Loads the config file at `path` (and its includes).
+function M.load(path, opts)
+  if type(path) ~= "string" or path == "" then
+    error("luaray.config.load: path must be a non-empty string", 2)
+  end
+  return run(new_state(opts), normpath(path), nil, nil)
+end
+
+-- Loads a config given as a string; chunkname ("=name" or "@name.lua") is
+-- the file name shown in errors, and "@dir/name.lua" also sets the
+-- directory relative includes are resolved against (the current one
+-- otherwise).
+function M.load_string(src, chunkname, opts)
+  if type(src) ~= "string" then
+    error("luaray.config.load_string: src must be a string", 2)
+  end
+  if chunkname ~= nil and (type(chunkname) ~= "string" or #chunkname < 2) then
+    error("luaray.config.load_string: chunkname must be a string like \"=name\"", 2)
+  end
+  return run(new_state(opts), nil, src, chunkname)
+end
+
+M.HOOKS = HOOKS
+
+return M

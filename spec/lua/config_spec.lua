@@ -1,0 +1,949 @@
+-- The config DSL (lua/luaray/config.lua, design.md section 2): the sandbox,
+-- every declaration, the normalised result and the exact file:line of every
+-- error.  Pure Lua: no FFI, no sockets.
+local config = require "luaray.config"
+
+local FIX = "spec/lua/fixtures"
+local UUID = "de305d54-75b4-431b-adb2-eb6b9e546014"
+local UUID2 = "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9"
+
+-- The smallest valid config, three lines: lines added by a test start at 4.
+local BASE = {
+  'luaray.user { id = "' .. UUID .. '", email = "alice@example.com" }',
+  'luaray.inbound "vmess-in" { type = "vmess", listen = "127.0.0.1:10086" }',
+  'luaray.outbound "direct" { type = "direct" }',
+}
+
+local function src(...)
+  local lines = {}
+  for _, l in ipairs(BASE) do lines[#lines + 1] = l end
+  for _, l in ipairs({ ... }) do lines[#lines + 1] = l end
+  return table.concat(lines, "\n") .. "\n"
+end
+
+-- BASE plus the given lines, as "cfg.lua"
+local function load(...)
+  return config.load_string(src(...), "=cfg.lua")
+end
+
+local function ok(...)
+  local cfg, err = load(...)
+  assert(cfg, err)
+  return cfg
+end
+
+local function fails(expected, ...)
+  local cfg, err = load(...)
+  assert.is_nil(cfg)
+  assert.equal(expected, err)
+end
+
+-- A config without BASE.
+local function raw(s, chunkname)
+  return config.load_string(s, chunkname or "=cfg.lua")
+end
+
+local function raw_fails(expected, s, chunkname)
+  local cfg, err = raw(s, chunkname)
+  assert.is_nil(cfg)
+  assert.equal(expected, err)
+end
+
+describe("config loading", function()
+  it("loads the smallest config and fills in every default", function()
+    local cfg = ok()
+    assert.same({ level = "info", access = true }, cfg.log)
+    assert.same({ { id = UUID, email = "alice@example.com", alter_id = 0, level = 0,
+                    where = "cfg.lua:1" } }, cfg.users)
+    assert.same({ { tag = "vmess-in", type = "vmess", where = "cfg.lua:2",
+                    listen = { host = "127.0.0.1", port = 10086 },
+                    handshake_timeout = 60, idle_timeout = 300, max_connections = 0,
+                    allow_legacy = true, allow_private = false } }, cfg.inbounds)
+    assert.same({ { tag = "direct", type = "direct", where = "cfg.lua:3",
+                    connect_timeout = 10, domain_strategy = "as_is" } }, cfg.outbounds)
+    assert.same({}, cfg.routes)
+    assert.equal("direct", cfg.default_outbound)
+    assert.is_nil(cfg.default_where)
+    assert.same({}, cfg.hooks)
+    assert.same({}, cfg.files) -- a string config reads no file
+  end)
+
+  it("parses the design.md example config", function()
+    local path = FIX .. "/design_example.lua"
+    local cfg, err = config.load(path)
+    assert(cfg, err)
+    assert.same({ path }, cfg.files)
+    assert.same({ level = "info", access = true }, cfg.log)
+    assert.equal(1, #cfg.users)
+    assert.equal("alice@example.com", cfg.users[1].email)
+    assert.equal(path .. ":3", cfg.users[1].where)
+    local tags = {}
+    for i, ib in ipairs(cfg.inbounds) do tags[i] = ib.tag .. "/" .. ib.type end
+    assert.same({ "vmess-in/vmess", "socks-in/socks", "http-in/http" }, tags)
+    assert.same({ host = "0.0.0.0", port = 10086 }, cfg.inbounds[1].listen)
+    assert.is_true(cfg.inbounds[1].allow_legacy)
+    assert.is_false(cfg.inbounds[1].allow_private)
+    assert.is_true(cfg.inbounds[2].udp)
+    assert.is_nil(cfg.inbounds[3].accounts)
+    tags = {}
+    for i, ob in ipairs(cfg.outbounds) do tags[i] = ob.tag .. "/" .. ob.type end
+    assert.same({ "direct/direct", "block/blackhole", "upstream/vmess" }, tags)
+    assert.same({ tag = "upstream", type = "vmess", where = path .. ":14", connect_timeout = 10,
+                  server = { host = "203.0.113.5", port = 10086 }, id = UUID, alter_id = 0,
+                  security = "aes-128-gcm", masking = true, padding = true,
+                  authenticated_length = false, udp = true }, cfg.outbounds[3])
+    assert.equal(3, #cfg.routes)
+    assert.same({ where = path .. ":20", to = "block", domain_suffix = { "ads.example" } },
+                cfg.routes[1])
+    assert.same({ where = path .. ":21", to = "block",
+                  ip_cidr = { { addr = "10.0.0.0", bits = 8, family = 4 } },
+                  port = { { 1, 1024, lo = 1, hi = 1024 } } }, cfg.routes[2])
+    assert.same({ where = path .. ":22", to = "direct", user = { "alice@example.com" },
+                  inbound = { "vmess-in" }, network = { tcp = true } }, cfg.routes[3])
+    assert.equal("direct", cfg.default_outbound)
+    assert.equal(path .. ":23", cfg.default_where)
+    for _, name in ipairs({ "accept", "auth", "route", "connect", "close", "reload" }) do
+      assert.equal("function", type(cfg.hooks[name]), name)
+    end
+    -- the hooks are real functions over the config's locals
+    assert.is_false(cfg.hooks.accept({ src = { ip = "192.0.2.66" } }))
+    assert.is_true(cfg.hooks.accept({ src = { ip = "192.0.2.1" } }))
+    assert.same({ false, "level too high" }, { cfg.hooks.auth({ user = { level = 10 } }) })
+    assert.equal("block", cfg.hooks.route({ dst = { host = "blocked.example" } }))
+    assert.is_nil(cfg.hooks.route({ dst = { host = "example.com" } }))
+    cfg.hooks.connect({})
+    assert.equal(30, cfg.hooks.close({}, { up = 10, down = 20 }))
+    assert.same({ 7, 0 }, { cfg.hooks.reload(7) })
+  end)
+
+  it("shows the chunk name as the file name", function()
+    local bad = src("luaray.bogus()")
+    local _, err = config.load_string(bad, "=default")
+    assert.equal("default:4: attempt to call field 'bogus' (a nil value)", err)
+    _, err = config.load_string(bad, "@default.lua")
+    assert.equal("default.lua:4: attempt to call field 'bogus' (a nil value)", err)
+    _, err = config.load_string(bad, "plain")
+    assert.equal("plain:4: attempt to call field 'bogus' (a nil value)", err)
+    _, err = config.load_string(bad)
+    assert.equal("config:4: attempt to call field 'bogus' (a nil value)", err)
+  end)
+
+  it("keeps long file names whole in Lua's own messages", function()
+    local long = string.rep("very-long-directory-name/", 6) .. "config.lua"
+    raw_fails(long .. ":2: unexpected symbol near '='", "local a = 1\nlocal b = = 2\n", "@" .. long)
+    raw_fails(long .. ":1: attempt to call local 'print' (a string value)",
+              "local print = 'x' print()", "@" .. long)
+    raw_fails(long .. ":1: undefined global 'nope'", "local x = nope", "@" .. long)
+  end)
+
+  it("reports a missing main file without a line", function()
+    local cfg, err = config.load(FIX .. "/no-such-file.lua")
+    assert.is_nil(cfg)
+    assert.equal(FIX .. "/no-such-file.lua: cannot open: No such file or directory", err)
+  end)
+
+  it("reports a main file it cannot read", function()
+    local cfg, err = config.load(FIX)
+    assert.is_nil(cfg)
+    assert.equal(FIX .. ": cannot read: Is a directory", err)
+  end)
+
+  it("ignores a first line starting with '#', keeping line numbers", function()
+    raw_fails("cfg.lua:2: assignment to undeclared global 'x' (use local)", "#!/usr/bin/env luaray\nx = 1\n")
+  end)
+
+  it("raises on misuse of its own API", function()
+    assert.has_error(function() config.load(nil) end)
+    assert.has_error(function() config.load_string(nil) end)
+    assert.has_error(function() config.load_string("", 5) end)
+  end)
+
+  it("normalises the path it was given", function()
+    local cfg, err = config.load("./" .. FIX .. "/include/../design_example.lua")
+    assert(cfg, err)
+    assert.same({ FIX .. "/design_example.lua" }, cfg.files)
+  end)
+end)
+
+describe("config errors", function()
+  it("reports a syntax error with file and line", function()
+    fails("cfg.lua:5: '=' expected near 'oops'", "local a = 1", "a oops")
+  end)
+
+  it("reports runtime errors at the failing line", function()
+    fails("cfg.lua:4: boom", 'error("boom")')
+    fails("cfg.lua:4: boom", 'error("boom", 0)')
+    fails("cfg.lua:4: (error object is a table value)", "error({})")
+    fails("cfg.lua:4: (error object is a nil value)", "error()")
+    fails("cfg.lua:5: attempt to call local 'f' (a nil value)", "local f", "f()")
+    fails("cfg.lua:5: assertion failed!", "local function check(v)", "  assert(v)", "end",
+          "check(false)")
+    -- level 2 blames the caller's line, as in plain Lua
+    fails("cfg.lua:7: wrong", "local function check(v)", "  if not v then error('wrong', 2) end",
+          "end", "check(false)")
+  end)
+
+  it("never repeats the position", function()
+    fails("cfg.lua:4: inner", 'error("cfg.lua:4: inner", 0)')
+    fails("cfg.lua:5: msg", "local ok, e = pcall(error, 'msg')", "error(e)")
+  end)
+
+  it("refuses precompiled chunks", function()
+    raw_fails("cfg.lua:1: precompiled (bytecode) configs are refused", string.dump(function() end))
+  end)
+
+  it("blames the caller's line through pcall and tail calls", function()
+    local cfg = ok(
+      "local good, e = pcall(luaray.user, {})",                                         -- 4
+      "assert(not good and e == \"cfg.lua:4: missing required key 'id' in user #2\", e)") -- 5
+    assert.equal(1, #cfg.users)
+    fails("cfg.lua:5: 'id' in user #2 is not a valid UUID",
+          "local function f() return luaray.user { id = 'x' } end", "f()")
+  end)
+end)
+
+describe("config sandbox", function()
+  it("hides io, os.execute, loaders, package, debug, ffi and the like", function()
+    for _, name in ipairs({ "io", "loadstring", "load", "loadfile", "dofile", "package",
+                            "debug", "ffi", "jit", "bit", "module", "setfenv", "getfenv",
+                            "collectgarbage", "coroutine", "newproxy", "gcinfo", "_G" }) do
+      fails("cfg.lua:4: undefined global '" .. name .. "'", "local x = " .. name)
+    end
+    fails("cfg.lua:4: attempt to call field 'execute' (a nil value)", "os.execute('true')")
+    ok("assert(os.execute == nil and os.remove == nil and os.exit == nil and os.rename == nil)",
+       "assert(next({ os.time(), os.clock(), os.date('%Y'), os.getenv('HOME') or '' }))")
+  end)
+
+  it("offers the safe standard library", function()
+    ok("for _, f in ipairs({ assert, error, ipairs, pairs, next, select, tonumber, tostring,",
+       "  type, unpack, pcall, xpcall, setmetatable, getmetatable, rawget, rawset, rawequal,",
+       "  print, require, string.format, table.concat, math.floor, os.time }) do",
+       "  assert(type(f) == 'function')",
+       "end",
+       "assert(('%d'):format(3) == '3' and select('#', unpack({ 1, 2 })) == 2)")
+  end)
+
+  it("knows only the luaray module", function()
+    ok('assert(require "luaray" == luaray and require("luaray").route == luaray.route)')
+    fails("cfg.lua:4: module 'ffi' is not available in config scripts (only \"luaray\")",
+          'local ffi = require "ffi"')
+    fails("cfg.lua:4: module 'io' is not available in config scripts (only \"luaray\")",
+          'require "io"')
+    fails("cfg.lua:4: module nil is not available in config scripts (only \"luaray\")",
+          'require()')
+  end)
+
+  it("refuses new globals and assignments to the built-in ones", function()
+    fails("cfg.lua:4: assignment to undeclared global 'x' (use local)", "x = 1")
+    fails("cfg.lua:5: assignment to undeclared global 'count' (use local)",
+          "local function bump()", "  count = 1", "end", "bump()")
+    fails("cfg.lua:4: assignment to read-only global 'print'", "print = nil")
+    fails("cfg.lua:4: assignment to read-only global 'luaray'", "luaray = {}")
+    fails("cfg.lua:4: undefined global 'luaray_typo'", "luaray_typo.route {}")
+    ok("local x = 1", "x = x + 1", "local t = {}", "t.field = x")
+  end)
+
+  it("gives copies of the library tables", function()
+    ok("string.sneaky = true", "table.sneaky = true", "math.sneaky = true")
+    assert.is_nil(string.sneaky)
+    assert.is_nil(table.sneaky)
+    assert.is_nil(math.sneaky)
+  end)
+
+  it("keeps the rules inside hooks at run time", function()
+    local cfg = ok(
+      "luaray.on('connect', function(ctx)",   -- 4
+      "  stray = ctx",                        -- 5
+      "end)",
+      "luaray.on('close', function()",        -- 7
+      "  luaray.user { id = '" .. UUID2 .. "' }", -- 8
+      "end)",
+      "luaray.on('reload', function() return undefined_name end)") -- 10
+    local good, err = pcall(cfg.hooks.connect, {})
+    assert.is_false(good)
+    assert.equal("cfg.lua:5: assignment to undeclared global 'stray' (use local)", err)
+    good, err = pcall(cfg.hooks.close)
+    assert.is_false(good)
+    assert.equal("cfg.lua:8: luaray.user can only be used while the config loads", err)
+    good, err = pcall(cfg.hooks.reload)
+    assert.is_false(good)
+    assert.equal("cfg.lua:10: undefined global 'undefined_name'", err)
+  end)
+
+  it("adds the caller's extra luaray fields", function()
+    local shared = {}
+    local cfg, err = config.load_string(src(
+      "assert(luaray.shared)",
+      "luaray.on('connect', function() return luaray.shared end)"), "=cfg.lua",
+      { luaray = { shared = shared } })
+    assert(cfg, err)
+    assert.equal(shared, cfg.hooks.connect())
+    assert.has_error(function()
+      config.load_string(src(), "=cfg.lua", { luaray = { route = print } })
+    end)
+  end)
+end)
+
+describe("luaray.log", function()
+  it("takes a level and an access log setting", function()
+    for _, level in ipairs({ "debug", "info", "warn", "error" }) do
+      assert.equal(level, ok('luaray.log { level = "' .. level .. '" }').log.level)
+    end
+    assert.same({ level = "info", access = false }, ok("luaray.log { access = false }").log)
+    assert.same({ level = "warn", access = "/var/log/luaray.log" },
+                ok('luaray.log { level = "warn", access = "/var/log/luaray.log" }').log)
+    assert.same({ level = "info", access = true }, ok("luaray.log {}").log)
+  end)
+
+  it("refuses bad values, unknown keys and a second call", function()
+    fails("cfg.lua:4: 'level' in log must be one of debug, info, warn, error, got string \"verbose\"",
+          'luaray.log { level = "verbose" }')
+    fails("cfg.lua:4: 'access' in log must be true, false or a file path, got number 1",
+          "luaray.log { access = 1 }")
+    fails("cfg.lua:4: 'access' in log must be true, false or a file path, got string \"\"",
+          'luaray.log { access = "" }')
+    fails("cfg.lua:4: unknown key 'levle' in log", 'luaray.log { levle = "info" }')
+    fails("cfg.lua:5: luaray.log is called twice (first at cfg.lua:4)",
+          "luaray.log {}", "luaray.log {}")
+    fails("cfg.lua:4: luaray.log expects a table, got string \"info\"", 'luaray.log "info"')
+    fails("cfg.lua:4: unexpected positional value [1] in log (use key = value)",
+          'luaray.log { "info" }')
+  end)
+end)
+
+describe("luaray.user", function()
+  it("normalises ids and fills in defaults", function()
+    local cfg = ok(
+      'luaray.user { id = "0B1C2D3E4F5046178293A4B5C6D7E8F9", alter_id = 64, level = 255 }',
+      'luaray.user { id = "11111111-2222-3333-4444-555555555555", email = "carol" }',
+      'luaray.user { id = "AAAAAAAA-BBBB-CCCC-DDDD-EEEEEEEEEEEE" }')
+    assert.same({ id = UUID2, email = "user2", alter_id = 64, level = 255, where = "cfg.lua:4" },
+                cfg.users[2])
+    assert.equal("carol", cfg.users[3].email)
+    assert.same({ id = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee", email = "user4", alter_id = 0,
+                  level = 0, where = "cfg.lua:6" }, cfg.users[4])
+  end)
+
+  it("requires a valid id and never echoes it", function()
+    fails("cfg.lua:4: missing required key 'id' in user #2", 'luaray.user { email = "bob" }')
+    for _, bad in ipairs({ "de305d54-75b4-431b-adb2-eb6b9e54601", "de305d54-75b4-431b-adb2-eb6b9e5460145",
+                           "de305d5475b4431badb2eb6b9e54601g", "de305d54-75b4-431b-adb2eb6b9e546014a",
+                           "de305d5-475b4-431b-adb2-eb6b9e546014", "" }) do
+      fails("cfg.lua:4: 'id' in user #2 is not a valid UUID", 'luaray.user { id = "' .. bad .. '" }')
+    end
+    fails("cfg.lua:4: 'id' in user #2 is not a valid UUID", "luaray.user { id = 42 }")
+  end)
+
+  it("checks alter_id, level and email", function()
+    local u = 'luaray.user { id = "' .. UUID2 .. '", '
+    fails("cfg.lua:4: 'alter_id' in user #2 must be an integer from 0 to 65535, got number 65536",
+          u .. "alter_id = 65536 }")
+    fails("cfg.lua:4: 'alter_id' in user #2 must be an integer from 0 to 65535, got number -1",
+          u .. "alter_id = -1 }")
+    fails("cfg.lua:4: 'alter_id' in user #2 must be an integer from 0 to 65535, got number 1.5",
+          u .. "alter_id = 1.5 }")
+    fails("cfg.lua:4: 'alter_id' in user #2 must be an integer from 0 to 65535, got string \"4\"",
+          u .. 'alter_id = "4" }')
+    fails("cfg.lua:4: 'level' in user #2 must be an integer from 0 to 255, got number 256",
+          u .. "level = 256 }")
+    fails("cfg.lua:4: 'email' in user #2 must be a non-empty string (at most 255 bytes, no control characters), got string \"\"",
+          u .. 'email = "" }')
+    fails("cfg.lua:4: 'email' in user #2 must be a non-empty string (at most 255 bytes, no control characters), got boolean true",
+          u .. "email = true }")
+    fails("cfg.lua:4: unknown key 'mail' in user #2", u .. 'mail = "bob" }')
+    fails("cfg.lua:4: luaray.user expects a table, got string \"bob\"", 'luaray.user "bob"')
+  end)
+
+  it("refuses duplicate ids and emails", function()
+    fails("cfg.lua:4: user #2 has the same id as user 'alice@example.com' (cfg.lua:1)",
+          'luaray.user { id = "' .. UUID:upper() .. '", email = "bob" }')
+    fails("cfg.lua:4: duplicate user email 'alice@example.com' (first declared at cfg.lua:1)",
+          'luaray.user { id = "' .. UUID2 .. '", email = "alice@example.com" }')
+    -- a default email counts too
+    fails("cfg.lua:5: duplicate user email 'user2' (first declared at cfg.lua:4)",
+          'luaray.user { id = "' .. UUID2 .. '" }',
+          'luaray.user { id = "11111111-2222-3333-4444-555555555555", email = "user2" }')
+  end)
+end)
+
+describe("luaray.inbound", function()
+  it("accepts every listen form", function()
+    local cases = {
+      { "127.0.0.1:1080", "127.0.0.1", 1080 },
+      { "0.0.0.0:10087", "0.0.0.0", 10087 },
+      { "[::1]:1080", "::1", 1080 },
+      { "[::]:10086", "::", 10086 },
+      { "localhost:1081", "localhost", 1081 },
+      { "[2001:DB8::1]:65535", "2001:DB8::1", 65535 },
+      { "[::ffff:192.0.2.1]:1", "::ffff:192.0.2.1", 1 },
+      { "proxy-1.example.com:8080", "proxy-1.example.com", 8080 },
+    }
+    for _, c in ipairs(cases) do
+      local cfg = ok('luaray.inbound "in" { type = "socks", listen = "' .. c[1] .. '" }')
+      assert.same({ host = c[2], port = c[3] }, cfg.inbounds[2].listen, c[1])
+    end
+  end)
+
+  it("refuses bad listen addresses", function()
+    for _, bad in ipairs({ "127.0.0.1", "127.0.0.1:0", "127.0.0.1:65536", ":1080", "::1:1080",
+                           "[::1]", "[::1]:", "256.1.1.1:80", "1.2.3:80", "01.2.3.4:80",
+                           "[::g]:80", "[1:2:3:4:5:6:7:8:9]:80", "[1::2::3]:80", "a b:80",
+                           "host:80x", "host:-1", "[127.0.0.1]:80", "host..x:80" }) do
+      fails("cfg.lua:4: 'listen' in inbound 'in' must be \"host:port\" (IPv6 in brackets, port 1-65535), got string \"" .. bad .. "\"",
+            'luaray.inbound "in" { type = "socks", listen = "' .. bad .. '" }')
+    end
+    fails("cfg.lua:4: 'listen' in inbound 'in' must be \"host:port\" (IPv6 in brackets, port 1-65535), got number 1080",
+          'luaray.inbound "in" { type = "socks", listen = 1080 }')
+    fails("cfg.lua:4: missing required key 'listen' in inbound 'in'",
+          'luaray.inbound "in" { type = "socks" }')
+  end)
+
+  it("fills in per-type defaults", function()
+    local cfg = ok('luaray.inbound "socks-in" { type = "socks", listen = "127.0.0.1:1080" }',
+                   'luaray.inbound "http-in" { type = "http", listen = "127.0.0.1:8080" }')
+    assert.same({ tag = "socks-in", type = "socks", where = "cfg.lua:4",
+                  listen = { host = "127.0.0.1", port = 1080 }, handshake_timeout = 10,
+                  idle_timeout = 300, max_connections = 0, udp = false }, cfg.inbounds[2])
+    assert.same({ tag = "http-in", type = "http", where = "cfg.lua:5",
+                  listen = { host = "127.0.0.1", port = 8080 }, handshake_timeout = 10,
+                  idle_timeout = 300, max_connections = 0 }, cfg.inbounds[3])
+  end)
+
+  it("takes the vmess keys", function()
+    local cfg = ok(
+      'luaray.user { id = "' .. UUID2 .. '", email = "bob" }',
+      'luaray.inbound "v2" { type = "vmess", listen = "[::]:10086", allow_legacy = false,',
+      '  allow_private = true, users = { "bob", "alice@example.com" },',
+      '  dynamic_port = { port = "40000-40100", alter_id = 32, minutes = 10 },',
+      '  handshake_timeout = 2.5, idle_timeout = 60, max_connections = 100 }',
+      'luaray.inbound "v3" { type = "vmess", listen = "[::]:10087", users = "bob",',
+      '  dynamic_port = { port = 40200 } }')
+    assert.same({ tag = "v2", type = "vmess", where = "cfg.lua:5",
+                  listen = { host = "::", port = 10086 }, allow_legacy = false, allow_private = true,
+                  users = { "bob", "alice@example.com" },
+                  dynamic_port = { port = { 40000, 40100, lo = 40000, hi = 40100 },
+                                   alter_id = 32, minutes = 10 },
+                  handshake_timeout = 2.5, idle_timeout = 60, max_connections = 100 },
+                cfg.inbounds[2])
+    assert.same({ "bob" }, cfg.inbounds[3].users)
+    assert.same({ port = { 40200, 40200, lo = 40200, hi = 40200 }, alter_id = 0, minutes = 5 },
+                cfg.inbounds[3].dynamic_port)
+  end)
+
+  it("checks the vmess keys", function()
+    local v = 'luaray.inbound "v2" { type = "vmess", listen = "127.0.0.1:10087", '
+    fails("cfg.lua:4: 'allow_legacy' in inbound 'v2' must be a boolean, got string \"yes\"",
+          v .. 'allow_legacy = "yes" }')
+    fails("cfg.lua:4: 'allow_private' in inbound 'v2' must be a boolean, got number 1",
+          v .. "allow_private = 1 }")
+    fails("cfg.lua:4: 'users' in inbound 'v2' is an empty list", v .. "users = {} }")
+    fails("cfg.lua:4: 'users' in inbound 'v2' must be a list of user emails, got number 3",
+          v .. "users = 3 }")
+    fails("cfg.lua:4: 'users' in inbound 'v2' must be a list of user emails; element 2 is number 5",
+          v .. 'users = { "alice@example.com", 5 } }')
+    fails("cfg.lua:4: 'users' in inbound 'v2' names unknown user 'bob'", v .. 'users = { "bob" } }')
+    fails("cfg.lua:4: 'dynamic_port' in inbound 'v2' must be a table { port = ..., ... }, got string \"1-2\"",
+          v .. 'dynamic_port = "1-2" }')
+    fails("cfg.lua:4: missing required key 'port' in dynamic_port of inbound 'v2'",
+          v .. "dynamic_port = { minutes = 3 } }")
+    fails("cfg.lua:4: 'port' in dynamic_port of inbound 'v2' must be a port (1-65535) or a range \"lo-hi\", got string \"5-1\"",
+          v .. 'dynamic_port = { port = "5-1" } }')
+    fails("cfg.lua:4: 'minutes' in dynamic_port of inbound 'v2' must be an integer from 1 to 255, got number 0",
+          v .. "dynamic_port = { port = 40000, minutes = 0 } }")
+    fails("cfg.lua:4: 'minutes' in dynamic_port of inbound 'v2' must be an integer from 1 to 255, got number 256",
+          v .. "dynamic_port = { port = 40000, minutes = 256 } }")
+    fails("cfg.lua:4: 'alter_id' in dynamic_port of inbound 'v2' must be an integer from 0 to 65535, got number -1",
+          v .. "dynamic_port = { port = 40000, alter_id = -1 } }")
+    fails("cfg.lua:4: unknown key 'ports' in dynamic_port of inbound 'v2'",
+          v .. "dynamic_port = { ports = 40000 } }")
+    fails("cfg.lua:4: unknown key 'udp' in inbound 'v2'", v .. "udp = true }")
+  end)
+
+  it("refuses a vmess inbound when no user exists", function()
+    raw_fails("cfg.lua:1: vmess inbound 'v' has no users to accept (declare one with luaray.user)",
+              'luaray.inbound "v" { type = "vmess", listen = "127.0.0.1:1" }\n' ..
+              'luaray.outbound "d" { type = "direct" }\n')
+  end)
+
+  it("takes socks and http accounts", function()
+    local cfg = ok(
+      'luaray.inbound "s" { type = "socks", listen = "127.0.0.1:1080", udp = true,',
+      '  accounts = { { user = "u", pass = "p" }, { user = "v", pass = "q" } } }',
+      'luaray.inbound "h" { type = "http", listen = "127.0.0.1:8080",',
+      '  accounts = { { user = "u", pass = "p" } }, idle_timeout = 30 }')
+    assert.is_true(cfg.inbounds[2].udp)
+    assert.same({ { user = "u", pass = "p" }, { user = "v", pass = "q" } }, cfg.inbounds[2].accounts)
+    assert.same({ { user = "u", pass = "p" } }, cfg.inbounds[3].accounts)
+    assert.equal(30, cfg.inbounds[3].idle_timeout)
+  end)
+
+  it("checks accounts and never echoes a password", function()
+    local s = 'luaray.inbound "s" { type = "socks", listen = "127.0.0.1:1080", '
+    fails("cfg.lua:4: 'udp' in inbound 's' must be a boolean, got string \"true\"", s .. 'udp = "true" }')
+    fails("cfg.lua:4: 'accounts' in inbound 's' is an empty list", s .. "accounts = {} }")
+    fails("cfg.lua:4: 'accounts' in inbound 's' must be a list of { user = ..., pass = ... }, got string \"u:p\"",
+          s .. 'accounts = "u:p" }')
+    fails("cfg.lua:4: 'accounts' in inbound 's' must be a list of { user = ..., pass = ... } (no keys or holes), got table",
+          s .. 'accounts = { user = "u", pass = "p" } }')
+    fails("cfg.lua:4: accounts[1] of inbound 's' must be a table { user = ..., pass = ... }, got string \"u\"",
+          s .. 'accounts = { "u" } }')
+    fails("cfg.lua:4: missing required key 'pass' in accounts[1] of inbound 's'",
+          s .. 'accounts = { { user = "u" } } }')
+    fails("cfg.lua:4: missing required key 'user' in accounts[2] of inbound 's'",
+          s .. 'accounts = { { user = "u", pass = "p" }, { pass = "p" } } }')
+    fails("cfg.lua:4: 'pass' in accounts[1] of inbound 's' must be a string of 1 to 255 bytes",
+          s .. 'accounts = { { user = "u", pass = "" } } }')
+    fails("cfg.lua:4: 'pass' in accounts[1] of inbound 's' must be a string of 1 to 255 bytes",
+          s .. 'accounts = { { user = "u", pass = string.rep("x", 256) } } }')
+    fails("cfg.lua:4: 'user' in accounts[1] of inbound 's' must be a non-empty string (at most 255 bytes, no control characters), got number 1",
+          s .. 'accounts = { { user = 1, pass = "p" } } }')
+    fails("cfg.lua:4: unknown key 'password' in accounts[1] of inbound 's'",
+          s .. 'accounts = { { user = "u", password = "p" } } }')
+    fails("cfg.lua:4: duplicate account user 'u' in inbound 's'",
+          s .. 'accounts = { { user = "u", pass = "p" }, { user = "u", pass = "q" } } }')
+    fails("cfg.lua:4: unknown key 'udp' in inbound 'h'",
+          'luaray.inbound "h" { type = "http", listen = "127.0.0.1:8080", udp = true }')
+    fails("cfg.lua:4: unknown key 'users' in inbound 'h'",
+          'luaray.inbound "h" { type = "http", listen = "127.0.0.1:8080", users = "bob" }')
+  end)
+
+  it("checks the common keys", function()
+    local s = 'luaray.inbound "s" { type = "socks", listen = "127.0.0.1:1080", '
+    local secs = "must be a number of seconds > 0 and <= 2592000"
+    fails("cfg.lua:4: 'handshake_timeout' in inbound 's' " .. secs .. ", got number 0",
+          s .. "handshake_timeout = 0 }")
+    fails("cfg.lua:4: 'handshake_timeout' in inbound 's' " .. secs .. ", got string \"10\"",
+          s .. 'handshake_timeout = "10" }')
+    fails("cfg.lua:4: 'idle_timeout' in inbound 's' " .. secs .. ", got number -1",
+          s .. "idle_timeout = -1 }")
+    fails("cfg.lua:4: 'idle_timeout' in inbound 's' " .. secs .. ", got number inf",
+          s .. "idle_timeout = math.huge }")
+    fails("cfg.lua:4: 'max_connections' in inbound 's' must be an integer from 0 to 2147483647, got number -1",
+          s .. "max_connections = -1 }")
+    fails("cfg.lua:4: 'max_connections' in inbound 's' must be an integer from 0 to 2147483647, got number 1.5",
+          s .. "max_connections = 1.5 }")
+  end)
+
+  it("checks the declaration itself", function()
+    fails("cfg.lua:4: unknown key 'lisen' in inbound 'socks-in'",
+          'luaray.inbound "socks-in" { type = "socks", lisen = "127.0.0.1:1080" }')
+    fails("cfg.lua:4: missing required key 'type' in inbound 'x'",
+          'luaray.inbound "x" { listen = "127.0.0.1:1080" }')
+    fails("cfg.lua:4: 'type' in inbound 'x' must be one of vmess, socks, http, got string \"ss\"",
+          'luaray.inbound "x" { type = "ss", listen = "127.0.0.1:1080" }')
+    fails("cfg.lua:4: luaray.inbound expects a tag string first: luaray.inbound \"tag\" { type = ... }, got table",
+          'luaray.inbound { type = "socks", listen = "127.0.0.1:1080" }')
+    fails("cfg.lua:4: luaray.inbound expects a tag string first: luaray.inbound \"tag\" { type = ... }, got string \"\"",
+          'luaray.inbound "" { type = "socks", listen = "127.0.0.1:1080" }')
+    fails("cfg.lua:4: luaray.inbound 'x' expects a table, got string \"socks\"", 'luaray.inbound "x" "socks"')
+    fails("cfg.lua:4: luaray.inbound 'x' has no table: write luaray.inbound \"x\" { type = ... }",
+          'luaray.inbound "x"')
+    fails("cfg.lua:5: luaray.inbound 'x' is given a second table",
+          'local f = luaray.inbound "x"', 'f { type = "socks", listen = "127.0.0.1:1" } f {}')
+  end)
+
+  it("also takes the tag and table as two arguments", function()
+    local cfg = ok('luaray.inbound("s", { type = "socks", listen = "127.0.0.1:1080" })')
+    assert.equal("s", cfg.inbounds[2].tag)
+  end)
+
+  it("records the line where the table starts", function()
+    local cfg = ok('luaray.inbound "s"', '{', '  type = "socks",', '  listen = "127.0.0.1:1080",', '}')
+    assert.equal("cfg.lua:5", cfg.inbounds[2].where)
+  end)
+
+  it("refuses duplicate tags and listen addresses", function()
+    fails("cfg.lua:4: duplicate inbound tag 'vmess-in' (first declared at cfg.lua:2)",
+          'luaray.inbound "vmess-in" { type = "socks", listen = "127.0.0.1:1080" }')
+    fails("cfg.lua:4: listen address '127.0.0.1:10086' of inbound 's' is already used by inbound 'vmess-in' (cfg.lua:2)",
+          'luaray.inbound "s" { type = "socks", listen = "127.0.0.1:10086" }')
+    fails("cfg.lua:5: listen address '[0:0::1]:1080' of inbound 'b' is already used by inbound 'a' (cfg.lua:4)",
+          'luaray.inbound "a" { type = "socks", listen = "[::1]:1080" }',
+          'luaray.inbound "b" { type = "http", listen = "[0:0::1]:1080" }')
+    fails("cfg.lua:5: listen address 'LOCALHOST:1080' of inbound 'b' is already used by inbound 'a' (cfg.lua:4)",
+          'luaray.inbound "a" { type = "socks", listen = "localhost:1080" }',
+          'luaray.inbound "b" { type = "http", listen = "LOCALHOST:1080" }')
+    -- the same port on other addresses is not a duplicate
+    assert.equal(3, #ok('luaray.inbound "a" { type = "socks", listen = "127.0.0.2:10086" }',
+                        'luaray.inbound "b" { type = "socks", listen = "[::1]:10086" }').inbounds)
+  end)
+end)
+
+describe("luaray.outbound", function()
+  it("fills in the vmess defaults and normalises", function()
+    local cfg = ok('luaray.outbound "up" { type = "vmess", server = "[2001:db8::5]:443",',
+                   '  id = "' .. UUID:upper():gsub("-", "") .. '" }')
+    assert.same({ tag = "up", type = "vmess", where = "cfg.lua:4", connect_timeout = 10,
+                  server = { host = "2001:db8::5", port = 443 }, id = UUID, alter_id = 0,
+                  security = "auto", masking = true, padding = true,
+                  authenticated_length = false, udp = true }, cfg.outbounds[2])
+  end)
+
+  it("takes every vmess key", function()
+    for _, sec in ipairs({ "aes-128-gcm", "chacha20-poly1305", "none", "zero", "aes-128-cfb", "auto" }) do
+      local cfg = ok('luaray.outbound "up" { type = "vmess", server = "vmess.example:10086",',
+                     '  id = "' .. UUID .. '", security = "' .. sec .. '", alter_id = 4,',
+                     '  masking = true, padding = false, authenticated_length = true, udp = false,',
+                     '  connect_timeout = 3 }')
+      local ob = cfg.outbounds[2]
+      assert.equal(sec, ob.security)
+      assert.same({ 4, true, false, true, false, 3 },
+                  { ob.alter_id, ob.masking, ob.padding, ob.authenticated_length, ob.udp,
+                    ob.connect_timeout })
+      assert.same({ host = "vmess.example", port = 10086 }, ob.server)
+    end
+    -- padding follows masking unless given
+    local ob = ok('luaray.outbound "up" { type = "vmess", server = "h:1", id = "' .. UUID .. '",',
+                  '  masking = false }').outbounds[2]
+    assert.is_false(ob.masking)
+    assert.is_false(ob.padding)
+  end)
+
+  it("checks the vmess keys", function()
+    local o = 'luaray.outbound "up" { type = "vmess", '
+    local id = 'id = "' .. UUID .. '", '
+    fails("cfg.lua:4: missing required key 'server' in outbound 'up'", o .. id .. "}")
+    fails("cfg.lua:4: missing required key 'id' in outbound 'up'", o .. 'server = "h:1" }')
+    fails("cfg.lua:4: 'id' in outbound 'up' is not a valid UUID", o .. 'server = "h:1", id = "nope" }')
+    fails("cfg.lua:4: 'server' in outbound 'up' must be \"host:port\" (IPv6 in brackets, port 1-65535), got string \"h\"",
+          o .. id .. 'server = "h" }')
+    fails("cfg.lua:4: 'security' in outbound 'up' must be one of aes-128-gcm, chacha20-poly1305, none, zero, aes-128-cfb, auto, got string \"aes-256-gcm\"",
+          o .. id .. 'server = "h:1", security = "aes-256-gcm" }')
+    fails("cfg.lua:4: 'alter_id' in outbound 'up' must be an integer from 0 to 65535, got number 70000",
+          o .. id .. 'server = "h:1", alter_id = 70000 }')
+    fails("cfg.lua:4: 'masking' in outbound 'up' must be a boolean, got number 1",
+          o .. id .. 'server = "h:1", masking = 1 }')
+    fails("cfg.lua:4: 'padding' in outbound 'up' needs 'masking' (padding without masking is refused by VMess servers)",
+          o .. id .. 'server = "h:1", masking = false, padding = true }')
+    fails("cfg.lua:4: 'authenticated_length' in outbound 'up' must be a boolean, got string \"no\"",
+          o .. id .. 'server = "h:1", authenticated_length = "no" }')
+    fails("cfg.lua:4: 'udp' in outbound 'up' must be a boolean, got number 0",
+          o .. id .. 'server = "h:1", udp = 0 }')
+    fails("cfg.lua:4: unknown key 'domain_strategy' in outbound 'up'",
+          o .. id .. 'server = "h:1", domain_strategy = "ipv4" }')
+  end)
+
+  it("takes the direct and blackhole keys", function()
+    local cfg = ok('luaray.outbound "d4" { type = "direct", domain_strategy = "ipv4" }',
+                   'luaray.outbound "d6" { type = "direct", domain_strategy = "ipv6", connect_timeout = 0.5 }',
+                   'luaray.outbound "b" { type = "blackhole" }')
+    assert.equal("ipv4", cfg.outbounds[2].domain_strategy)
+    assert.same({ tag = "d6", type = "direct", where = "cfg.lua:5", connect_timeout = 0.5,
+                  domain_strategy = "ipv6" }, cfg.outbounds[3])
+    assert.same({ tag = "b", type = "blackhole", where = "cfg.lua:6", connect_timeout = 10 },
+                cfg.outbounds[4])
+    fails("cfg.lua:4: 'domain_strategy' in outbound 'd' must be one of as_is, ipv4, ipv6, got string \"prefer_ipv4\"",
+          'luaray.outbound "d" { type = "direct", domain_strategy = "prefer_ipv4" }')
+    fails("cfg.lua:4: unknown key 'domain_strategy' in outbound 'b'",
+          'luaray.outbound "b" { type = "blackhole", domain_strategy = "ipv4" }')
+    fails("cfg.lua:4: 'connect_timeout' in outbound 'b' must be a number of seconds > 0 and <= 2592000, got number 0",
+          'luaray.outbound "b" { type = "blackhole", connect_timeout = 0 }')
+  end)
+
+  it("checks the declaration itself", function()
+    fails("cfg.lua:4: missing required key 'type' in outbound 'x'", 'luaray.outbound "x" {}')
+    fails("cfg.lua:4: 'type' in outbound 'x' must be one of direct, blackhole, vmess, got string \"freedom\"",
+          'luaray.outbound "x" { type = "freedom" }')
+    fails("cfg.lua:4: unknown key 'sever' in outbound 'x'", 'luaray.outbound "x" { type = "direct", sever = 1 }')
+    fails("cfg.lua:4: luaray.outbound expects a tag string first: luaray.outbound \"tag\" { type = ... }, got nil",
+          "luaray.outbound()")
+    fails("cfg.lua:4: luaray.outbound 'x' has no table: write luaray.outbound \"x\" { type = ... }",
+          'local pending = luaray.outbound "x"')
+  end)
+
+  it("keeps outbound tags in their own namespace", function()
+    fails("cfg.lua:4: duplicate outbound tag 'direct' (first declared at cfg.lua:3)",
+          'luaray.outbound "direct" { type = "blackhole" }')
+    local cfg = ok('luaray.outbound "vmess-in" { type = "blackhole" }')
+    assert.equal("vmess-in", cfg.outbounds[2].tag)
+  end)
+end)
+
+describe("luaray.route", function()
+  local function route(filters)
+    return ok("luaray.route { " .. filters .. ", to = 'direct' }").routes[1]
+  end
+
+  it("normalises domain filters", function()
+    assert.same({ "example.com", "a-b_c.example" },
+                route('domain = { "Example.COM.", "a-b_c.example" }').domain)
+    assert.same({ "ads.example", "example" }, route('domain_suffix = { ".ads.example", "EXAMPLE" }').domain_suffix)
+    assert.same({ "track" }, route('domain_keyword = "TRACK"').domain_keyword)
+    assert.same({ "192.168.1.1" }, route('domain = "192.168.1.1"').domain)
+    for _, bad in ipairs({ "", ".", "a..b", "a b", "bad/name", "x" .. string.rep("y", 63) }) do
+      fails("cfg.lua:4: 'domain' in route must be a list of domain names; element 1 is " ..
+            (#bad > 40 and "a string" or string.format("string %q", bad)),
+            "luaray.route { domain = { '" .. bad .. "' }, to = 'direct' }")
+    end
+    -- names outside ASCII must be given in their xn-- form
+    fails("cfg.lua:4: 'domain' in route must be a list of domain names; element 1 is string \"b\195\188cher.example\"",
+          "luaray.route { domain = 'b\195\188cher.example', to = 'direct' }")
+    assert.same({ "xn--bcher-kva.example" }, route('domain = "xn--bcher-kva.example"').domain)
+    fails("cfg.lua:4: 'domain_suffix' in route must be a list of domain names; element 2 is number 3",
+          "luaray.route { domain_suffix = { 'a', 3 }, to = 'direct' }")
+    fails("cfg.lua:4: 'domain_keyword' in route must be a list of non-empty strings; element 1 is string \"\"",
+          "luaray.route { domain_keyword = '', to = 'direct' }")
+  end)
+
+  it("parses and normalises ip_cidr", function()
+    assert.same({ { addr = "10.0.0.0", bits = 8, family = 4 },
+                  { addr = "192.168.1.0", bits = 24, family = 4 },
+                  { addr = "203.0.113.9", bits = 32, family = 4 },
+                  { addr = "0.0.0.0", bits = 0, family = 4 },
+                  { addr = "2001:db8::", bits = 32, family = 6 },
+                  { addr = "::1", bits = 128, family = 6 },
+                  { addr = "fe80::", bits = 10, family = 6 },
+                  { addr = "::ffff:c000:200", bits = 120, family = 6 },
+                  { addr = "2001:db8:0:1::", bits = 64, family = 6 },
+                  { addr = "::", bits = 0, family = 6 } },
+                route('ip_cidr = { "10.0.0.0/8", "192.168.1.77/24", "203.0.113.9", "1.2.3.4/0", ' ..
+                      '"2001:DB8::/32", "::1", "fe80::1/10", "::ffff:192.0.2.1/120", ' ..
+                      '"2001:db8:0:1:2:3:4:5/64", "::/0" }').ip_cidr)
+    assert.same({ { addr = "10.0.0.0", bits = 8, family = 4 } }, route('ip_cidr = "10.0.0.0/8"').ip_cidr)
+    for _, bad in ipairs({ "10.0.0.0/33", "2001:db8::/129", "10.0.0/8", "10.0.0.0/", "10.0.0.0/-1",
+                           "2001:db8:::/32", "10.0.0.256/8", "/8", "example.com/8", "10.0.0.0/8/8",
+                           "1:2:3:4:5:6:7::8:9/64", "10.0.0.0/0008" }) do
+      fails("cfg.lua:4: 'ip_cidr' in route must be a list of CIDR blocks like \"10.0.0.0/8\"; element 1 is string \"" .. bad .. "\"",
+            "luaray.route { ip_cidr = { '" .. bad .. "' }, to = 'direct' }")
+    end
+  end)
+
+  it("parses every port form into ranges", function()
+    assert.same({ { 80, 80, lo = 80, hi = 80 } }, route("port = 80").port)
+    assert.same({ { 80, 80, lo = 80, hi = 80 } }, route('port = "80"').port)
+    assert.same({ { 1, 1024, lo = 1, hi = 1024 } }, route('port = "1-1024"').port)
+    assert.same({ { 80, 80, lo = 80, hi = 80 }, { 443, 443, lo = 443, hi = 443 },
+                  { 8000, 9000, lo = 8000, hi = 9000 } }, route('port = "80,443,8000-9000"').port)
+    assert.same({ { 80, 80, lo = 80, hi = 80 }, { 8000, 9000, lo = 8000, hi = 9000 } },
+                route('port = " 80 , 8000 - 9000 "').port)
+    assert.same({ { 53, 53, lo = 53, hi = 53 }, { 80, 80, lo = 80, hi = 80 },
+                  { 443, 443, lo = 443, hi = 443 }, { 1, 2, lo = 1, hi = 2 } },
+                route('port = { 53, "80,443", "1-2" }').port)
+    assert.same({ { 65535, 65535, lo = 65535, hi = 65535 } }, route('port = "65535-65535"').port)
+    local expect = "must be a port (1-65535), a range \"lo-hi\" or a list like \"80,443,8000-9000\""
+    for _, bad in ipairs({ '0', '65536', '"0"', '"5-1"', '"a"', '"80,,90"', '""', '"1-"', '"-5"',
+                           '"80;443"', '1.5', '{}', 'true', '"1-70000"' }) do
+      local got = (loadstring("return " .. bad))()
+      local desc = type(got) == "string" and string.format("string %q", got)
+                   or type(got) == "table" and "table" or type(got) .. " " .. tostring(got)
+      fails("cfg.lua:4: 'port' in route " .. expect .. ", got " .. desc,
+            "luaray.route { port = " .. bad .. ", to = 'direct' }")
+    end
+  end)
+
+  it("takes user, inbound, network and protocol filters", function()
+    local r = route('user = "alice@example.com", inbound = { "vmess-in" }, network = "tcp,udp", ' ..
+                    'protocol = { "tls", "http" }')
+    assert.same({ "alice@example.com" }, r.user)
+    assert.same({ "vmess-in" }, r.inbound)
+    assert.same({ tcp = true, udp = true }, r.network)
+    assert.same({ "tls", "http" }, r.protocol)
+    assert.same({ udp = true }, route('network = "udp"').network)
+    assert.same({ tcp = true }, route('network = "tcp"').network)
+    assert.same({ tcp = true, udp = true }, route('network = "udp, tcp"').network)
+    assert.same({ tcp = true, udp = true }, route('network = { "tcp", "udp" }').network)
+    assert.same({ "tls" }, route('protocol = "tls"').protocol)
+    local expect = "must be \"tcp\", \"udp\" or \"tcp,udp\""
+    fails("cfg.lua:4: 'network' in route " .. expect .. ", got string \"sctp\"",
+          "luaray.route { network = 'sctp', to = 'direct' }")
+    fails("cfg.lua:4: 'network' in route " .. expect .. ", got string \"\"",
+          "luaray.route { network = '', to = 'direct' }")
+    fails("cfg.lua:4: 'network' in route " .. expect .. ", got table",
+          "luaray.route { network = {}, to = 'direct' }")
+    fails("cfg.lua:4: 'network' in route " .. expect .. ", got number 6",
+          "luaray.route { network = 6, to = 'direct' }")
+    fails("cfg.lua:4: 'protocol' in route must be a list of \"tls\" or \"http\"; element 1 is string \"quic\"",
+          "luaray.route { protocol = 'quic', to = 'direct' }")
+    fails("cfg.lua:4: 'user' in route must be a list of user emails; element 1 is table",
+          "luaray.route { user = { {} }, to = 'direct' }")
+    fails("cfg.lua:4: 'inbound' in route must be a list of inbound tags (no keys or holes), got table",
+          "luaray.route { inbound = { tag = 'vmess-in' }, to = 'direct' }")
+  end)
+
+  it("takes a string for every list filter and refuses empty lists", function()
+    local r = route('domain = "a.example", domain_suffix = "b.example", domain_keyword = "c", ' ..
+                    'ip_cidr = "10.0.0.0/8", user = "alice@example.com", inbound = "vmess-in", ' ..
+                    'protocol = "http"')
+    assert.same({ "a.example" }, r.domain)
+    assert.same({ "b.example" }, r.domain_suffix)
+    assert.same({ "c" }, r.domain_keyword)
+    assert.same({ { addr = "10.0.0.0", bits = 8, family = 4 } }, r.ip_cidr)
+    assert.same({ "alice@example.com" }, r.user)
+    assert.same({ "vmess-in" }, r.inbound)
+    assert.same({ "http" }, r.protocol)
+    for _, k in ipairs({ "domain", "domain_suffix", "domain_keyword", "ip_cidr", "user", "inbound",
+                         "protocol" }) do
+      fails("cfg.lua:4: '" .. k .. "' in route is an empty list",
+            "luaray.route { " .. k .. " = {}, to = 'direct' }")
+    end
+  end)
+
+  it("keeps the rules in order and leaves absent filters nil", function()
+    local cfg = ok("luaray.outbound 'block' { type = 'blackhole' }",
+                   "luaray.route { port = 25, to = 'block' }",
+                   "luaray.route { domain = 'x.example', to = 'direct' }",
+                   "luaray.route { port = 25, to = 'direct' }")
+    assert.same({ { where = "cfg.lua:5", to = "block", port = { { 25, 25, lo = 25, hi = 25 } } },
+                  { where = "cfg.lua:6", to = "direct", domain = { "x.example" } },
+                  { where = "cfg.lua:7", to = "direct", port = { { 25, 25, lo = 25, hi = 25 } } } },
+                cfg.routes)
+  end)
+
+  it("sets the default outbound once", function()
+    local cfg = ok("luaray.outbound 'block' { type = 'blackhole' }", "luaray.route { default = 'block' }")
+    assert.equal("block", cfg.default_outbound)
+    assert.equal("cfg.lua:5", cfg.default_where)
+    assert.same({}, cfg.routes)
+    -- without one it is the first outbound declared
+    assert.equal("direct", ok("luaray.outbound 'block' { type = 'blackhole' }").default_outbound)
+    fails("cfg.lua:5: the default route is set twice (first at cfg.lua:4)",
+          "luaray.route { default = 'direct' }", "luaray.route { default = 'direct' }")
+    fails("cfg.lua:4: 'default' cannot be combined with 'to' in route (a default route takes no filters)",
+          "luaray.route { default = 'direct', to = 'direct' }")
+    fails("cfg.lua:4: 'default' cannot be combined with 'port' in route (a default route takes no filters)",
+          "luaray.route { default = 'direct', port = 80 }")
+    fails("cfg.lua:4: 'default' in route must be a non-empty string (at most 255 bytes, no control characters), got boolean true",
+          "luaray.route { default = true }")
+    fails("cfg.lua:4: 'default' in route names unknown outbound 'nowhere'",
+          "luaray.route { default = 'nowhere' }")
+  end)
+
+  it("needs a filter and a target", function()
+    fails("cfg.lua:4: route has no filter (use luaray.route { default = \"tag\" } for the default outbound)",
+          "luaray.route { to = 'direct' }")
+    fails("cfg.lua:4: route has no filter (use luaray.route { default = \"tag\" } for the default outbound)",
+          "luaray.route {}")
+    fails("cfg.lua:4: missing required key 'to' in route", "luaray.route { port = 80 }")
+    fails("cfg.lua:4: 'to' in route must be a non-empty string (at most 255 bytes, no control characters), got number 1",
+          "luaray.route { port = 80, to = 1 }")
+    fails("cfg.lua:4: unknown key 'domian' in route", "luaray.route { domian = 'x', to = 'direct' }")
+    fails("cfg.lua:4: luaray.route expects a table, got nil", "luaray.route()")
+  end)
+
+  it("checks the names it refers to after the script ran", function()
+    -- forward references are fine
+    local cfg = ok("luaray.route { port = 80, inbound = 'later-in', to = 'later' }",
+                   "luaray.outbound 'later' { type = 'blackhole' }",
+                   "luaray.inbound 'later-in' { type = 'http', listen = '127.0.0.1:8080' }")
+    assert.equal("later", cfg.routes[1].to)
+    fails("cfg.lua:5: 'to' in route names unknown outbound 'nowhere'",
+          "luaray.route { port = 80, to = 'direct' }", "luaray.route { port = 81, to = 'nowhere' }")
+    fails("cfg.lua:4: 'to' in route names unknown outbound 'vmess-in'",
+          "luaray.route { port = 80, to = 'vmess-in' }")
+    fails("cfg.lua:4: 'inbound' in route names unknown inbound 'direct'",
+          "luaray.route { port = 80, inbound = { 'vmess-in', 'direct' }, to = 'direct' }")
+    fails("cfg.lua:4: 'user' in route names unknown user 'bob'",
+          "luaray.route { user = { 'alice@example.com', 'bob' }, to = 'direct' }")
+  end)
+end)
+
+describe("luaray.on", function()
+  it("takes one function per hook name", function()
+    local cfg = ok("local function f() end",
+                   "for _, n in ipairs({ 'accept', 'auth', 'route', 'connect', 'close', 'reload' }) do",
+                   "  luaray.on(n, function() return n end)",
+                   "end")
+    for _, n in ipairs({ "accept", "auth", "route", "connect", "close", "reload" }) do
+      assert.equal(n, cfg.hooks[n]())
+    end
+  end)
+
+  it("refuses unknown names, non-functions and a second function", function()
+    fails("cfg.lua:4: luaray.on: unknown hook string \"acept\" (expected one of accept, auth, route, connect, close, reload)",
+          "luaray.on('acept', function() end)")
+    fails("cfg.lua:4: luaray.on: unknown hook nil (expected one of accept, auth, route, connect, close, reload)",
+          "luaray.on()")
+    fails("cfg.lua:4: luaray.on: the hook 'route' must be a function, got string \"direct\"",
+          "luaray.on('route', 'direct')")
+    fails("cfg.lua:5: luaray.on: hook 'close' is already set (at cfg.lua:4)",
+          "luaray.on('close', function() end)", "luaray.on('close', function() end)")
+  end)
+end)
+
+describe("config cross-checks", function()
+  it("needs an inbound and an outbound", function()
+    raw_fails("cfg.lua:2: no inbound declared (at least one luaray.inbound is required)",
+              "luaray.outbound 'd' { type = 'direct' }\n-- the end\n")
+    raw_fails("cfg.lua:1: no outbound declared (at least one luaray.outbound is required)",
+              "luaray.inbound 's' { type = 'socks', listen = '127.0.0.1:1080' }")
+    raw_fails("cfg.lua:1: no inbound declared (at least one luaray.inbound is required)", "")
+  end)
+end)
+
+describe("luaray.include", function()
+  it("reads files relative to the including file", function()
+    local main = FIX .. "/include/main.lua"
+    local cfg, err = config.load(main)
+    assert(cfg, err)
+    assert.same({ main, FIX .. "/include/parts/users.lua", FIX .. "/include/parts/more_users.lua",
+                  FIX .. "/include/outbounds.lua" }, cfg.files)
+    assert.same({ "alice@example.com", "bob@example.com" }, { cfg.users[1].email, cfg.users[2].email })
+    assert.equal(FIX .. "/include/parts/more_users.lua:1", cfg.users[2].where)
+    assert.equal(FIX .. "/include/outbounds.lua:2", cfg.outbounds[2].where)
+    assert.equal(main .. ":5", cfg.routes[1].where)
+    assert.equal("direct", cfg.default_outbound)
+  end)
+
+  it("resolves a string config's includes against its chunk name", function()
+    local cfg, err = config.load_string(src('luaray.include "benign.lua"'),
+                                        "@" .. FIX .. "/include_errors/main.lua")
+    assert(cfg, err)
+    assert.same({ FIX .. "/include_errors/benign.lua" }, cfg.files)
+    cfg, err = config.load_string(src('luaray.include "' .. FIX .. '/include_errors/benign.lua"'), "=default")
+    assert(cfg, err)
+    assert.equal("block", cfg.outbounds[2].tag)
+  end)
+
+  it("refuses include cycles", function()
+    local a, b = FIX .. "/cycle/a.lua", FIX .. "/cycle/b.lua"
+    local cfg, err = config.load(a)
+    assert.is_nil(cfg)
+    assert.equal(b .. ":2: include cycle: " .. a .. " -> " .. b .. " -> " .. a, err)
+    local self = FIX .. "/cycle/self.lua"
+    cfg, err = config.load(self)
+    assert.is_nil(cfg)
+    assert.equal(self .. ":1: include cycle: " .. self .. " -> " .. self, err)
+  end)
+
+  it("refuses a second include of the same file", function()
+    local dir = FIX .. "/include_errors"
+    raw_fails(dir .. "/main.lua:3: '" .. dir .. "/benign.lua' is already loaded (included at " ..
+              dir .. "/main.lua:2); a file is included once",
+              'luaray.outbound "d" { type = "direct" }\nluaray.include "benign.lua"\n' ..
+              'luaray.include "./benign.lua"\n', "@" .. dir .. "/main.lua")
+  end)
+
+  it("reports errors inside included files at their own file:line", function()
+    local dir = FIX .. "/include_errors"
+    local function inc(name)
+      return config.load_string('luaray.outbound "d" { type = "direct" }\nluaray.include "' .. name .. '"\n',
+                                "@" .. dir .. "/main.lua")
+    end
+    local _, err = inc("unknown_key.lua")
+    assert.equal(dir .. "/unknown_key.lua:2: unknown key 'lisen' in inbound 'socks-in'", err)
+    _, err = inc("nested.lua")
+    assert.equal(dir .. "/unknown_key.lua:2: unknown key 'lisen' in inbound 'socks-in'", err)
+    _, err = inc("syntax.lua")
+    assert.equal(dir .. "/syntax.lua:2: '}' expected near 'to'", err)
+    _, err = inc("runtime.lua")
+    assert.equal(dir .. "/runtime.lua:2: undefined global 'undefined_thing'", err)
+    _, err = inc("missing.lua")
+    assert.equal(dir .. "/main.lua:2: luaray.include: cannot open '" .. dir ..
+                 "/missing.lua': No such file or directory", err)
+    _, err = inc("..")
+    assert.equal(dir .. "/main.lua:2: luaray.include: cannot read '" .. FIX .. "': Is a directory", err)
+    _, err = inc("")
+    assert.equal(dir .. "/main.lua:2: luaray.include expects a file name, got string \"\"", err)
+  end)
+
+  it("shares declarations but not locals across files", function()
+    local dir = FIX .. "/include_errors"
+    local cfg, err = config.load_string(
+      'local secret = 1\nluaray.include "benign.lua"\n' ..
+      'luaray.inbound "s" { type = "socks", listen = "127.0.0.1:1" }\n' ..
+      'luaray.route { port = 1, to = "block" }\n', "@" .. dir .. "/main.lua")
+    assert(cfg, err)
+    assert.equal("block", cfg.routes[1].to)
+    assert.equal("block", cfg.default_outbound)
+  end)
+end)
