@@ -22,10 +22,15 @@ CFLAGS_ALL = -std=c11 -D_GNU_SOURCE $(OPT) $(SAN) $(WARN) -Werror=implicit-funct
 	           -fPIC -fvisibility=hidden -Icore -Icore/include $(PKG_CFLAGS) $(CFLAGS)
 LIBS = $(PKG_LIBS) -lev -lm
 
-LIB_SRCS := $(sort $(wildcard core/base/*.c core/crypto/*.c core/vmess/*.c)) core/api.c
+LIB_DIRS := base crypto vmess net route inbound outbound daemon
+LIB_SRCS := $(sort $(foreach d,$(LIB_DIRS),$(wildcard core/$(d)/*.c))) core/api.c
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
-MAIN_OBJ := $(BUILD)/obj/core/main.o
-DEPS := $(LIB_OBJS:.o=.d) $(MAIN_OBJ:.o=.d)
+# the executable adds the CLI, the Lua bridge and the embedded Lua modules
+EMBED_LUA := luaray.config=lua/luaray/config.lua luaray.link=lua/luaray/link.lua \
+             luaray.daemon=lua/luaray/daemon.lua luaray.cdef=$(BUILD)/lua/luaray/cdef.lua
+EMBED_SRC := $(BUILD)/gen/embedded_lua.c
+MAIN_OBJS := $(BUILD)/obj/core/main.o $(BUILD)/obj/core/script/bridge.o $(BUILD)/obj/gen/embedded_lua.o
+DEPS := $(LIB_OBJS:.o=.d) $(MAIN_OBJS:.o=.d)
 
 DEPS_STAMP := $(BUILD)/.deps-ok
 
@@ -46,9 +51,19 @@ $(BUILD)/libluaray.so: $(LIB_OBJS)
 	$(call say,LD,$@)
 	$(Q)$(CC) $(SAN) -shared -o $@ $^ $(LIBS) $(LDFLAGS)
 
-$(BUILD)/luaray: $(LIB_OBJS) $(MAIN_OBJ)
+$(BUILD)/luaray: $(LIB_OBJS) $(MAIN_OBJS)
 	$(call say,LD,$@)
 	$(Q)$(CC) $(SAN) -Wl,-E -o $@ $^ $(LIBS) $(LDFLAGS)
+
+$(EMBED_SRC): scripts/embed-lua $(foreach m,$(EMBED_LUA),$(lastword $(subst =, ,$(m))))
+	$(call say,GEN,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)luajit scripts/embed-lua $@ $(EMBED_LUA)
+
+$(BUILD)/obj/gen/embedded_lua.o: $(EMBED_SRC)
+	$(call say,CC,$<)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(CFLAGS_ALL) -c $< -o $@
 
 $(BUILD)/lua/luaray/cdef.lua: core/include/luaray/api.h scripts/gen-cdef
 	$(call say,GEN,$@)

@@ -1,43 +1,106 @@
 /*
- * The luaray executable.  For now: `luaray version` and `luaray uuid`;
- * the daemon (config scripts, the loop, inbounds and outbounds) arrives
- * with the daemon issue.
+ * The luaray executable: command line, then the daemon.
+ *
+ *   luaray                      run the embedded default config
+ *   luaray -c FILE              run with a config script
+ *   luaray -t -c FILE           check a config: exit 0, or file:line and exit 1
+ *   luaray uuid | version
+ *   luaray link -c FILE [-H HOST]  vmess:// share links, one per user
  */
 #include <stdio.h>
 #include <string.h>
 
 #include "base/base.h"
+#include "base/log.h"
+#include "daemon/daemon_api.h"
+#include "script/bridge.h"
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: luaray version | uuid\n");
+    fprintf(f,
+            "usage: luaray [-c FILE]           run (no -c: the embedded default)\n"
+            "       luaray -t -c FILE          check a config\n"
+            "       luaray link -c FILE [-H HOST]  print vmess:// links\n"
+            "       luaray uuid | version\n");
 }
 
 int main(int argc, char **argv)
 {
+    const char *config = NULL, *host = NULL;
+    int check = 0, link = 0;
+    char err[1024];
+
     if (lr_init() != LR_OK) {
         fprintf(stderr, "luaray: crypto libraries failed to initialise\n");
         return 1;
     }
-    if (argc >= 2 && (strcmp(argv[1], "version") == 0 ||
-                      strcmp(argv[1], "-v") == 0 ||
-                      strcmp(argv[1], "--version") == 0)) {
-        printf("luaray %s\n", lr_version());
-        return 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "version") == 0 || strcmp(a, "-v") == 0 ||
+            strcmp(a, "--version") == 0) {
+            printf("luaray %s\n", lr_version());
+            return 0;
+        } else if (strcmp(a, "uuid") == 0) {
+            uint8_t id[16];
+            char s[37];
+            lr_uuid_random(id);
+            lr_uuid_format(id, s);
+            printf("%s\n", s);
+            return 0;
+        } else if (strcmp(a, "link") == 0) {
+            link = 1;
+        } else if (strcmp(a, "-t") == 0) {
+            check = 1;
+        } else if (strcmp(a, "-c") == 0 && i + 1 < argc) {
+            config = argv[++i];
+        } else if (strcmp(a, "-H") == 0 && i + 1 < argc) {
+            host = argv[++i];
+        } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            usage(stdout);
+            return 0;
+        } else {
+            fprintf(stderr, "luaray: unknown argument '%s'\n", a);
+            usage(stderr);
+            return 2;
+        }
     }
-    if (argc >= 2 && strcmp(argv[1], "uuid") == 0) {
-        uint8_t id[16];
-        char s[37];
-        lr_uuid_random(id);
-        lr_uuid_format(id, s);
-        printf("%s\n", s);
-        return 0;
+    if ((check || link) && !config) {
+        fprintf(stderr, "luaray: %s needs -c FILE\n", check ? "-t" : "link");
+        return 2;
     }
-    if (argc >= 2 && (strcmp(argv[1], "-h") == 0 ||
-                      strcmp(argv[1], "--help") == 0)) {
-        usage(stdout);
-        return 0;
+    if (lr_script_open() != 0) {
+        fprintf(stderr, "luaray: cannot create the Lua state\n");
+        return 1;
     }
-    usage(stderr);
-    return 2;
+    if (link) {
+        int rc = lr_script_links(config, host, err, sizeof(err));
+        if (rc != 0)
+            fprintf(stderr, "luaray: %s\n", err);
+        lr_script_close();
+        return rc ? 1 : 0;
+    }
+    struct lr_conf *conf = lr_conf_new();
+    struct lr_daemon *d = lr_daemon_new();
+    int rc = 1;
+    if (!conf || !d) {
+        fprintf(stderr, "luaray: out of memory\n");
+        goto out;
+    }
+    if (lr_script_load_config(config, conf, !check, err, sizeof(err)) != 0 ||
+        lr_daemon_commit(d, conf, check, err, sizeof(err)) != 0) {
+        fprintf(stderr, "luaray: %s\n", err);
+        goto out;
+    }
+    if (check) {
+        printf("configuration OK\n");
+        rc = 0;
+        goto out;
+    }
+    lr_daemon_describe(d);
+    rc = lr_daemon_run(d);
+out:
+    lr_conf_free(conf);
+    lr_daemon_free(d);
+    lr_script_close();
+    return rc;
 }

@@ -12,6 +12,7 @@ pkgs=(
   libluajit-5.1-dev luajit            # scripting, FFI
   libc-ares-dev                       # non-blocking DNS for the direct outbound
   lua-busted lua-cjson                # specs (run on LuaJIT), JSON vectors
+  lua-socket lua-posix                # end-to-end specs: sockets, processes
   v2ray                               # the interoperability oracle
   curl python3                        # end-to-end helpers
 )

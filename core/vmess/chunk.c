@@ -377,6 +377,95 @@ static int open_chunk(struct lr_body *b, const uint8_t *in, uint8_t *out,
     return LR_OK;
 }
 
+/* In-place variant of open_chunk: `p` points at the chunk's seal. */
+static int open_chunk_inplace(struct lr_body *b, uint8_t *p, size_t *off)
+{
+    size_t n = b->pend_n, pad = b->pend_p;
+    size_t plen = n - b->overhead - pad;
+    int rc = LR_OK;
+    *off = 0;
+    switch (b->seal) {
+    case SEAL_NONE:
+        break;
+    case SEAL_CFB: {
+        uint8_t scratch[64];
+        struct lr_cfb *c = lr_body_cfb(b, 0);
+        if (!c)
+            return LR_ECRYPTO;
+        if ((rc = lr_cfb_update(c, p, 4, p)) ||
+            (rc = lr_cfb_update(c, p + 4, plen, p + 4)) ||
+            (rc = lr_cfb_update(c, p + 4 + plen, pad, scratch)))
+            return rc;
+        if (lr_fnv1a32(p + 4, plen) != lr_get_be32(p))
+            return LR_EAUTH;
+        *off = 4;
+        break;
+    }
+    case SEAL_AEAD: {
+        uint8_t nonce[12];
+        chunk_nonce(b->iv, b->ctr++, nonce);
+        if ((rc = lr_aead_open(&b->aead, nonce, NULL, 0, p, plen + 16, p)))
+            return rc;
+        break;
+    }
+    }
+    return LR_OK;
+}
+
+LR_API int lr_body_open_inplace(struct lr_body *b, uint8_t *buf, size_t len,
+                                size_t *consumed, size_t *plain_off,
+                                size_t *plain_len)
+{
+    int rc;
+    *consumed = 0;
+    *plain_off = 0;
+    *plain_len = 0;
+    if (b->finished)
+        return LR_EINVAL;
+    if (b->raw) {
+        if (len == 0)
+            return LR_AGAIN;
+        if (b->seal == SEAL_CFB) {
+            struct lr_cfb *c = lr_body_cfb(b, 0);
+            if (!c)
+                return LR_ECRYPTO;
+            if ((rc = lr_cfb_update(c, buf, len, buf)))
+                return rc;
+        }
+        *consumed = *plain_len = len;
+        return LR_OK;
+    }
+    if (!b->have_size) {
+        rc = size_decode(b, buf, len);
+        if (rc == LR_AGAIN)
+            return rc;
+        if (rc != LR_OK) {
+            b->finished = 1;
+            return rc;
+        }
+    }
+    size_t total = b->size_len + b->pend_n;
+    if (len < total)
+        return LR_AGAIN;
+    int end = b->pend_n == b->overhead + b->pend_p;
+    size_t off;
+    rc = open_chunk_inplace(b, buf + b->size_len, &off);
+    b->have_size = 0;
+    if (rc != LR_OK) {
+        b->finished = 1;
+        return rc;
+    }
+    b->chunks++;
+    *consumed = total;
+    *plain_off = b->size_len + off;
+    *plain_len = b->pend_n - b->overhead - b->pend_p;
+    if (end) {
+        b->finished = 1;
+        return LR_DONE;
+    }
+    return LR_OK;
+}
+
 LR_API int lr_body_open(struct lr_body *b, const uint8_t *in, size_t len,
                         size_t *consumed, uint8_t *out, size_t cap,
                         size_t *outlen)

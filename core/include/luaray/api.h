@@ -385,6 +385,14 @@ LR_API int lr_body_open(struct lr_body *b, const uint8_t *in, size_t len,
                         size_t *consumed, uint8_t *out, size_t cap,
                         size_t *outlen);
 
+/* Like lr_body_open, but decrypts in place: the payload is left inside
+ * `buf` at buf + *plain_off (*plain_len bytes) and nothing is copied.  The
+ * chunk's bytes are overwritten; bytes after it are untouched.  Same
+ * return values (LR_ETOOBIG cannot happen).  Hot path: the relay uses it. */
+LR_API int lr_body_open_inplace(struct lr_body *b, uint8_t *buf, size_t len,
+                                size_t *consumed, size_t *plain_off,
+                                size_t *plain_len);
+
 /* The chunk count so far (the AEAD nonce counter before wrapping). */
 LR_API uint64_t lr_body_chunks(const struct lr_body *b);
 
@@ -451,5 +459,75 @@ LR_API int lr_cmd_switch_encode(const struct lr_cmd_switch *c, uint8_t *out,
                                 size_t cap, size_t *outlen);
 LR_API int lr_cmd_switch_decode(const uint8_t *in, size_t len,
                                 struct lr_cmd_switch *out);
+
+/* ------------------------------------------------------------------ */
+/* Daemon configuration (fed by lua/luaray/daemon.lua from the config   */
+/* script's normalized table; validated and committed by the daemon)   */
+/* ------------------------------------------------------------------ */
+
+/* A staging configuration.  Every lr_conf_* call copies its strings.
+ * Calls return LR_OK or LR_EINVAL with a message in lr_conf_error(). */
+struct lr_conf;
+
+LR_API struct lr_conf *lr_conf_new(void);
+LR_API void lr_conf_free(struct lr_conf *c);
+/* The last error message (empty string when none). */
+LR_API const char *lr_conf_error(const struct lr_conf *c);
+
+/* level: 0 debug, 1 info, 2 warn, 3 error; access: NULL off, "" stderr,
+ * else a file path. */
+LR_API int lr_conf_log(struct lr_conf *c, int level, const char *access);
+
+LR_API int lr_conf_user(struct lr_conf *c, const char *uuid,
+                        const char *email, uint32_t alter_id, uint32_t level);
+
+struct lr_conf_inbound {
+    const char *tag;
+    const char *type;             /* "vmess" | "socks" | "http" */
+    const char *host;
+    uint16_t port;
+    int32_t allow_legacy;
+    int32_t allow_private;
+    int32_t udp;
+    double handshake_timeout;
+    double idle_timeout;
+    uint32_t max_connections;
+    const char *where;            /* "file:line" for later errors */
+};
+
+/* Adds an inbound; the two calls after it apply to the last one added. */
+LR_API int lr_conf_inbound(struct lr_conf *c, const struct lr_conf_inbound *ib);
+LR_API int lr_conf_inbound_account(struct lr_conf *c, const char *user,
+                                   const char *pass);
+/* Restricts a VMess inbound to the named users (default: all users). */
+LR_API int lr_conf_inbound_user(struct lr_conf *c, const char *email);
+
+struct lr_conf_outbound {
+    const char *tag;
+    const char *type;             /* "direct" | "blackhole" | "vmess" */
+    const char *server_host;
+    uint16_t server_port;
+    const char *id;
+    uint32_t alter_id;
+    const char *security;         /* aes-128-gcm|chacha20-poly1305|none|zero|aes-128-cfb|auto */
+    int32_t masking;
+    int32_t padding;
+    int32_t authenticated_length;
+    int32_t udp;
+    double connect_timeout;
+    const char *domain_strategy;  /* "as_is" | "ipv4" | "ipv6" */
+    const char *where;
+};
+
+LR_API int lr_conf_outbound(struct lr_conf *c, const struct lr_conf_outbound *ob);
+
+/* Starts a routing rule to outbound `to`; filters apply to the last rule.
+ * kind: "domain" | "domain_suffix" | "domain_keyword" | "user" |
+ * "inbound" | "network" ("tcp" / "udp") | "ip_cidr" ("10.0.0.0/8") |
+ * "port" ("lo-hi"). */
+LR_API int lr_conf_route(struct lr_conf *c, const char *to, const char *where);
+LR_API int lr_conf_route_filter(struct lr_conf *c, const char *kind,
+                                const char *value);
+LR_API int lr_conf_default(struct lr_conf *c, const char *tag);
 
 #endif

@@ -1,0 +1,60 @@
+/*
+ * The relay buffer free list.  Single-threaded (one loop per process).
+ * The list keeps at most LR_BUF_KEEP buffers; beyond that they go back to
+ * the allocator so a burst does not pin memory forever.
+ */
+#include <stdlib.h>
+
+#include "base/base.h"
+#include "base/buf.h"
+
+#define LR_BUF_KEEP 64
+
+static struct lr_buf *free_list;
+static size_t free_count, in_use;
+
+struct lr_buf *lr_buf_get(void)
+{
+    struct lr_buf *b = free_list;
+    if (b) {
+        free_list = b->next;
+        free_count--;
+    } else {
+        b = malloc(sizeof(*b));
+        if (!b)
+            return NULL;
+    }
+    b->next = NULL;
+    b->rd = b->wr = 0;
+    in_use++;
+    return b;
+}
+
+void lr_buf_put(struct lr_buf *b)
+{
+    if (!b)
+        return;
+    in_use--;
+    if (free_count >= LR_BUF_KEEP) {
+        free(b);
+        return;
+    }
+    b->next = free_list;
+    free_list = b;
+    free_count++;
+}
+
+size_t lr_buf_in_use(void)
+{
+    return in_use;
+}
+
+void lr_buf_trim(void)
+{
+    while (free_list) {
+        struct lr_buf *b = free_list;
+        free_list = b->next;
+        free(b);
+    }
+    free_count = 0;
+}

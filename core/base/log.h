@@ -1,0 +1,32 @@
+/*
+ * Logging: one sink (stderr or a file), a level checked before anything is
+ * formatted, and the access log (one line per connection).
+ */
+#ifndef LR_LOG_H
+#define LR_LOG_H
+
+#include <stdarg.h>
+
+enum lr_log_level { LR_LOG_DEBUG = 0, LR_LOG_INFO, LR_LOG_WARN, LR_LOG_ERROR };
+
+extern int lr_log_level;
+
+void lr_log_write(int level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+#define lr_log(level, ...)                                                    \
+    do {                                                                      \
+        if ((level) >= lr_log_level)                                          \
+            lr_log_write((level), __VA_ARGS__);                               \
+    } while (0)
+#define lr_debug(...) lr_log(LR_LOG_DEBUG, __VA_ARGS__)
+#define lr_info(...) lr_log(LR_LOG_INFO, __VA_ARGS__)
+#define lr_warn(...) lr_log(LR_LOG_WARN, __VA_ARGS__)
+#define lr_error(...) lr_log(LR_LOG_ERROR, __VA_ARGS__)
+
+/* Access log: NULL path = off, "" = stderr, else a file (appended). */
+int lr_access_open(const char *path);
+int lr_access_enabled(void);
+void lr_access_write(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif

@@ -1,0 +1,380 @@
+/*
+ * The lr_conf_* API of api.h: lua/luaray/daemon.lua walks the config
+ * script's normalized table and declares each item here.  Every string is
+ * copied (C never keeps a pointer into Lua memory).  Values were already
+ * checked by the Lua DSL; what is checked again here is what C relies on.
+ */
+#include <arpa/inet.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "daemon/conf.h"
+#include "route/route.h"
+
+static int fail(struct lr_conf *c, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->error, sizeof(c->error), fmt, ap);
+    va_end(ap);
+    return LR_EINVAL;
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+#define GROW(arr, n)                                                          \
+    ({                                                                        \
+        void *p_ = realloc((arr), sizeof(*(arr)) * ((n) + 1));                \
+        if (p_) {                                                             \
+            (arr) = p_;                                                       \
+            memset(&(arr)[n], 0, sizeof(*(arr)));                             \
+        }                                                                     \
+        p_ != NULL;                                                           \
+    })
+
+LR_API struct lr_conf *lr_conf_new(void)
+{
+    struct lr_conf *c = calloc(1, sizeof(*c));
+    if (c)
+        c->log_level = 1;
+    return c;
+}
+
+static void strv_free(char **v, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+LR_API void lr_conf_free(struct lr_conf *c)
+{
+    if (!c)
+        return;
+    for (uint32_t i = 0; i < c->nusers; i++)
+        free(c->users[i].email);
+    free(c->users);
+    for (uint32_t i = 0; i < c->nib; i++) {
+        struct lr_inbound *ib = &c->ib[i].ib;
+        free(ib->tag);
+        free(ib->host);
+        for (uint32_t k = 0; k < ib->naccounts; k++) {
+            free(ib->accounts[k].user);
+            free(ib->accounts[k].pass);
+        }
+        free(ib->accounts);
+        strv_free(c->ib[i].users, c->ib[i].nusers);
+        free(c->ib[i].where);
+    }
+    free(c->ib);
+    for (uint32_t i = 0; i < c->nob; i++) {
+        free(c->ob[i].ob.tag);
+        free(c->ob[i].ob.server_host);
+        free(c->ob[i].where);
+    }
+    free(c->ob);
+    for (uint32_t i = 0; i < c->nrules; i++) {
+        lr_rule_free(&c->rules[i].r);
+        free(c->rules[i].to);
+        free(c->rules[i].where);
+    }
+    free(c->rules);
+    free(c->default_tag);
+    free(c->access);
+    lr_wipe(c, sizeof(*c));
+    free(c);
+}
+
+LR_API const char *lr_conf_error(const struct lr_conf *c)
+{
+    return c->error;
+}
+
+LR_API int lr_conf_log(struct lr_conf *c, int level, const char *access)
+{
+    if (level < 0 || level > 3)
+        return fail(c, "log level out of range");
+    c->log_level = level;
+    free(c->access);
+    c->access = dup_or_null(access);
+    c->access_set = 1;
+    return LR_OK;
+}
+
+LR_API int lr_conf_user(struct lr_conf *c, const char *uuid,
+                        const char *email, uint32_t alter_id, uint32_t level)
+{
+    uint8_t id[16];
+    if (!uuid || lr_uuid_parse(uuid, strlen(uuid), id) != LR_OK)
+        return fail(c, "invalid user id");
+    if (!email || !*email)
+        return fail(c, "user needs an email");
+    if (alter_id > 65535)
+        return fail(c, "alter_id out of range");
+    for (uint32_t i = 0; i < c->nusers; i++) {
+        if (memcmp(c->users[i].id, id, 16) == 0)
+            return fail(c, "duplicate user id");
+        if (strcmp(c->users[i].email, email) == 0)
+            return fail(c, "duplicate user email '%s'", email);
+    }
+    if (!GROW(c->users, c->nusers))
+        return LR_ENOMEM;
+    struct lr_user_info *u = &c->users[c->nusers];
+    memcpy(u->id, id, 16);
+    u->email = strdup(email);
+    u->alter_id = alter_id;
+    u->level = level;
+    c->nusers++;
+    return LR_OK;
+}
+
+LR_API int lr_conf_inbound(struct lr_conf *c, const struct lr_conf_inbound *s)
+{
+    int type;
+    struct lr_addr a;
+    if (!s->tag || !*s->tag)
+        return fail(c, "inbound needs a tag");
+    if (!s->type)
+        return fail(c, "inbound '%s' needs a type", s->tag);
+    if (strcmp(s->type, "vmess") == 0)
+        type = LR_IB_VMESS;
+    else if (strcmp(s->type, "socks") == 0)
+        type = LR_IB_SOCKS;
+    else if (strcmp(s->type, "http") == 0)
+        type = LR_IB_HTTP;
+    else
+        return fail(c, "inbound '%s': unknown type '%s'", s->tag, s->type);
+    if (!s->host || s->port == 0)
+        return fail(c, "inbound '%s' needs listen = \"host:port\"", s->tag);
+    const char *host = s->host;
+    if (strcmp(host, "localhost") == 0)
+        host = "127.0.0.1";
+    if (lr_addr_parse(host, s->port, &a) != 0)
+        return fail(c, "inbound '%s': listen host must be an IP address", s->tag);
+    for (uint32_t i = 0; i < c->nib; i++)
+        if (strcmp(c->ib[i].ib.tag, s->tag) == 0)
+            return fail(c, "duplicate inbound tag '%s'", s->tag);
+    if (!GROW(c->ib, c->nib))
+        return LR_ENOMEM;
+    struct lr_conf_ib *ci = &c->ib[c->nib++];
+    struct lr_inbound *ib = &ci->ib;
+    ib->tag = strdup(s->tag);
+    ib->type = type;
+    ib->host = strdup(host);
+    ib->port = s->port;
+    ib->addr = a;
+    ib->fd = -1;
+    ib->allow_legacy = s->allow_legacy;
+    ib->allow_private = s->allow_private;
+    ib->udp = s->udp;
+    ib->handshake_timeout = s->handshake_timeout > 0 ? s->handshake_timeout
+                            : type == LR_IB_VMESS ? 60 : 10;
+    ib->idle_timeout = s->idle_timeout > 0 ? s->idle_timeout : 300;
+    ib->max_connections = s->max_connections;
+    ci->where = dup_or_null(s->where);
+    return LR_OK;
+}
+
+LR_API int lr_conf_inbound_account(struct lr_conf *c, const char *user,
+                                   const char *pass)
+{
+    if (!c->nib)
+        return fail(c, "account without an inbound");
+    struct lr_inbound *ib = &c->ib[c->nib - 1].ib;
+    if (!user || !pass || strlen(user) > 255 || strlen(pass) > 255)
+        return fail(c, "inbound '%s': bad account", ib->tag);
+    if (!GROW(ib->accounts, ib->naccounts))
+        return LR_ENOMEM;
+    ib->accounts[ib->naccounts].user = strdup(user);
+    ib->accounts[ib->naccounts].pass = strdup(pass);
+    ib->naccounts++;
+    return LR_OK;
+}
+
+LR_API int lr_conf_inbound_user(struct lr_conf *c, const char *email)
+{
+    if (!c->nib)
+        return fail(c, "user restriction without an inbound");
+    struct lr_conf_ib *ci = &c->ib[c->nib - 1];
+    if (!GROW(ci->users, ci->nusers))
+        return LR_ENOMEM;
+    ci->users[ci->nusers++] = strdup(email);
+    return LR_OK;
+}
+
+static int security_value(const char *s)
+{
+    static const struct { const char *name; int v; } t[] = {
+        {"aes-128-gcm", LR_SEC_AES128_GCM},
+        {"chacha20-poly1305", LR_SEC_CHACHA20_POLY1305},
+        {"none", LR_SEC_NONE},
+        {"zero", LR_SEC_ZERO},
+        {"aes-128-cfb", LR_SEC_AES128_CFB},
+        {"auto", LR_SEC_AUTO},
+    };
+    if (!s)
+        return LR_SEC_AUTO;
+    for (size_t i = 0; i < LR_ARRAY_LEN(t); i++)
+        if (strcmp(s, t[i].name) == 0)
+            return t[i].v;
+    return -1;
+}
+
+LR_API int lr_conf_outbound(struct lr_conf *c, const struct lr_conf_outbound *s)
+{
+    int type;
+    if (!s->tag || !*s->tag)
+        return fail(c, "outbound needs a tag");
+    if (!s->type)
+        return fail(c, "outbound '%s' needs a type", s->tag);
+    if (strcmp(s->type, "direct") == 0)
+        type = LR_OB_DIRECT;
+    else if (strcmp(s->type, "blackhole") == 0)
+        type = LR_OB_BLACKHOLE;
+    else if (strcmp(s->type, "vmess") == 0)
+        type = LR_OB_VMESS;
+    else
+        return fail(c, "outbound '%s': unknown type '%s'", s->tag, s->type);
+    for (uint32_t i = 0; i < c->nob; i++)
+        if (strcmp(c->ob[i].ob.tag, s->tag) == 0)
+            return fail(c, "duplicate outbound tag '%s'", s->tag);
+    struct lr_outbound ob;
+    memset(&ob, 0, sizeof(ob));
+    ob.type = type;
+    ob.connect_timeout = s->connect_timeout > 0 ? s->connect_timeout : 10;
+    if (s->domain_strategy && strcmp(s->domain_strategy, "ipv4") == 0)
+        ob.family = 4;
+    else if (s->domain_strategy && strcmp(s->domain_strategy, "ipv6") == 0)
+        ob.family = 6;
+    if (type == LR_OB_VMESS) {
+        int sec = security_value(s->security);
+        if (!s->server_host || !*s->server_host || s->server_port == 0)
+            return fail(c, "outbound '%s' needs server = \"host:port\"", s->tag);
+        if (!s->id || lr_uuid_parse(s->id, strlen(s->id), ob.id) != LR_OK)
+            return fail(c, "outbound '%s': invalid id", s->tag);
+        if (sec < 0)
+            return fail(c, "outbound '%s': unknown security '%s'", s->tag, s->security);
+        if (s->alter_id > 65535)
+            return fail(c, "outbound '%s': alter_id out of range", s->tag);
+        ob.server_port = s->server_port;
+        ob.alter_id = s->alter_id;
+        ob.security = (uint8_t)sec;
+        ob.masking = s->masking;
+        ob.padding = s->padding;
+        ob.auth_len = s->authenticated_length;
+        ob.udp = s->udp;
+    }
+    if (!GROW(c->ob, c->nob))
+        return LR_ENOMEM;
+    struct lr_conf_ob *co = &c->ob[c->nob++];
+    co->ob = ob;
+    co->ob.tag = strdup(s->tag);
+    co->ob.server_host = dup_or_null(s->server_host);
+    co->where = dup_or_null(s->where);
+    return LR_OK;
+}
+
+LR_API int lr_conf_route(struct lr_conf *c, const char *to, const char *where)
+{
+    if (!to || !*to)
+        return fail(c, "route needs `to`");
+    if (!GROW(c->rules, c->nrules))
+        return LR_ENOMEM;
+    struct lr_conf_rule *r = &c->rules[c->nrules++];
+    r->to = strdup(to);
+    r->where = dup_or_null(where);
+    r->r.to = -1;
+    return LR_OK;
+}
+
+static int push_str(char ***v, uint32_t *n, const char *s)
+{
+    char **nv = realloc(*v, sizeof(char *) * (*n + 1));
+    if (!nv)
+        return LR_ENOMEM;
+    *v = nv;
+    nv[(*n)++] = strdup(s);
+    return LR_OK;
+}
+
+LR_API int lr_conf_route_filter(struct lr_conf *c, const char *kind,
+                                const char *value)
+{
+    if (!c->nrules)
+        return fail(c, "filter without a route");
+    struct lr_rule *r = &c->rules[c->nrules - 1].r;
+    if (!kind || !value)
+        return fail(c, "bad route filter");
+    if (strcmp(kind, "domain") == 0)
+        return push_str(&r->domain, &r->ndomain, value);
+    if (strcmp(kind, "domain_suffix") == 0)
+        return push_str(&r->suffix, &r->nsuffix, value);
+    if (strcmp(kind, "domain_keyword") == 0)
+        return push_str(&r->keyword, &r->nkeyword, value);
+    if (strcmp(kind, "user") == 0)
+        return push_str(&r->user, &r->nuser, value);
+    if (strcmp(kind, "inbound") == 0)
+        return push_str(&r->inbound, &r->ninbound, value);
+    if (strcmp(kind, "network") == 0) {
+        if (strcmp(value, "tcp") == 0)
+            r->network |= LR_NET_TCP;
+        else if (strcmp(value, "udp") == 0)
+            r->network |= LR_NET_UDP;
+        else
+            return fail(c, "bad network '%s'", value);
+        return LR_OK;
+    }
+    if (strcmp(kind, "port") == 0) {
+        unsigned lo, hi;
+        if (sscanf(value, "%u-%u", &lo, &hi) != 2 || lo > hi || hi > 65535)
+            return fail(c, "bad port range '%s'", value);
+        void *p = realloc(r->ports, sizeof(*r->ports) * (r->nports + 1));
+        if (!p)
+            return LR_ENOMEM;
+        r->ports = p;
+        r->ports[r->nports][0] = (uint16_t)lo;
+        r->ports[r->nports][1] = (uint16_t)hi;
+        r->nports++;
+        return LR_OK;
+    }
+    if (strcmp(kind, "ip_cidr") == 0) {
+        char ip[64];
+        unsigned bits;
+        struct lr_cidr cd;
+        const char *slash = strchr(value, '/');
+        size_t il = slash ? (size_t)(slash - value) : strlen(value);
+        if (il >= sizeof(ip))
+            return fail(c, "bad CIDR '%s'", value);
+        memcpy(ip, value, il);
+        ip[il] = 0;
+        memset(&cd, 0, sizeof(cd));
+        if (inet_pton(AF_INET, ip, cd.ip) == 1)
+            cd.len = 4;
+        else if (inet_pton(AF_INET6, ip, cd.ip) == 1)
+            cd.len = 16;
+        else
+            return fail(c, "bad CIDR '%s'", value);
+        bits = cd.len * 8u;
+        if (slash && (sscanf(slash + 1, "%u", &bits) != 1 || bits > cd.len * 8u))
+            return fail(c, "bad CIDR '%s'", value);
+        cd.bits = (uint8_t)bits;
+        void *p = realloc(r->cidr, sizeof(*r->cidr) * (r->ncidr + 1));
+        if (!p)
+            return LR_ENOMEM;
+        r->cidr = p;
+        r->cidr[r->ncidr++] = cd;
+        return LR_OK;
+    }
+    return fail(c, "unknown route filter '%s'", kind);
+}
+
+LR_API int lr_conf_default(struct lr_conf *c, const char *tag)
+{
+    free(c->default_tag);
+    c->default_tag = dup_or_null(tag);
+    return LR_OK;
+}

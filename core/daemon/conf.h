@@ -1,0 +1,40 @@
+/*
+ * Staging configuration: what the config script declared, copied into C,
+ * before validation and commit (style.md 10).
+ */
+#ifndef LR_CONF_H
+#define LR_CONF_H
+
+#include "daemon/daemon.h"
+
+struct lr_conf_ib {
+    struct lr_inbound ib;         /* tag, type, host, port, options */
+    char **users;                 /* restriction by email */
+    uint32_t nusers;
+    char *where;
+};
+
+struct lr_conf_ob {
+    struct lr_outbound ob;
+    char *where;
+};
+
+struct lr_conf_rule {
+    struct lr_rule r;
+    char *to;
+    char *where;
+};
+
+struct lr_conf {
+    char error[512];
+    int log_level;
+    char *access;                 /* NULL off, "" stderr */
+    int access_set;
+    struct lr_user_info *users;   uint32_t nusers;
+    struct lr_conf_ib *ib;        uint32_t nib;
+    struct lr_conf_ob *ob;        uint32_t nob;
+    struct lr_conf_rule *rules;   uint32_t nrules;
+    char *default_tag;
+};
+
+#endif

@@ -1,0 +1,340 @@
+/*
+ * The daemon: commits a staging config into runtime objects, opens the
+ * listeners, accepts connections, runs the periodic tick (legacy auth table
+ * refresh every 10 s as v2ray does, replay expiry) and stops gracefully on
+ * SIGTERM/SIGINT: listeners close at once, open connections get a grace
+ * period to finish.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "base/log.h"
+#include "daemon/conf.h"
+#include "daemon/daemon_api.h"
+#include "net/conn.h"
+#include "route/route.h"
+
+extern const struct lr_ib_ops lr_vmess_in_ops, lr_socks_in_ops, lr_http_in_ops;
+
+static const struct lr_ib_ops *ib_ops(int type)
+{
+    switch (type) {
+    case LR_IB_VMESS: return &lr_vmess_in_ops;
+    case LR_IB_SOCKS: return &lr_socks_in_ops;
+    default: return &lr_http_in_ops;
+    }
+}
+
+static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    struct lr_inbound *ib = (struct lr_inbound *)((char *)w -
+                             offsetof(struct lr_inbound, accept_w));
+    for (int i = 0; i < 64; i++) {
+        struct lr_addr src;
+        src.len = sizeof(src.ss);
+        int fd = accept4(ib->fd, (struct sockaddr *)&src.ss, &src.len,
+                         SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE) {
+                /* out of descriptors: pause accepting briefly instead of
+                 * spinning on a listener that stays readable */
+                lr_warn("inbound %s: %s; pausing accept", ib->tag, strerror(errno));
+                ev_io_stop(loop, w);
+                lr_daemon_pause_accept(ib->d, ib);
+            }
+            return;
+        }
+        if (ib->max_connections && ib->nconns >= ib->max_connections) {
+            close(fd);
+            continue;
+        }
+        lr_sock_tune(fd);
+        if (!lr_conn_new(ib->d, ib, fd, &src, ib_ops(ib->type)))
+            close(fd);
+    }
+}
+
+static void resume_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct lr_daemon *d = w->data;
+    for (uint32_t i = 0; i < d->nib; i++)
+        if (d->ib[i].fd >= 0 && !d->stopping)
+            ev_io_start(loop, &d->ib[i].accept_w);
+}
+
+static ev_timer resume_timer;
+
+void lr_daemon_pause_accept(struct lr_daemon *d, struct lr_inbound *ib)
+{
+    ev_timer_stop(d->loop, &resume_timer);
+    ev_timer_init(&resume_timer, resume_cb, 0.5, 0.);
+    resume_timer.data = d;
+    ev_timer_start(d->loop, &resume_timer);
+}
+
+static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct lr_daemon *d = w->data;
+    int64_t now = (int64_t)time(NULL);
+    for (uint32_t i = 0; i < d->nib; i++)
+        if (d->ib[i].users)
+            lr_users_refresh(d->ib[i].users, now);
+    lr_replay_expire(d->replay, now);
+}
+
+static void stop_check_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct lr_daemon *d = w->data;
+    if (d->nconns == 0 || ev_now(loop) >= d->stop_deadline) {
+        if (d->nconns)
+            lr_info("stopping with %u connections still open", d->nconns);
+        ev_break(loop, EVBREAK_ALL);
+    }
+}
+
+static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    struct lr_daemon *d = w->data;
+    if (d->stopping) {
+        ev_break(loop, EVBREAK_ALL); /* a second signal: now */
+        return;
+    }
+    lr_info("signal %d: no longer accepting; %u connections to finish",
+            w->signum, d->nconns);
+    d->stopping = 1;
+    for (uint32_t i = 0; i < d->nib; i++) {
+        ev_io_stop(loop, &d->ib[i].accept_w);
+        if (d->ib[i].fd >= 0) {
+            close(d->ib[i].fd);
+            d->ib[i].fd = -1;
+        }
+    }
+    d->stop_deadline = ev_now(loop) + d->grace_seconds;
+    ev_timer_init(&d->grace, stop_check_cb, 0.05, 0.05);
+    d->grace.data = d;
+    ev_timer_start(loop, &d->grace);
+}
+
+struct lr_daemon *lr_daemon_new(void)
+{
+    struct lr_daemon *d = calloc(1, sizeof(*d));
+    if (!d)
+        return NULL;
+    d->loop = EV_DEFAULT;
+    d->replay = lr_replay_new(0);
+    d->default_ob = -1;
+    d->grace_seconds = 10;
+    if (!d->replay) {
+        free(d);
+        return NULL;
+    }
+    return d;
+}
+
+static int errf(char *err, size_t n, const char *where, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int errf(char *err, size_t n, const char *where, const char *fmt, ...)
+{
+    va_list ap;
+    int k = snprintf(err, n, "%s%s", where ? where : "", where ? ": " : "");
+    if (k < 0 || (size_t)k >= n)
+        k = 0;
+    va_start(ap, fmt);
+    vsnprintf(err + k, n - (size_t)k, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+static int find_ob(struct lr_conf *c, const char *tag)
+{
+    for (uint32_t i = 0; i < c->nob; i++)
+        if (strcmp(c->ob[i].ob.tag, tag) == 0)
+            return (int)i;
+    return -1;
+}
+
+static int find_user(struct lr_conf *c, const char *email)
+{
+    for (uint32_t i = 0; i < c->nusers; i++)
+        if (strcmp(c->users[i].email, email) == 0)
+            return (int)i;
+    return -1;
+}
+
+/* Moves the staging config into `d`.  With dry_run nothing listens.  On
+ * error `d` is left untouched and `err` says what and where. */
+int lr_daemon_commit(struct lr_daemon *d, struct lr_conf *c, int dry_run,
+                     char *err, size_t errlen)
+{
+    int64_t now = (int64_t)time(NULL);
+    if (c->nib == 0)
+        return errf(err, errlen, NULL, "no inbound declared");
+    if (c->nob == 0)
+        return errf(err, errlen, NULL, "no outbound declared");
+    int def = c->default_tag ? find_ob(c, c->default_tag) : 0;
+    if (def < 0)
+        return errf(err, errlen, NULL, "default route: no outbound '%s'", c->default_tag);
+    for (uint32_t i = 0; i < c->nrules; i++) {
+        struct lr_conf_rule *r = &c->rules[i];
+        r->r.to = find_ob(c, r->to);
+        if (r->r.to < 0)
+            return errf(err, errlen, r->where, "route to unknown outbound '%s'", r->to);
+    }
+    /* per-inbound user tables */
+    for (uint32_t i = 0; i < c->nib; i++) {
+        struct lr_conf_ib *ci = &c->ib[i];
+        struct lr_inbound *ib = &ci->ib;
+        if (ib->type != LR_IB_VMESS)
+            continue;
+        ib->users = lr_users_new();
+        ib->user_map = calloc(c->nusers ? c->nusers : 1, sizeof(int32_t));
+        if (!ib->users || !ib->user_map)
+            return errf(err, errlen, ci->where, "out of memory");
+        for (uint32_t k = 0; k < c->nusers; k++) {
+            int allowed = ci->nusers == 0;
+            for (uint32_t j = 0; j < ci->nusers && !allowed; j++)
+                allowed = strcmp(ci->users[j], c->users[k].email) == 0;
+            if (!allowed)
+                continue;
+            int idx = lr_users_add(ib->users, c->users[k].id, c->users[k].alter_id);
+            if (idx < 0)
+                return errf(err, errlen, ci->where, "cannot add user '%s'", c->users[k].email);
+            ib->user_map[idx] = (int32_t)k;
+        }
+        for (uint32_t j = 0; j < ci->nusers; j++)
+            if (find_user(c, ci->users[j]) < 0)
+                return errf(err, errlen, ci->where, "unknown user '%s'", ci->users[j]);
+        lr_users_set_legacy(ib->users, ib->allow_legacy);
+        if (lr_users_refresh(ib->users, now) != LR_OK)
+            return errf(err, errlen, ci->where, "out of memory");
+    }
+    if (!dry_run) {
+        for (uint32_t i = 0; i < c->nib; i++) {
+            struct lr_conf_ib *ci = &c->ib[i];
+            int fd = lr_sock_listen(&ci->ib.addr, SOCK_STREAM, 1024);
+            if (fd < 0) {
+                char a[80];
+                lr_addr_str(&ci->ib.addr, a, sizeof(a));
+                for (uint32_t k = 0; k < i; k++) {
+                    close(c->ib[k].ib.fd);
+                    c->ib[k].ib.fd = -1;
+                }
+                return errf(err, errlen, ci->where, "cannot listen on %s: %s", a,
+                            strerror(-fd));
+            }
+            ci->ib.fd = fd;
+        }
+    }
+    /* commit: take ownership of everything */
+    lr_log_level = c->log_level;
+    if (c->access_set && !dry_run)
+        lr_access_open(c->access);
+    else if (!dry_run)
+        lr_access_open("");
+    d->users = c->users;
+    d->nusers = c->nusers;
+    c->users = NULL;
+    c->nusers = 0;
+    d->nob = c->nob;
+    d->ob = calloc(c->nob, sizeof(*d->ob));
+    for (uint32_t i = 0; i < c->nob; i++) {
+        d->ob[i] = c->ob[i].ob;
+        memset(&c->ob[i].ob, 0, sizeof(c->ob[i].ob));
+    }
+    d->nrules = c->nrules;
+    d->rules = calloc(c->nrules ? c->nrules : 1, sizeof(*d->rules));
+    for (uint32_t i = 0; i < c->nrules; i++) {
+        d->rules[i] = c->rules[i].r;
+        memset(&c->rules[i].r, 0, sizeof(c->rules[i].r));
+    }
+    d->default_ob = def;
+    d->nib = c->nib;
+    d->ib = calloc(c->nib, sizeof(*d->ib));
+    for (uint32_t i = 0; i < c->nib; i++) {
+        d->ib[i] = c->ib[i].ib;
+        memset(&c->ib[i].ib, 0, sizeof(c->ib[i].ib));
+        struct lr_inbound *ib = &d->ib[i];
+        ib->d = d;
+        if (ib->fd >= 0 && !dry_run) {
+            ev_io_init(&ib->accept_w, accept_cb, ib->fd, EV_READ);
+            ev_io_start(d->loop, &ib->accept_w);
+        }
+    }
+    return 0;
+}
+
+void lr_daemon_describe(struct lr_daemon *d)
+{
+    for (uint32_t i = 0; i < d->nib; i++) {
+        static const char *names[] = {"?", "vmess", "socks", "http"};
+        char a[80];
+        lr_addr_str(&d->ib[i].addr, a, sizeof(a));
+        lr_info("inbound %s (%s) listening on %s", d->ib[i].tag,
+                names[d->ib[i].type & 3], a);
+    }
+}
+
+int lr_daemon_run(struct lr_daemon *d)
+{
+    struct ev_loop *loop = d->loop;
+    signal(SIGPIPE, SIG_IGN);
+    if (lr_dns_init(loop) != 0) {
+        lr_error("cannot initialise the resolver");
+        return 1;
+    }
+    ev_timer_init(&d->tick, tick_cb, 10., 10.);
+    d->tick.data = d;
+    ev_timer_start(loop, &d->tick);
+    ev_signal_init(&d->sigterm, signal_cb, SIGTERM);
+    ev_signal_init(&d->sigint, signal_cb, SIGINT);
+    d->sigterm.data = d->sigint.data = d;
+    ev_signal_start(loop, &d->sigterm);
+    ev_signal_start(loop, &d->sigint);
+    ev_run(loop, 0);
+    while (d->conns)
+        lr_conn_close(d->conns, "shutdown");
+    lr_dns_shutdown();
+    lr_info("stopped");
+    return 0;
+}
+
+void lr_daemon_free(struct lr_daemon *d)
+{
+    if (!d)
+        return;
+    for (uint32_t i = 0; i < d->nib; i++) {
+        struct lr_inbound *ib = &d->ib[i];
+        if (ib->fd >= 0)
+            close(ib->fd);
+        free(ib->tag);
+        free(ib->host);
+        lr_users_free(ib->users);
+        free(ib->user_map);
+        for (uint32_t k = 0; k < ib->naccounts; k++) {
+            free(ib->accounts[k].user);
+            free(ib->accounts[k].pass);
+        }
+        free(ib->accounts);
+    }
+    free(d->ib);
+    for (uint32_t i = 0; i < d->nob; i++) {
+        free(d->ob[i].tag);
+        free(d->ob[i].server_host);
+    }
+    free(d->ob);
+    for (uint32_t i = 0; i < d->nrules; i++)
+        lr_rule_free(&d->rules[i]);
+    free(d->rules);
+    for (uint32_t i = 0; i < d->nusers; i++)
+        free(d->users[i].email);
+    free(d->users);
+    lr_replay_free(d->replay);
+    free(d);
+    lr_buf_trim();
+}

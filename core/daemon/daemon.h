@@ -1,0 +1,116 @@
+/*
+ * The daemon's runtime objects: inbounds (listeners), outbounds, routing
+ * rules, and connections.  One libev loop per process; everything here is
+ * touched only from that loop.
+ */
+#ifndef LR_DAEMON_H
+#define LR_DAEMON_H
+
+#include <ev.h>
+#include <stdint.h>
+
+#include "base/buf.h"
+#include "net/dns.h"
+#include "net/sock.h"
+#include "vmess/vmess.h"
+
+struct lr_conn;
+struct lr_daemon;
+
+enum lr_ib_type { LR_IB_VMESS = 1, LR_IB_SOCKS, LR_IB_HTTP };
+enum lr_ob_type { LR_OB_DIRECT = 1, LR_OB_BLACKHOLE, LR_OB_VMESS };
+enum lr_net { LR_NET_TCP = 1, LR_NET_UDP = 2 };
+
+struct lr_account {
+    char *user, *pass;
+};
+
+struct lr_inbound {
+    char *tag;
+    int type;
+    char *host;
+    uint16_t port;
+    struct lr_addr addr;
+    int fd;
+    ev_io accept_w;
+    struct lr_daemon *d;
+    double handshake_timeout, idle_timeout;
+    uint32_t max_connections, nconns;
+    /* vmess */
+    int allow_legacy, allow_private;
+    struct lr_users *users;      /* the users this inbound accepts */
+    int32_t *user_map;           /* inbound user index -> daemon user index */
+    /* socks / http */
+    int udp;
+    struct lr_account *accounts;
+    uint32_t naccounts;
+};
+
+struct lr_outbound {
+    char *tag;
+    int type;
+    double connect_timeout;
+    int family;                  /* direct: 0 any, 4, 6 */
+    /* vmess */
+    char *server_host;
+    uint16_t server_port;
+    uint8_t id[16];
+    uint32_t alter_id;
+    uint8_t security;            /* wire value, or LR_SEC_AUTO / LR_SEC_ZERO */
+    int masking, padding, auth_len, udp;
+};
+
+struct lr_user_info {
+    uint8_t id[16];
+    char *email;
+    uint32_t alter_id, level;
+};
+
+/* A compiled routing rule (first match wins). */
+struct lr_cidr {
+    uint8_t ip[16];
+    uint8_t len;                 /* 4 or 16 */
+    uint8_t bits;
+};
+
+struct lr_rule {
+    char **domain;      uint32_t ndomain;
+    char **suffix;      uint32_t nsuffix;
+    char **keyword;     uint32_t nkeyword;
+    struct lr_cidr *cidr; uint32_t ncidr;
+    uint16_t (*ports)[2]; uint32_t nports;
+    char **user;        uint32_t nuser;
+    char **inbound;     uint32_t ninbound;
+    uint8_t network;    /* bit mask of LR_NET_*, 0 = any */
+    int32_t to;         /* outbound index */
+};
+
+struct lr_daemon {
+    struct ev_loop *loop;
+    struct lr_inbound *ib;   uint32_t nib;
+    struct lr_outbound *ob;  uint32_t nob;
+    struct lr_rule *rules;   uint32_t nrules;
+    int32_t default_ob;
+    struct lr_user_info *users; uint32_t nusers;
+    struct lr_replay *replay;
+    uint64_t next_conn_id;
+    uint32_t nconns;
+    struct lr_conn *conns;   /* all live connections */
+    ev_timer tick;           /* legacy table refresh, replay expiry */
+    ev_signal sigterm, sigint;
+    ev_timer grace;
+    int stopping;
+    double grace_seconds;
+    double stop_deadline;
+};
+
+/* Destination of a connection, as the inbound decoded it. */
+struct lr_dest {
+    uint8_t network;         /* LR_NET_* */
+    uint8_t atyp;            /* LR_ATYP_* (vmess numbering) */
+    uint16_t port;
+    uint8_t ip[16];          /* atyp IPv4/IPv6 */
+    char host[256];          /* domain, or the IP as text */
+};
+
+#endif

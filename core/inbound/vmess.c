@@ -1,0 +1,117 @@
+/*
+ * The VMess server (inbound).  The request header is decoded incrementally
+ * from the bytes the client sends (lr_req_decode); on any failure the
+ * connection is drained silently and closed at the handshake deadline, the
+ * same way whatever was wrong (design.md 3).  On success the destination
+ * is routed and dialled; the response header is queued to go out with the
+ * first response payload, as v2ray does.
+ */
+#include <errno.h>
+#include <string.h>
+#include <time.h>
+
+#include "base/log.h"
+#include "net/conn.h"
+
+struct vmess_in {
+    struct lr_req_dec dec;
+};
+
+static void vin_readable(struct lr_conn *c)
+{
+    struct vmess_in *st = c->ib_state;
+    if (!st) {
+        st = c->ib_state = calloc(1, sizeof(*st));
+        if (!st) {
+            lr_conn_close(c, "out of memory");
+            return;
+        }
+        lr_req_dec_init(&st->dec);
+    }
+    ssize_t n = lr_conn_read_client(c);
+    if (n == -EAGAIN)
+        return;
+    if (n == 0 || n == -ENOBUFS) {
+        /* an early EOF is the prober's own close: nothing to tell it */
+        lr_conn_close(c, n == 0 ? "eof in handshake" : "handshake too long");
+        return;
+    }
+    if (n < 0) {
+        lr_conn_close(c, "read failed");
+        return;
+    }
+    struct lr_inbound *ib = c->ib;
+    struct lr_req req;
+    size_t used = 0;
+    int rc = lr_req_decode(&st->dec, ib->users, c->d->replay,
+                           lr_buf_head(c->up.in), lr_buf_len(c->up.in),
+                           (int64_t)time(NULL), &req, &used);
+    if (rc == LR_AGAIN)
+        return;
+    if (rc != LR_OK) {
+        lr_conn_drain(c, lr_strerror(rc));
+        return;
+    }
+    c->up.in->rd += (uint32_t)used;
+    c->user = ib->user_map[req.user];
+    if (req.command == LR_CMD_MUX) {
+        lr_conn_drain(c, "mux not supported");
+        return;
+    }
+    c->dst.network = req.command == LR_CMD_UDP ? LR_NET_UDP : LR_NET_TCP;
+    c->dst.atyp = req.atyp;
+    c->dst.port = req.port;
+    if (req.atyp == LR_ATYP_DOMAIN) {
+        memcpy(c->dst.host, req.addr, req.addr_len);
+        c->dst.host[req.addr_len] = 0;
+    } else {
+        struct lr_addr a;
+        memcpy(c->dst.ip, req.addr, req.addr_len);
+        lr_addr_from_bytes(req.addr, req.addr_len, req.port, &a);
+        lr_addr_ip_str(&a, c->dst.host, sizeof(c->dst.host));
+    }
+    uint8_t rk[16], ri[16], hdr[LR_RESP_WIRE_MAX];
+    size_t hn = 0;
+    uint32_t flags = c->dst.network == LR_NET_UDP ? LR_BODY_UDP : 0;
+    lr_resp_keys(req.mode, req.body_key, req.body_iv, rk, ri);
+    c->up.dec = lr_body_new();
+    c->down.enc = lr_body_new();
+    if (!c->up.dec || !c->down.enc ||
+        lr_body_init(c->up.dec, req.security, req.option, req.body_key,
+                     req.body_iv, req.body_key, req.body_iv, flags) != LR_OK ||
+        lr_body_init(c->down.enc, req.security, req.option, rk, ri,
+                     req.body_key, req.body_iv,
+                     flags | (req.mode == LR_MODE_LEGACY ? LR_BODY_LEGACY_RESP : 0)) != LR_OK ||
+        lr_resp_encode(req.mode, rk, ri, c->down.enc, req.v, NULL, hdr,
+                       sizeof(hdr), &hn) != LR_OK ||
+        !(c->down.prefix = malloc(hn))) {
+        lr_wipe(&req, sizeof(req));
+        lr_conn_close(c, "vmess setup failed");
+        return;
+    }
+    memcpy(c->down.prefix, hdr, hn);
+    c->down.prefix_len = (uint16_t)hn;
+    c->down.lazy_prefix = 1;
+    lr_wipe(&req, sizeof(req));
+    lr_wipe(rk, sizeof(rk));
+    free(c->ib_state);
+    c->ib_state = NULL;
+    lr_conn_dial(c);
+}
+
+static void vin_connected(struct lr_conn *c)
+{
+    lr_conn_start_relay(c);
+}
+
+static void vin_free(struct lr_conn *c)
+{
+    free(c->ib_state);
+    c->ib_state = NULL;
+}
+
+const struct lr_ib_ops lr_vmess_in_ops = {
+    .readable = vin_readable,
+    .connected = vin_connected,
+    .free = vin_free,
+};

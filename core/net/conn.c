@@ -1,0 +1,741 @@
+/*
+ * Connections and the relay.  A connection is one allocation with its
+ * watchers and timer inside it (libev "associating custom data").
+ *
+ * The relay, per direction (struct lr_pipe): read the source into `in`;
+ * decode one unit in place (a VMess chunk, or whatever raw bytes arrived);
+ * encode it into `out` as room allows; write `out` to the destination.
+ * Backpressure: the source is read only while `in` has room and no decoded
+ * payload is waiting for room in `out`; a short write stops the decoding
+ * until the destination drains.  Buffers come from the free list and go
+ * back as soon as they are empty, so an idle connection holds none.
+ *
+ * Teardown: every path that can close the connection returns -1 so its
+ * caller stops touching it; lr_conn_close stops watchers, cancels DNS and
+ * frees at once (no callback of ours runs after that for this object).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "base/log.h"
+#include "net/conn.h"
+#include "route/route.h"
+
+#define PIECE 16384 /* our writers' payload per chunk */
+
+static void cli_read_cb(struct ev_loop *loop, ev_io *w, int revents);
+static void cli_write_cb(struct ev_loop *loop, ev_io *w, int revents);
+static void rem_read_cb(struct ev_loop *loop, ev_io *w, int revents);
+static void rem_write_cb(struct ev_loop *loop, ev_io *w, int revents);
+static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static int pump(struct lr_conn *c, struct lr_pipe *p, struct lr_side *src,
+                struct lr_side *dst);
+
+#define CONN_OF(w, field) \
+    ((struct lr_conn *)((char *)(w) - offsetof(struct lr_conn, field)))
+
+struct lr_conn *lr_conn_new(struct lr_daemon *d, struct lr_inbound *ib,
+                            int fd, const struct lr_addr *src,
+                            const struct lr_ib_ops *ops)
+{
+    struct lr_conn *c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    c->id = ++d->next_conn_id;
+    c->d = d;
+    c->ib = ib;
+    c->ibops = ops;
+    c->src = *src;
+    c->user = -1;
+    c->state = LR_CS_HANDSHAKE;
+    c->cli.fd = fd;
+    c->rem.fd = -1;
+    c->dial.fd = -1;
+    c->t_start = c->t_last = ev_now(d->loop);
+    c->idle_timeout = ib->idle_timeout;
+    ev_io_init(&c->cli.rio, cli_read_cb, fd, EV_READ);
+    ev_io_init(&c->cli.wio, cli_write_cb, fd, EV_WRITE);
+    ev_init(&c->rem.rio, rem_read_cb);
+    ev_init(&c->rem.wio, rem_write_cb);
+    ev_init(&c->timer, timer_cb);
+    /* the handshake deadline counts from accept; bytes do not extend it */
+    c->deadline = c->t_start + ib->handshake_timeout;
+    ev_timer_set(&c->timer, ib->handshake_timeout, 0.);
+    ev_timer_start(d->loop, &c->timer);
+    ev_io_start(d->loop, &c->cli.rio);
+    c->next = d->conns;
+    if (d->conns)
+        d->conns->prev = c;
+    d->conns = c;
+    d->nconns++;
+    ib->nconns++;
+    return c;
+}
+
+static void pipe_free(struct lr_pipe *p)
+{
+    lr_buf_put(p->in);
+    lr_buf_put(p->out);
+    lr_body_free(p->dec);
+    lr_body_free(p->enc);
+    free(p->prefix);
+    memset(p, 0, sizeof(*p));
+}
+
+static void dest_str(const struct lr_dest *d, char *buf, size_t n)
+{
+    if (!d->host[0])
+        snprintf(buf, n, "-");
+    else if (strchr(d->host, ':'))
+        snprintf(buf, n, "[%s]:%u", d->host, d->port);
+    else
+        snprintf(buf, n, "%s:%u", d->host, d->port);
+}
+
+void lr_conn_close(struct lr_conn *c, const char *reason)
+{
+    struct lr_daemon *d = c->d;
+    struct ev_loop *loop = d->loop;
+    if (!c->reason)
+        c->reason = reason;
+    ev_io_stop(loop, &c->dial.io);
+    if (c->dial.fd >= 0)
+        close(c->dial.fd);
+    ev_io_stop(loop, &c->cli.rio);
+    ev_io_stop(loop, &c->cli.wio);
+    ev_io_stop(loop, &c->rem.rio);
+    ev_io_stop(loop, &c->rem.wio);
+    ev_timer_stop(loop, &c->timer);
+    if (c->dns)
+        lr_dns_cancel(c->dns);
+    if (c->cli.fd >= 0)
+        close(c->cli.fd);
+    if (c->rem.fd >= 0)
+        close(c->rem.fd);
+    if (lr_access_enabled()) {
+        char src[64], dst[300];
+        lr_addr_str(&c->src, src, sizeof(src));
+        dest_str(&c->dst, dst, sizeof(dst));
+        lr_access_write("%s %s %s %s %s %s up=%llu down=%llu dur=%.3f %s%s%s",
+                        src, c->ib->tag,
+                        c->user >= 0 ? d->users[c->user].email : "-",
+                        c->dst.network == LR_NET_UDP ? "udp" : "tcp", dst,
+                        c->ob ? c->ob->tag : "-",
+                        (unsigned long long)c->up.bytes,
+                        (unsigned long long)c->down.bytes,
+                        ev_now(loop) - c->t_start, c->reason,
+                        c->fail_detail[0] ? ": " : "", c->fail_detail);
+    }
+    if (c->ibops && c->ibops->free)
+        c->ibops->free(c);
+    if (c->obops && c->obops->free)
+        c->obops->free(c);
+    pipe_free(&c->up);
+    pipe_free(&c->down);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        d->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    d->nconns--;
+    c->ib->nconns--;
+    free(c);
+}
+
+void lr_conn_set_deadline(struct lr_conn *c, double seconds)
+{
+    struct ev_loop *loop = c->d->loop;
+    c->deadline = ev_now(loop) + seconds;
+    ev_timer_stop(loop, &c->timer);
+    ev_timer_set(&c->timer, seconds, 0.);
+    ev_timer_start(loop, &c->timer);
+}
+
+/* ------------------------------------------------------------ timers */
+
+static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct lr_conn *c = CONN_OF(w, timer);
+    ev_tstamp now = ev_now(loop);
+    switch (c->state) {
+    case LR_CS_HANDSHAKE:
+        lr_conn_close(c, "handshake timeout");
+        return;
+    case LR_CS_DIAL:
+        lr_conn_dial_failed(c, -ETIMEDOUT, "connect timeout");
+        return;
+    case LR_CS_DRAIN:
+        /* FIN now, at the deadline whatever was wrong; then give the peer
+         * a moment to close so unread bytes do not turn our close into a
+         * reset */
+        shutdown(c->cli.fd, SHUT_WR);
+        c->state = LR_CS_LINGER;
+        ev_timer_set(&c->timer, 2., 0.);
+        ev_timer_start(loop, &c->timer);
+        return;
+    case LR_CS_LINGER:
+        lr_conn_close(c, c->reason ? c->reason : "drained");
+        return;
+    case LR_CS_RELAY: {
+        ev_tstamp idle_end = c->t_last + c->idle_timeout;
+        if (now >= idle_end) {
+            lr_conn_close(c, "idle timeout");
+            return;
+        }
+        ev_timer_set(&c->timer, idle_end - now + 0.01, 0.);
+        ev_timer_start(loop, &c->timer);
+        return;
+    }
+    }
+}
+
+/* ------------------------------------------------------------ handshake */
+
+static int ensure_in(struct lr_pipe *p)
+{
+    if (!p->in && !(p->in = lr_buf_get()))
+        return -ENOMEM;
+    if (lr_buf_room(p->in) == 0 && p->pend_len == 0)
+        lr_buf_compact(p->in);
+    return 0;
+}
+
+ssize_t lr_conn_read_client(struct lr_conn *c)
+{
+    if (ensure_in(&c->up) < 0)
+        return -ENOMEM;
+    size_t room = lr_buf_room(c->up.in);
+    if (room == 0)
+        return -ENOBUFS;
+    ssize_t n = read(c->cli.fd, lr_buf_tail(c->up.in), room);
+    if (n > 0) {
+        c->up.in->wr += (uint32_t)n;
+        return n;
+    }
+    if (n == 0)
+        return 0;
+    if (errno == EAGAIN || errno == EINTR)
+        return -EAGAIN;
+    return -errno;
+}
+
+int lr_conn_send_client(struct lr_conn *c, const void *data, size_t len)
+{
+    struct lr_pipe *p = &c->down;
+    if (!p->out && !(p->out = lr_buf_get())) {
+        lr_conn_close(c, "out of memory");
+        return -1;
+    }
+    lr_buf_compact(p->out);
+    if (lr_buf_room(p->out) < len) {
+        lr_conn_close(c, "reply too large");
+        return -1;
+    }
+    memcpy(lr_buf_tail(p->out), data, len);
+    p->out->wr += (uint32_t)len;
+    /* written by the relay's flush, or right away by the write watcher */
+    ev_io_start(c->d->loop, &c->cli.wio);
+    return 0;
+}
+
+void lr_conn_drain(struct lr_conn *c, const char *reason)
+{
+    struct ev_loop *loop = c->d->loop;
+    c->reason = reason;
+    c->state = LR_CS_DRAIN;
+    lr_buf_put(c->up.in);
+    c->up.in = NULL;
+    lr_debug("conn %llu: refused silently: %s", (unsigned long long)c->id,
+             reason);
+    /* keep the handshake deadline: the close time says nothing */
+    ev_tstamp left = c->deadline - ev_now(loop);
+    ev_timer_stop(loop, &c->timer);
+    ev_timer_set(&c->timer, left > 0 ? left : 0.001, 0.);
+    ev_timer_start(loop, &c->timer);
+    ev_io_start(loop, &c->cli.rio);
+}
+
+static void drain_read(struct lr_conn *c)
+{
+    uint8_t sink[4096];
+    for (int i = 0; i < 16; i++) {
+        ssize_t n = read(c->cli.fd, sink, sizeof(sink));
+        if (n > 0)
+            continue;
+        if (n == 0) {
+            /* the prober gave up; we still say nothing before the deadline */
+            ev_io_stop(c->d->loop, &c->cli.rio);
+            if (c->state == LR_CS_LINGER)
+                lr_conn_close(c, c->reason);
+            return;
+        }
+        if (errno != EAGAIN && errno != EINTR) {
+            lr_conn_close(c, c->reason);
+        }
+        return;
+    }
+}
+
+/* ------------------------------------------------------------ dialling */
+
+void lr_conn_dial(struct lr_conn *c)
+{
+    struct lr_daemon *d = c->d;
+    ev_io_stop(d->loop, &c->cli.rio);
+    c->state = LR_CS_DIAL;
+    int32_t ob = lr_route_pick(d, c);
+    if (ob < 0) {
+        lr_conn_dial_failed(c, -EHOSTUNREACH, "no route");
+        return;
+    }
+    c->ob = &d->ob[ob];
+    c->obops = lr_outbound_ops(c->ob->type);
+    lr_conn_set_deadline(c, c->ob->connect_timeout);
+    c->obops->dial(c);
+}
+
+static void try_next(struct lr_conn *c, int last_err);
+
+static void dial_io_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    struct lr_conn *c = CONN_OF(w, dial.io);
+    int fd = c->dial.fd;
+    int err = lr_sock_connect_result(fd);
+    ev_io_stop(loop, w);
+    if (err) {
+        close(fd);
+        c->dial.fd = -1;
+        try_next(c, err);
+        return;
+    }
+    c->dial.fd = -1;
+    c->dial.done(c, fd);
+}
+
+static void try_next(struct lr_conn *c, int last_err)
+{
+    struct lr_dial *dl = &c->dial;
+    while (dl->next < dl->naddrs) {
+        struct lr_addr *a = &dl->addrs[dl->next++];
+        lr_addr_set_port(a, dl->port);
+        if (dl->forbid_private && lr_addr_is_private(a)) {
+            last_err = -EACCES;
+            continue;
+        }
+        int fd = lr_sock_connect(a);
+        if (fd < 0) {
+            last_err = fd;
+            continue;
+        }
+        dl->fd = fd;
+        ev_io_init(&dl->io, dial_io_cb, fd, EV_WRITE);
+        ev_io_start(c->d->loop, &dl->io);
+        return;
+    }
+    lr_conn_dial_failed(c, last_err, last_err == -EACCES
+                        ? "private destination refused" : "connect failed");
+}
+
+static void resolved_cb(void *ud, int err, const struct lr_addr *addrs,
+                        int naddrs)
+{
+    struct lr_conn *c = ud;
+    c->dns = NULL;
+    if (err || naddrs == 0) {
+        lr_conn_dial_failed(c, err ? err : -EHOSTUNREACH, "resolve failed");
+        return;
+    }
+    memcpy(c->dial.addrs, addrs, sizeof(*addrs) * (size_t)naddrs);
+    c->dial.naddrs = naddrs;
+    c->dial.next = 0;
+    try_next(c, -EHOSTUNREACH);
+}
+
+void lr_conn_connect(struct lr_conn *c, const char *host, uint16_t port,
+                     int family, int forbid_private, lr_dial_fn done)
+{
+    c->dial.fd = -1;
+    c->dial.port = port;
+    c->dial.done = done;
+    c->dial.forbid_private = forbid_private;
+    c->dns = lr_dns_resolve(host, port, family, resolved_cb, c);
+    if (!c->dns)
+        lr_conn_dial_failed(c, -ENOMEM, "out of memory");
+}
+
+void lr_conn_dial_failed(struct lr_conn *c, int err, const char *reason)
+{
+    c->reason = reason;
+    if (err)
+        snprintf(c->fail_detail, sizeof(c->fail_detail), "%s",
+                 strerror(err < 0 ? -err : err));
+    if (c->ibops->dial_failed)
+        c->ibops->dial_failed(c, err); /* may reply, then closes c */
+    else
+        lr_conn_close(c, reason);
+}
+
+void lr_conn_remote_ready(struct lr_conn *c, int fd, int dgram)
+{
+    c->rem.fd = fd;
+    c->rem.dgram = (uint8_t)dgram;
+    ev_io_set(&c->rem.rio, fd, EV_READ);
+    ev_io_set(&c->rem.wio, fd, EV_WRITE);
+    c->ibops->connected(c);
+}
+
+static void update_reads(struct lr_conn *c);
+
+void lr_conn_start_relay(struct lr_conn *c)
+{
+    struct ev_loop *loop = c->d->loop;
+    c->state = LR_CS_RELAY;
+    c->t_last = ev_now(loop);
+    ev_timer_stop(loop, &c->timer);
+    ev_timer_set(&c->timer, c->idle_timeout, 0.);
+    ev_timer_start(loop, &c->timer);
+    c->cli.want_read = c->rem.want_read = 1;
+    /* bytes that came with the handshake, and anything queued */
+    if (pump(c, &c->up, &c->cli, &c->rem) < 0)
+        return;
+    if (pump(c, &c->down, &c->rem, &c->cli) < 0)
+        return;
+    update_reads(c);
+}
+
+/* ------------------------------------------------------------ relay */
+
+static int fatal(struct lr_conn *c, const char *reason)
+{
+    lr_conn_close(c, reason);
+    return -1;
+}
+
+/* Encodes as much pending payload as `out` can take. */
+static int emit(struct lr_conn *c, struct lr_pipe *p, struct lr_side *src,
+                struct lr_side *dst)
+{
+    if (dst->dgram) {
+        /* one decoded unit = one datagram; a full socket drops it */
+        if (p->pend_len && send(dst->fd, p->in->data + p->pend_off,
+                                p->pend_len, MSG_NOSIGNAL) < 0 &&
+            errno != EAGAIN && errno != EWOULDBLOCK && errno != ECONNREFUSED)
+            return fatal(c, "send failed");
+        p->bytes += p->pend_len;
+        p->pend_len = 0;
+        return 0;
+    }
+    if (!p->out && !(p->out = lr_buf_get()))
+        return fatal(c, "out of memory");
+    if (p->prefix && p->pend_len) {
+        lr_buf_compact(p->out);
+        if (lr_buf_room(p->out) < p->prefix_len)
+            return 0;
+        memcpy(lr_buf_tail(p->out), p->prefix, p->prefix_len);
+        p->out->wr += p->prefix_len;
+        free(p->prefix);
+        p->prefix = NULL;
+    }
+    while (p->pend_len) {
+        size_t room = lr_buf_room(p->out), piece, w = 0;
+        if (room < 4096 && p->out->rd) {
+            lr_buf_compact(p->out);
+            room = lr_buf_room(p->out);
+        }
+        const uint8_t *data = p->in->data + p->pend_off;
+        if (!p->enc) {
+            piece = p->pend_len < room ? p->pend_len : room;
+            if (!piece)
+                return 0;
+            memcpy(lr_buf_tail(p->out), data, piece);
+            w = piece;
+        } else {
+            size_t over = lr_body_max_wire(p->enc, 0);
+            size_t maxp = lr_body_max_payload(p->enc);
+            if (room <= over)
+                return 0;
+            piece = room - over;
+            if (piece > PIECE && !src->dgram)
+                piece = PIECE;
+            if (piece > maxp)
+                piece = maxp;
+            if (piece > p->pend_len)
+                piece = p->pend_len;
+            /* a datagram must stay one chunk: wait for room */
+            if (src->dgram && piece < p->pend_len) {
+                if (p->pend_len > maxp) { /* cannot ever fit: drop it */
+                    p->pend_len = 0;
+                    return 0;
+                }
+                return 0;
+            }
+            int rc = lr_body_seal(p->enc, data, piece, lr_buf_tail(p->out),
+                                  room, &w);
+            if (rc != LR_OK)
+                return fatal(c, "encode failed");
+        }
+        p->out->wr += (uint32_t)w;
+        p->pend_off += (uint32_t)piece;
+        p->pend_len -= (uint32_t)piece;
+        p->bytes += piece;
+    }
+    return 0;
+}
+
+/* Decodes the next unit from `in` (in place).  1 = a unit is pending,
+ * 0 = need more input, -1 = connection closed. */
+static int decode(struct lr_conn *c, struct lr_pipe *p)
+{
+    if (!p->in || lr_buf_len(p->in) == 0 || p->src_eof == 2)
+        return 0;
+    uint8_t *head = lr_buf_head(p->in);
+    size_t len = lr_buf_len(p->in), consumed = 0, off = 0, plen = 0;
+    if (p->pre) {
+        int rc = p->pre(c, head, len, &consumed);
+        if (rc == LR_AGAIN)
+            return 0;
+        if (rc != LR_OK)
+            return fatal(c, "bad response header");
+        p->pre = NULL;
+        p->in->rd += (uint32_t)consumed;
+        return decode(c, p);
+    }
+    int rc;
+    if (!p->dec) {
+        rc = LR_OK;
+        consumed = plen = len;
+    } else {
+        rc = lr_body_open_inplace(p->dec, head, len, &consumed, &off, &plen);
+        if (rc == LR_AGAIN)
+            return 0;
+        if (rc < 0)
+            return fatal(c, "bad chunk");
+    }
+    p->pend_off = p->in->rd + (uint32_t)off;
+    p->pend_len = (uint32_t)plen;
+    p->in->rd += (uint32_t)consumed;
+    if (rc == LR_DONE) {
+        /* the end chunk: anything after it is ignored */
+        p->src_eof = 2;
+        p->in->rd = p->in->wr;
+    }
+    return 1;
+}
+
+static int flush(struct lr_conn *c, struct lr_pipe *p, struct lr_side *dst)
+{
+    struct ev_loop *loop = c->d->loop;
+    while (p->out && lr_buf_len(p->out)) {
+        ssize_t n = send(dst->fd, lr_buf_head(p->out), lr_buf_len(p->out),
+                         MSG_NOSIGNAL);
+        if (n > 0) {
+            p->out->rd += (uint32_t)n;
+            c->t_last = ev_now(loop);
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            ev_io_start(loop, &dst->wio);
+            return 0;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        return fatal(c, errno == EPIPE || errno == ECONNRESET ? "reset" : "write failed");
+    }
+    ev_io_stop(loop, &dst->wio);
+    if (p->out) {
+        lr_buf_put(p->out);
+        p->out = NULL;
+    }
+    return 0;
+}
+
+static int pump(struct lr_conn *c, struct lr_pipe *p, struct lr_side *src,
+                struct lr_side *dst)
+{
+    if (c->state != LR_CS_RELAY) {
+        /* handshake replies only */
+        return p->out ? flush(c, p, dst) : 0;
+    }
+    if (p->prefix && !p->lazy_prefix) {
+        /* the VMess request header goes out at once, with or without
+         * payload: server-first protocols must not wait for the client */
+        if (!p->out && !(p->out = lr_buf_get()))
+            return fatal(c, "out of memory");
+        lr_buf_compact(p->out);
+        memcpy(lr_buf_tail(p->out), p->prefix, p->prefix_len);
+        p->out->wr += p->prefix_len;
+        free(p->prefix);
+        p->prefix = NULL;
+    }
+    for (int round = 0; round < 256; round++) {
+        int more = 1;
+        if (!p->pend_len) {
+            more = decode(c, p);
+            if (more < 0)
+                return -1;
+        }
+        if (p->pend_len && emit(c, p, src, dst) < 0)
+            return -1;
+        if (flush(c, p, dst) < 0)
+            return -1;
+        /* stop when the destination is full (its write watcher resumes
+         * us) or when there is nothing left to decode */
+        if (p->out && lr_buf_len(p->out))
+            break;
+        if (!p->pend_len && (!more || !p->in || lr_buf_len(p->in) == 0))
+            break;
+    }
+    if (p->in && lr_buf_len(p->in) == 0 && !p->pend_len) {
+        lr_buf_put(p->in);
+        p->in = NULL;
+    }
+    /* the source ended and everything before it went out: end marker */
+    if (p->src_eof && !p->pend_len && (!p->in || lr_buf_len(p->in) == 0) &&
+        !p->pre && !p->end_written) {
+        if (!dst->dgram) {
+            if (!p->out && !(p->out = lr_buf_get()))
+                return fatal(c, "out of memory");
+            lr_buf_compact(p->out);
+            if (p->prefix) { /* nothing was ever sent: header, then end */
+                memcpy(lr_buf_tail(p->out), p->prefix, p->prefix_len);
+                p->out->wr += p->prefix_len;
+                free(p->prefix);
+                p->prefix = NULL;
+            }
+            if (p->enc) {
+                size_t w = 0;
+                if (lr_body_seal_end(p->enc, lr_buf_tail(p->out),
+                                     lr_buf_room(p->out), &w) != LR_OK)
+                    return fatal(c, "encode failed");
+                p->out->wr += (uint32_t)w;
+            }
+        }
+        p->end_written = 1;
+        if (flush(c, p, dst) < 0)
+            return -1;
+    }
+    if (p->end_written && !p->out && !p->closed) {
+        if (!dst->dgram)
+            shutdown(dst->fd, SHUT_WR);
+        p->closed = 1;
+    }
+    if (c->up.closed && c->down.closed)
+        return fatal(c, "done");
+    return 0;
+}
+
+/* Reads are wanted while a pipe's input has room and nothing waits. */
+static void update_reads(struct lr_conn *c)
+{
+    struct ev_loop *loop = c->d->loop;
+    struct lr_pipe *ps[2] = {&c->up, &c->down};
+    struct lr_side *ss[2] = {&c->cli, &c->rem};
+    if (c->state != LR_CS_RELAY)
+        return;
+    for (int i = 0; i < 2; i++) {
+        struct lr_pipe *p = ps[i];
+        int want = !p->src_eof && !p->pend_len &&
+                   (!p->out || lr_buf_len(p->out) < LR_BUF_CAP / 2) &&
+                   (!p->in || lr_buf_room(p->in) > 0 || p->in->rd > 0) &&
+                   /* a datagram source reads one datagram per unit */
+                   (!ss[i]->dgram || !p->in || lr_buf_len(p->in) == 0);
+        if (want)
+            ev_io_start(loop, &ss[i]->rio);
+        else
+            ev_io_stop(loop, &ss[i]->rio);
+    }
+}
+
+static void side_readable(struct lr_conn *c, struct lr_pipe *p,
+                          struct lr_side *src, struct lr_side *dst)
+{
+    if (ensure_in(p) < 0) {
+        lr_conn_close(c, "out of memory");
+        return;
+    }
+    if (p->pend_len == 0 && lr_buf_room(p->in) < 2048)
+        lr_buf_compact(p->in);
+    size_t room = lr_buf_room(p->in);
+    if (room == 0) {
+        update_reads(c);
+        return;
+    }
+    ssize_t n = recv(src->fd, lr_buf_tail(p->in), room, 0);
+    if (n > 0) {
+        p->in->wr += (uint32_t)n;
+        c->t_last = ev_now(c->d->loop);
+    } else if (n == 0) {
+        if (!p->src_eof)
+            p->src_eof = 1;
+    } else if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+        return;
+    } else {
+        lr_conn_close(c, errno == ECONNRESET ? "reset" : "read failed");
+        return;
+    }
+    if (pump(c, p, src, dst) < 0)
+        return;
+    update_reads(c);
+}
+
+static void side_writable(struct lr_conn *c, struct lr_pipe *p,
+                          struct lr_side *src, struct lr_side *dst)
+{
+    if (pump(c, p, src, dst) < 0)
+        return;
+    update_reads(c);
+}
+
+static void cli_read_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    struct lr_conn *c = CONN_OF(w, cli.rio);
+    switch (c->state) {
+    case LR_CS_HANDSHAKE:
+        c->ibops->readable(c);
+        return;
+    case LR_CS_DRAIN:
+    case LR_CS_LINGER:
+        drain_read(c);
+        return;
+    case LR_CS_RELAY:
+        side_readable(c, &c->up, &c->cli, &c->rem);
+        return;
+    default:
+        ev_io_stop(loop, w);
+    }
+}
+
+static void cli_write_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    struct lr_conn *c = CONN_OF(w, cli.wio);
+    if (c->state != LR_CS_RELAY) {
+        if (flush(c, &c->down, &c->cli) < 0)
+            return;
+        return;
+    }
+    side_writable(c, &c->down, &c->rem, &c->cli);
+}
+
+static void rem_read_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    struct lr_conn *c = CONN_OF(w, rem.rio);
+    if (c->state != LR_CS_RELAY) {
+        ev_io_stop(loop, w);
+        return;
+    }
+    side_readable(c, &c->down, &c->rem, &c->cli);
+}
+
+static void rem_write_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    struct lr_conn *c = CONN_OF(w, rem.wio);
+    if (c->state != LR_CS_RELAY) {
+        ev_io_stop(loop, w);
+        return;
+    }
+    side_writable(c, &c->up, &c->cli, &c->rem);
+}

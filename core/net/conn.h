@@ -1,0 +1,124 @@
+/*
+ * A proxied connection: the client side (accepted by an inbound), the
+ * remote side (dialled by an outbound), and two pipes between them.  The
+ * pipes move bytes with backpressure; each end of a pipe may transform
+ * them through a VMess body codec (lr_body) or pass them raw.
+ */
+#ifndef LR_CONN_H
+#define LR_CONN_H
+
+#include "daemon/daemon.h"
+
+enum lr_conn_state {
+    LR_CS_HANDSHAKE = 1, /* the inbound reads its protocol header */
+    LR_CS_DRAIN,         /* bad VMess header: read and discard until timeout */
+    LR_CS_DIAL,          /* routing, resolving, connecting */
+    LR_CS_RELAY,
+    LR_CS_LINGER         /* FIN sent after a drain, waiting for the peer */
+};
+
+struct lr_side {
+    int fd;
+    ev_io rio, wio;
+    uint8_t dgram;       /* a connected UDP socket: one datagram per unit */
+    uint8_t want_read;
+};
+
+/* One direction.  `in` holds bytes from the source; decoded payload that is
+ * not yet encoded stays inside `in` at [pend_off, pend_off + pend_len). */
+struct lr_pipe {
+    struct lr_buf *in, *out;
+    struct lr_body *dec, *enc;   /* NULL: raw */
+    uint32_t pend_off, pend_len;
+    uint8_t src_eof;     /* source finished (EOF or end chunk) */
+    uint8_t end_written; /* end marker encoded */
+    uint8_t closed;      /* destination's write side shut */
+    uint8_t lazy_prefix; /* emit prefix only together with the first output */
+    uint16_t prefix_len;
+    uint8_t *prefix;     /* bytes to send before anything else */
+    /* decodes something before the body (the VMess response header) */
+    int (*pre)(struct lr_conn *c, const uint8_t *in, size_t len,
+               size_t *consumed);
+    uint64_t bytes;      /* payload relayed */
+};
+
+struct lr_ib_ops {
+    void (*readable)(struct lr_conn *c);     /* handshake data arrived */
+    void (*connected)(struct lr_conn *c);    /* outbound ready */
+    void (*dial_failed)(struct lr_conn *c, int err);
+    void (*free)(struct lr_conn *c);
+};
+
+struct lr_ob_ops {
+    void (*dial)(struct lr_conn *c);
+    void (*free)(struct lr_conn *c);
+};
+
+/* Resolving and connecting to a host, trying each address in turn. */
+typedef void (*lr_dial_fn)(struct lr_conn *c, int fd);
+
+struct lr_dial {
+    ev_io io;
+    int fd;
+    int forbid_private;
+    int naddrs, next;
+    uint16_t port;
+    lr_dial_fn done;
+    struct lr_addr addrs[LR_DNS_MAX_ADDRS];
+};
+
+struct lr_conn {
+    struct lr_conn *prev, *next;
+    uint64_t id;
+    int state;
+    struct lr_daemon *d;
+    struct lr_inbound *ib;
+    struct lr_outbound *ob;
+    const struct lr_ib_ops *ibops;
+    const struct lr_ob_ops *obops;
+    void *ib_state, *ob_state;
+    struct lr_side cli, rem;
+    struct lr_pipe up, down;     /* up: client -> remote */
+    ev_timer timer;
+    ev_tstamp t_start, t_last, deadline;
+    double idle_timeout;
+    struct lr_dns_req *dns;
+    struct lr_addr src;
+    struct lr_dest dst;
+    int32_t user;                /* daemon user index, -1 none */
+    const char *reason;
+    char fail_detail[64];
+    struct lr_dial dial;
+};
+
+struct lr_conn *lr_conn_new(struct lr_daemon *d, struct lr_inbound *ib,
+                            int fd, const struct lr_addr *src,
+                            const struct lr_ib_ops *ops);
+/* Closes both sides, logs the access line and frees the connection. */
+void lr_conn_close(struct lr_conn *c, const char *reason);
+/* Reads from the client into up.in during the handshake: > 0 bytes read,
+ * 0 EOF, -EAGAIN nothing yet, other < 0 error. */
+ssize_t lr_conn_read_client(struct lr_conn *c);
+/* Queues bytes for the client (handshake replies); -1 if it closed c. */
+int lr_conn_send_client(struct lr_conn *c, const void *data, size_t len);
+/* Bad VMess header: stay silent, discard input, close at the deadline. */
+void lr_conn_drain(struct lr_conn *c, const char *reason);
+/* The inbound knows the destination (c->dst, c->user): route and dial. */
+void lr_conn_dial(struct lr_conn *c);
+/* Outbounds call these when the remote side is ready or failed. */
+void lr_conn_remote_ready(struct lr_conn *c, int fd, int dgram);
+void lr_conn_dial_failed(struct lr_conn *c, int err, const char *reason);
+/* Inbounds call this from `connected` once their reply is queued. */
+void lr_conn_start_relay(struct lr_conn *c);
+/* Resolves `host` and connects to `port`; calls `done` with the connected
+ * fd, or fails the connection (lr_conn_dial_failed).  With forbid_private
+ * a destination in a loopback/private/link-local range is refused. */
+void lr_conn_connect(struct lr_conn *c, const char *host, uint16_t port,
+                     int family, int forbid_private, lr_dial_fn done);
+/* The outbound ops table for an outbound type. */
+const struct lr_ob_ops *lr_outbound_ops(int type);
+
+/* Arms the connection timer for `seconds` from now (dial phases). */
+void lr_conn_set_deadline(struct lr_conn *c, double seconds);
+
+#endif

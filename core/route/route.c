@@ -1,0 +1,122 @@
+/*
+ * Rule matching.  A linear scan with cheap tests; issue "Lua layer" brings
+ * the compiled tries and CIDR tables.  Domain comparisons are
+ * case-insensitive; a suffix "example.com" matches the name itself and its
+ * subdomains, not "badexample.com".
+ */
+#include <string.h>
+#include <strings.h>
+
+#include "net/conn.h"
+#include "route/route.h"
+
+static int suffix_match(const char *host, size_t hl, const char *suf)
+{
+    size_t sl = strlen(suf);
+    if (sl == 0)
+        return 0;
+    if (suf[0] == '.')
+        return hl >= sl && strcasecmp(host + hl - sl, suf) == 0;
+    if (hl == sl)
+        return strcasecmp(host, suf) == 0;
+    return hl > sl && host[hl - sl - 1] == '.' &&
+           strcasecmp(host + hl - sl, suf) == 0;
+}
+
+static int domain_group(const struct lr_rule *r, const struct lr_dest *d)
+{
+    size_t hl = strlen(d->host);
+    for (uint32_t i = 0; i < r->ndomain; i++)
+        if (strcasecmp(d->host, r->domain[i]) == 0)
+            return 1;
+    for (uint32_t i = 0; i < r->nsuffix; i++)
+        if (suffix_match(d->host, hl, r->suffix[i]))
+            return 1;
+    for (uint32_t i = 0; i < r->nkeyword; i++)
+        if (strcasestr(d->host, r->keyword[i]))
+            return 1;
+    return 0;
+}
+
+static int cidr_match(const struct lr_cidr *c, const uint8_t *ip, int len)
+{
+    if (c->len != len)
+        return 0;
+    int full = c->bits / 8, rest = c->bits % 8;
+    if (memcmp(c->ip, ip, (size_t)full) != 0)
+        return 0;
+    if (rest) {
+        uint8_t m = (uint8_t)(0xff << (8 - rest));
+        return (c->ip[full] & m) == (ip[full] & m);
+    }
+    return 1;
+}
+
+static int rule_match(struct lr_daemon *d, const struct lr_rule *r,
+                      const struct lr_conn *c)
+{
+    const struct lr_dest *dst = &c->dst;
+    if (r->network && !(r->network & dst->network))
+        return 0;
+    if (r->ndomain + r->nsuffix + r->nkeyword) {
+        if (dst->atyp != LR_ATYP_DOMAIN || !domain_group(r, dst))
+            return 0;
+    }
+    if (r->ncidr) {
+        int len = dst->atyp == LR_ATYP_IPV4 ? 4 : dst->atyp == LR_ATYP_IPV6 ? 16 : 0;
+        int ok = 0;
+        for (uint32_t i = 0; len && i < r->ncidr && !ok; i++)
+            ok = cidr_match(&r->cidr[i], dst->ip, len);
+        if (!ok)
+            return 0;
+    }
+    if (r->nports) {
+        int ok = 0;
+        for (uint32_t i = 0; i < r->nports && !ok; i++)
+            ok = dst->port >= r->ports[i][0] && dst->port <= r->ports[i][1];
+        if (!ok)
+            return 0;
+    }
+    if (r->nuser) {
+        int ok = 0;
+        for (uint32_t i = 0; c->user >= 0 && i < r->nuser && !ok; i++)
+            ok = strcmp(d->users[c->user].email, r->user[i]) == 0;
+        if (!ok)
+            return 0;
+    }
+    if (r->ninbound) {
+        int ok = 0;
+        for (uint32_t i = 0; i < r->ninbound && !ok; i++)
+            ok = strcmp(c->ib->tag, r->inbound[i]) == 0;
+        if (!ok)
+            return 0;
+    }
+    return 1;
+}
+
+int32_t lr_route_pick(struct lr_daemon *d, struct lr_conn *c)
+{
+    for (uint32_t i = 0; i < d->nrules; i++)
+        if (rule_match(d, &d->rules[i], c))
+            return d->rules[i].to;
+    return d->default_ob;
+}
+
+static void free_list(char **v, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+void lr_rule_free(struct lr_rule *r)
+{
+    free_list(r->domain, r->ndomain);
+    free_list(r->suffix, r->nsuffix);
+    free_list(r->keyword, r->nkeyword);
+    free_list(r->user, r->nuser);
+    free_list(r->inbound, r->ninbound);
+    free(r->cidr);
+    free(r->ports);
+    memset(r, 0, sizeof(*r));
+}
