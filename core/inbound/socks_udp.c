@@ -1,15 +1,283 @@
 /*
- * SOCKS5 UDP ASSOCIATE.  (Work in progress: answered "command not
- * supported" until the datagram relay lands.)
+ * SOCKS5 UDP ASSOCIATE (RFC 1928 section 7).  The association is a UDP
+ * socket bound to the inbound's address, alive as long as the client's TCP
+ * control connection.  Each destination the client sends to gets its own
+ * session: a connection with a virtual client side (lr_conn_new_virtual)
+ * that is routed and dialled like any other -- a connected UDP socket for
+ * the direct outbound, a VMess UDP request (command 2, one datagram per
+ * chunk) for a VMess outbound.  Replies are wrapped in the SOCKS UDP
+ * header and sent to the client's address.  Fragments (FRAG != 0) are
+ * dropped, as most servers do.
  */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "base/log.h"
 #include "net/conn.h"
 
+#define MAX_SESSIONS 256
+#define UDP_MAX 65535
+
 int lr_socks_udp_associate(struct lr_conn *c);
+int lr_socks_parse_addr(const uint8_t *p, size_t n, struct lr_dest *d);
+
+struct udp_assoc;
+
+struct udp_sess {
+    struct lr_conn *conn;
+    struct udp_assoc *a;
+    char key[300];             /* "host:port" */
+    struct lr_dest dst;
+};
+
+struct udp_assoc {
+    struct lr_conn *ctl;       /* the TCP control connection */
+    int fd;
+    ev_io io;
+    int have_client;
+    struct lr_addr client;
+    struct udp_sess *sess[MAX_SESSIONS];
+    uint32_t nsess;
+};
+
+/* the socks inbound keeps this as its state once associated */
+struct socks_assoc_state {
+    uint8_t stage;             /* shares the first byte with struct socks_in */
+    struct udp_assoc *a;
+};
+
+static uint8_t dgram_buf[UDP_MAX + 300];
+
+static void sess_sink(struct lr_conn *c, const uint8_t *data, size_t len)
+{
+    struct udp_sess *s = c->ib_state;
+    if (!s || !s->a || !s->a->have_client)
+        return;
+    struct lr_dest *d = &s->dst;
+    size_t o = 0;
+    dgram_buf[o++] = 0;
+    dgram_buf[o++] = 0;
+    dgram_buf[o++] = 0;
+    if (d->atyp == LR_ATYP_IPV4) {
+        dgram_buf[o++] = 1;
+        memcpy(dgram_buf + o, d->ip, 4);
+        o += 4;
+    } else if (d->atyp == LR_ATYP_IPV6) {
+        dgram_buf[o++] = 4;
+        memcpy(dgram_buf + o, d->ip, 16);
+        o += 16;
+    } else {
+        size_t hl = strlen(d->host);
+        dgram_buf[o++] = 3;
+        dgram_buf[o++] = (uint8_t)hl;
+        memcpy(dgram_buf + o, d->host, hl);
+        o += hl;
+    }
+    lr_put_be16(dgram_buf + o, d->port);
+    o += 2;
+    if (len > sizeof(dgram_buf) - o)
+        return;
+    memcpy(dgram_buf + o, data, len);
+    o += len;
+    sendto(s->a->fd, dgram_buf, o, 0, (struct sockaddr *)&s->a->client.ss,
+           s->a->client.len);
+}
+
+static void sess_connected(struct lr_conn *c)
+{
+    lr_conn_start_relay(c);
+}
+
+static void sess_free(struct lr_conn *c)
+{
+    struct udp_sess *s = c->ib_state;
+    if (!s)
+        return;
+    if (s->a) {
+        for (uint32_t i = 0; i < s->a->nsess; i++)
+            if (s->a->sess[i] == s) {
+                s->a->sess[i] = s->a->sess[--s->a->nsess];
+                break;
+            }
+    }
+    free(s);
+    c->ib_state = NULL;
+}
+
+static const struct lr_ib_ops sess_ops = {
+    .connected = sess_connected,
+    .free = sess_free,
+};
+
+static int same_ip(const struct lr_addr *a, const struct lr_addr *b)
+{
+    uint8_t x[16], y[16];
+    int n = lr_addr_ip_bytes(a, x), m = lr_addr_ip_bytes(b, y);
+    return n == m && memcmp(x, y, (size_t)n) == 0;
+}
+
+static void assoc_read_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    struct udp_assoc *a = (struct udp_assoc *)((char *)w -
+                          offsetof(struct udp_assoc, io));
+    for (int round = 0; round < 32; round++) {
+        struct lr_addr from;
+        from.len = sizeof(from.ss);
+        ssize_t n = recvfrom(a->fd, dgram_buf, sizeof(dgram_buf), 0,
+                             (struct sockaddr *)&from.ss, &from.len);
+        if (n < 0)
+            return;
+        /* only the client that opened the association may use it */
+        if (!same_ip(&from, &a->ctl->src))
+            continue;
+        if (!a->have_client) {
+            a->client = from;
+            a->have_client = 1;
+        } else if (lr_addr_port(&from) != lr_addr_port(&a->client)) {
+            continue;
+        }
+        if (n < 4 || dgram_buf[0] || dgram_buf[1] || dgram_buf[2])
+            continue; /* malformed or fragmented */
+        struct lr_dest d;
+        memset(&d, 0, sizeof(d));
+        int used = lr_socks_parse_addr(dgram_buf + 3, (size_t)n - 3, &d);
+        if (used <= 0)
+            continue;
+        d.network = LR_NET_UDP;
+        const uint8_t *payload = dgram_buf + 3 + used;
+        size_t plen = (size_t)n - 3 - (size_t)used;
+        if (plen == 0)
+            continue;
+        char key[300];
+        snprintf(key, sizeof(key), "%s:%u", d.host, d.port);
+        struct udp_sess *s = NULL;
+        for (uint32_t i = 0; i < a->nsess && !s; i++)
+            if (strcmp(a->sess[i]->key, key) == 0)
+                s = a->sess[i];
+        if (!s) {
+            if (a->nsess >= MAX_SESSIONS)
+                continue;
+            s = calloc(1, sizeof(*s));
+            if (!s)
+                continue;
+            struct lr_conn *c = lr_conn_new_virtual(a->ctl->d, a->ctl->ib,
+                                                    &a->ctl->src, &sess_ops,
+                                                    sess_sink);
+            if (!c) {
+                free(s);
+                continue;
+            }
+            s->conn = c;
+            s->a = a;
+            s->dst = d;
+            snprintf(s->key, sizeof(s->key), "%s", key);
+            c->ib_state = s;
+            c->dst = d;
+            c->idle_timeout = c->ib->idle_timeout;
+            a->sess[a->nsess++] = s;
+            /* the first datagram waits in the session until it is dialled */
+            if (lr_conn_push_datagram(c, payload, plen) < 0)
+                continue;
+            lr_conn_dial(c); /* may close c (no route, blackhole) */
+            continue;
+        }
+        lr_conn_push_datagram(s->conn, payload, plen);
+    }
+}
+
+static void assoc_free(struct udp_assoc *a)
+{
+    ev_io_stop(a->ctl->d->loop, &a->io);
+    if (a->fd >= 0)
+        close(a->fd);
+    while (a->nsess) {
+        struct udp_sess *s = a->sess[a->nsess - 1];
+        s->a = NULL;
+        a->nsess--;
+        lr_conn_close(s->conn, "udp association closed");
+    }
+    free(a);
+}
+
+static void ctl_readable(struct lr_conn *c)
+{
+    uint8_t sink[512];
+    ssize_t n = read(c->cli.fd, sink, sizeof(sink));
+    if (n > 0 || (n < 0 && (errno == EAGAIN || errno == EINTR)))
+        return;
+    lr_conn_close(c, "udp association ended");
+}
+
+static void ctl_free(struct lr_conn *c)
+{
+    struct socks_assoc_state *st = c->ib_state;
+    if (st) {
+        if (st->a)
+            assoc_free(st->a);
+        free(st);
+        c->ib_state = NULL;
+    }
+}
+
+static const struct lr_ib_ops ctl_ops = {
+    .readable = ctl_readable,
+    .free = ctl_free,
+};
 
 int lr_socks_udp_associate(struct lr_conn *c)
 {
-    uint8_t r[10] = {5, 7, 0, 1, 0, 0, 0, 0, 0, 0};
-    if (lr_conn_send_client(c, r, sizeof(r)) == 0)
-        lr_conn_close(c, "udp associate not supported yet");
+    struct udp_assoc *a = calloc(1, sizeof(*a));
+    struct lr_addr bind_addr = c->ib->addr;
+    uint8_t r[22];
+    size_t rl;
+    if (!a) {
+        lr_conn_close(c, "out of memory");
+        return -1;
+    }
+    a->ctl = c;
+    lr_addr_set_port(&bind_addr, 0);
+    a->fd = lr_sock_listen(&bind_addr, SOCK_DGRAM, 0);
+    if (a->fd < 0) {
+        uint8_t fail[10] = {5, 1, 0, 1, 0, 0, 0, 0, 0, 0};
+        free(a);
+        if (lr_conn_send_client(c, fail, sizeof(fail)) == 0)
+            lr_conn_close(c, "udp bind failed");
+        return -1;
+    }
+    struct lr_addr local;
+    local.len = sizeof(local.ss);
+    getsockname(a->fd, (struct sockaddr *)&local.ss, &local.len);
+    uint8_t ip[16];
+    int il = lr_addr_ip_bytes(&local, ip);
+    r[0] = 5;
+    r[1] = 0;
+    r[2] = 0;
+    r[3] = il == 4 ? 1 : 4;
+    memcpy(r + 4, ip, (size_t)il);
+    lr_put_be16(r + 4 + il, lr_addr_port(&local));
+    rl = 4 + (size_t)il + 2;
+    /* the socks state becomes the association's: swap the ops */
+    free(c->ib_state);
+    struct socks_assoc_state *st = calloc(1, sizeof(*st));
+    if (!st) {
+        close(a->fd);
+        free(a);
+        c->ib_state = NULL;
+        lr_conn_close(c, "out of memory");
+        return -1;
+    }
+    st->a = a;
+    c->ib_state = st;
+    c->ibops = &ctl_ops;
+    ev_io_init(&a->io, assoc_read_cb, a->fd, EV_READ);
+    ev_io_start(c->d->loop, &a->io);
+    /* the control connection lives until the client closes it */
+    ev_timer_stop(c->d->loop, &c->timer);
+    if (lr_conn_send_client(c, r, rl) < 0)
+        return -1;
+    ev_io_start(c->d->loop, &c->cli.rio);
     return 0;
 }

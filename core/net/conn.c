@@ -31,6 +31,7 @@ static void cli_write_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void rem_read_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void rem_write_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static int ensure_in(struct lr_pipe *p);
 static int pump(struct lr_conn *c, struct lr_pipe *p, struct lr_side *src,
                 struct lr_side *dst);
 
@@ -56,8 +57,8 @@ struct lr_conn *lr_conn_new(struct lr_daemon *d, struct lr_inbound *ib,
     c->dial.fd = -1;
     c->t_start = c->t_last = ev_now(d->loop);
     c->idle_timeout = ib->idle_timeout;
-    ev_io_init(&c->cli.rio, cli_read_cb, fd, EV_READ);
-    ev_io_init(&c->cli.wio, cli_write_cb, fd, EV_WRITE);
+    ev_io_init(&c->cli.rio, cli_read_cb, fd < 0 ? 0 : fd, EV_READ);
+    ev_io_init(&c->cli.wio, cli_write_cb, fd < 0 ? 0 : fd, EV_WRITE);
     ev_init(&c->rem.rio, rem_read_cb);
     ev_init(&c->rem.wio, rem_write_cb);
     ev_init(&c->timer, timer_cb);
@@ -65,7 +66,8 @@ struct lr_conn *lr_conn_new(struct lr_daemon *d, struct lr_inbound *ib,
     c->deadline = c->t_start + ib->handshake_timeout;
     ev_timer_set(&c->timer, ib->handshake_timeout, 0.);
     ev_timer_start(d->loop, &c->timer);
-    ev_io_start(d->loop, &c->cli.rio);
+    if (fd >= 0)
+        ev_io_start(d->loop, &c->cli.rio);
     c->next = d->conns;
     if (d->conns)
         d->conns->prev = c;
@@ -73,6 +75,41 @@ struct lr_conn *lr_conn_new(struct lr_daemon *d, struct lr_inbound *ib,
     d->nconns++;
     ib->nconns++;
     return c;
+}
+
+struct lr_conn *lr_conn_new_virtual(struct lr_daemon *d, struct lr_inbound *ib,
+                                    const struct lr_addr *src,
+                                    const struct lr_ib_ops *ops,
+                                    void (*sink)(struct lr_conn *, const uint8_t *, size_t))
+{
+    struct lr_conn *c = lr_conn_new(d, ib, -1, src, ops);
+    if (!c)
+        return NULL;
+    ev_io_stop(d->loop, &c->cli.rio);
+    c->cli.dgram = 1;
+    c->cli.sink = sink;
+    c->dst.network = LR_NET_UDP;
+    return c;
+}
+
+int lr_conn_push_datagram(struct lr_conn *c, const uint8_t *data, size_t len)
+{
+    struct lr_pipe *p = &c->up;
+    if (p->pend_len || (p->in && lr_buf_len(p->in)))
+        return 0; /* busy: UDP may drop */
+    if (ensure_in(p) < 0) {
+        lr_conn_close(c, "out of memory");
+        return -1;
+    }
+    lr_buf_compact(p->in);
+    if (len > lr_buf_room(p->in))
+        return 0;
+    memcpy(lr_buf_tail(p->in), data, len);
+    p->in->wr += (uint32_t)len;
+    c->t_last = ev_now(c->d->loop);
+    if (c->state != LR_CS_RELAY)
+        return 0; /* sent when the relay starts */
+    return pump(c, p, &c->cli, &c->rem);
 }
 
 static void pipe_free(struct lr_pipe *p)
@@ -421,9 +458,12 @@ static int emit(struct lr_conn *c, struct lr_pipe *p, struct lr_side *src,
 {
     if (dst->dgram) {
         /* one decoded unit = one datagram; a full socket drops it */
-        if (p->pend_len && send(dst->fd, p->in->data + p->pend_off,
-                                p->pend_len, MSG_NOSIGNAL) < 0 &&
-            errno != EAGAIN && errno != EWOULDBLOCK && errno != ECONNREFUSED)
+        if (dst->sink)
+            dst->sink(c, p->in->data + p->pend_off, p->pend_len);
+        else if (p->pend_len && send(dst->fd, p->in->data + p->pend_off,
+                                     p->pend_len, MSG_NOSIGNAL) < 0 &&
+                 errno != EAGAIN && errno != EWOULDBLOCK &&
+                 errno != ECONNREFUSED)
             return fatal(c, "send failed");
         p->bytes += p->pend_len;
         p->pend_len = 0;
@@ -553,6 +593,7 @@ static int flush(struct lr_conn *c, struct lr_pipe *p, struct lr_side *dst)
     return 0;
 }
 
+static int ensure_in(struct lr_pipe *p);
 static int pump(struct lr_conn *c, struct lr_pipe *p, struct lr_side *src,
                 struct lr_side *dst)
 {
@@ -643,6 +684,8 @@ static void update_reads(struct lr_conn *c)
                    (!p->in || lr_buf_room(p->in) > 0 || p->in->rd > 0) &&
                    /* a datagram source reads one datagram per unit */
                    (!ss[i]->dgram || !p->in || lr_buf_len(p->in) == 0);
+        if (ss[i]->fd < 0)
+            continue;
         if (want)
             ev_io_start(loop, &ss[i]->rio);
         else

@@ -17,11 +17,16 @@ enum lr_conn_state {
     LR_CS_LINGER         /* FIN sent after a drain, waiting for the peer */
 };
 
+struct lr_conn;
+
 struct lr_side {
-    int fd;
+    int fd;              /* -1 for a virtual side (see sink) */
     ev_io rio, wio;
-    uint8_t dgram;       /* a connected UDP socket: one datagram per unit */
+    uint8_t dgram;       /* datagrams: one unit per datagram */
     uint8_t want_read;
+    /* a virtual side (SOCKS5 UDP association): units written to it go
+     * here instead of to a socket */
+    void (*sink)(struct lr_conn *c, const uint8_t *data, size_t len);
 };
 
 /* One direction.  `in` holds bytes from the source; decoded payload that is
@@ -94,6 +99,16 @@ struct lr_conn {
 struct lr_conn *lr_conn_new(struct lr_daemon *d, struct lr_inbound *ib,
                             int fd, const struct lr_addr *src,
                             const struct lr_ib_ops *ops);
+/* A connection whose client side is virtual: datagrams are pushed in with
+ * lr_conn_push_datagram and replies leave through `sink`.  Used for the
+ * per-destination sessions of a SOCKS5 UDP association. */
+struct lr_conn *lr_conn_new_virtual(struct lr_daemon *d, struct lr_inbound *ib,
+                                    const struct lr_addr *src,
+                                    const struct lr_ib_ops *ops,
+                                    void (*sink)(struct lr_conn *, const uint8_t *, size_t));
+/* Queues one datagram from the virtual client; dropped when the previous
+ * one is still waiting.  Returns -1 if it closed c. */
+int lr_conn_push_datagram(struct lr_conn *c, const uint8_t *data, size_t len);
 /* Closes both sides, logs the access line and frees the connection. */
 void lr_conn_close(struct lr_conn *c, const char *reason);
 /* Reads from the client into up.in during the handshake: > 0 bytes read,

@@ -429,7 +429,10 @@ LR_API int lr_req_decode(struct lr_req_dec *dec, struct lr_users *users,
     if (dec->stage == ST_LEGACY) {
         uint8_t iv[16];
         struct lr_cfb c;
-        size_t avail = len - 16, total = 0;
+        size_t avail, total = 0;
+        if (len < 16) /* a caller must pass a growing prefix */
+            return LR_AGAIN;
+        avail = len - 16;
         if (avail > LR_REQ_PLAIN_MAX)
             avail = LR_REQ_PLAIN_MAX;
         if (avail <= dec->plain_len)
