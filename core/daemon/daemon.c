@@ -280,6 +280,18 @@ void lr_daemon_describe(struct lr_daemon *d)
     }
 }
 
+static void dump_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    struct lr_daemon *d = w->data;
+    lr_info("%u connections, %zu buffers in use", d->nconns, lr_buf_in_use());
+    lr_conn_dump(d);
+}
+
+static void kick_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    lr_conn_run_kicks(w->data);
+}
+
 int lr_daemon_run(struct lr_daemon *d)
 {
     struct ev_loop *loop = d->loop;
@@ -291,11 +303,18 @@ int lr_daemon_run(struct lr_daemon *d)
     ev_timer_init(&d->tick, tick_cb, 10., 10.);
     d->tick.data = d;
     ev_timer_start(loop, &d->tick);
+    ev_prepare_init(&d->kick_w, kick_cb);
+    d->kick_w.data = d;
+    ev_prepare_start(loop, &d->kick_w);
+    ev_unref(loop);
     ev_signal_init(&d->sigterm, signal_cb, SIGTERM);
     ev_signal_init(&d->sigint, signal_cb, SIGINT);
     d->sigterm.data = d->sigint.data = d;
     ev_signal_start(loop, &d->sigterm);
     ev_signal_start(loop, &d->sigint);
+    ev_signal_init(&d->sigusr1, dump_cb, SIGUSR1);
+    d->sigusr1.data = d;
+    ev_signal_start(loop, &d->sigusr1);
     ev_run(loop, 0);
     while (d->conns)
         lr_conn_close(d->conns, "shutdown");

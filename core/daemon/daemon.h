@@ -96,8 +96,10 @@ struct lr_daemon {
     uint64_t next_conn_id;
     uint32_t nconns;
     struct lr_conn *conns;   /* all live connections */
+    struct lr_conn *kicks;   /* connections to pump again (deferred) */
+    ev_prepare kick_w;
     ev_timer tick;           /* legacy table refresh, replay expiry */
-    ev_signal sigterm, sigint;
+    ev_signal sigterm, sigint, sigusr1;
     ev_timer grace;
     int stopping;
     double grace_seconds;

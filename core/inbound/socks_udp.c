@@ -51,11 +51,11 @@ struct socks_assoc_state {
 
 static uint8_t dgram_buf[UDP_MAX + 300];
 
-static void sess_sink(struct lr_conn *c, const uint8_t *data, size_t len)
+static size_t sess_sink(struct lr_conn *c, const uint8_t *data, size_t len)
 {
     struct udp_sess *s = c->ib_state;
     if (!s || !s->a || !s->a->have_client)
-        return;
+        return len;
     struct lr_dest *d = &s->dst;
     size_t o = 0;
     dgram_buf[o++] = 0;
@@ -79,11 +79,12 @@ static void sess_sink(struct lr_conn *c, const uint8_t *data, size_t len)
     lr_put_be16(dgram_buf + o, d->port);
     o += 2;
     if (len > sizeof(dgram_buf) - o)
-        return;
+        return len;
     memcpy(dgram_buf + o, data, len);
     o += len;
     sendto(s->a->fd, dgram_buf, o, 0, (struct sockaddr *)&s->a->client.ss,
            s->a->client.len);
+    return len;
 }
 
 static void sess_connected(struct lr_conn *c)

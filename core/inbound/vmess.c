@@ -13,6 +13,8 @@
 #include "base/log.h"
 #include "net/conn.h"
 
+void lr_mux_start(struct lr_conn *c);
+
 struct vmess_in {
     struct lr_req_dec dec;
 };
@@ -54,14 +56,13 @@ static void vin_readable(struct lr_conn *c)
     }
     c->up.in->rd += (uint32_t)used;
     c->user = ib->user_map[req.user];
-    if (req.command == LR_CMD_MUX) {
-        lr_conn_drain(c, "mux not supported");
-        return;
-    }
+    int mux = req.command == LR_CMD_MUX;
     c->dst.network = req.command == LR_CMD_UDP ? LR_NET_UDP : LR_NET_TCP;
     c->dst.atyp = req.atyp;
     c->dst.port = req.port;
-    if (req.atyp == LR_ATYP_DOMAIN) {
+    if (req.command == LR_CMD_MUX) {
+        /* frames follow; sessions are dialled per frame */
+    } else if (req.atyp == LR_ATYP_DOMAIN) {
         memcpy(c->dst.host, req.addr, req.addr_len);
         c->dst.host[req.addr_len] = 0;
     } else {
@@ -96,6 +97,10 @@ static void vin_readable(struct lr_conn *c)
     lr_wipe(rk, sizeof(rk));
     free(c->ib_state);
     c->ib_state = NULL;
+    if (mux) {
+        lr_mux_start(c);
+        return;
+    }
     lr_conn_dial(c);
 }
 

@@ -80,7 +80,7 @@ struct lr_conn *lr_conn_new(struct lr_daemon *d, struct lr_inbound *ib,
 struct lr_conn *lr_conn_new_virtual(struct lr_daemon *d, struct lr_inbound *ib,
                                     const struct lr_addr *src,
                                     const struct lr_ib_ops *ops,
-                                    void (*sink)(struct lr_conn *, const uint8_t *, size_t))
+                                    size_t (*sink)(struct lr_conn *, const uint8_t *, size_t))
 {
     struct lr_conn *c = lr_conn_new(d, ib, -1, src, ops);
     if (!c)
@@ -110,6 +110,113 @@ int lr_conn_push_datagram(struct lr_conn *c, const uint8_t *data, size_t len)
     if (c->state != LR_CS_RELAY)
         return 0; /* sent when the relay starts */
     return pump(c, p, &c->cli, &c->rem);
+}
+
+static size_t push_into(struct lr_conn *c, struct lr_pipe *p,
+                        struct lr_side *src, struct lr_side *dst,
+                        const uint8_t *data, size_t len)
+{
+    if (ensure_in(p) < 0)
+        return 0;
+    if (p->pend_len == 0 && lr_buf_room(p->in) < len)
+        lr_buf_compact(p->in);
+    size_t n = lr_buf_room(p->in);
+    if (n > len)
+        n = len;
+    memcpy(lr_buf_tail(p->in), data, n);
+    p->in->wr += (uint32_t)n;
+    if (n && c->state == LR_CS_RELAY)
+        lr_conn_kick(c);
+    return n;
+}
+
+size_t lr_conn_push_stream(struct lr_conn *c, const uint8_t *data, size_t len)
+{
+    c->t_last = ev_now(c->d->loop);
+    return push_into(c, &c->up, &c->cli, &c->rem, data, len);
+}
+
+size_t lr_conn_push_down(struct lr_conn *c, const uint8_t *data, size_t len)
+{
+    return push_into(c, &c->down, &c->rem, &c->cli, data, len);
+}
+
+size_t lr_conn_down_room(struct lr_conn *c)
+{
+    struct lr_pipe *p = &c->down;
+    if (ensure_in(p) < 0)
+        return 0;
+    if (p->pend_len == 0)
+        lr_buf_compact(p->in);
+    return lr_buf_room(p->in);
+}
+
+void lr_conn_push_eof(struct lr_conn *c, int down)
+{
+    struct lr_pipe *p = down ? &c->down : &c->up;
+    if (!p->src_eof)
+        p->src_eof = 1;
+    if (c->state == LR_CS_RELAY)
+        lr_conn_kick(c);
+}
+
+/* One line per connection with its pipes' state (SIGUSR1). */
+void lr_conn_dump(struct lr_daemon *d)
+{
+    for (struct lr_conn *c = d->conns; c; c = c->next) {
+        struct lr_pipe *u = &c->up, *w = &c->down;
+        lr_info("conn %llu state=%d cli=%d rem=%d kicked=%d "
+                "up[in=%zu pend=%u out=%zu eof=%d end=%d closed=%d rd=%d] "
+                "down[in=%zu pend=%u out=%zu eof=%d end=%d closed=%d rd=%d]",
+                (unsigned long long)c->id, c->state, c->cli.fd, c->rem.fd,
+                c->kicked, u->in ? lr_buf_len(u->in) : 0, u->pend_len,
+                u->out ? lr_buf_len(u->out) : 0, u->src_eof, u->end_written,
+                u->closed, c->cli.fd >= 0 && ev_is_active(&c->cli.rio),
+                w->in ? lr_buf_len(w->in) : 0, w->pend_len,
+                w->out ? lr_buf_len(w->out) : 0, w->src_eof, w->end_written,
+                w->closed, c->rem.fd >= 0 && ev_is_active(&c->rem.rio));
+    }
+}
+
+void lr_conn_doom(struct lr_conn *c, const char *reason)
+{
+    if (!c->doom)
+        c->doom = reason;
+    lr_conn_kick(c);
+}
+
+void lr_conn_kick(struct lr_conn *c)
+{
+    struct lr_daemon *d = c->d;
+    if (c->kicked)
+        return;
+    c->kicked = 1;
+    c->kick_next = d->kicks;
+    d->kicks = c;
+}
+
+static void update_reads(struct lr_conn *c);
+
+void lr_conn_run_kicks(struct lr_daemon *d)
+{
+    /* bounded: a kick may queue further kicks; the rest wait a round */
+    for (int i = 0; i < 4096 && d->kicks; i++) {
+        struct lr_conn *c = d->kicks;
+        d->kicks = c->kick_next;
+        c->kicked = 0;
+        c->kick_next = NULL;
+        if (c->doom) {
+            lr_conn_close(c, c->doom);
+            continue;
+        }
+        if (c->state != LR_CS_RELAY)
+            continue;
+        if (pump(c, &c->up, &c->cli, &c->rem) < 0)
+            continue;
+        if (pump(c, &c->down, &c->rem, &c->cli) < 0)
+            continue;
+        update_reads(c);
+    }
 }
 
 static void pipe_free(struct lr_pipe *p)
@@ -146,6 +253,14 @@ void lr_conn_close(struct lr_conn *c, const char *reason)
     ev_io_stop(loop, &c->rem.rio);
     ev_io_stop(loop, &c->rem.wio);
     ev_timer_stop(loop, &c->timer);
+    if (c->kicked) {
+        struct lr_conn **pp = &d->kicks;
+        while (*pp && *pp != c)
+            pp = &(*pp)->kick_next;
+        if (*pp)
+            *pp = c->kick_next;
+        c->kicked = 0;
+    }
     if (c->dns)
         lr_dns_cancel(c->dns);
     if (c->cli.fd >= 0)
@@ -456,6 +571,19 @@ static int fatal(struct lr_conn *c, const char *reason)
 static int emit(struct lr_conn *c, struct lr_pipe *p, struct lr_side *src,
                 struct lr_side *dst)
 {
+    if (dst->sink && !dst->dgram) {
+        /* a virtual stream: it takes what it can, and kicks us for more */
+        while (p->pend_len) {
+            size_t n = dst->sink(c, p->in->data + p->pend_off, p->pend_len);
+            if (n == 0)
+                return 1;
+            p->pend_off += (uint32_t)n;
+            p->pend_len -= (uint32_t)n;
+            p->bytes += n;
+            c->t_last = ev_now(c->d->loop);
+        }
+        return 0;
+    }
     if (dst->dgram) {
         /* one decoded unit = one datagram; a full socket drops it */
         if (dst->sink)
@@ -569,6 +697,8 @@ static int decode(struct lr_conn *c, struct lr_pipe *p)
 static int flush(struct lr_conn *c, struct lr_pipe *p, struct lr_side *dst)
 {
     struct ev_loop *loop = c->d->loop;
+    if (dst->fd < 0)
+        return 0;
     while (p->out && lr_buf_len(p->out)) {
         ssize_t n = send(dst->fd, lr_buf_head(p->out), lr_buf_len(p->out),
                          MSG_NOSIGNAL);
@@ -597,6 +727,8 @@ static int ensure_in(struct lr_pipe *p);
 static int pump(struct lr_conn *c, struct lr_pipe *p, struct lr_side *src,
                 struct lr_side *dst)
 {
+    if (c->doom)
+        return fatal(c, c->doom);
     if (c->state != LR_CS_RELAY) {
         /* handshake replies only */
         return p->out ? flush(c, p, dst) : 0;
@@ -619,10 +751,13 @@ static int pump(struct lr_conn *c, struct lr_pipe *p, struct lr_side *src,
             if (more < 0)
                 return -1;
         }
-        if (p->pend_len && emit(c, p, src, dst) < 0)
+        int blocked = 0;
+        if (p->pend_len && (blocked = emit(c, p, src, dst)) < 0)
             return -1;
         if (flush(c, p, dst) < 0)
             return -1;
+        if (blocked > 0)
+            break; /* a virtual destination is full; it kicks us */
         /* stop when the destination is full (its write watcher resumes
          * us) or when there is nothing left to decode */
         if (p->out && lr_buf_len(p->out))
@@ -637,7 +772,7 @@ static int pump(struct lr_conn *c, struct lr_pipe *p, struct lr_side *src,
     /* the source ended and everything before it went out: end marker */
     if (p->src_eof && !p->pend_len && (!p->in || lr_buf_len(p->in) == 0) &&
         !p->pre && !p->end_written) {
-        if (!dst->dgram) {
+        if (!dst->dgram && !dst->sink) {
             if (!p->out && !(p->out = lr_buf_get()))
                 return fatal(c, "out of memory");
             lr_buf_compact(p->out);
@@ -660,10 +795,18 @@ static int pump(struct lr_conn *c, struct lr_pipe *p, struct lr_side *src,
             return -1;
     }
     if (p->end_written && !p->out && !p->closed) {
-        if (!dst->dgram)
-            shutdown(dst->fd, SHUT_WR);
         p->closed = 1;
+        if (dst->sink_end)
+            dst->sink_end(c);
+        else if (!dst->dgram && dst->fd >= 0)
+            shutdown(dst->fd, SHUT_WR);
     }
+    /* a virtual source can send more now */
+    if (src->room && !p->src_eof && !p->pend_len &&
+        (!p->in || lr_buf_room(p->in) > 0 || p->in->rd > 0))
+        src->room(c);
+    if (c->doom)
+        return fatal(c, c->doom);
     if (c->up.closed && c->down.closed)
         return fatal(c, "done");
     return 0;

@@ -24,9 +24,14 @@ struct lr_side {
     ev_io rio, wio;
     uint8_t dgram;       /* datagrams: one unit per datagram */
     uint8_t want_read;
-    /* a virtual side (SOCKS5 UDP association): units written to it go
-     * here instead of to a socket */
-    void (*sink)(struct lr_conn *c, const uint8_t *data, size_t len);
+    /* a virtual side (SOCKS5 UDP association, Mux.Cool): bytes written to
+     * it go to `sink`, which returns how many it took (a datagram sink
+     * takes all or drops); `sink_end` replaces the write shutdown; `room`
+     * is called when its pipe can take more input (to kick the feeder;
+     * it must not pump anything itself) */
+    size_t (*sink)(struct lr_conn *c, const uint8_t *data, size_t len);
+    void (*sink_end)(struct lr_conn *c);
+    void (*room)(struct lr_conn *c);
 };
 
 /* One direction.  `in` holds bytes from the source; decoded payload that is
@@ -94,6 +99,9 @@ struct lr_conn {
     const char *reason;
     char fail_detail[64];
     struct lr_dial dial;
+    const char *doom;            /* close at the next safe point */
+    struct lr_conn *kick_next;   /* deferred pump queue (lr_conn_kick) */
+    uint8_t kicked;
 };
 
 struct lr_conn *lr_conn_new(struct lr_daemon *d, struct lr_inbound *ib,
@@ -105,10 +113,27 @@ struct lr_conn *lr_conn_new(struct lr_daemon *d, struct lr_inbound *ib,
 struct lr_conn *lr_conn_new_virtual(struct lr_daemon *d, struct lr_inbound *ib,
                                     const struct lr_addr *src,
                                     const struct lr_ib_ops *ops,
-                                    void (*sink)(struct lr_conn *, const uint8_t *, size_t));
+                                    size_t (*sink)(struct lr_conn *, const uint8_t *, size_t));
 /* Queues one datagram from the virtual client; dropped when the previous
  * one is still waiting.  Returns -1 if it closed c. */
 int lr_conn_push_datagram(struct lr_conn *c, const uint8_t *data, size_t len);
+/* Appends stream bytes from a virtual client; returns how many fit. */
+size_t lr_conn_push_stream(struct lr_conn *c, const uint8_t *data, size_t len);
+/* Appends bytes to the down pipe's input (a virtual remote feeding the
+ * client); returns how many fit. */
+size_t lr_conn_push_down(struct lr_conn *c, const uint8_t *data, size_t len);
+/* Room left in the down pipe's input (compacting first), for all-or-
+ * nothing pushes of framed data. */
+size_t lr_conn_down_room(struct lr_conn *c);
+/* The virtual client (up) or virtual remote (down) finished sending. */
+void lr_conn_push_eof(struct lr_conn *c, int down);
+void lr_conn_dump(struct lr_daemon *d);
+/* Closes c at the next safe point (from code that must not free it). */
+void lr_conn_doom(struct lr_conn *c, const char *reason);
+/* Pumps c again from the loop (never re-entrantly). */
+void lr_conn_kick(struct lr_conn *c);
+/* Runs the queued kicks; called by the daemon's prepare watcher. */
+void lr_conn_run_kicks(struct lr_daemon *d);
 /* Closes both sides, logs the access line and frees the connection. */
 void lr_conn_close(struct lr_conn *c, const char *reason);
 /* Reads from the client into up.in during the handshake: > 0 bytes read,

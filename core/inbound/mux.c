@@ -1,0 +1,404 @@
+/*
+ * Mux.Cool over a VMess inbound (vmess-wire.md 13): a v2ray client with
+ * mux enabled sends command 3, and the body carries frames
+ *   BE16(metaLen <= 512) || BE16(id) || status || opt
+ *       [New: network(1 TCP, 2 UDP) || BE16(port) || atyp(1,2,3) || addr]
+ *   [opt & 1: BE16(dataLen) || data]
+ * status 1 New, 2 Keep, 3 End, 4 KeepAlive; opt 1 data, 2 error.
+ *
+ * Each session is a connection with a virtual client side: routed and
+ * dialled like any other.  The parent connection's remote side is virtual
+ * too: its up pipe feeds the frame parser (mux_input), and sessions push
+ * Keep/End frames into its down pipe, which the VMess body encoder seals.
+ * Backpressure: a session whose input is full stops the parser (and so
+ * the parent's reads); a parent whose output is full stops the sessions'
+ * replies; each side kicks the other when room returns.
+ */
+#include <string.h>
+
+#include "base/log.h"
+#include "net/conn.h"
+
+#define MUX_MAX_SESS 256
+#define META_MAX 512
+#define MUX_FRAME_DATA 16384 /* v2ray writes 8 KiB frames; any 16-bit size reads */
+
+enum { ST_LEN = 0, ST_META, ST_DLEN, ST_DATA };
+
+struct mux;
+
+struct mux_sess {
+    struct lr_conn *conn;
+    struct mux *m;
+    uint16_t id;
+    uint8_t udp;
+    uint8_t blocked;       /* its reply did not fit: kick when room returns */
+    uint8_t end_pending;   /* End frame still to send */
+    uint8_t end_error;
+};
+
+struct mux {
+    struct lr_conn *parent;
+    struct mux_sess *sess[MUX_MAX_SESS];
+    uint32_t nsess;
+    uint8_t stage;
+    uint8_t blocked;       /* parser waits for a session's room */
+    uint8_t client_done;
+    uint16_t need, have;
+    uint8_t hbuf[META_MAX + 4];
+    uint16_t meta_len;
+    uint16_t cur_id;
+    uint8_t cur_status, cur_opt;
+    uint32_t data_left;
+    uint8_t *dgram;        /* UDP datagram being collected */
+    uint32_t dgram_len;
+    /* End frames that did not fit yet */
+    uint16_t ends[MUX_MAX_SESS];
+    uint8_t end_err[MUX_MAX_SESS];
+    uint32_t nends;
+};
+
+static struct mux_sess *find(struct mux *m, uint16_t id)
+{
+    for (uint32_t i = 0; i < m->nsess; i++)
+        if (m->sess[i]->id == id)
+            return m->sess[i];
+    return NULL;
+}
+
+static int send_end(struct mux *m, uint16_t id, int err)
+{
+    uint8_t f[6];
+    lr_put_be16(f, 4);
+    lr_put_be16(f + 2, id);
+    f[4] = 3;
+    f[5] = err ? 0x02 : 0;
+    if (lr_conn_down_room(m->parent) < sizeof(f)) {
+        if (m->nends < MUX_MAX_SESS) {
+            m->ends[m->nends] = id;
+            m->end_err[m->nends++] = (uint8_t)err;
+        }
+        return 0;
+    }
+    lr_conn_push_down(m->parent, f, sizeof(f));
+    return 1;
+}
+
+static void maybe_finish(struct mux *m)
+{
+    if (m->client_done && m->nsess == 0 && m->nends == 0)
+        lr_conn_push_eof(m->parent, 1);
+}
+
+/* ------------------------------------------------------------ sessions */
+
+static size_t sess_sink(struct lr_conn *c, const uint8_t *data, size_t len)
+{
+    struct mux_sess *s = c->ib_state;
+    if (!s || !s->m)
+        return len; /* parent gone: drop */
+    struct mux *m = s->m;
+    size_t room = lr_conn_down_room(m->parent);
+    size_t n = len;
+    if (n > MUX_FRAME_DATA && !s->udp)
+        n = MUX_FRAME_DATA;
+    if (room < 8 + n) {
+        if (s->udp || room <= 8) {
+            if (s->udp && 8 + len > LR_BUF_CAP)
+                return len; /* can never fit: drop */
+            s->blocked = 1;
+            lr_debug("mux %u: sink blocked room=%zu len=%zu", s->id, room, len);
+            return 0;
+        }
+        n = room - 8;
+        s->blocked = 1; /* the rest waits for room: mux_room kicks us */
+    }
+    uint8_t h[8];
+    lr_put_be16(h, 4);
+    lr_put_be16(h + 2, s->id);
+    h[4] = 2; /* Keep */
+    h[5] = 0x01;
+    lr_put_be16(h + 6, (uint16_t)n);
+    lr_conn_push_down(m->parent, h, 8);
+    lr_conn_push_down(m->parent, data, n);
+    return n;
+}
+
+static void sess_sink_end(struct lr_conn *c)
+{
+    struct mux_sess *s = c->ib_state;
+    if (!s || !s->m || s->end_pending == 2)
+        return;
+    s->end_pending = 2; /* sent (or queued) */
+    send_end(s->m, s->id, 0);
+}
+
+static void sess_room(struct lr_conn *c)
+{
+    struct mux_sess *s = c->ib_state;
+    if (s && s->m && s->m->blocked) {
+        s->m->blocked = 0;
+        lr_conn_kick(s->m->parent);
+    }
+}
+
+static void sess_connected(struct lr_conn *c)
+{
+    lr_conn_start_relay(c);
+}
+
+static void sess_free(struct lr_conn *c)
+{
+    struct mux_sess *s = c->ib_state;
+    if (!s)
+        return;
+    struct mux *m = s->m;
+    if (m) {
+        if (s->end_pending != 2)
+            send_end(m, s->id, c->reason && strcmp(c->reason, "done") != 0);
+        for (uint32_t i = 0; i < m->nsess; i++)
+            if (m->sess[i] == s) {
+                m->sess[i] = m->sess[--m->nsess];
+                break;
+            }
+        if (m->blocked) {
+            m->blocked = 0;
+            lr_conn_kick(m->parent);
+        }
+        maybe_finish(m);
+    }
+    free(s);
+    c->ib_state = NULL;
+}
+
+static const struct lr_ib_ops sess_ops = {
+    .connected = sess_connected,
+    .free = sess_free,
+};
+
+static void sess_new(struct mux *m, const uint8_t *meta, size_t n)
+{
+    struct lr_conn *p = m->parent;
+    struct lr_dest d;
+    memset(&d, 0, sizeof(d));
+    if (n < 4 + 1 + 2 + 1)
+        return;
+    uint8_t net = meta[4];
+    d.network = net == 2 ? LR_NET_UDP : LR_NET_TCP;
+    d.port = lr_get_be16(meta + 5);
+    const uint8_t *a = meta + 8;
+    size_t al = n - 8;
+    struct lr_addr addr;
+    switch (meta[7]) {
+    case 1:
+        if (al < 4)
+            return;
+        d.atyp = LR_ATYP_IPV4;
+        memcpy(d.ip, a, 4);
+        lr_addr_from_bytes(d.ip, 4, d.port, &addr);
+        lr_addr_ip_str(&addr, d.host, sizeof(d.host));
+        break;
+    case 3:
+        if (al < 16)
+            return;
+        d.atyp = LR_ATYP_IPV6;
+        memcpy(d.ip, a, 16);
+        lr_addr_from_bytes(d.ip, 16, d.port, &addr);
+        lr_addr_ip_str(&addr, d.host, sizeof(d.host));
+        break;
+    case 2:
+        if (al < 1 || al < 1 + (size_t)a[0] || a[0] == 0)
+            return;
+        memcpy(d.host, a + 1, a[0]);
+        d.host[a[0]] = 0;
+        d.atyp = LR_ATYP_DOMAIN;
+        break;
+    default:
+        return;
+    }
+    if (find(m, lr_get_be16(meta)) || m->nsess >= MUX_MAX_SESS) {
+        send_end(m, lr_get_be16(meta), 1);
+        return;
+    }
+    struct mux_sess *s = calloc(1, sizeof(*s));
+    if (!s)
+        return;
+    struct lr_conn *c = lr_conn_new_virtual(p->d, p->ib, &p->src, &sess_ops,
+                                            sess_sink);
+    if (!c) {
+        free(s);
+        return;
+    }
+    s->conn = c;
+    s->m = m;
+    s->id = lr_get_be16(meta);
+    s->udp = d.network == LR_NET_UDP;
+    c->ib_state = s;
+    c->dst = d;
+    c->user = p->user;
+    c->cli.dgram = s->udp;
+    c->cli.sink_end = sess_sink_end;
+    c->cli.room = sess_room;
+    m->sess[m->nsess++] = s;
+    lr_conn_dial(c); /* may close c at once (no route, blackhole) */
+}
+
+/* ------------------------------------------------------------ parser */
+
+static void frame_meta(struct mux *m)
+{
+    const uint8_t *meta = m->hbuf;
+    m->cur_id = lr_get_be16(meta);
+    m->cur_status = meta[2];
+    m->cur_opt = meta[3];
+    if (m->cur_status == 1)
+        sess_new(m, meta, m->meta_len);
+    else if (m->cur_status == 3) {
+        struct mux_sess *s = find(m, m->cur_id);
+        if (s)
+            lr_conn_push_eof(s->conn, 0);
+    }
+}
+
+/* Feeds client frame bytes; returns how many were consumed.  A malformed
+ * frame closes the parent (and so every session). */
+static size_t mux_input(struct lr_conn *p, const uint8_t *data, size_t len)
+{
+    struct mux *m = p->ob_state;
+    size_t used = 0;
+    while (used < len) {
+        if (m->stage != ST_DATA) {
+            size_t want = m->need - m->have;
+            size_t k = len - used < want ? len - used : want;
+            memcpy(m->hbuf + m->have, data + used, k);
+            m->have = (uint16_t)(m->have + k);
+            used += k;
+            if (m->have < m->need)
+                break;
+            m->have = 0;
+            switch (m->stage) {
+            case ST_LEN:
+                m->meta_len = lr_get_be16(m->hbuf);
+                if (m->meta_len < 4 || m->meta_len > META_MAX) {
+                    lr_conn_doom(p, "bad mux frame");
+                    return len;
+                }
+                m->stage = ST_META;
+                m->need = m->meta_len;
+                break;
+            case ST_META:
+                frame_meta(m);
+                if (m->cur_opt & 0x01) {
+                    m->stage = ST_DLEN;
+                    m->need = 2;
+                } else {
+                    m->stage = ST_LEN;
+                    m->need = 2;
+                }
+                break;
+            case ST_DLEN:
+                m->data_left = lr_get_be16(m->hbuf);
+                m->dgram_len = 0;
+                m->stage = m->data_left ? ST_DATA : ST_LEN;
+                m->need = 2;
+                break;
+            }
+            continue;
+        }
+        /* ST_DATA */
+        size_t k = len - used < m->data_left ? len - used : m->data_left;
+        struct mux_sess *s = find(m, m->cur_id);
+        size_t took = k;
+        if (s && s->udp) {
+            if (!m->dgram && !(m->dgram = malloc(65536)))
+                took = k;
+            else {
+                memcpy(m->dgram + m->dgram_len, data + used, k);
+                m->dgram_len += (uint32_t)k;
+                if (m->data_left == k) {
+                    lr_conn_push_datagram(s->conn, m->dgram, m->dgram_len);
+                    m->dgram_len = 0;
+                }
+            }
+        } else if (s) {
+            took = lr_conn_push_stream(s->conn, data + used, k);
+        }
+        /* unknown sessions and KeepAlive: the data is discarded */
+        used += took;
+        m->data_left -= (uint32_t)took;
+        if (m->data_left == 0) {
+            m->stage = ST_LEN;
+            m->need = 2;
+        }
+        if (took < k) {
+            m->blocked = 1;
+            break;
+        }
+    }
+    return used;
+}
+
+static void mux_client_done(struct lr_conn *p)
+{
+    struct mux *m = p->ob_state;
+    m->client_done = 1;
+    for (uint32_t i = 0; i < m->nsess; i++)
+        lr_conn_push_eof(m->sess[i]->conn, 0);
+    maybe_finish(m);
+}
+
+/* The parent's output has room: flush queued Ends, wake blocked sessions. */
+static void mux_room(struct lr_conn *p)
+{
+    struct mux *m = p->ob_state;
+    while (m->nends && lr_conn_down_room(p) >= 6) {
+        m->nends--;
+        send_end(m, m->ends[m->nends], m->end_err[m->nends]);
+    }
+    for (uint32_t i = 0; i < m->nsess; i++)
+        if (m->sess[i]->blocked) {
+            m->sess[i]->blocked = 0;
+            lr_conn_kick(m->sess[i]->conn);
+        }
+    maybe_finish(m);
+}
+
+static void mux_free(struct lr_conn *p)
+{
+    struct mux *m = p->ob_state;
+    if (!m)
+        return;
+    p->ob_state = NULL;
+    while (m->nsess) {
+        struct mux_sess *s = m->sess[--m->nsess];
+        s->m = NULL;
+        lr_conn_close(s->conn, "mux closed");
+    }
+    free(m->dgram);
+    free(m);
+}
+
+static const struct lr_ob_ops mux_parent_ops = {.free = mux_free};
+
+void lr_mux_start(struct lr_conn *c);
+
+void lr_mux_start(struct lr_conn *c)
+{
+    struct mux *m = calloc(1, sizeof(*m));
+    if (!m) {
+        lr_conn_close(c, "out of memory");
+        return;
+    }
+    m->parent = c;
+    m->stage = ST_LEN;
+    m->need = 2;
+    c->ob_state = m;
+    c->obops = &mux_parent_ops;
+    snprintf(c->dst.host, sizeof(c->dst.host), "v1.mux.cool");
+    c->dst.network = LR_NET_TCP;
+    c->rem.fd = -1;
+    c->rem.sink = mux_input;
+    c->rem.sink_end = mux_client_done;
+    c->rem.room = mux_room;
+    lr_conn_start_relay(c);
+}
