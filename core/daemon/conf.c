@@ -67,6 +67,9 @@ LR_API void lr_conf_free(struct lr_conf *c)
             free(ib->accounts[k].pass);
         }
         free(ib->accounts);
+        lr_users_free(ib->users);
+        free(ib->user_map);
+        free(ib->dyn_cmd);
         strv_free(c->ib[i].users, c->ib[i].nusers);
         free(c->ib[i].where);
     }
@@ -192,6 +195,25 @@ LR_API int lr_conf_inbound_account(struct lr_conf *c, const char *user,
     ib->accounts[ib->naccounts].user = strdup(user);
     ib->accounts[ib->naccounts].pass = strdup(pass);
     ib->naccounts++;
+    return LR_OK;
+}
+
+LR_API int lr_conf_inbound_dynamic(struct lr_conf *c, uint16_t lo, uint16_t hi,
+                                   uint32_t alter_id, uint32_t minutes)
+{
+    if (!c->nib)
+        return fail(c, "dynamic port without an inbound");
+    struct lr_inbound *ib = &c->ib[c->nib - 1].ib;
+    if (ib->type != LR_IB_VMESS)
+        return fail(c, "inbound '%s': dynamic_port needs a vmess inbound", ib->tag);
+    if (lo == 0 || hi < lo)
+        return fail(c, "inbound '%s': bad dynamic port range", ib->tag);
+    if (alter_id > 65535 || minutes < 1 || minutes > 255)
+        return fail(c, "inbound '%s': bad dynamic_port alter_id or minutes", ib->tag);
+    ib->dyn_lo = lo;
+    ib->dyn_hi = hi;
+    ib->dyn_alter = alter_id;
+    ib->dyn_minutes = minutes;
     return LR_OK;
 }
 
@@ -377,4 +399,44 @@ LR_API int lr_conf_default(struct lr_conf *c, const char *tag)
     free(c->default_tag);
     c->default_tag = dup_or_null(tag);
     return LR_OK;
+}
+
+int lr_conf_expand_dynamic(struct lr_conf *c, char *err, size_t errlen)
+{
+    uint32_t n = c->nib;
+    for (uint32_t i = 0; i < n; i++) {
+        if (!c->ib[i].ib.dyn_lo || c->ib[i].ib.is_detour)
+            continue;
+        uint8_t id[16];
+        char email[300];
+        lr_uuid_random(id);
+        snprintf(email, sizeof(email), "%s:dynamic", c->ib[i].ib.tag);
+        if (!GROW(c->users, c->nusers) || !GROW(c->ib, c->nib)) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+        struct lr_user_info *u = &c->users[c->nusers];
+        memcpy(u->id, id, 16);
+        u->email = strdup(email);
+        u->alter_id = c->ib[i].ib.dyn_alter;
+        u->internal = 1;
+        struct lr_conf_ib *main_ib = &c->ib[i], *d = &c->ib[c->nib];
+        d->ib = main_ib->ib;            /* same host and options */
+        d->ib.tag = strdup(email);
+        d->ib.host = strdup(main_ib->ib.host);
+        d->ib.accounts = NULL;
+        d->ib.naccounts = 0;
+        d->ib.is_detour = 1;
+        d->ib.users = NULL;
+        d->ib.user_map = NULL;
+        d->where = main_ib->where ? strdup(main_ib->where) : NULL;
+        d->detour_user = (int32_t)c->nusers;
+        main_ib->detour_user = -1;
+        c->nusers++;
+        c->nib++;
+    }
+    for (uint32_t i = 0; i < n; i++)
+        if (!c->ib[i].ib.is_detour)
+            c->ib[i].detour_user = -1;
+    return 0;
 }

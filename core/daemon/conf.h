@@ -12,6 +12,7 @@ struct lr_conf_ib {
     char **users;                 /* restriction by email */
     uint32_t nusers;
     char *where;
+    int32_t detour_user;          /* dynamic-port listener: its only user */
 };
 
 struct lr_conf_ob {
@@ -24,6 +25,9 @@ struct lr_conf_rule {
     char *to;
     char *where;
 };
+
+/* Adds the dynamic-port listeners (one per inbound with dynamic_port). */
+int lr_conf_expand_dynamic(struct lr_conf *c, char *err, size_t errlen);
 
 struct lr_conf {
     char error[512];

@@ -186,6 +186,8 @@ int lr_daemon_commit(struct lr_daemon *d, struct lr_conf *c, int dry_run,
         if (r->r.to < 0)
             return errf(err, errlen, r->where, "route to unknown outbound '%s'", r->to);
     }
+    if (lr_conf_expand_dynamic(c, err, errlen) != 0)
+        return -1;
     /* per-inbound user tables */
     for (uint32_t i = 0; i < c->nib; i++) {
         struct lr_conf_ib *ci = &c->ib[i];
@@ -197,9 +199,11 @@ int lr_daemon_commit(struct lr_daemon *d, struct lr_conf *c, int dry_run,
         if (!ib->users || !ib->user_map)
             return errf(err, errlen, ci->where, "out of memory");
         for (uint32_t k = 0; k < c->nusers; k++) {
-            int allowed = ci->nusers == 0;
+            int allowed = ci->nusers == 0 && !c->users[k].internal;
             for (uint32_t j = 0; j < ci->nusers && !allowed; j++)
                 allowed = strcmp(ci->users[j], c->users[k].email) == 0;
+            if (ib->is_detour)
+                allowed = (int32_t)k == ci->detour_user;
             if (!allowed)
                 continue;
             int idx = lr_users_add(ib->users, c->users[k].id, c->users[k].alter_id);
@@ -217,7 +221,38 @@ int lr_daemon_commit(struct lr_daemon *d, struct lr_conf *c, int dry_run,
     if (!dry_run) {
         for (uint32_t i = 0; i < c->nib; i++) {
             struct lr_conf_ib *ci = &c->ib[i];
-            int fd = lr_sock_listen(&ci->ib.addr, SOCK_STREAM, 1024);
+            int fd;
+            if (ci->ib.is_detour) {
+                /* a random free port of the range */
+                uint32_t span = (uint32_t)ci->ib.dyn_hi - ci->ib.dyn_lo + 1;
+                uint32_t r;
+                lr_random((uint8_t *)&r, sizeof(r));
+                fd = -EADDRINUSE;
+                for (uint32_t t = 0; t < span && t < 64 && fd < 0; t++) {
+                    ci->ib.port = (uint16_t)(ci->ib.dyn_lo + (r + t) % span);
+                    lr_addr_set_port(&ci->ib.addr, ci->ib.port);
+                    fd = lr_sock_listen(&ci->ib.addr, SOCK_STREAM, 1024);
+                }
+                /* announce it on the main inbound */
+                for (uint32_t k = 0; k < c->nib && fd >= 0; k++) {
+                    struct lr_inbound *m = &c->ib[k].ib;
+                    char want[300];
+                    snprintf(want, sizeof(want), "%s:dynamic", m->tag);
+                    if (m->is_detour || !m->dyn_lo || m->dyn_cmd ||
+                        strcmp(ci->ib.tag, want) != 0)
+                        continue;
+                    m->dyn_cmd = calloc(1, sizeof(*m->dyn_cmd));
+                    if (!m->dyn_cmd)
+                        break;
+                    m->dyn_cmd->port = ci->ib.port;
+                    memcpy(m->dyn_cmd->id, c->users[ci->detour_user].id, 16);
+                    m->dyn_cmd->alter_ids = (uint16_t)ci->ib.dyn_alter;
+                    m->dyn_cmd->valid_min = (uint8_t)ci->ib.dyn_minutes;
+                    break;
+                }
+            } else {
+                fd = lr_sock_listen(&ci->ib.addr, SOCK_STREAM, 1024);
+            }
             if (fd < 0) {
                 char a[80];
                 lr_addr_str(&ci->ib.addr, a, sizeof(a));
@@ -340,6 +375,7 @@ void lr_daemon_free(struct lr_daemon *d)
             free(ib->accounts[k].pass);
         }
         free(ib->accounts);
+        free(ib->dyn_cmd);
     }
     free(d->ib);
     for (uint32_t i = 0; i < d->nob; i++) {

@@ -40,6 +40,12 @@ struct lr_inbound {
     int allow_legacy, allow_private;
     struct lr_users *users;      /* the users this inbound accepts */
     int32_t *user_map;           /* inbound user index -> daemon user index */
+    /* dynamic port: the announced detour (on the main inbound), or the
+     * detour listener itself (is_detour) */
+    uint16_t dyn_lo, dyn_hi;
+    uint32_t dyn_alter, dyn_minutes;
+    int is_detour;
+    struct lr_cmd_switch *dyn_cmd;
     /* socks / http */
     int udp;
     struct lr_account *accounts;
@@ -58,12 +64,19 @@ struct lr_outbound {
     uint32_t alter_id;
     uint8_t security;            /* wire value, or LR_SEC_AUTO / LR_SEC_ZERO */
     int masking, padding, auth_len, udp;
+    /* a dynamic port announced by the server, used while valid */
+    uint16_t dyn_port;
+    char dyn_host[256];
+    uint8_t dyn_id[16];
+    uint32_t dyn_alter;
+    double dyn_until;
 };
 
 struct lr_user_info {
     uint8_t id[16];
     char *email;
     uint32_t alter_id, level;
+    int internal;                 /* a dynamic-port user: only its listener */
 };
 
 /* A compiled routing rule (first match wins). */

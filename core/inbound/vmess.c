@@ -83,7 +83,7 @@ static void vin_readable(struct lr_conn *c)
         lr_body_init(c->down.enc, req.security, req.option, rk, ri,
                      req.body_key, req.body_iv,
                      flags | (req.mode == LR_MODE_LEGACY ? LR_BODY_LEGACY_RESP : 0)) != LR_OK ||
-        lr_resp_encode(req.mode, rk, ri, c->down.enc, req.v, NULL, hdr,
+        lr_resp_encode(req.mode, rk, ri, c->down.enc, req.v, ib->dyn_cmd, hdr,
                        sizeof(hdr), &hn) != LR_OK ||
         !(c->down.prefix = malloc(hn))) {
         lr_wipe(&req, sizeof(req));

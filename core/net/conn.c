@@ -522,6 +522,8 @@ void lr_conn_connect(struct lr_conn *c, const char *host, uint16_t port,
 void lr_conn_dial_failed(struct lr_conn *c, int err, const char *reason)
 {
     c->reason = reason;
+    if (c->obops && c->obops->failed)
+        c->obops->failed(c);
     if (err)
         snprintf(c->fail_detail, sizeof(c->fail_detail), "%s",
                  strerror(err < 0 ? -err : err));

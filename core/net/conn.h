@@ -61,6 +61,7 @@ struct lr_ib_ops {
 
 struct lr_ob_ops {
     void (*dial)(struct lr_conn *c);
+    void (*failed)(struct lr_conn *c);   /* optional: the dial failed */
     void (*free)(struct lr_conn *c);
 };
 

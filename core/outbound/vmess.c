@@ -15,6 +15,9 @@
 #include "net/conn.h"
 
 struct vmess_out {
+    uint8_t id[16];          /* the ID this connection signs with */
+    uint32_t alter_id;
+    int dynamic;             /* dialled the server's dynamic port */
     uint8_t mode;
     uint8_t v;
     uint8_t resp_key[16], resp_iv[16];
@@ -37,37 +40,44 @@ static int resp_pre(struct lr_conn *c, const uint8_t *in, size_t len,
     struct lr_resp resp;
     int rc = lr_resp_decode(&st->rdec, st->mode, st->resp_key, st->resp_iv,
                             c->down.dec, st->v, in, len, consumed, &resp);
-    if (rc == LR_OK && resp.has_switch)
-        lr_debug("conn %llu: server announced dynamic port %u",
-                 (unsigned long long)c->id, resp.sw.port);
+    if (rc == LR_OK && resp.has_switch && resp.sw.port && !st->dynamic) {
+        /* follow the dynamic-port command: new connections use the
+         * announced port and ID while it is valid (vmess-wire.md 10) */
+        struct lr_outbound *ob = c->ob;
+        int fresh = ob->dyn_port != resp.sw.port ||
+                    memcmp(ob->dyn_id, resp.sw.id, 16) != 0;
+        ob->dyn_port = resp.sw.port;
+        memcpy(ob->dyn_id, resp.sw.id, 16);
+        ob->dyn_alter = resp.sw.alter_ids;
+        memcpy(ob->dyn_host, resp.sw.host, resp.sw.host_len);
+        ob->dyn_host[resp.sw.host_len] = 0;
+        ob->dyn_until = ev_now(c->d->loop) + 60.0 * resp.sw.valid_min;
+        if (fresh)
+            lr_info("outbound %s: server announced dynamic port %u for %u min",
+                    ob->tag, resp.sw.port, resp.sw.valid_min);
+    }
     return rc;
 }
 
 static void vmess_connected(struct lr_conn *c, int fd)
 {
     struct lr_outbound *ob = c->ob;
-    struct vmess_out *st = calloc(1, sizeof(*st));
+    struct vmess_out *st = c->ob_state;
     struct lr_req req;
     uint8_t wire[LR_REQ_WIRE_MAX];
     size_t n = 0;
     int udp = c->dst.network == LR_NET_UDP;
-    if (!st) {
-        close(fd);
-        lr_conn_dial_failed(c, -ENOMEM, "out of memory");
-        return;
-    }
-    c->ob_state = st;
     memset(&req, 0, sizeof(req));
     lr_req_randomize(&req);
     req.version = 1;
-    req.mode = ob->alter_id ? LR_MODE_LEGACY : LR_MODE_AEAD;
+    req.mode = st->alter_id ? LR_MODE_LEGACY : LR_MODE_AEAD;
     req.ts = (int64_t)time(NULL);
     req.id_index = -1;
     if (req.mode == LR_MODE_LEGACY) {
         uint8_t r[3];
         lr_random(r, 3);
         req.ts += (int64_t)(r[0] % 60) - 30;
-        req.id_index = (int32_t)(((uint32_t)r[1] << 8 | r[2]) % ob->alter_id);
+        req.id_index = (int32_t)(((uint32_t)r[1] << 8 | r[2]) % st->alter_id);
     }
     uint8_t sec = ob->security;
     uint8_t opt = LR_OPT_CHUNK_STREAM;
@@ -100,7 +110,7 @@ static void vmess_connected(struct lr_conn *c, int fd)
         req.addr_len = (uint16_t)strlen(c->dst.host);
         memcpy(req.addr, c->dst.host, req.addr_len);
     }
-    int rc = lr_req_encode(&req, ob->id, wire, sizeof(wire), &n);
+    int rc = lr_req_encode(&req, st->id, wire, sizeof(wire), &n);
     st->mode = req.mode;
     st->v = req.v;
     lr_resp_keys(req.mode, req.body_key, req.body_iv, st->resp_key, st->resp_iv);
@@ -129,8 +139,24 @@ static void vmess_connected(struct lr_conn *c, int fd)
 
 static void vmess_dial(struct lr_conn *c)
 {
-    lr_conn_connect(c, c->ob->server_host, c->ob->server_port, 0, 0,
-                    vmess_connected);
+    struct lr_outbound *ob = c->ob;
+    struct vmess_out *st = calloc(1, sizeof(*st));
+    if (!st) {
+        lr_conn_dial_failed(c, -ENOMEM, "out of memory");
+        return;
+    }
+    c->ob_state = st;
+    if (ob->dyn_port && ev_now(c->d->loop) < ob->dyn_until) {
+        st->dynamic = 1;
+        memcpy(st->id, ob->dyn_id, 16);
+        st->alter_id = ob->dyn_alter;
+        lr_conn_connect(c, ob->dyn_host[0] ? ob->dyn_host : ob->server_host,
+                        ob->dyn_port, 0, 0, vmess_connected);
+        return;
+    }
+    memcpy(st->id, ob->id, 16);
+    st->alter_id = ob->alter_id;
+    lr_conn_connect(c, ob->server_host, ob->server_port, 0, 0, vmess_connected);
 }
 
 static void vmess_free(struct lr_conn *c)
@@ -142,4 +168,19 @@ static void vmess_free(struct lr_conn *c)
     }
 }
 
-const struct lr_ob_ops lr_vmess_out_ops = {.dial = vmess_dial, .free = vmess_free};
+static void vmess_failed(struct lr_conn *c)
+{
+    struct vmess_out *st = c->ob_state;
+    if (st && st->dynamic) {
+        /* the announced port is gone: back to the main server */
+        lr_warn("outbound %s: dynamic port %u failed; using the main port",
+                c->ob->tag, c->ob->dyn_port);
+        c->ob->dyn_until = 0;
+    }
+}
+
+const struct lr_ob_ops lr_vmess_out_ops = {
+    .dial = vmess_dial,
+    .failed = vmess_failed,
+    .free = vmess_free,
+};

@@ -65,6 +65,11 @@ local function apply(cfg, conf)
     for _, email in ipairs(ib.users or {}) do
       check(C.lr_conf_inbound_user(conf, email), ib.where)
     end
+    local dp = ib.dynamic_port
+    if dp then
+      check(C.lr_conf_inbound_dynamic(conf, dp.port[1], dp.port[2], dp.alter_id or 0,
+                                      dp.minutes or 5), ib.where)
+    end
   end
   for _, ob in ipairs(cfg.outbounds) do
     local s = ffi.new("struct lr_conf_outbound")
