@@ -110,6 +110,9 @@ local function apply(cfg, conf)
     end
   end
   check(C.lr_conf_default(conf, cfg.default_outbound))
+  for name in pairs(cfg.hooks or {}) do
+    io.stderr:write(("luaray: warning: hook '%s' is declared but this version does not run hooks yet\n"):format(name))
+  end
 end
 
 -- load(path or nil, conf lightuserdata, announce) -> true | nil, "file:line: msg"
