@@ -12,6 +12,7 @@
 
 #include "base/base.h"
 #include "base/log.h"
+#include "daemon/daemon.h"
 #include "daemon/daemon_api.h"
 #include "script/bridge.h"
 
@@ -68,29 +69,31 @@ int main(int argc, char **argv)
         fprintf(stderr, "luaray: %s needs -c FILE\n", check ? "-t" : "link");
         return 2;
     }
-    if (lr_script_open() != 0) {
-        fprintf(stderr, "luaray: cannot create the Lua state\n");
-        return 1;
-    }
     if (link) {
-        int rc = lr_script_links(config, host, err, sizeof(err));
+        struct lr_script *s = lr_script_new(NULL);
+        int rc = s ? lr_script_links(s, config, host, err, sizeof(err)) : -1;
         if (rc != 0)
-            fprintf(stderr, "luaray: %s\n", err);
-        lr_script_close();
+            fprintf(stderr, "luaray: %s\n", s ? err : "cannot create the Lua state");
+        lr_script_free(s);
         return rc ? 1 : 0;
     }
     struct lr_conf *conf = lr_conf_new();
     struct lr_daemon *d = lr_daemon_new();
+    struct lr_script *script = d ? lr_script_new(d) : NULL;
     int rc = 1;
-    if (!conf || !d) {
+    if (!conf || !d || !script) {
         fprintf(stderr, "luaray: out of memory\n");
         goto out;
     }
-    if (lr_script_load_config(config, conf, !check, err, sizeof(err)) != 0 ||
-        lr_daemon_commit(d, conf, check, err, sizeof(err)) != 0) {
+    if (config)
+        d->config_path = strdup(config);
+    if (lr_script_load_config(script, config, conf, !check, err, sizeof(err)) != 0 ||
+        lr_daemon_commit(d, conf, script, check, err, sizeof(err)) != 0) {
         fprintf(stderr, "luaray: %s\n", err);
         goto out;
     }
+    if (!check)
+        script = NULL; /* the generation owns it now */
     if (check) {
         printf("configuration OK\n");
         rc = 0;
@@ -99,8 +102,8 @@ int main(int argc, char **argv)
     lr_daemon_describe(d);
     rc = lr_daemon_run(d);
 out:
+    lr_script_free(script);
     lr_conf_free(conf);
     lr_daemon_free(d);
-    lr_script_close();
     return rc;
 }

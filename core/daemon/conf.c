@@ -401,7 +401,8 @@ LR_API int lr_conf_default(struct lr_conf *c, const char *tag)
     return LR_OK;
 }
 
-int lr_conf_expand_dynamic(struct lr_conf *c, char *err, size_t errlen)
+int lr_conf_expand_dynamic(struct lr_conf *c, struct lr_gen *old, char *err,
+                           size_t errlen)
 {
     uint32_t n = c->nib;
     for (uint32_t i = 0; i < n; i++) {
@@ -411,6 +412,10 @@ int lr_conf_expand_dynamic(struct lr_conf *c, char *err, size_t errlen)
         char email[300];
         lr_uuid_random(id);
         snprintf(email, sizeof(email), "%s:dynamic", c->ib[i].ib.tag);
+        /* across a reload the announced user stays the same */
+        for (uint32_t k = 0; old && k < old->nusers; k++)
+            if (old->users[k].internal && strcmp(old->users[k].email, email) == 0)
+                memcpy(id, old->users[k].id, 16);
         if (!GROW(c->users, c->nusers) || !GROW(c->ib, c->nib)) {
             snprintf(err, errlen, "out of memory");
             return -1;

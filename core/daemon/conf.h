@@ -27,7 +27,8 @@ struct lr_conf_rule {
 };
 
 /* Adds the dynamic-port listeners (one per inbound with dynamic_port). */
-int lr_conf_expand_dynamic(struct lr_conf *c, char *err, size_t errlen);
+int lr_conf_expand_dynamic(struct lr_conf *c, struct lr_gen *old, char *err,
+                           size_t errlen);
 
 struct lr_conf {
     char error[512];

@@ -18,6 +18,7 @@
 #include "daemon/daemon_api.h"
 #include "net/conn.h"
 #include "route/route.h"
+#include "script/bridge.h"
 
 extern const struct lr_ib_ops lr_vmess_in_ops, lr_socks_in_ops, lr_http_in_ops;
 
@@ -53,6 +54,10 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
             close(fd);
             continue;
         }
+        if (lr_conn_accept_hook(ib, &src) != 0) {
+            close(fd);
+            continue;
+        }
         lr_sock_tune(fd);
         if (!lr_conn_new(ib->d, ib, fd, &src, ib_ops(ib->type)))
             close(fd);
@@ -62,9 +67,9 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 static void resume_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct lr_daemon *d = w->data;
-    for (uint32_t i = 0; i < d->nib; i++)
-        if (d->ib[i].fd >= 0 && !d->stopping)
-            ev_io_start(loop, &d->ib[i].accept_w);
+    for (uint32_t i = 0; i < d->gen->nib; i++)
+        if (d->gen->ib[i].fd >= 0 && !d->stopping)
+            ev_io_start(loop, &d->gen->ib[i].accept_w);
 }
 
 static ev_timer resume_timer;
@@ -81,9 +86,9 @@ static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct lr_daemon *d = w->data;
     int64_t now = (int64_t)time(NULL);
-    for (uint32_t i = 0; i < d->nib; i++)
-        if (d->ib[i].users)
-            lr_users_refresh(d->ib[i].users, now);
+    for (uint32_t i = 0; i < d->gen->nib; i++)
+        if (d->gen->ib[i].users)
+            lr_users_refresh(d->gen->ib[i].users, now);
     lr_replay_expire(d->replay, now);
 }
 
@@ -107,11 +112,11 @@ static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
     lr_info("signal %d: no longer accepting; %u connections to finish",
             w->signum, d->nconns);
     d->stopping = 1;
-    for (uint32_t i = 0; i < d->nib; i++) {
-        ev_io_stop(loop, &d->ib[i].accept_w);
-        if (d->ib[i].fd >= 0) {
-            close(d->ib[i].fd);
-            d->ib[i].fd = -1;
+    for (uint32_t i = 0; i < d->gen->nib; i++) {
+        ev_io_stop(loop, &d->gen->ib[i].accept_w);
+        if (d->gen->ib[i].fd >= 0) {
+            close(d->gen->ib[i].fd);
+            d->gen->ib[i].fd = -1;
         }
     }
     d->stop_deadline = ev_now(loop) + d->grace_seconds;
@@ -127,7 +132,6 @@ struct lr_daemon *lr_daemon_new(void)
         return NULL;
     d->loop = EV_DEFAULT;
     d->replay = lr_replay_new(0);
-    d->default_ob = -1;
     d->grace_seconds = 10;
     if (!d->replay) {
         free(d);
@@ -167,12 +171,93 @@ static int find_user(struct lr_conf *c, const char *email)
     return -1;
 }
 
-/* Moves the staging config into `d`.  With dry_run nothing listens.  On
- * error `d` is left untouched and `err` says what and where. */
-int lr_daemon_commit(struct lr_daemon *d, struct lr_conf *c, int dry_run,
-                     char *err, size_t errlen)
+/* ------------------------------------------------------------ generations */
+
+static void inbound_free(struct lr_inbound *ib)
+{
+    if (ib->fd >= 0)
+        close(ib->fd);
+    free(ib->tag);
+    free(ib->host);
+    lr_users_free(ib->users);
+    free(ib->user_map);
+    for (uint32_t k = 0; k < ib->naccounts; k++) {
+        free(ib->accounts[k].user);
+        free(ib->accounts[k].pass);
+    }
+    free(ib->accounts);
+    free(ib->dyn_cmd);
+}
+
+static void gen_free(struct lr_gen *g)
+{
+    for (uint32_t i = 0; i < g->nib; i++)
+        inbound_free(&g->ib[i]);
+    free(g->ib);
+    for (uint32_t i = 0; i < g->nob; i++) {
+        free(g->ob[i].tag);
+        free(g->ob[i].server_host);
+    }
+    free(g->ob);
+    for (uint32_t i = 0; i < g->nrules; i++)
+        lr_rule_free(&g->rules[i]);
+    free(g->rules);
+    for (uint32_t i = 0; i < g->nusers; i++)
+        free(g->users[i].email);
+    if (g->users)
+        lr_wipe(g->users, sizeof(*g->users) * g->nusers);
+    free(g->users);
+    if (g->script)
+        lr_script_free(g->script);
+    free(g);
+}
+
+void lr_gen_ref(struct lr_gen *g)
+{
+    g->refs++;
+}
+
+void lr_gen_unref(struct lr_gen *g)
+{
+    if (--g->refs > 0)
+        return;
+    if (g->d && g != g->d->gen) {
+        g->d->old_gens--;
+        lr_info("generation %llu released", (unsigned long long)g->id);
+    }
+    gen_free(g);
+}
+
+/* The old generation's inbound listening on the same address with the same
+ * type (and, for a dynamic-port listener, the same tag): its socket is
+ * carried over, so clients never see it close. */
+static struct lr_inbound *old_listener(struct lr_gen *old, struct lr_inbound *ib)
+{
+    if (!old)
+        return NULL;
+    for (uint32_t i = 0; i < old->nib; i++) {
+        struct lr_inbound *o = &old->ib[i];
+        if (o->fd < 0 || o->type != ib->type || o->is_detour != ib->is_detour)
+            continue;
+        if (ib->is_detour) {
+            if (strcmp(o->tag, ib->tag) == 0)
+                return o;
+            continue;
+        }
+        if (o->addr.len == ib->addr.len &&
+            memcmp(&o->addr.ss, &ib->addr.ss, ib->addr.len) == 0)
+            return o;
+    }
+    return NULL;
+}
+
+/* Builds a generation from a staging config.  With dry_run nothing
+ * listens.  On error nothing changes and `err` says what and where. */
+static int gen_build(struct lr_daemon *d, struct lr_conf *c, int dry_run,
+                     struct lr_gen **out, char *err, size_t errlen)
 {
     int64_t now = (int64_t)time(NULL);
+    struct lr_gen *old = d->gen;
     if (c->nib == 0)
         return errf(err, errlen, NULL, "no inbound declared");
     if (c->nob == 0)
@@ -186,7 +271,7 @@ int lr_daemon_commit(struct lr_daemon *d, struct lr_conf *c, int dry_run,
         if (r->r.to < 0)
             return errf(err, errlen, r->where, "route to unknown outbound '%s'", r->to);
     }
-    if (lr_conf_expand_dynamic(c, err, errlen) != 0)
+    if (lr_conf_expand_dynamic(c, old, err, errlen) != 0)
         return -1;
     /* per-inbound user tables */
     for (uint32_t i = 0; i < c->nib; i++) {
@@ -218,100 +303,228 @@ int lr_daemon_commit(struct lr_daemon *d, struct lr_conf *c, int dry_run,
         if (lr_users_refresh(ib->users, now) != LR_OK)
             return errf(err, errlen, ci->where, "out of memory");
     }
-    if (!dry_run) {
-        for (uint32_t i = 0; i < c->nib; i++) {
-            struct lr_conf_ib *ci = &c->ib[i];
-            int fd;
-            if (ci->ib.is_detour) {
-                /* a random free port of the range */
-                uint32_t span = (uint32_t)ci->ib.dyn_hi - ci->ib.dyn_lo + 1;
-                uint32_t r;
-                lr_random((uint8_t *)&r, sizeof(r));
-                fd = -EADDRINUSE;
-                for (uint32_t t = 0; t < span && t < 64 && fd < 0; t++) {
-                    ci->ib.port = (uint16_t)(ci->ib.dyn_lo + (r + t) % span);
-                    lr_addr_set_port(&ci->ib.addr, ci->ib.port);
-                    fd = lr_sock_listen(&ci->ib.addr, SOCK_STREAM, 1024);
-                }
-                /* announce it on the main inbound */
-                for (uint32_t k = 0; k < c->nib && fd >= 0; k++) {
-                    struct lr_inbound *m = &c->ib[k].ib;
-                    char want[300];
-                    snprintf(want, sizeof(want), "%s:dynamic", m->tag);
-                    if (m->is_detour || !m->dyn_lo || m->dyn_cmd ||
-                        strcmp(ci->ib.tag, want) != 0)
-                        continue;
-                    m->dyn_cmd = calloc(1, sizeof(*m->dyn_cmd));
-                    if (!m->dyn_cmd)
-                        break;
-                    m->dyn_cmd->port = ci->ib.port;
-                    memcpy(m->dyn_cmd->id, c->users[ci->detour_user].id, 16);
-                    m->dyn_cmd->alter_ids = (uint16_t)ci->ib.dyn_alter;
-                    m->dyn_cmd->valid_min = (uint8_t)ci->ib.dyn_minutes;
-                    break;
-                }
-            } else {
+    /* listeners: carried over from the running generation, or opened */
+    struct lr_inbound **carried = calloc(c->nib, sizeof(*carried));
+    if (!carried)
+        return errf(err, errlen, NULL, "out of memory");
+    for (uint32_t i = 0; i < c->nib && !dry_run; i++) {
+        struct lr_conf_ib *ci = &c->ib[i];
+        int fd = -1;
+        struct lr_inbound *o = old_listener(old, &ci->ib);
+        if (o) {
+            carried[i] = o;
+            ci->ib.port = o->port;
+            ci->ib.addr = o->addr;
+            continue;
+        }
+        if (ci->ib.is_detour) {
+            /* a random free port of the range */
+            uint32_t span = (uint32_t)ci->ib.dyn_hi - ci->ib.dyn_lo + 1;
+            uint32_t r;
+            lr_random((uint8_t *)&r, sizeof(r));
+            fd = -EADDRINUSE;
+            for (uint32_t t = 0; t < span && t < 64 && fd < 0; t++) {
+                ci->ib.port = (uint16_t)(ci->ib.dyn_lo + (r + t) % span);
+                lr_addr_set_port(&ci->ib.addr, ci->ib.port);
                 fd = lr_sock_listen(&ci->ib.addr, SOCK_STREAM, 1024);
             }
-            if (fd < 0) {
-                char a[80];
-                lr_addr_str(&ci->ib.addr, a, sizeof(a));
-                for (uint32_t k = 0; k < i; k++) {
+        } else {
+            fd = lr_sock_listen(&ci->ib.addr, SOCK_STREAM, 1024);
+        }
+        if (fd < 0) {
+            char a[80];
+            lr_addr_str(&ci->ib.addr, a, sizeof(a));
+            for (uint32_t k = 0; k < i; k++)
+                if (!carried[k] && c->ib[k].ib.fd >= 0) {
                     close(c->ib[k].ib.fd);
                     c->ib[k].ib.fd = -1;
                 }
-                return errf(err, errlen, ci->where, "cannot listen on %s: %s", a,
-                            strerror(-fd));
+            free(carried);
+            return errf(err, errlen, ci->where, "cannot listen on %s: %s", a,
+                        strerror(-fd));
+        }
+        ci->ib.fd = fd;
+    }
+    /* announce each dynamic-port listener on its main inbound */
+    for (uint32_t i = 0; i < c->nib; i++) {
+        struct lr_conf_ib *ci = &c->ib[i];
+        if (!ci->ib.is_detour)
+            continue;
+        for (uint32_t k = 0; k < c->nib; k++) {
+            struct lr_inbound *m = &c->ib[k].ib;
+            char want[300];
+            snprintf(want, sizeof(want), "%s:dynamic", m->tag);
+            if (m->is_detour || m->dyn_cmd || strcmp(ci->ib.tag, want) != 0)
+                continue;
+            m->dyn_cmd = calloc(1, sizeof(*m->dyn_cmd));
+            if (m->dyn_cmd) {
+                m->dyn_cmd->port = ci->ib.port;
+                memcpy(m->dyn_cmd->id, c->users[ci->detour_user].id, 16);
+                m->dyn_cmd->alter_ids = (uint16_t)ci->ib.dyn_alter;
+                m->dyn_cmd->valid_min = (uint8_t)ci->ib.dyn_minutes;
             }
-            ci->ib.fd = fd;
+            break;
         }
     }
-    /* commit: take ownership of everything */
-    lr_log_level = c->log_level;
-    if (c->access_set && !dry_run)
-        lr_access_open(c->access);
-    else if (!dry_run)
-        lr_access_open("");
-    d->users = c->users;
-    d->nusers = c->nusers;
+    /* take ownership of everything */
+    struct lr_gen *g = calloc(1, sizeof(*g));
+    if (!g) {
+        free(carried);
+        return errf(err, errlen, NULL, "out of memory");
+    }
+    g->d = d;
+    g->refs = 1;
+    g->users = c->users;
+    g->nusers = c->nusers;
     c->users = NULL;
     c->nusers = 0;
-    d->nob = c->nob;
-    d->ob = calloc(c->nob, sizeof(*d->ob));
+    g->nob = c->nob;
+    g->ob = calloc(c->nob, sizeof(*g->ob));
     for (uint32_t i = 0; i < c->nob; i++) {
-        d->ob[i] = c->ob[i].ob;
+        g->ob[i] = c->ob[i].ob;
         memset(&c->ob[i].ob, 0, sizeof(c->ob[i].ob));
     }
-    d->nrules = c->nrules;
-    d->rules = calloc(c->nrules ? c->nrules : 1, sizeof(*d->rules));
+    g->nrules = c->nrules;
+    g->rules = calloc(c->nrules ? c->nrules : 1, sizeof(*g->rules));
     for (uint32_t i = 0; i < c->nrules; i++) {
-        d->rules[i] = c->rules[i].r;
+        g->rules[i] = c->rules[i].r;
         memset(&c->rules[i].r, 0, sizeof(c->rules[i].r));
     }
-    d->default_ob = def;
-    d->nib = c->nib;
-    d->ib = calloc(c->nib, sizeof(*d->ib));
+    g->default_ob = def;
+    g->nib = c->nib;
+    g->ib = calloc(c->nib, sizeof(*g->ib));
     for (uint32_t i = 0; i < c->nib; i++) {
-        d->ib[i] = c->ib[i].ib;
+        g->ib[i] = c->ib[i].ib;
         memset(&c->ib[i].ib, 0, sizeof(c->ib[i].ib));
-        struct lr_inbound *ib = &d->ib[i];
+        c->ib[i].ib.fd = -1;
+        struct lr_inbound *ib = &g->ib[i];
+        ib->gen = g;
         ib->d = d;
-        if (ib->fd >= 0 && !dry_run) {
+        ib->nconns = 0;
+        if (carried[i]) {
+            /* the old listener's socket moves here when installed */
+            ib->fd = -2 - (int)(carried[i] - old->ib);
+        }
+    }
+    free(carried);
+    *out = g;
+    return 0;
+}
+
+/* Makes `g` the current generation: moves carried listeners over, closes
+ * listeners the new config dropped, starts accepting. */
+static void gen_install(struct lr_daemon *d, struct lr_gen *g)
+{
+    struct lr_gen *old = d->gen;
+    for (uint32_t i = 0; i < g->nib; i++) {
+        struct lr_inbound *ib = &g->ib[i];
+        if (ib->fd <= -2 && old) {
+            struct lr_inbound *o = &old->ib[-2 - ib->fd];
+            ev_io_stop(d->loop, &o->accept_w);
+            ib->fd = o->fd;
+            o->fd = -1;
+        }
+    }
+    if (old) {
+        for (uint32_t i = 0; i < old->nib; i++) {
+            struct lr_inbound *o = &old->ib[i];
+            ev_io_stop(d->loop, &o->accept_w);
+            if (o->fd >= 0) {
+                char a[80];
+                lr_addr_str(&o->addr, a, sizeof(a));
+                lr_info("inbound %s on %s removed", o->tag, a);
+                close(o->fd);
+                o->fd = -1;
+            }
+        }
+    }
+    for (uint32_t i = 0; i < g->nib; i++) {
+        struct lr_inbound *ib = &g->ib[i];
+        if (ib->fd >= 0) {
             ev_io_init(&ib->accept_w, accept_cb, ib->fd, EV_READ);
             ev_io_start(d->loop, &ib->accept_w);
         }
     }
+    g->id = ++d->gen_seq;
+    d->gen = g;
+    if (old) {
+        d->old_gens++;
+        lr_gen_unref(old);
+    }
+}
+
+static void apply_logging(struct lr_conf *c)
+{
+    lr_log_level = c->log_level;
+    lr_access_open(c->access_set ? c->access : "");
+}
+
+int lr_daemon_commit(struct lr_daemon *d, struct lr_conf *c,
+                     struct lr_script *script, int dry_run, char *err,
+                     size_t errlen)
+{
+    struct lr_gen *g = NULL;
+    if (gen_build(d, c, dry_run, &g, err, errlen) != 0)
+        return -1;
+    g->script = script;
+    g->hooks = script ? lr_script_hooks(script) : 0;
+    if (dry_run) {
+        g->script = NULL;
+        gen_free(g);
+        return 0;
+    }
+    apply_logging(c);
+    gen_install(d, g);
     return 0;
+}
+
+/* SIGHUP: build the new generation aside; on any error keep the old one. */
+static void reload(struct lr_daemon *d)
+{
+    char err[1024];
+    if (!d->config_path) {
+        lr_warn("reload: running the embedded default config; nothing to reload");
+        return;
+    }
+    struct lr_conf *c = lr_conf_new();
+    struct lr_script *s = lr_script_new(d);
+    if (!c || !s) {
+        lr_error("reload failed: out of memory; keeping generation %llu",
+                 (unsigned long long)d->gen->id);
+        lr_conf_free(c);
+        if (s)
+            lr_script_free(s);
+        return;
+    }
+    if (lr_script_load_config(s, d->config_path, c, 0, err, sizeof(err)) != 0 ||
+        lr_daemon_commit(d, c, s, 0, err, sizeof(err)) != 0) {
+        lr_error("reload failed, keeping generation %llu: %s",
+                 (unsigned long long)d->gen->id, err);
+        lr_conf_free(c);
+        lr_script_free(s);
+        return;
+    }
+    lr_conf_free(c);
+    lr_info("reload: generation %llu serving; %u connections on older generations",
+            (unsigned long long)d->gen->id, d->nconns);
+    lr_script_reload_hook(d->gen);
+}
+
+static void hup_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    struct lr_daemon *d = w->data;
+    if (!d->stopping)
+        reload(d);
 }
 
 void lr_daemon_describe(struct lr_daemon *d)
 {
-    for (uint32_t i = 0; i < d->nib; i++) {
+    for (uint32_t i = 0; i < d->gen->nib; i++) {
         static const char *names[] = {"?", "vmess", "socks", "http"};
         char a[80];
-        lr_addr_str(&d->ib[i].addr, a, sizeof(a));
-        lr_info("inbound %s (%s) listening on %s", d->ib[i].tag,
-                names[d->ib[i].type & 3], a);
+        lr_addr_str(&d->gen->ib[i].addr, a, sizeof(a));
+        lr_info("inbound %s (%s) listening on %s", d->gen->ib[i].tag,
+                names[d->gen->ib[i].type & 3], a);
     }
 }
 
@@ -347,6 +560,9 @@ int lr_daemon_run(struct lr_daemon *d)
     d->sigterm.data = d->sigint.data = d;
     ev_signal_start(loop, &d->sigterm);
     ev_signal_start(loop, &d->sigint);
+    ev_signal_init(&d->sighup, hup_cb, SIGHUP);
+    d->sighup.data = d;
+    ev_signal_start(loop, &d->sighup);
     ev_signal_init(&d->sigusr1, dump_cb, SIGUSR1);
     d->sigusr1.data = d;
     ev_signal_start(loop, &d->sigusr1);
@@ -362,34 +578,14 @@ void lr_daemon_free(struct lr_daemon *d)
 {
     if (!d)
         return;
-    for (uint32_t i = 0; i < d->nib; i++) {
-        struct lr_inbound *ib = &d->ib[i];
-        if (ib->fd >= 0)
-            close(ib->fd);
-        free(ib->tag);
-        free(ib->host);
-        lr_users_free(ib->users);
-        free(ib->user_map);
-        for (uint32_t k = 0; k < ib->naccounts; k++) {
-            free(ib->accounts[k].user);
-            free(ib->accounts[k].pass);
-        }
-        free(ib->accounts);
-        free(ib->dyn_cmd);
+    if (d->gen) {
+        struct lr_gen *g = d->gen;
+        d->gen = NULL;
+        g->d = NULL;
+        lr_gen_unref(g);
     }
-    free(d->ib);
-    for (uint32_t i = 0; i < d->nob; i++) {
-        free(d->ob[i].tag);
-        free(d->ob[i].server_host);
-    }
-    free(d->ob);
-    for (uint32_t i = 0; i < d->nrules; i++)
-        lr_rule_free(&d->rules[i]);
-    free(d->rules);
-    for (uint32_t i = 0; i < d->nusers; i++)
-        free(d->users[i].email);
-    free(d->users);
     lr_replay_free(d->replay);
+    free(d->config_path);
     free(d);
     lr_buf_trim();
 }

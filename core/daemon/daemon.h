@@ -25,7 +25,10 @@ struct lr_account {
     char *user, *pass;
 };
 
+struct lr_gen;
+
 struct lr_inbound {
+    struct lr_gen *gen;          /* the generation that owns it */
     char *tag;
     int type;
     char *host;
@@ -98,13 +101,31 @@ struct lr_rule {
     int32_t to;         /* outbound index */
 };
 
-struct lr_daemon {
-    struct ev_loop *loop;
+struct lr_script;
+
+/* One loaded configuration: what a config script declared, built into
+ * runtime objects, with its Lua state.  Refcounted: the daemon holds the
+ * current one, every connection holds the one it started on, so a reload
+ * never pulls anything from under an open connection (style.md 10). */
+struct lr_gen {
+    uint64_t id;
+    int refs;
+    struct lr_daemon *d;
     struct lr_inbound *ib;   uint32_t nib;
     struct lr_outbound *ob;  uint32_t nob;
     struct lr_rule *rules;   uint32_t nrules;
     int32_t default_ob;
     struct lr_user_info *users; uint32_t nusers;
+    struct lr_script *script;    /* its Lua state (hooks), may be NULL */
+    uint32_t hooks;              /* bit mask of the hooks it defines */
+};
+
+struct lr_daemon {
+    struct ev_loop *loop;
+    struct lr_gen *gen;      /* the current generation */
+    uint64_t gen_seq;
+    uint32_t old_gens;       /* generations still draining */
+    char *config_path;       /* NULL: the embedded default */
     struct lr_replay *replay;
     uint64_t next_conn_id;
     uint32_t nconns;
@@ -112,7 +133,7 @@ struct lr_daemon {
     struct lr_conn *kicks;   /* connections to pump again (deferred) */
     ev_prepare kick_w;
     ev_timer tick;           /* legacy table refresh, replay expiry */
-    ev_signal sigterm, sigint, sigusr1;
+    ev_signal sigterm, sigint, sigusr1, sighup;
     ev_timer grace;
     int stopping;
     double grace_seconds;

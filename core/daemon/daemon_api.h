@@ -9,8 +9,15 @@ struct lr_conf;
 struct lr_inbound;
 
 struct lr_daemon *lr_daemon_new(void);
-int lr_daemon_commit(struct lr_daemon *d, struct lr_conf *c, int dry_run,
-                     char *err, size_t errlen);
+struct lr_script;
+struct lr_gen;
+/* Builds a generation from `c` and makes it current (dry_run: only
+ * checks).  The generation takes `script`.  -1 with err on failure. */
+int lr_daemon_commit(struct lr_daemon *d, struct lr_conf *c,
+                     struct lr_script *script, int dry_run, char *err,
+                     size_t errlen);
+void lr_gen_ref(struct lr_gen *g);
+void lr_gen_unref(struct lr_gen *g);
 void lr_daemon_describe(struct lr_daemon *d);
 int lr_daemon_run(struct lr_daemon *d);
 void lr_daemon_free(struct lr_daemon *d);

@@ -127,12 +127,12 @@ static void sin_readable(struct lr_conn *c)
                 found |= p[2 + i] == want;
             c->up.in->rd += (uint32_t)(2 + nm);
             uint8_t r[2] = {5, found ? want : 0xff};
-            if (lr_conn_send_client(c, r, 2) < 0)
-                return;
             if (!found) {
-                lr_conn_close(c, "no acceptable auth method");
+                lr_conn_reply_close(c, r, 2, "no acceptable auth method");
                 return;
             }
+            if (lr_conn_send_client(c, r, 2) < 0)
+                return;
             st->stage = want == 2 ? S_AUTH : S_REQUEST;
             break;
         }
@@ -148,12 +148,12 @@ static void sin_readable(struct lr_conn *c)
             int ok = p[0] == 1 && check_account(ib, p + 2, ul, p + 3 + ul, pl);
             c->up.in->rd += (uint32_t)(3 + ul + pl);
             uint8_t r[2] = {1, ok ? 0 : 1};
-            if (lr_conn_send_client(c, r, 2) < 0)
-                return;
             if (!ok) {
-                lr_conn_close(c, "bad socks credentials");
+                lr_conn_reply_close(c, r, 2, "bad socks credentials");
                 return;
             }
+            if (lr_conn_send_client(c, r, 2) < 0)
+                return;
             st->stage = S_REQUEST;
             break;
         }
@@ -168,8 +168,8 @@ static void sin_readable(struct lr_conn *c)
             if (used == 0)
                 return;
             if (used < 0) {
-                if (reply(c, 8) == 0)
-                    lr_conn_close(c, "bad socks address");
+                uint8_t r[10] = {5, 8, 0, 1, 0, 0, 0, 0, 0, 0};
+                lr_conn_reply_close(c, r, sizeof(r), "bad socks address");
                 return;
             }
             c->up.in->rd += (uint32_t)(3 + used);
@@ -180,8 +180,8 @@ static void sin_readable(struct lr_conn *c)
             } else if (p[1] == 3 && ib->udp) {
                 lr_socks_udp_associate(c);
             } else {
-                if (reply(c, 7) == 0)
-                    lr_conn_close(c, "socks command not supported");
+                uint8_t r[10] = {5, 7, 0, 1, 0, 0, 0, 0, 0, 0};
+                lr_conn_reply_close(c, r, sizeof(r), "socks command not supported");
             }
             return;
         }
@@ -204,8 +204,7 @@ static void sin_dial_failed(struct lr_conn *c, int err)
                 : err == -EACCES ? 2 : 4;
     uint8_t r[10] = {5, rep, 0, 1, 0, 0, 0, 0, 0, 0};
     /* best effort, then close: the client learns why */
-    (void)!write(c->cli.fd, r, sizeof(r));
-    lr_conn_close(c, c->reason ? c->reason : "dial failed");
+    lr_conn_reply_close(c, r, sizeof(r), c->reason ? c->reason : "dial failed");
 }
 
 static void sin_free(struct lr_conn *c)

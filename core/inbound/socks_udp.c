@@ -244,8 +244,7 @@ int lr_socks_udp_associate(struct lr_conn *c)
     if (a->fd < 0) {
         uint8_t fail[10] = {5, 1, 0, 1, 0, 0, 0, 0, 0, 0};
         free(a);
-        if (lr_conn_send_client(c, fail, sizeof(fail)) == 0)
-            lr_conn_close(c, "udp bind failed");
+        lr_conn_reply_close(c, fail, sizeof(fail), "udp bind failed");
         return -1;
     }
     struct lr_addr local;

@@ -23,6 +23,9 @@
 #include "base/log.h"
 #include "net/conn.h"
 #include "route/route.h"
+#include "daemon/daemon_api.h"
+#include "daemon/policy.h"
+#include "script/bridge.h"
 
 #define PIECE 16384 /* our writers' payload per chunk */
 
@@ -31,6 +34,9 @@ static void cli_write_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void rem_read_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void rem_write_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void throttle_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static int has_hook(struct lr_conn *c, int kind);
+static int run_hook(struct lr_conn *c, int kind, struct lr_hook_ctx *x);
 static int ensure_in(struct lr_pipe *p);
 static int pump(struct lr_conn *c, struct lr_pipe *p, struct lr_side *src,
                 struct lr_side *dst);
@@ -48,6 +54,8 @@ struct lr_conn *lr_conn_new(struct lr_daemon *d, struct lr_inbound *ib,
     c->id = ++d->next_conn_id;
     c->d = d;
     c->ib = ib;
+    c->gen = ib->gen;
+    lr_gen_ref(c->gen);
     c->ibops = ops;
     c->src = *src;
     c->user = -1;
@@ -62,6 +70,7 @@ struct lr_conn *lr_conn_new(struct lr_daemon *d, struct lr_inbound *ib,
     ev_init(&c->rem.rio, rem_read_cb);
     ev_init(&c->rem.wio, rem_write_cb);
     ev_init(&c->timer, timer_cb);
+    ev_init(&c->throttle, throttle_cb);
     /* the handshake deadline counts from accept; bytes do not extend it */
     c->deadline = c->t_start + ib->handshake_timeout;
     ev_timer_set(&c->timer, ib->handshake_timeout, 0.);
@@ -246,8 +255,20 @@ void lr_conn_close(struct lr_conn *c, const char *reason)
     if (!c->reason)
         c->reason = reason;
     ev_io_stop(loop, &c->dial.io);
+    ev_timer_stop(loop, &c->throttle);
     if (c->dial.fd >= 0)
         close(c->dial.fd);
+    if (c->dialed && has_hook(c, LR_HOOK_CLOSE)) {
+        struct lr_hook_ctx x;
+        run_hook(c, LR_HOOK_CLOSE, &x); /* failures are only logged */
+    }
+    if (c->pol) {
+        uint8_t ip[16];
+        int il = lr_addr_ip_bytes(&c->src, ip);
+        lr_policy_charge(c->pol, (double)(c->up.bytes + c->down.bytes - c->charged));
+        lr_policy_release(c->pol, ip, il);
+        c->pol = NULL;
+    }
     ev_io_stop(loop, &c->cli.rio);
     ev_io_stop(loop, &c->cli.wio);
     ev_io_stop(loop, &c->rem.rio);
@@ -273,7 +294,7 @@ void lr_conn_close(struct lr_conn *c, const char *reason)
         dest_str(&c->dst, dst, sizeof(dst));
         lr_access_write("%s %s %s %s %s %s up=%llu down=%llu dur=%.3f %s%s%s",
                         src, c->ib->tag,
-                        c->user >= 0 ? d->users[c->user].email : "-",
+                        c->user >= 0 ? c->gen->users[c->user].email : "-",
                         c->dst.network == LR_NET_UDP ? "udp" : "tcp", dst,
                         c->ob ? c->ob->tag : "-",
                         (unsigned long long)c->up.bytes,
@@ -295,7 +316,9 @@ void lr_conn_close(struct lr_conn *c, const char *reason)
         c->next->prev = c->prev;
     d->nconns--;
     c->ib->nconns--;
+    struct lr_gen *g = c->gen;
     free(c);
+    lr_gen_unref(g);
 }
 
 void lr_conn_set_deadline(struct lr_conn *c, double seconds)
@@ -394,6 +417,18 @@ int lr_conn_send_client(struct lr_conn *c, const void *data, size_t len)
     return 0;
 }
 
+void lr_conn_reply_close(struct lr_conn *c, const void *data, size_t len,
+                         const char *reason)
+{
+    struct lr_pipe *p = &c->down;
+    if (p->out && lr_buf_len(p->out))
+        (void)!send(c->cli.fd, lr_buf_head(p->out), lr_buf_len(p->out),
+                    MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (len)
+        (void)!send(c->cli.fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+    lr_conn_close(c, reason);
+}
+
 void lr_conn_drain(struct lr_conn *c, const char *reason)
 {
     struct ev_loop *loop = c->d->loop;
@@ -434,17 +469,130 @@ static void drain_read(struct lr_conn *c)
 
 /* ------------------------------------------------------------ dialling */
 
+/* ------------------------------------------------------------ hooks */
+
+static int has_hook(struct lr_conn *c, int kind)
+{
+    return c->gen->script && (c->gen->hooks & (1u << kind));
+}
+
+static void hook_ctx(struct lr_conn *c, int kind, struct lr_hook_ctx *x,
+                     char *srcip, size_t n)
+{
+    memset(x, 0, sizeof(*x));
+    x->kind = kind;
+    x->id = c->id;
+    x->generation = c->gen->id;
+    lr_addr_ip_str(&c->src, srcip, n);
+    x->src_ip = srcip;
+    x->src_port = lr_addr_port(&c->src);
+    x->inbound = c->ib->tag;
+    if (c->user >= 0) {
+        x->user_email = c->gen->users[c->user].email;
+        x->user_level = (int32_t)c->gen->users[c->user].level;
+    }
+    if (c->dst.host[0]) {
+        x->dst_host = c->dst.host;
+        x->dst_port = c->dst.port;
+    }
+    x->network = c->dst.network == LR_NET_UDP ? "udp" : "tcp";
+    x->outbound = c->ob ? c->ob->tag : NULL;
+}
+
+static int run_hook(struct lr_conn *c, int kind, struct lr_hook_ctx *x)
+{
+    char ip[64];
+    hook_ctx(c, kind, x, ip, sizeof(ip));
+    if (kind == LR_HOOK_CLOSE) {
+        x->up = c->up.bytes;
+        x->down = c->down.bytes;
+        x->duration_ms = (ev_now(c->d->loop) - c->t_start) * 1000.0;
+        x->reason = c->reason;
+    }
+    int v = lr_script_call(c->gen->script, x);
+    if (v == LR_VERDICT_ERROR)
+        lr_warn("conn %llu: %s hook failed: %s", (unsigned long long)c->id,
+                kind == LR_HOOK_AUTH ? "auth" : kind == LR_HOOK_ROUTE ? "route"
+                : kind == LR_HOOK_CONNECT ? "connect" : "close", x->out_reason);
+    return v;
+}
+
+int lr_conn_accept_hook(struct lr_inbound *ib, const struct lr_addr *src)
+{
+    struct lr_gen *g = ib->gen;
+    if (!g->script || !(g->hooks & (1u << LR_HOOK_ACCEPT)))
+        return 0;
+    struct lr_hook_ctx x;
+    char ip[64];
+    memset(&x, 0, sizeof(x));
+    x.kind = LR_HOOK_ACCEPT;
+    x.generation = g->id;
+    lr_addr_ip_str(src, ip, sizeof(ip));
+    x.src_ip = ip;
+    x.src_port = lr_addr_port(src);
+    x.inbound = ib->tag;
+    x.network = "tcp";
+    int v = lr_script_call(g->script, &x);
+    if (v == LR_VERDICT_ERROR)
+        lr_warn("accept hook failed (client refused): %s", x.out_reason);
+    else if (v == LR_VERDICT_REFUSE)
+        lr_debug("client %s refused by the accept hook: %s", ip, x.out_reason);
+    return v == LR_VERDICT_CONTINUE ? 0 : -1;
+}
+
 void lr_conn_dial(struct lr_conn *c)
 {
     struct lr_daemon *d = c->d;
+    struct lr_hook_ctx x;
+    int32_t ob = -1;
     ev_io_stop(d->loop, &c->cli.rio);
     c->state = LR_CS_DIAL;
-    int32_t ob = lr_route_pick(d, c);
+    c->dialed = 1;
+    if (has_hook(c, LR_HOOK_AUTH)) {
+        int v = run_hook(c, LR_HOOK_AUTH, &x);
+        if (v != LR_VERDICT_CONTINUE) {
+            snprintf(c->fail_detail, sizeof(c->fail_detail), "%s", x.out_reason);
+            lr_conn_dial_failed(c, -EACCES, v == LR_VERDICT_REFUSE
+                                ? "refused by auth hook" : "auth hook failed");
+            return;
+        }
+    }
+    if (c->user >= 0) {
+        uint8_t ip[16];
+        int il = lr_addr_ip_bytes(&c->src, ip);
+        const char *why = lr_policy_admit(c->gen->users[c->user].email, ip,
+                                          il, &c->pol);
+        if (why) {
+            lr_conn_dial_failed(c, -EACCES, why);
+            return;
+        }
+    }
+    if (has_hook(c, LR_HOOK_ROUTE)) {
+        int v = run_hook(c, LR_HOOK_ROUTE, &x);
+        if (v == LR_VERDICT_ERROR) {
+            snprintf(c->fail_detail, sizeof(c->fail_detail), "%s", x.out_reason);
+            lr_conn_dial_failed(c, -EACCES, "route hook failed");
+            return;
+        }
+        if (v == LR_VERDICT_ROUTE) {
+            for (uint32_t i = 0; i < c->gen->nob && ob < 0; i++)
+                if (strcmp(c->gen->ob[i].tag, x.out_tag) == 0)
+                    ob = (int32_t)i;
+            if (ob < 0) {
+                snprintf(c->fail_detail, sizeof(c->fail_detail),
+                         "no outbound '%s'", x.out_tag);
+                lr_conn_dial_failed(c, -EACCES, "route hook failed");
+                return;
+            }
+        }
+    }
+    if (ob < 0)
+        ob = lr_route_pick(d, c);
     if (ob < 0) {
         lr_conn_dial_failed(c, -EHOSTUNREACH, "no route");
         return;
     }
-    c->ob = &d->ob[ob];
+    c->ob = &c->gen->ob[ob];
     c->obops = lr_outbound_ops(c->ob->type);
     lr_conn_set_deadline(c, c->ob->connect_timeout);
     c->obops->dial(c);
@@ -547,6 +695,10 @@ static void update_reads(struct lr_conn *c);
 void lr_conn_start_relay(struct lr_conn *c)
 {
     struct ev_loop *loop = c->d->loop;
+    if (has_hook(c, LR_HOOK_CONNECT)) {
+        struct lr_hook_ctx x;
+        run_hook(c, LR_HOOK_CONNECT, &x); /* failures are only logged */
+    }
     c->state = LR_CS_RELAY;
     c->t_last = ev_now(loop);
     ev_timer_stop(loop, &c->timer);
@@ -807,6 +959,15 @@ static int pump(struct lr_conn *c, struct lr_pipe *p, struct lr_side *src,
     if (src->room && !p->src_eof && !p->pend_len &&
         (!p->in || lr_buf_room(p->in) > 0 || p->in->rd > 0))
         src->room(c);
+    if (c->pol) {
+        uint64_t total = c->up.bytes + c->down.bytes;
+        if (total != c->charged) {
+            int over = lr_policy_charge(c->pol, (double)(total - c->charged));
+            c->charged = total;
+            if (over)
+                return fatal(c, "quota exceeded");
+        }
+    }
     if (c->doom)
         return fatal(c, c->doom);
     if (c->up.closed && c->down.closed)
@@ -822,6 +983,15 @@ static void update_reads(struct lr_conn *c)
     struct lr_side *ss[2] = {&c->cli, &c->rem};
     if (c->state != LR_CS_RELAY)
         return;
+    if (c->pol && !c->throttled) {
+        double wait = lr_policy_wait(c->pol, ev_now(loop));
+        if (wait > 0) {
+            /* the user's bucket is in debt: read nothing until it refills */
+            c->throttled = 1;
+            ev_timer_set(&c->throttle, wait, 0.);
+            ev_timer_start(loop, &c->throttle);
+        }
+    }
     for (int i = 0; i < 2; i++) {
         struct lr_pipe *p = ps[i];
         int want = !p->src_eof && !p->pend_len &&
@@ -831,11 +1001,20 @@ static void update_reads(struct lr_conn *c)
                    (!ss[i]->dgram || !p->in || lr_buf_len(p->in) == 0);
         if (ss[i]->fd < 0)
             continue;
+        if (c->throttled)
+            want = 0;
         if (want)
             ev_io_start(loop, &ss[i]->rio);
         else
             ev_io_stop(loop, &ss[i]->rio);
     }
+}
+
+static void throttle_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct lr_conn *c = CONN_OF(w, throttle);
+    c->throttled = 0;
+    update_reads(c);
 }
 
 static void side_readable(struct lr_conn *c, struct lr_pipe *p,

@@ -83,6 +83,7 @@ struct lr_conn {
     uint64_t id;
     int state;
     struct lr_daemon *d;
+    struct lr_gen *gen;          /* held until the connection closes */
     struct lr_inbound *ib;
     struct lr_outbound *ob;
     const struct lr_ib_ops *ibops;
@@ -98,9 +99,14 @@ struct lr_conn {
     struct lr_dest dst;
     int32_t user;                /* daemon user index, -1 none */
     const char *reason;
-    char fail_detail[64];
+    char fail_detail[300];
     struct lr_dial dial;
     const char *doom;            /* close at the next safe point */
+    struct lr_pol *pol;          /* the user's policy, once admitted */
+    uint64_t charged;            /* payload bytes charged to it */
+    ev_timer throttle;           /* rate limit: resume reading */
+    uint8_t throttled;
+    uint8_t dialed;              /* auth/route ran: close hook and policy */
     struct lr_conn *kick_next;   /* deferred pump queue (lr_conn_kick) */
     uint8_t kicked;
 };
@@ -142,6 +148,10 @@ void lr_conn_close(struct lr_conn *c, const char *reason);
 ssize_t lr_conn_read_client(struct lr_conn *c);
 /* Queues bytes for the client (handshake replies); -1 if it closed c. */
 int lr_conn_send_client(struct lr_conn *c, const void *data, size_t len);
+/* Sends what is queued for the client and `data` (best effort, without
+ * waiting), then closes: for protocol error replies. */
+void lr_conn_reply_close(struct lr_conn *c, const void *data, size_t len,
+                         const char *reason);
 /* Bad VMess header: stay silent, discard input, close at the deadline. */
 void lr_conn_drain(struct lr_conn *c, const char *reason);
 /* The inbound knows the destination (c->dst, c->user): route and dial. */
@@ -158,6 +168,9 @@ void lr_conn_connect(struct lr_conn *c, const char *host, uint16_t port,
                      int family, int forbid_private, lr_dial_fn done);
 /* The outbound ops table for an outbound type. */
 const struct lr_ob_ops *lr_outbound_ops(int type);
+
+/* runs Lua: the accept hook for a new client; 0 to go on, -1 refused. */
+int lr_conn_accept_hook(struct lr_inbound *ib, const struct lr_addr *src);
 
 /* Arms the connection timer for `seconds` from now (dial phases). */
 void lr_conn_set_deadline(struct lr_conn *c, double seconds);

@@ -80,7 +80,7 @@ static int rule_match(struct lr_daemon *d, const struct lr_rule *r,
     if (r->nuser) {
         int ok = 0;
         for (uint32_t i = 0; c->user >= 0 && i < r->nuser && !ok; i++)
-            ok = strcmp(d->users[c->user].email, r->user[i]) == 0;
+            ok = strcmp(c->gen->users[c->user].email, r->user[i]) == 0;
         if (!ok)
             return 0;
     }
@@ -96,10 +96,11 @@ static int rule_match(struct lr_daemon *d, const struct lr_rule *r,
 
 int32_t lr_route_pick(struct lr_daemon *d, struct lr_conn *c)
 {
-    for (uint32_t i = 0; i < d->nrules; i++)
-        if (rule_match(d, &d->rules[i], c))
-            return d->rules[i].to;
-    return d->default_ob;
+    struct lr_gen *g = c->gen;
+    for (uint32_t i = 0; i < g->nrules; i++)
+        if (rule_match(d, &g->rules[i], c))
+            return g->rules[i].to;
+    return g->default_ob;
 }
 
 static void free_list(char **v, uint32_t n)

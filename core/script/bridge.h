@@ -1,24 +1,38 @@
 /*
  * The only way C enters Lua (style.md 4).  Functions marked "runs Lua"
- * call into the embedded LuaJIT state.
+ * call into a generation's LuaJIT state, always from the loop and never
+ * from inside an API call made by Lua.
  */
 #ifndef LR_BRIDGE_H
 #define LR_BRIDGE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 struct lr_conf;
+struct lr_daemon;
+struct lr_gen;
+struct lr_hook_ctx;
+struct lr_script;
 
-/* Creates the Lua state with the embedded modules.  0 or -1. */
-int lr_script_open(void);
-void lr_script_close(void);
+/* A fresh Lua state with the embedded modules and a memory cap; NULL on
+ * failure.  `d` may be NULL (link, -t). */
+struct lr_script *lr_script_new(struct lr_daemon *d);
+void lr_script_free(struct lr_script *s);
 /* runs Lua: loads the config script at `path` (NULL: the embedded default)
  * into `conf`.  On error returns -1 with "file:line: message" in err.
  * With announce, the default config prints its UUID and share link. */
-int lr_script_load_config(const char *path, struct lr_conf *conf,
-                          int announce, char *err, size_t errlen);
+int lr_script_load_config(struct lr_script *s, const char *path,
+                          struct lr_conf *conf, int announce, char *err,
+                          size_t errlen);
+/* The hooks the loaded config defines: bit (1 << LR_HOOK_*). */
+uint32_t lr_script_hooks(const struct lr_script *s);
+/* runs Lua: calls a hook; the answer is in ctx->verdict (also returned). */
+int lr_script_call(struct lr_script *s, struct lr_hook_ctx *ctx);
+/* runs Lua: the reload hook of a freshly installed generation. */
+void lr_script_reload_hook(struct lr_gen *g);
 /* runs Lua: prints a vmess:// link per user of the config at `path`. */
-int lr_script_links(const char *path, const char *host, char *err,
-                    size_t errlen);
+int lr_script_links(struct lr_script *s, const char *path, const char *host,
+                    char *err, size_t errlen);
 
 #endif

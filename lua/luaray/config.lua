@@ -861,6 +861,8 @@ end
 ---------------------------------------------------------------------------
 -- The environment
 
+local BUDGET = "luaray: hook exceeded its budget"
+
 local SAFE = { "assert", "error", "ipairs", "pairs", "next", "select", "tonumber", "tostring",
                "type", "unpack", "pcall", "xpcall", "setmetatable", "getmetatable",
                "rawget", "rawset", "rawequal", "print" }
@@ -939,6 +941,20 @@ end
 local function make_env(S, luaray)
   local base = {}
   for _, name in ipairs(SAFE) do base[name] = _G[name] end
+  -- a hook must not be able to swallow the daemon's budget error (its
+  -- message starts with BUDGET): pcall/xpcall pass it on
+  local function is_budget(e) return type(e) == "string" and e:find(BUDGET, 1, true) ~= nil end
+  local function pass(ok, ...)
+    if not ok and is_budget((...)) then error((...), 0) end
+    return ok, ...
+  end
+  base.pcall = function(f, ...) return pass(pcall(f, ...)) end
+  base.xpcall = function(f, h)
+    return pass(xpcall(f, function(e)
+      if is_budget(e) then return e end
+      return h(e)
+    end))
+  end
   base.string = copy(string)
   base.table = copy(table)
   base.math = copy(math)
@@ -1020,6 +1036,11 @@ function run_chunk(S, path, src, inc_where, chunkname)
   end
   local fn, err = load(src, chunkname, "t")
   if not fn then error(err, 0) end
+  -- Config code (and every function it defines: hooks) stays in the
+  -- interpreter, where the daemon's instruction/time budget (a count hook)
+  -- can stop a runaway hook; LuaJIT does not run hooks inside compiled
+  -- traces.  luaray's own Lua (rules, wrappers) is still compiled.
+  if jit then jit.off(fn, true) end
   setfenv(fn, S.env)
   S.stack[#S.stack + 1] = display
   fn()

@@ -8,6 +8,8 @@ local config = require "luaray.config"
 
 local M = {}
 
+local bit = require "bit"
+
 local LEVELS = { debug = 0, info = 1, warn = 2, error = 3 }
 
 -- The embedded default (design.md 1): a VMess server on 127.0.0.1:10086
@@ -110,23 +112,211 @@ local function apply(cfg, conf)
     end
   end
   check(C.lr_conf_default(conf, cfg.default_outbound))
-  for name in pairs(cfg.hooks or {}) do
-    io.stderr:write(("luaray: warning: hook '%s' is declared but this version does not run hooks yet\n"):format(name))
+end
+
+---------------------------------------------------------------------------
+-- luaray.shared and luaray.policy: thin wrappers over C state that lives
+-- in the daemon, not in this Lua state, so it survives reloads.
+
+local kbuf = ffi.new("char[?]", 65536)
+local vlen = ffi.new("size_t[1]")
+local isnum = ffi.new("int32_t[1]")
+local dres = ffi.new("double[1]")
+
+local shared = {}
+
+local function key(k)
+  if type(k) ~= "string" and type(k) ~= "number" then
+    error("luaray.shared: key must be a string or number", 3)
+  end
+  return tostring(k)
+end
+
+function shared.get(k)
+  k = key(k)
+  local rc = C.lr_shared_get(k, #k, kbuf, 65536, vlen, isnum)
+  if rc ~= 0 then return nil end
+  local v = ffi.string(kbuf, vlen[0])
+  if isnum[0] == 1 then return tonumber(v) end
+  return v
+end
+
+function shared.set(k, v)
+  k = key(k)
+  if v == nil then C.lr_shared_delete(k, #k); return true end
+  if type(v) == "number" then
+    C.lr_shared_delete(k, #k)
+    C.lr_shared_incr(k, #k, v, dres)
+    return true
+  end
+  if type(v) ~= "string" then error("luaray.shared.set: value must be a string or number", 2) end
+  local rc = C.lr_shared_set(k, #k, v, #v)
+  if rc ~= 0 then return nil, ffi.string(C.lr_strerror(rc)) end
+  return true
+end
+
+function shared.incr(k, n)
+  k = key(k)
+  local rc = C.lr_shared_incr(k, #k, n or 1, dres)
+  if rc ~= 0 then return nil, "luaray.shared.incr: key holds a string" end
+  return dres[0]
+end
+
+function shared.delete(k)
+  k = key(k)
+  C.lr_shared_delete(k, #k)
+  return true
+end
+
+function shared.count() return tonumber(C.lr_shared_count()) end
+
+local pol = ffi.new("struct lr_policy")
+local use = ffi.new("struct lr_policy_usage")
+
+-- luaray.policy(email, { rate =, burst =, quota =, max_conns =, max_ips = })
+local function policy(email, t)
+  if type(email) ~= "string" then error("luaray.policy: email must be a string", 2) end
+  t = t or {}
+  for k in pairs(t) do
+    if k ~= "rate" and k ~= "burst" and k ~= "quota" and k ~= "max_conns" and k ~= "max_ips" then
+      error("luaray.policy: unknown key '" .. tostring(k) .. "'", 2)
+    end
+  end
+  pol.rate, pol.burst, pol.quota = t.rate or 0, t.burst or 0, t.quota or 0
+  pol.max_conns, pol.max_ips = t.max_conns or 0, t.max_ips or 0
+  return C.lr_policy_set(email, pol) == 0
+end
+
+-- luaray.usage(email) -> { bytes =, conns =, ips = } or nil
+local function usage(email)
+  if C.lr_policy_usage(email, use) ~= 0 then return nil end
+  return { bytes = use.bytes, conns = use.conns, ips = use.ips }
+end
+
+local function reset(email) return C.lr_policy_reset(email) == 0 end
+
+---------------------------------------------------------------------------
+-- Hooks
+
+local HOOK_NAMES = { [0] = "accept", "auth", "route", "connect", "close", "reload" }
+local HOOK_BITS = { accept = 1, auth = 2, route = 4, connect = 8, close = 16, reload = 32 }
+local hooks = {}
+
+-- Budget per hook call: instructions (counted every 1000 VM instructions;
+-- config code is never compiled, see config.lua) and wall-clock time.
+M.budget = { instructions = 50000000, seconds = 0.25 }
+local BUDGET_MSG = "luaray: hook exceeded its budget"
+M.BUDGET_MSG = BUDGET_MSG
+
+pcall(ffi.cdef, [[
+  typedef struct { long tv_sec; long tv_nsec; } lr_timespec_t;
+  int clock_gettime(int clk, lr_timespec_t *ts);
+]])
+local ts = ffi.new("lr_timespec_t")
+local function now()
+  ffi.C.clock_gettime(1, ts)
+  return tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) * 1e-9
+end
+
+local count, deadline, max_count = 0, 0, 0
+local function on_count()
+  count = count + 1
+  if count > max_count or now() > deadline then
+    error(BUDGET_MSG, 2)
   end
 end
 
--- load(path or nil, conf lightuserdata, announce) -> true | nil, "file:line: msg"
+local function budgeted(fn, a, b)
+  count = 0
+  max_count = M.budget.instructions / 1000
+  deadline = now() + M.budget.seconds
+  debug.sethook(on_count, "", 1000)
+  local ok, r1, r2 = pcall(fn, a, b)
+  debug.sethook()
+  return ok, r1, r2
+end
+
+local function str(p) if p == nil then return nil end return ffi.string(p) end
+
+local function copy_out(dst, size, s)
+  s = tostring(s)
+  if #s >= size then s = s:sub(1, size - 1) end
+  ffi.copy(dst, s)
+end
+
+-- Called by core/script/bridge.c with a struct lr_hook_ctx *.
+function M.call_hook(ptr)
+  local ctx = ffi.cast("struct lr_hook_ctx *", ptr)
+  local name = HOOK_NAMES[ctx.kind]
+  local fn = hooks[name]
+  if not fn then return end
+  local ok, r1, r2
+  if name == "reload" then
+    ok, r1, r2 = budgeted(fn, tonumber(ctx.generation))
+  else
+    local t = {
+      id = tonumber(ctx.id),
+      generation = tonumber(ctx.generation),
+      src = { ip = str(ctx.src_ip), port = ctx.src_port },
+      inbound = str(ctx.inbound),
+      network = str(ctx.network),
+    }
+    if ctx.user_email ~= nil then
+      t.user = { email = ffi.string(ctx.user_email), level = ctx.user_level }
+    end
+    if ctx.dst_host ~= nil then
+      t.dst = { host = ffi.string(ctx.dst_host), port = ctx.dst_port }
+    end
+    if ctx.outbound ~= nil then t.outbound = ffi.string(ctx.outbound) end
+    if name == "close" then
+      ok, r1, r2 = budgeted(fn, t, { up = tonumber(ctx.up), down = tonumber(ctx.down),
+                                     duration_ms = ctx.duration_ms, reason = str(ctx.reason) })
+    else
+      ok, r1, r2 = budgeted(fn, t)
+    end
+  end
+  if not ok then
+    ctx.verdict = 3
+    copy_out(ctx.out_reason, 256, r1)
+    return
+  end
+  if name == "accept" or name == "auth" then
+    if r1 == false then
+      ctx.verdict = 1
+      copy_out(ctx.out_reason, 256, r2 or ("refused by the " .. name .. " hook"))
+    elseif r1 ~= nil and r1 ~= true then
+      ctx.verdict = 3
+      copy_out(ctx.out_reason, 256, name .. " hook returned " .. type(r1) .. " (want true, false or nil)")
+    end
+  elseif name == "route" then
+    if r1 ~= nil then
+      if type(r1) ~= "string" or #r1 == 0 or #r1 >= 128 then
+        ctx.verdict = 3
+        copy_out(ctx.out_reason, 256, "route hook returned " .. type(r1) .. " (want an outbound tag or nil)")
+      else
+        ctx.verdict = 2
+        copy_out(ctx.out_tag, 128, r1)
+      end
+    end
+  end
+end
+
+-- load(path or nil, conf lightuserdata, announce) -> true, hook mask | nil, "file:line: msg"
 function M.load(path, conf_ud, announce)
   local cfg, err, uuid
+  local opts = { luaray = { shared = shared, policy = policy, usage = usage, reset_usage = reset } }
   if path then
-    cfg, err = config.load(path)
+    cfg, err = config.load(path, opts)
   else
     uuid = fresh_uuid()
-    cfg, err = config.load_string(DEFAULT:format(uuid, uuid), "=default")
+    cfg, err = config.load_string(DEFAULT:format(uuid, uuid), "=default", opts)
   end
   if not cfg then return nil, err end
   local ok, e = pcall(apply, cfg, ffi.cast("struct lr_conf *", conf_ud))
   if not ok then return nil, tostring(e) end
+  hooks = cfg.hooks or {}
+  local mask = 0
+  for name in pairs(hooks) do mask = bit.bor(mask, HOOK_BITS[name]) end
   if announce and not path then
     local link = require "luaray.link"
     io.stdout:write("luaray default configuration\n",
@@ -135,7 +325,7 @@ function M.load(path, conf_ud, announce)
       "  vmess  127.0.0.1:10086\n  socks5 127.0.0.1:1080\n  http   127.0.0.1:8080\n")
     io.stdout:flush()
   end
-  return true
+  return true, mask
 end
 
 -- links(path, host) prints one vmess:// link per user of each VMess inbound.

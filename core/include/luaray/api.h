@@ -535,4 +535,95 @@ LR_API int lr_conf_route_filter(struct lr_conf *c, const char *kind,
                                 const char *value);
 LR_API int lr_conf_default(struct lr_conf *c, const char *tag);
 
+/* ------------------------------------------------------------------ */
+/* Hooks: the context C fills before a hook runs (read by               */
+/* lua/luaray/daemon.lua through the FFI; borrowed for the call only)   */
+/* ------------------------------------------------------------------ */
+
+enum lr_hook_kind {
+    LR_HOOK_ACCEPT = 0,
+    LR_HOOK_AUTH = 1,
+    LR_HOOK_ROUTE = 2,
+    LR_HOOK_CONNECT = 3,
+    LR_HOOK_CLOSE = 4,
+    LR_HOOK_RELOAD = 5,
+    LR_HOOK_COUNT = 6
+};
+
+/* What a hook answered (lr_hook_ctx.verdict). */
+enum lr_hook_verdict {
+    LR_VERDICT_CONTINUE = 0,   /* allow / use the rules */
+    LR_VERDICT_REFUSE = 1,     /* accept/auth returned false */
+    LR_VERDICT_ROUTE = 2,      /* route returned a tag (in out_tag) */
+    LR_VERDICT_ERROR = 3       /* the hook failed: see out_reason */
+};
+
+struct lr_hook_ctx {
+    int32_t kind;              /* enum lr_hook_kind */
+    uint64_t id;               /* connection number */
+    uint64_t generation;
+    const char *src_ip;
+    uint16_t src_port;
+    const char *inbound;
+    const char *user_email;    /* NULL when no user is known */
+    int32_t user_level;
+    const char *dst_host;      /* NULL before the destination is known */
+    uint16_t dst_port;
+    const char *network;       /* "tcp" | "udp" */
+    const char *outbound;      /* connect/close: the outbound tag */
+    uint64_t up, down;         /* close: payload bytes */
+    double duration_ms;        /* close */
+    const char *reason;        /* close: why it closed */
+    int32_t verdict;           /* set by the hook wrapper */
+    char out_tag[128];
+    char out_reason[256];
+};
+
+/* ------------------------------------------------------------------ */
+/* luaray.shared: a key/value and counter store in C memory that        */
+/* survives reloads.  Keys and values are copied.                       */
+/* ------------------------------------------------------------------ */
+
+/* Sets key to a string value.  LR_OK, LR_ETOOBIG (key > 256, value >
+ * 64 KiB, or the store over its 64 MiB cap), LR_ENOMEM. */
+LR_API int lr_shared_set(const char *key, size_t klen, const char *val,
+                         size_t vlen);
+/* Copies the value into out (cap bytes); *vlen gets its size (even when
+ * cap is too small: then LR_ETOOBIG).  LR_EINVAL when absent; a counter
+ * reads as its decimal text.  *is_num = 1 for a counter. */
+LR_API int lr_shared_get(const char *key, size_t klen, char *out, size_t cap,
+                         size_t *vlen, int32_t *is_num);
+/* Adds delta to a counter (created at 0) and returns the new value in
+ * *result.  LR_EINVAL if the key holds a string. */
+LR_API int lr_shared_incr(const char *key, size_t klen, double delta,
+                          double *result);
+/* Removes a key; LR_OK even when absent. */
+LR_API int lr_shared_delete(const char *key, size_t klen);
+/* Number of keys. */
+LR_API uint32_t lr_shared_count(void);
+
+/* ------------------------------------------------------------------ */
+/* Per-user policy, set from Lua, enforced in C (kept across reloads)   */
+/* ------------------------------------------------------------------ */
+
+struct lr_policy {
+    double rate;               /* bytes/s, both directions together; 0 = none */
+    double burst;              /* token bucket depth in bytes (0: rate) */
+    double quota;              /* total bytes allowed; 0 = none */
+    uint32_t max_conns;        /* concurrent connections; 0 = none */
+    uint32_t max_ips;          /* distinct source IPs at once; 0 = none */
+};
+
+/* Sets (or with all zero, clears) the policy of the user with this email. */
+LR_API int lr_policy_set(const char *email, const struct lr_policy *p);
+/* Usage so far: bytes, live connections, distinct IPs. */
+struct lr_policy_usage {
+    double bytes;
+    uint32_t conns;
+    uint32_t ips;
+};
+LR_API int lr_policy_usage(const char *email, struct lr_policy_usage *out);
+/* Resets the byte count of a user (a new quota period). */
+LR_API int lr_policy_reset(const char *email);
+
 #endif

@@ -1,0 +1,164 @@
+/*
+ * Per-user policies.  One entry per email (created on first use), never
+ * freed while the process runs, so connections may keep a pointer.  The
+ * token bucket is shared by all connections of the user: bytes are
+ * charged after they moved, and a connection whose user's bucket is in
+ * debt stops reading until it refills (the relay asks lr_policy_wait).
+ */
+#include <math.h>
+#include <string.h>
+
+#include "base/base.h"
+#include "daemon/policy.h"
+
+#define MAX_IPS_TRACKED 1024
+
+struct ipc {
+    uint8_t ip[16];
+    uint8_t len;
+    uint32_t n;
+};
+
+struct lr_pol {
+    struct lr_pol *next;
+    char *email;
+    struct lr_policy p;
+    double bytes;
+    uint32_t conns;
+    struct ipc *ips;
+    uint32_t nips;
+    double tokens, last;
+};
+
+static struct lr_pol *list;
+
+static struct lr_pol *find(const char *email, int create)
+{
+    for (struct lr_pol *p = list; p; p = p->next)
+        if (strcmp(p->email, email) == 0)
+            return p;
+    if (!create)
+        return NULL;
+    struct lr_pol *p = calloc(1, sizeof(*p));
+    if (!p || !(p->email = strdup(email))) {
+        free(p);
+        return NULL;
+    }
+    p->last = -1;
+    p->next = list;
+    list = p;
+    return p;
+}
+
+LR_API int lr_policy_set(const char *email, const struct lr_policy *pol)
+{
+    if (!email || !pol || pol->rate < 0 || pol->burst < 0 || pol->quota < 0)
+        return LR_EINVAL;
+    struct lr_pol *p = find(email, 1);
+    if (!p)
+        return LR_ENOMEM;
+    p->p = *pol;
+    if (p->p.rate > 0 && p->p.burst <= 0)
+        p->p.burst = p->p.rate;
+    if (p->tokens > p->p.burst)
+        p->tokens = p->p.burst;
+    return LR_OK;
+}
+
+LR_API int lr_policy_usage(const char *email, struct lr_policy_usage *out)
+{
+    struct lr_pol *p = email ? find(email, 0) : NULL;
+    if (!p)
+        return LR_EINVAL;
+    out->bytes = p->bytes;
+    out->conns = p->conns;
+    out->ips = p->nips;
+    return LR_OK;
+}
+
+LR_API int lr_policy_reset(const char *email)
+{
+    struct lr_pol *p = email ? find(email, 0) : NULL;
+    if (!p)
+        return LR_EINVAL;
+    p->bytes = 0;
+    return LR_OK;
+}
+
+const char *lr_policy_admit(const char *email, const uint8_t *ip, int iplen,
+                            struct lr_pol **out)
+{
+    *out = NULL;
+    if (!email)
+        return NULL;
+    struct lr_pol *p = find(email, 1);
+    if (!p)
+        return NULL; /* out of memory: no policy rather than no service */
+    if (p->p.quota > 0 && p->bytes >= p->p.quota)
+        return "quota exceeded";
+    if (p->p.max_conns && p->conns >= p->p.max_conns)
+        return "too many connections";
+    struct ipc *slot = NULL;
+    for (uint32_t i = 0; i < p->nips; i++)
+        if (p->ips[i].len == iplen && memcmp(p->ips[i].ip, ip, (size_t)iplen) == 0)
+            slot = &p->ips[i];
+    if (!slot) {
+        if (p->p.max_ips && p->nips >= p->p.max_ips)
+            return "too many source addresses";
+        if (p->nips < MAX_IPS_TRACKED) {
+            struct ipc *n = realloc(p->ips, sizeof(*n) * (p->nips + 1));
+            if (n) {
+                p->ips = n;
+                slot = &p->ips[p->nips++];
+                memset(slot, 0, sizeof(*slot));
+                memcpy(slot->ip, ip, (size_t)iplen);
+                slot->len = (uint8_t)iplen;
+            }
+        }
+    }
+    if (slot)
+        slot->n++;
+    p->conns++;
+    *out = p;
+    return NULL;
+}
+
+void lr_policy_release(struct lr_pol *p, const uint8_t *ip, int iplen)
+{
+    if (!p)
+        return;
+    p->conns--;
+    for (uint32_t i = 0; i < p->nips; i++)
+        if (p->ips[i].len == iplen && memcmp(p->ips[i].ip, ip, (size_t)iplen) == 0) {
+            if (--p->ips[i].n == 0)
+                p->ips[i] = p->ips[--p->nips];
+            break;
+        }
+}
+
+int lr_policy_charge(struct lr_pol *p, double bytes)
+{
+    if (!p || bytes <= 0)
+        return 0;
+    p->bytes += bytes;
+    if (p->p.rate > 0)
+        p->tokens -= bytes;
+    return p->p.quota > 0 && p->bytes >= p->p.quota;
+}
+
+double lr_policy_wait(struct lr_pol *p, double now)
+{
+    if (!p || p->p.rate <= 0)
+        return 0;
+    if (p->last < 0) {
+        p->last = now;
+        p->tokens = p->p.burst;
+    }
+    p->tokens += (now - p->last) * p->p.rate;
+    if (p->tokens > p->p.burst)
+        p->tokens = p->p.burst;
+    p->last = now;
+    if (p->tokens >= 0)
+        return 0;
+    return -p->tokens / p->p.rate;
+}
