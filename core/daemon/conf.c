@@ -391,6 +391,15 @@ LR_API int lr_conf_route_filter(struct lr_conf *c, const char *kind,
         r->cidr[r->ncidr++] = cd;
         return LR_OK;
     }
+    if (strcmp(kind, "protocol") == 0) {
+        if (strcmp(value, "tls") == 0)
+            r->protocol |= LR_PROTO_TLS;
+        else if (strcmp(value, "http") == 0)
+            r->protocol |= LR_PROTO_HTTP;
+        else
+            return fail(c, "bad protocol '%s' (tls or http)", value);
+        return LR_OK;
+    }
     return fail(c, "unknown route filter '%s'", kind);
 }
 

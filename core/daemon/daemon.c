@@ -391,6 +391,10 @@ static int gen_build(struct lr_daemon *d, struct lr_conf *c, int dry_run,
         memset(&c->rules[i].r, 0, sizeof(c->rules[i].r));
     }
     g->default_ob = def;
+    for (uint32_t i = 0; i < g->nrules; i++)
+        if (g->rules[i].protocol || g->rules[i].ndomain || g->rules[i].nsuffix ||
+            g->rules[i].nkeyword)
+            g->sniff = 1;
     g->nib = c->nib;
     g->ib = calloc(c->nib, sizeof(*g->ib));
     for (uint32_t i = 0; i < c->nib; i++) {
@@ -468,6 +472,8 @@ int lr_daemon_commit(struct lr_daemon *d, struct lr_conf *c,
         return -1;
     g->script = script;
     g->hooks = script ? lr_script_hooks(script) : 0;
+    if (g->hooks & (1u << LR_HOOK_ROUTE))
+        g->sniff = 1;
     if (dry_run) {
         g->script = NULL;
         gen_free(g);

@@ -98,6 +98,7 @@ struct lr_rule {
     char **user;        uint32_t nuser;
     char **inbound;     uint32_t ninbound;
     uint8_t network;    /* bit mask of LR_NET_*, 0 = any */
+    uint8_t protocol;   /* bit mask of LR_PROTO_* (sniffed), 0 = any */
     int32_t to;         /* outbound index */
 };
 
@@ -118,6 +119,7 @@ struct lr_gen {
     struct lr_user_info *users; uint32_t nusers;
     struct lr_script *script;    /* its Lua state (hooks), may be NULL */
     uint32_t hooks;              /* bit mask of the hooks it defines */
+    int sniff;                   /* rules or hooks want the sniffed name */
 };
 
 struct lr_daemon {
@@ -147,6 +149,10 @@ struct lr_dest {
     uint16_t port;
     uint8_t ip[16];          /* atyp IPv4/IPv6 */
     char host[256];          /* domain, or the IP as text */
+    uint8_t sniff_proto;     /* LR_PROTO_* from the first client bytes */
+    char sniff_host[256];    /* the name sniffed (SNI / Host), or "" */
 };
+
+enum lr_proto { LR_PROTO_TLS = 1, LR_PROTO_HTTP = 2 };
 
 #endif

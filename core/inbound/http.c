@@ -251,10 +251,22 @@ static void hin_readable(struct lr_conn *c)
     lr_conn_dial(c);
 }
 
+static int hin_early_reply(struct lr_conn *c)
+{
+    struct http_in *st = c->ib_state;
+    static const char ok[] = "HTTP/1.1 200 Connection established\r\n\r\n";
+    if (!st || !st->tunnel)
+        return 0; /* a plain request is sniffed as it is */
+    if (lr_conn_send_client(c, ok, sizeof(ok) - 1) < 0)
+        return -1;
+    c->replied = 1;
+    return 0;
+}
+
 static void hin_connected(struct lr_conn *c)
 {
     struct http_in *st = c->ib_state;
-    if (st && st->tunnel) {
+    if (st && st->tunnel && !c->replied) {
         static const char ok[] = "HTTP/1.1 200 Connection established\r\n\r\n";
         if (lr_conn_send_client(c, ok, sizeof(ok) - 1) < 0)
             return;
@@ -264,6 +276,10 @@ static void hin_connected(struct lr_conn *c)
 
 static void hin_dial_failed(struct lr_conn *c, int err)
 {
+    if (c->replied) {
+        lr_conn_reply_close(c, NULL, 0, c->reason ? c->reason : "dial failed");
+        return;
+    }
     respond(c, err == -EACCES ? "403 Forbidden" : err == -ETIMEDOUT
             ? "504 Gateway Timeout" : "502 Bad Gateway", NULL);
     lr_conn_close(c, c->reason ? c->reason : "dial failed");
@@ -277,6 +293,7 @@ static void hin_free(struct lr_conn *c)
 
 const struct lr_ib_ops lr_http_in_ops = {
     .readable = hin_readable,
+    .early_reply = hin_early_reply,
     .connected = hin_connected,
     .dial_failed = hin_dial_failed,
     .free = hin_free,

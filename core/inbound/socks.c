@@ -193,13 +193,28 @@ static void sin_readable(struct lr_conn *c)
 
 static void sin_connected(struct lr_conn *c)
 {
-    if (reply(c, 0) < 0)
+    if (!c->replied && reply(c, 0) < 0)
         return;
+    c->replied = 1;
     lr_conn_start_relay(c);
+}
+
+/* Sniffing wants the client's first bytes before routing: say yes now
+ * (as v2ray always does); a failed dial then just closes. */
+static int sin_early_reply(struct lr_conn *c)
+{
+    if (reply(c, 0) < 0)
+        return -1;
+    c->replied = 1;
+    return 0;
 }
 
 static void sin_dial_failed(struct lr_conn *c, int err)
 {
+    if (c->replied) {
+        lr_conn_reply_close(c, NULL, 0, c->reason ? c->reason : "dial failed");
+        return;
+    }
     uint8_t rep = err == -ECONNREFUSED ? 5 : err == -ENETUNREACH ? 3
                 : err == -EACCES ? 2 : 4;
     uint8_t r[10] = {5, rep, 0, 1, 0, 0, 0, 0, 0, 0};
@@ -215,6 +230,7 @@ static void sin_free(struct lr_conn *c)
 
 const struct lr_ib_ops lr_socks_in_ops = {
     .readable = sin_readable,
+    .early_reply = sin_early_reply,
     .connected = sin_connected,
     .dial_failed = sin_dial_failed,
     .free = sin_free,

@@ -36,6 +36,8 @@ static void rem_write_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void throttle_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static int has_hook(struct lr_conn *c, int kind);
+static void sniff_done(struct lr_conn *c);
+static void sniff_read(struct lr_conn *c);
 static int run_hook(struct lr_conn *c, int kind, struct lr_hook_ctx *x);
 static int ensure_in(struct lr_pipe *p);
 static int pump(struct lr_conn *c, struct lr_pipe *p, struct lr_side *src,
@@ -343,6 +345,9 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     case LR_CS_DIAL:
         lr_conn_dial_failed(c, -ETIMEDOUT, "connect timeout");
         return;
+    case LR_CS_SNIFF:
+        sniff_done(c); /* nothing recognisable in time: route as is */
+        return;
     case LR_CS_DRAIN:
         /* FIN now, at the deadline whatever was wrong; then give the peer
          * a moment to close so unread bytes do not turn our close into a
@@ -497,6 +502,104 @@ static void hook_ctx(struct lr_conn *c, int kind, struct lr_hook_ctx *x,
     }
     x->network = c->dst.network == LR_NET_UDP ? "udp" : "tcp";
     x->outbound = c->ob ? c->ob->tag : NULL;
+    if (c->dst.sniff_host[0])
+        x->sniffed_host = c->dst.sniff_host;
+    if (c->dst.sniff_proto)
+        x->protocol = c->dst.sniff_proto == LR_PROTO_TLS ? "tls" : "http";
+}
+
+/* ------------------------------------------------------------ sniffing */
+
+#define SNIFF_WAIT 0.3    /* seconds to wait for the first client bytes */
+#define SNIFF_MAX 16384   /* bytes looked at */
+
+static int decode(struct lr_conn *c, struct lr_pipe *p);
+
+/* 1 when sniffing is over (c may have been closed: check c->doom-free
+ * return below), 0 to wait for more bytes, -1 if c was closed. */
+static int sniff_try(struct lr_conn *c)
+{
+    struct lr_pipe *p = &c->up;
+    const uint8_t *data;
+    size_t n;
+    if (p->dec) {
+        if (!p->pend_len) {
+            int r = decode(c, p);
+            if (r < 0)
+                return -1;
+            if (r == 0)
+                return (p->in && lr_buf_len(p->in) >= LR_BUF_CAP / 2) ? 1 : 0;
+        }
+        data = p->in->data + p->pend_off;
+        n = p->pend_len;
+    } else {
+        if (!p->in || !lr_buf_len(p->in))
+            return 0;
+        data = lr_buf_head(p->in);
+        n = lr_buf_len(p->in);
+    }
+    int t = lr_sniff_tls_sni(data, n, c->dst.sniff_host, sizeof(c->dst.sniff_host));
+    if (t == 1) {
+        c->dst.sniff_proto = LR_PROTO_TLS;
+        return 1;
+    }
+    int h = lr_sniff_http_host(data, n, c->dst.sniff_host, sizeof(c->dst.sniff_host));
+    if (h == 1) {
+        c->dst.sniff_proto = LR_PROTO_HTTP;
+        return 1;
+    }
+    c->dst.sniff_host[0] = 0;
+    if (t < 0 && n >= 6 && data[0] == 0x16 && data[1] == 0x03 && data[5] == 0x01) {
+        c->dst.sniff_proto = LR_PROTO_TLS; /* a ClientHello without SNI */
+        return 1;
+    }
+    if ((t < 0 && h < 0) || n >= SNIFF_MAX || p->dec)
+        return 1; /* a VMess chunk is all we get before dialling */
+    return 0;
+}
+
+static void sniff_done(struct lr_conn *c)
+{
+    ev_io_stop(c->d->loop, &c->cli.rio);
+    lr_conn_dial(c);
+}
+
+static void sniff_read(struct lr_conn *c)
+{
+    ssize_t n = lr_conn_read_client(c);
+    if (n == -EAGAIN)
+        return;
+    if (n == 0 || n == -ENOBUFS) {
+        if (n == 0)
+            c->up.src_eof = 1;
+        sniff_done(c);
+        return;
+    }
+    if (n < 0) {
+        lr_conn_close(c, "read failed");
+        return;
+    }
+    int r = sniff_try(c);
+    if (r > 0)
+        sniff_done(c);
+}
+
+/* Starts sniffing; 1 if it waits for bytes, 0 if routing goes on now,
+ * -1 if c was closed. */
+static int sniff_start(struct lr_conn *c)
+{
+    c->sniffed = 1;
+    if (!c->gen->sniff || c->dst.network != LR_NET_TCP || c->cli.fd < 0)
+        return 0;
+    if (c->ibops->early_reply && c->ibops->early_reply(c) < 0)
+        return -1;
+    int r = sniff_try(c);
+    if (r != 0)
+        return r < 0 ? -1 : 0;
+    c->state = LR_CS_SNIFF;
+    lr_conn_set_deadline(c, SNIFF_WAIT);
+    ev_io_start(c->d->loop, &c->cli.rio);
+    return 1;
 }
 
 static int run_hook(struct lr_conn *c, int kind, struct lr_hook_ctx *x)
@@ -545,6 +648,11 @@ void lr_conn_dial(struct lr_conn *c)
     struct lr_daemon *d = c->d;
     struct lr_hook_ctx x;
     int32_t ob = -1;
+    if (!c->sniffed) {
+        int r = sniff_start(c);
+        if (r != 0)
+            return; /* waiting for bytes, or closed */
+    }
     ev_io_stop(d->loop, &c->cli.rio);
     c->state = LR_CS_DIAL;
     c->dialed = 1;
@@ -1070,6 +1178,9 @@ static void cli_read_cb(struct ev_loop *loop, ev_io *w, int revents)
         return;
     case LR_CS_RELAY:
         side_readable(c, &c->up, &c->cli, &c->rem);
+        return;
+    case LR_CS_SNIFF:
+        sniff_read(c);
         return;
     default:
         ev_io_stop(loop, w);

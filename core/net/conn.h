@@ -14,6 +14,7 @@ enum lr_conn_state {
     LR_CS_DRAIN,         /* bad VMess header: read and discard until timeout */
     LR_CS_DIAL,          /* routing, resolving, connecting */
     LR_CS_RELAY,
+    LR_CS_SNIFF,         /* waiting for the first client bytes to sniff */
     LR_CS_LINGER         /* FIN sent after a drain, waiting for the peer */
 };
 
@@ -54,6 +55,9 @@ struct lr_pipe {
 
 struct lr_ib_ops {
     void (*readable)(struct lr_conn *c);     /* handshake data arrived */
+    /* optional: reply success before dialling, so the client sends its
+     * first bytes for sniffing; -1 if it closed c */
+    int (*early_reply)(struct lr_conn *c);
     void (*connected)(struct lr_conn *c);    /* outbound ready */
     void (*dial_failed)(struct lr_conn *c, int err);
     void (*free)(struct lr_conn *c);
@@ -107,6 +111,8 @@ struct lr_conn {
     ev_timer throttle;           /* rate limit: resume reading */
     uint8_t throttled;
     uint8_t dialed;              /* auth/route ran: close hook and policy */
+    uint8_t sniffed;             /* sniffing done (or not wanted) */
+    uint8_t replied;             /* the inbound's success reply went out */
     struct lr_conn *kick_next;   /* deferred pump queue (lr_conn_kick) */
     uint8_t kicked;
 };

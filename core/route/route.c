@@ -23,17 +23,17 @@ static int suffix_match(const char *host, size_t hl, const char *suf)
            strcasecmp(host + hl - sl, suf) == 0;
 }
 
-static int domain_group(const struct lr_rule *r, const struct lr_dest *d)
+static int domain_group(const struct lr_rule *r, const char *host)
 {
-    size_t hl = strlen(d->host);
+    size_t hl = strlen(host);
     for (uint32_t i = 0; i < r->ndomain; i++)
-        if (strcasecmp(d->host, r->domain[i]) == 0)
+        if (strcasecmp(host, r->domain[i]) == 0)
             return 1;
     for (uint32_t i = 0; i < r->nsuffix; i++)
-        if (suffix_match(d->host, hl, r->suffix[i]))
+        if (suffix_match(host, hl, r->suffix[i]))
             return 1;
     for (uint32_t i = 0; i < r->nkeyword; i++)
-        if (strcasestr(d->host, r->keyword[i]))
+        if (strcasestr(host, r->keyword[i]))
             return 1;
     return 0;
 }
@@ -58,8 +58,14 @@ static int rule_match(struct lr_daemon *d, const struct lr_rule *r,
     const struct lr_dest *dst = &c->dst;
     if (r->network && !(r->network & dst->network))
         return 0;
+    if (r->protocol && !(r->protocol & dst->sniff_proto))
+        return 0;
     if (r->ndomain + r->nsuffix + r->nkeyword) {
-        if (dst->atyp != LR_ATYP_DOMAIN || !domain_group(r, dst))
+        /* the name the client asked for, else the one it sent in TLS/HTTP */
+        int ok = dst->atyp == LR_ATYP_DOMAIN && domain_group(r, dst->host);
+        if (!ok && dst->sniff_host[0])
+            ok = domain_group(r, dst->sniff_host);
+        if (!ok)
             return 0;
     }
     if (r->ncidr) {

@@ -89,9 +89,6 @@ local function apply(cfg, conf)
     check(C.lr_conf_outbound(conf, s), ob.where)
   end
   for _, r in ipairs(cfg.routes) do
-    if r.protocol then
-      error(r.where .. ": route filter 'protocol' needs traffic sniffing, which this version does not do yet", 0)
-    end
     check(C.lr_conf_route(conf, r.to, r.where), r.where)
     local function each(kind, list)
       for _, v in ipairs(list or {}) do check(C.lr_conf_route_filter(conf, kind, v), r.where) end
@@ -101,6 +98,7 @@ local function apply(cfg, conf)
     each("domain_keyword", r.domain_keyword)
     each("user", r.user)
     each("inbound", r.inbound)
+    each("protocol", r.protocol)
     for _, c in ipairs(r.ip_cidr or {}) do
       check(C.lr_conf_route_filter(conf, "ip_cidr", c.addr .. "/" .. c.bits), r.where)
     end
@@ -268,6 +266,9 @@ function M.call_hook(ptr)
       t.dst = { host = ffi.string(ctx.dst_host), port = ctx.dst_port }
     end
     if ctx.outbound ~= nil then t.outbound = ffi.string(ctx.outbound) end
+    if ctx.sniffed_host ~= nil or ctx.protocol ~= nil then
+      t.sniffed = { host = str(ctx.sniffed_host), protocol = str(ctx.protocol) }
+    end
     if name == "close" then
       ok, r1, r2 = budgeted(fn, t, { up = tonumber(ctx.up), down = tonumber(ctx.down),
                                      duration_ms = ctx.duration_ms, reason = str(ctx.reason) })

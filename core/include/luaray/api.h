@@ -536,6 +536,18 @@ LR_API int lr_conf_route_filter(struct lr_conf *c, const char *kind,
 LR_API int lr_conf_default(struct lr_conf *c, const char *tag);
 
 /* ------------------------------------------------------------------ */
+/* Sniffing (pure parsers over the first client bytes)                 */
+/* ------------------------------------------------------------------ */
+
+/* The SNI of a TLS ClientHello at p: 1 and the lower-case name in `out`,
+ * 0 when more bytes are needed, -1 when it is not TLS or has no SNI. */
+LR_API int lr_sniff_tls_sni(const uint8_t *p, size_t n, char *out, size_t cap);
+/* The Host header of an HTTP/1 request at p (port stripped): same
+ * returns. */
+LR_API int lr_sniff_http_host(const uint8_t *p, size_t n, char *out,
+                              size_t cap);
+
+/* ------------------------------------------------------------------ */
 /* Hooks: the context C fills before a hook runs (read by               */
 /* lua/luaray/daemon.lua through the FFI; borrowed for the call only)   */
 /* ------------------------------------------------------------------ */
@@ -571,6 +583,8 @@ struct lr_hook_ctx {
     uint16_t dst_port;
     const char *network;       /* "tcp" | "udp" */
     const char *outbound;      /* connect/close: the outbound tag */
+    const char *sniffed_host;  /* TLS SNI / HTTP Host, NULL if none */
+    const char *protocol;      /* "tls" | "http" | NULL (sniffed) */
     uint64_t up, down;         /* close: payload bytes */
     double duration_ms;        /* close */
     const char *reason;        /* close: why it closed */
