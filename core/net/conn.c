@@ -1031,6 +1031,10 @@ static int pump(struct lr_conn *c, struct lr_pipe *p, struct lr_side *src,
         lr_buf_put(p->in);
         p->in = NULL;
     }
+    /* the server closed before its response header was complete: nothing
+     * more can come, so the client must see the close */
+    if (p->src_eof && p->pre)
+        return fatal(c, "closed before the response header");
     /* the source ended and everything before it went out: end marker */
     if (p->src_eof && !p->pend_len && (!p->in || lr_buf_len(p->in) == 0) &&
         !p->pre && !p->end_written) {

@@ -25,6 +25,10 @@ Harness (one per spec file; creating it is cheap, nothing starts yet):
                                10 s) -> exit code (nil if killed by a signal), log text
   h:alive(proc)                true while running (reaps and records proc.status)
   h:stop(proc [, grace])       SIGTERM to the group, SIGKILL after grace (2 s); reaps
+  h:stop_luaray(proc [, patience])  SIGTERM (luaray's graceful stop), a second
+                               SIGTERM after patience (0.3 s: luaray stops at
+                               once), then h:stop(proc, 1). cleanup() uses it
+                               for every child started by h:luaray.
   h:cleanup()                  stops every child (reverse start order), then deletes
                                the temp dir unless a guarded test failed or
                                LURAY_E2E_KEEP=1 (the path is printed then)
@@ -50,6 +54,16 @@ Harness (one per spec file; creating it is cheap, nothing starts yet):
                                `$LURAY_BUILD/luaray -c FILE`, waits for opts.ports.
                                The luaray_*_script generators return (script, opts),
                                so h:luaray(name, E.luaray_server_script{...}) works.
+  h:capture_server([opts])     starts tools/capture_server.lua: records every
+                               connection's bytes, never answers ->
+                               cap {host, port, dir, proc}; cap:count(),
+                               cap:bytes(n), cap:wait_bytes(n, minlen [, quiet, timeout]),
+                               cap:wait_many(first, n, minlen [, quiet, timeout]).
+                               count() includes the harness's own port probe.
+  h:http_server([opts])        starts tools/http_server.lua (GET /data/N/SEED,
+                               POST /echo; origin or absolute form) ->
+                               {host, port, log (one line per request), proc};
+                               opts.ipv6 also listens on ::1
 
 Programs and configs:
   E.v2ray_bin()                path of v2ray ($LURAY_V2RAY, /usr/bin/v2ray, PATH);
@@ -61,8 +75,16 @@ Programs and configs:
                                both -> tables in v2ray 4.34 JSON shape
   E.V2RAY_LEGACY_ENV           env making a v2ray client send the legacy (MD5)
                                header even with alterId 0; alterId > 0 already does
-  E.luaray_server_script{port, users = {{id, alter_id, email}}, listen} -> text, opts
-  E.luaray_client_script{socks_port, http_port, server_port, id, alter_id, security} -> text, opts
+  E.luaray_server_script{port, users = {{id, alter_id, email}}, listen,
+                         handshake_timeout, allow_legacy, ...} -> text, opts
+  E.luaray_client_script{socks_port, http_port, server_port, id, alter_id, security,
+                         masking, padding, authenticated_length, accounts, ...} -> text, opts
+                               config scripts in the real DSL (lua/luaray/config.lua;
+                               see the functions for every key). Outbound keys
+                               are emitted only when given, so the DSL's own
+                               defaults apply otherwise (security "auto").
+                               Logs: level "info" and the access log on stderr
+                               (the child's log file) unless log_level/access.
   E.uuid()                     a random v4 UUID string
   E.json(t)                    JSON text (lua-cjson)
 
@@ -94,6 +116,21 @@ Network (luasocket; every call takes an optional timeout, default 5 s):
                                (nil, err when the connection closes first)
   E.source_read(sock, nbytes [, opts]) -> true or false, err: asks the source port
                                for nbytes and checks them
+  E.check_socks_tcp(ph, pp, echo, nbytes [, opts]) -> true, or false, "step: err":
+                               through a SOCKS5 proxy, nbytes both ways (echo),
+                               nbytes down (source), nbytes up (sink, by count
+                               and FNV); opts.user/pass, dst, half_close, steps
+  E.check_socks_udp(ph, pp, echo [, opts]) -> true, or false, err: UDP ASSOCIATE,
+                               5 datagrams of 1..1400 bytes to the UDP echo
+  E.http_request(sock, method, target [, opts]) -> code, head, body, or nil, err
+                               one HTTP/1.1 exchange (opts.headers, opts.body)
+  E.probe_many(host, port, payloads [, opts]) -> {{received, how, closed_after}}:
+                               one connection per payload, sent, then watched
+                               (never closed first) until the peer closes or
+                               opts.max_wait (10 s)
+  E.recv_nb(sock)              -> bytes, nil | "eof" | "reset" | "errno N": a
+                               non-blocking read that tells a FIN from an RST
+  E.port_bindable(host, port)  true when host:port can be bound for TCP
 Data:
   E.stream(seed)               deterministic byte stream; s:next(n) -> n bytes
   E.pattern(n [, seed])        the first n bytes of E.stream(seed)
@@ -760,40 +797,71 @@ local function hostport(host, port)
   return (is_ipv6(host) and "[" .. host .. "]" or host) .. ":" .. port
 end
 
--- A luaray config script (design.md 2): a VMess server that may dial loopback.
+-- Only the keys of `o` named in `keys` that are not nil (so the DSL's own
+-- defaults are what a spec exercises unless it says otherwise).
+local function pick(o, keys, into)
+  into = into or {}
+  for _, k in ipairs(keys) do
+    if o[k] ~= nil then into[k] = o[k] end
+  end
+  return into
+end
+
+local function log_line(o)
+  return "luaray.log " .. lua_literal({ level = o.log_level or "info",
+                                        access = o.access == nil and true or o.access })
+end
+
+-- A luaray config script (design.md 2, checked against lua/luaray/config.lua):
+-- a VMess server that may dial loopback (the echo servers live there).
+--   o.port, o.users = {{id, alter_id (or alterId), email, level}}, o.listen,
+--   o.allow_legacy, o.allow_private (default true), o.handshake_timeout,
+--   o.idle_timeout, o.max_connections, o.log_level ("info"), o.access (true:
+--   one access line per connection on stderr, i.e. in the child's log),
+--   o.extra (more script text, appended)
 function M.luaray_server_script(o)
   assert(o.port and o.users, "luaray_server_script: port and users needed")
   local listen = o.listen or "127.0.0.1"
-  local l = { "-- generated by e2e.support",
-              "luaray.log " .. lua_literal({ level = o.log_level or "warn", access = o.access or false }) }
+  local l = { "-- generated by e2e.support", log_line(o) }
   for i, u in ipairs(o.users) do
     l[#l + 1] = "luaray.user " .. lua_literal({ id = u.id, alter_id = u.alter_id or u.alterId or 0,
-                                                email = u.email or ("user%d@e2e"):format(i) })
+                                                email = u.email or ("user%d@e2e"):format(i),
+                                                level = u.level })
   end
-  l[#l + 1] = 'luaray.inbound "vmess-in" ' .. lua_literal({
-    type = "vmess", listen = hostport(listen, o.port),
-    allow_legacy = o.allow_legacy ~= false, allow_private = true })
+  local ib = pick(o, { "allow_legacy", "handshake_timeout", "idle_timeout", "max_connections" },
+                  { type = "vmess", listen = hostport(listen, o.port),
+                    allow_private = o.allow_private == nil and true or o.allow_private })
+  l[#l + 1] = 'luaray.inbound "vmess-in" ' .. lua_literal(ib)
   l[#l + 1] = 'luaray.outbound "direct" { type = "direct" }'
   if o.extra then l[#l + 1] = o.extra end
   return table.concat(l, "\n") .. "\n", { ports = { { listen, o.port } } }
 end
 
 -- A luaray config script (design.md 2): SOCKS5 (+HTTP) in, VMess out.
+--   o.socks_port, o.server_port, o.id; o.server_host (127.0.0.1), o.listen,
+--   o.http_port; outbound keys as in the DSL, emitted only when given:
+--   o.alter_id (or alterId), o.security, o.masking, o.padding,
+--   o.authenticated_length, o.udp, o.connect_timeout; o.socks_udp (default
+--   true), o.accounts / o.http_accounts ({{user, pass}}), o.handshake_timeout
+--   (both proxy inbounds), o.log_level, o.access, o.extra
 function M.luaray_client_script(o)
   assert(o.socks_port and o.server_port and o.id, "luaray_client_script: socks_port, server_port, id")
   local listen = o.listen or "127.0.0.1"
   local ports = { { listen, o.socks_port } }
-  local l = { "-- generated by e2e.support",
-              "luaray.log " .. lua_literal({ level = o.log_level or "warn", access = o.access or false }) }
-  l[#l + 1] = 'luaray.inbound "socks-in" ' .. lua_literal({
-    type = "socks", listen = hostport(listen, o.socks_port), udp = true })
+  local l = { "-- generated by e2e.support", log_line(o) }
+  l[#l + 1] = 'luaray.inbound "socks-in" ' .. lua_literal(pick(o, { "accounts", "handshake_timeout" }, {
+    type = "socks", listen = hostport(listen, o.socks_port),
+    udp = o.socks_udp == nil and true or o.socks_udp }))
   if o.http_port then
-    l[#l + 1] = 'luaray.inbound "http-in" ' .. lua_literal({ type = "http", listen = hostport(listen, o.http_port) })
+    l[#l + 1] = 'luaray.inbound "http-in" ' .. lua_literal(pick(o, { "handshake_timeout" }, {
+      type = "http", listen = hostport(listen, o.http_port), accounts = o.http_accounts }))
     ports[#ports + 1] = { listen, o.http_port }
   end
-  l[#l + 1] = 'luaray.outbound "upstream" ' .. lua_literal({
-    type = "vmess", server = hostport(o.server_host or "127.0.0.1", o.server_port), id = o.id,
-    alter_id = o.alter_id or o.alterId or 0, security = o.security or "aes-128-gcm" })
+  local ob = pick(o, { "security", "masking", "padding", "authenticated_length", "udp",
+                       "connect_timeout" },
+                  { type = "vmess", server = hostport(o.server_host or "127.0.0.1", o.server_port),
+                    id = o.id, alter_id = o.alter_id or o.alterId or 0 })
+  l[#l + 1] = 'luaray.outbound "upstream" ' .. lua_literal(ob)
   if o.extra then l[#l + 1] = o.extra end
   return table.concat(l, "\n") .. "\n", { ports = ports }
 end
@@ -976,6 +1044,17 @@ function H:stop(p, grace)
   return p.status, p.code
 end
 
+-- For a luaray daemon: SIGTERM starts its graceful stop (open connections
+-- get a grace period, 10 s); a second SIGTERM after `patience` (0.3 s) stops
+-- it at once; then H:stop as usual (SIGKILL if even that did not work).
+function H:stop_luaray(p, patience)
+  if not p.status then
+    psignal.kill(p.pid, psignal.SIGTERM)
+    if not sleep_poll(self, p, patience or 0.3) then psignal.kill(p.pid, psignal.SIGTERM) end
+  end
+  return self:stop(p, 1)
+end
+
 -- Runs argv to completion (a check, a version query): -> exit code or nil
 -- when killed, the log text. Killed by PID after opts.timeout (10 s).
 function H:exec(name, argv, opts)
@@ -1038,16 +1117,26 @@ function H:guard(fn)
 end
 
 function H:cleanup()
-  for i = #self.procs, 1, -1 do self:stop(self.procs[i]) end
+  for i = #self.procs, 1, -1 do
+    local p = self.procs[i]
+    if p.luaray then self:stop_luaray(p) else self:stop(p) end
+  end
   if not self.dir then return end
   if self.failed or os.getenv("LURAY_E2E_KEEP") == "1" then
     io.stderr:write("e2e: logs and configs kept in " .. self.dir .. "\n")
     return
   end
-  for f in dirent.files(self.dir) do
-    if f ~= "." and f ~= ".." then os.remove(self.dir .. "/" .. f) end
+  -- files, and the files of subdirectories (a capture server's); depth 2
+  local function rm_tree(dir, depth)
+    for f in dirent.files(dir) do
+      if f ~= "." and f ~= ".." then
+        local path = dir .. "/" .. f
+        if not os.remove(path) and depth > 0 then rm_tree(path, depth - 1) end
+      end
+    end
+    os.remove(dir)
   end
-  os.remove(self.dir)
+  rm_tree(self.dir, 2)
   self.dir = nil
 end
 
@@ -1148,8 +1237,347 @@ function H:luaray(name, script, opts)
   local file = self:write(name .. ".lua", script)
   local argv = { bin, "-c", file }
   for _, a in ipairs(opts.args or {}) do argv[#argv + 1] = a end
-  return self:spawn(name, argv, { env = opts.env, ports = opts.ports, timeout = opts.timeout,
-                                  keep_preload = true, unique = true })
+  local p = self:spawn(name, argv, { env = opts.env, ports = opts.ports, timeout = opts.timeout,
+                                     keep_preload = true, unique = true })
+  p.luaray = true
+  return p
+end
+
+
+----------------------------------------------------------------------------
+-- More targets: a recording (never answering) TCP server and an HTTP server
+
+local Capture = {}
+Capture.__index = Capture
+
+-- tools/capture_server.lua on a fresh port -> {host, port, dir, proc}
+function H:capture_server(opts)
+  opts = opts or {}
+  local name = self:unique(opts.name or "capture")
+  local dir = self:path(name .. ".d")
+  assert(require("posix.sys.stat").mkdir(dir, 448))
+  local port = M.free_port()
+  local argv = { interpreter(), M.tools .. "/capture_server.lua", "--port", tostring(port),
+                 "--dir", dir, "--lifetime", tostring(opts.lifetime or 900) }
+  local p = self:spawn(name, argv, { ports = { port }, unique = true })
+  return setmetatable({ host = "127.0.0.1", port = port, dir = dir, proc = p, h = self }, Capture)
+end
+
+-- Connections accepted so far (the harness's own port probes included: take
+-- a baseline with count() before the step a spec measures).
+function Capture:count()
+  local n = 0
+  for f in dirent.files(self.dir) do
+    if f:match("^conn%-%d+%.bin$") then n = n + 1 end
+  end
+  return n
+end
+
+-- What connection n sent so far ("" when it has not arrived).
+function Capture:bytes(n)
+  local f = io.open(("%s/conn-%d.bin"):format(self.dir, n), "rb")
+  if not f then return "" end
+  local d = f:read("*a") or ""
+  f:close()
+  return d
+end
+
+-- Waits until connection n has sent at least minlen bytes and then nothing
+-- more for `quiet` seconds (0.3); -> its bytes, or nil, err after timeout (5 s).
+function Capture:wait_bytes(n, minlen, quiet, timeout)
+  quiet = quiet or 0.3
+  local deadline = M.now() + (timeout or DEFAULT_TIMEOUT)
+  local last, since = nil, M.now()
+  for _ = 1, 100000 do
+    local d = self:bytes(n)
+    if d ~= last then last, since = d, M.now() end
+    if #d >= (minlen or 1) and M.now() - since >= quiet then return d end
+    if M.now() >= deadline then break end
+    M.sleep(0.02)
+  end
+  return nil, ("capture: connection %d sent %d bytes, wanted %d then %.1fs quiet"):format(
+    n, #(last or ""), minlen or 1, quiet)
+end
+
+-- The same for connections first .. first+n-1 at once -> list of bytes, or
+-- nil, err.
+function Capture:wait_many(first, n, minlen, quiet, timeout)
+  quiet = quiet or 0.3
+  local deadline = M.now() + (timeout or DEFAULT_TIMEOUT)
+  local last, since = {}, M.now()
+  for _ = 1, 100000 do
+    local ready = true
+    for i = 1, n do
+      local d = self:bytes(first + i - 1)
+      if d ~= last[i] then last[i], since = d, M.now() end
+      if #d < (minlen or 1) then ready = false end
+    end
+    if ready and M.now() - since >= quiet then return last end
+    if M.now() >= deadline then break end
+    M.sleep(0.02)
+  end
+  local sizes = {}
+  for i = 1, n do sizes[i] = #(last[i] or "") end
+  return nil, ("capture: connections %d..%d sent %s bytes, wanted >= %d each then %.1fs quiet"):format(
+    first, first + n - 1, table.concat(sizes, ","), minlen or 1, quiet)
+end
+
+-- tools/http_server.lua on a fresh port -> {host, port, log, proc}.
+-- opts.ipv6: also listen on ::1 (same port).
+function H:http_server(opts)
+  opts = opts or {}
+  local hosts = { "127.0.0.1" }
+  if opts.ipv6 then hosts[2] = "::1" end
+  local name = self:unique(opts.name or "http")
+  local port = M.free_port(hosts)
+  local log = self:path(name .. ".requests")
+  local argv = { interpreter(), M.tools .. "/http_server.lua", "--port", tostring(port),
+                 "--log", log, "--lifetime", tostring(opts.lifetime or 900) }
+  local ports = {}
+  for _, hh in ipairs(hosts) do
+    argv[#argv + 1] = "--host"; argv[#argv + 1] = hh
+    ports[#ports + 1] = { hh, port }
+  end
+  local p = self:spawn(name, argv, { ports = ports, unique = true })
+  return { host = "127.0.0.1", port = port, log = log, proc = p }
+end
+
+-- One HTTP/1.1 request on a connected socket (a proxy or a tunnel): sends
+-- "METHOD TARGET", opts.headers ({"Name: value", ...}), opts.body with its
+-- Content-Length; reads the response until Content-Length or EOF.
+-- -> status code, head text, body; or nil, err. Closes the socket.
+function M.http_request(sock, method, target, opts)
+  opts = opts or {}
+  local timeout = opts.timeout or 10
+  local deadline = M.now() + timeout
+  sock:settimeout(timeout)
+  local lines = { ("%s %s HTTP/1.1"):format(method, target) }
+  for _, hl in ipairs(opts.headers or {}) do lines[#lines + 1] = hl end
+  if opts.body then lines[#lines + 1] = "Content-Length: " .. #opts.body end
+  local req = table.concat(lines, "\r\n") .. "\r\n\r\n" .. (opts.body or "")
+  local sent = 0
+  while sent < #req do
+    local last, err, lastpart = sock:send(req, sent + 1)
+    sent = last or lastpart or sent
+    if err then sock:close(); return nil, "http request: send: " .. err end
+    if M.now() >= deadline then sock:close(); return nil, "http request: send timed out" end
+  end
+  local head = {}
+  local status, serr = sock:receive("*l")
+  if not status then sock:close(); return nil, "http response: " .. tostring(serr) end
+  local code = tonumber(status:match("^HTTP/1%.%d (%d%d%d)"))
+  if not code then sock:close(); return nil, "http response: bad status line " .. status end
+  head[1] = status
+  local len
+  for _ = 1, 200 do
+    local line, lerr = sock:receive("*l")
+    if not line then sock:close(); return nil, "http response headers: " .. tostring(lerr) end
+    if line == "" then break end
+    head[#head + 1] = line
+    local v = line:match("^[Cc]ontent%-[Ll]ength:%s*(%d+)")
+    if v then len = tonumber(v) end
+  end
+  local body, berr, partial
+  if len == 0 then
+    body = ""
+  elseif len then
+    body, berr, partial = sock:receive(len)
+  else
+    body, berr, partial = sock:receive("*a")
+  end
+  sock:close()
+  if not body then
+    return nil, ("http response body: %s after %d of %s bytes"):format(tostring(berr),
+      #(partial or ""), tostring(len))
+  end
+  return code, table.concat(head, "\n"), body
+end
+
+-- True when nothing listens on host:port and it can be bound for TCP.
+function M.port_bindable(host, port)
+  local s = tcp_for(host)
+  s:setoption("reuseaddr", true)
+  local ok = s:bind(host, port)
+  s:close()
+  return ok == 1
+end
+
+----------------------------------------------------------------------------
+-- Probing a server with hostile bytes
+
+-- Opens one connection per payload (all at once), sends it (a payload may
+-- be "" to send nothing), never closes or half-closes first, and watches
+-- every connection until the peer closes it or opts.max_wait (10 s) passes.
+-- -> list of { sent = #payload, received = bytes the peer sent back,
+--              closed_after = seconds from connect to the close (nil if
+--              still open), how = "eof" (a FIN) | "reset" (an RST) |
+--              "errno N" | "open" }
+pcall(ffi.cdef, "long recv(int fd, void *buf, size_t n, int flags);")
+local probe_buf = ffi.new("uint8_t[65536]")
+
+-- Reads what is there without blocking, with recv(2) itself (luasocket
+-- reports a reset as "closed", like a FIN) -> bytes, state: nil while the
+-- connection is open, "eof" (a FIN), "reset" (an RST) or "errno N".
+function M.recv_nb(s)
+  local parts = {}
+  for _ = 1, 64 do
+    local n = ffi.C.recv(s:getfd(), probe_buf, 65536, 0)
+    if n > 0 then
+      parts[#parts + 1] = ffi.string(probe_buf, n)
+    elseif n == 0 then
+      return table.concat(parts), "eof"
+    else
+      local e = ffi.errno()
+      if e == 104 then return table.concat(parts), "reset" end        -- ECONNRESET
+      if e ~= 11 and e ~= 4 then return table.concat(parts), "errno " .. e end
+      break                                                            -- EAGAIN, EINTR
+    end
+  end
+  return table.concat(parts), nil
+end
+
+function M.probe_many(host, port, payloads, opts)
+  opts = opts or {}
+  local max_wait = opts.max_wait or 10
+  local res, by = {}, {}
+  for i, data in ipairs(payloads) do
+    local s, err = M.tcp_connect(host, port, 2)
+    assert(s, "probe: " .. tostring(err))
+    local r = { sent = #data, received = "", t0 = M.now(), how = "open", s = s, i = i }
+    res[i] = r
+    by[s] = r
+    if #data > 0 then
+      s:settimeout(2)
+      local ok, serr = s:send(data)
+      if not ok then r.how = "send: " .. tostring(serr) end
+    end
+    s:settimeout(0)
+  end
+  local deadline = M.now() + max_wait
+  for _ = 1, 1000000 do
+    local open = {}
+    for _, r in ipairs(res) do
+      if r.how == "open" then open[#open + 1] = r.s end
+    end
+    if #open == 0 then break end
+    local now = M.now()
+    if now >= deadline then break end
+    local rd = socket.select(open, nil, math.min(0.25, deadline - now))
+    for _, s in ipairs(rd) do
+      local r = by[s]
+      local d, state = M.recv_nb(s)
+      r.received = r.received .. d
+      if state then r.how, r.closed_after = state, M.now() - r.t0 end
+    end
+  end
+  for _, r in ipairs(res) do r.s:close(); r.s = nil end
+  return res
+end
+
+
+----------------------------------------------------------------------------
+-- The standard TCP check through a SOCKS5 proxy
+
+-- Through the SOCKS5 proxy at ph:pp to the echo server `echo`:
+--   1. nbytes of pattern data both ways at once on one connection, every
+--      echoed byte compared (opts.half_close: FIN after sending, and the
+--      peer's FIN must come back after the whole echo);
+--   2. download only: nbytes from the source port, compared;
+--   3. upload only: nbytes to the sink port, checked by the sink's count and
+--      FNV-1a (the record appears when the sink sees the FIN, which v2ray
+--      may deliver only when it closes, a second or two later).
+-- opts.user/opts.pass (RFC 1929), opts.dst (destination host, default
+-- 127.0.0.1), opts.timeout (per step, 15 s), opts.steps ({echo=,source=,sink=}).
+-- -> true, or false, "which step: what went wrong".
+function M.check_socks_tcp(ph, pp, echo, nbytes, opts)
+  opts = opts or {}
+  local dst = opts.dst or "127.0.0.1"
+  local steps = opts.steps or { echo = true, source = true, sink = true }
+  local timeout = opts.timeout or 15
+  local function conn(port)
+    return M.socks5_connect(ph, pp, dst, port, opts.user, opts.pass, 5)
+  end
+  if steps.echo then
+    local s, err = conn(echo.port)
+    if not s then return false, "echo: socks5 connect: " .. tostring(err) end
+    local ok, info = M.transfer_echo(s, nbytes, { timeout = timeout, half_close = opts.half_close })
+    if not ok then return false, "echo (both ways): " .. tostring(info) end
+  end
+  if steps.source then
+    local s, err = conn(echo.source_port)
+    if not s then return false, "source: socks5 connect: " .. tostring(err) end
+    local seed = next_seed()
+    local ok, serr = M.source_read(s, nbytes, { seed = seed, timeout = timeout })
+    if not ok then return false, "source (download): " .. tostring(serr) end
+  end
+  if steps.sink then
+    local before = #echo:sink_results()
+    local s, err = conn(echo.sink_port)
+    if not s then return false, "sink: socks5 connect: " .. tostring(err) end
+    local seed = next_seed()
+    -- send and half-close, but do not wait for the sink's reply line: v2ray
+    -- delivers the FIN only when it closes, and may drop the reply then
+    local stream, sent = M.stream(seed), 0
+    s:settimeout(timeout)
+    while sent < nbytes do
+      local part = stream:next(math.min(65536, nbytes - sent))
+      local ok, serr = s:send(part)
+      if not ok then s:close(); return false, "sink (upload): send: " .. tostring(serr) end
+      sent = sent + #part
+    end
+    s:shutdown("send")
+    -- records are matched by content: a late record of an earlier
+    -- connection cannot pass for this one
+    local want = M.fnv1a32(M.pattern(nbytes, seed))
+    local deadline = M.now() + timeout
+    local found, seen = false, {}
+    for _ = 1, 100000 do
+      local recs = echo:sink_results()
+      seen = {}
+      for i = before + 1, #recs do
+        seen[#seen + 1] = ("%d bytes fnv %08x"):format(recs[i].count, recs[i].fnv)
+        if recs[i].count == nbytes and recs[i].fnv == want then found = true end
+      end
+      if found or M.now() >= deadline then break end
+      M.sleep(0.02)
+    end
+    s:close()
+    if not found then
+      return false, ("sink (upload): sent %d bytes fnv %08x; the sink recorded %s"):format(
+        nbytes, want, #seen > 0 and table.concat(seen, ", ") or "nothing")
+    end
+  end
+  return true
+end
+
+-- SOCKS5 UDP ASSOCIATE at ph:pp, then datagrams of opts.sizes (1, 100, 512,
+-- 1000, 1400 bytes) one at a time to the echo server's UDP port; each reply
+-- must be the same bytes from the echo's address (opts.recv_timeout, 3 s).
+-- -> true, or false, err.
+function M.check_socks_udp(ph, pp, echo, opts)
+  opts = opts or {}
+  local a, err = M.socks5_udp_associate(ph, pp, opts.user, opts.pass, 5)
+  if not a then return false, "udp associate: " .. tostring(err) end
+  for i, size in ipairs(opts.sizes or { 1, 100, 512, 1000, 1400 }) do
+    local data = M.pattern(size, 100 + i)
+    local ok, serr = a:send(opts.dst or "127.0.0.1", echo.port, data)
+    if not ok then a:close(); return false, ("datagram %d (%d bytes): send: %s"):format(i, size, serr) end
+    local got, host, port = a:recv(opts.recv_timeout or 3)
+    if not got then
+      a:close()
+      return false, ("datagram %d (%d bytes): no reply: %s"):format(i, size, tostring(host))
+    end
+    if got ~= data then
+      a:close()
+      return false, ("datagram %d (%d bytes): reply of %d bytes differs"):format(i, size, #got)
+    end
+    if host ~= (opts.dst or "127.0.0.1") or port ~= echo.port then
+      a:close()
+      return false, ("datagram %d: reply from %s:%s, not the echo server"):format(i, tostring(host), tostring(port))
+    end
+  end
+  a:close()
+  return true
 end
 
 return M

@@ -218,36 +218,55 @@ describe("e2e harness with v2ray 4.34", function()
     end
   end))
 
-  it("luaray config generators emit the design.md section 2 DSL", h:guard(function()
-    -- Runs the scripts against a recording stub; the daemon is not started.
-    local function run(text)
-      local calls = {}
-      local function named(kind)
-        return function(tag) return function(t) calls[#calls + 1] = { kind, tag, t } end end
-      end
-      local stub = {
-        log = function(t) calls[#calls + 1] = { "log", t } end,
-        user = function(t) calls[#calls + 1] = { "user", t } end,
-        inbound = named("inbound"), outbound = named("outbound"),
-      }
-      local fn = assert(loadstring(text))
-      setfenv(fn, { luaray = stub })
-      fn()
-      return calls
-    end
+  it("luaray config generators emit scripts the real DSL accepts", h:guard(function()
+    -- Loads the scripts with lua/luaray/config.lua (what the daemon runs);
+    -- the daemon itself is not started here.
+    local config = require "luaray.config"
     local id = E.uuid()
-    local text, opts = E.luaray_server_script { port = 12345, users = { { id = id, alter_id = 4 } } }
-    local c = run(text)
-    assert.same({ "user", { id = id, alter_id = 4, email = "user1@e2e" } }, c[2])
-    assert.same({ "inbound", "vmess-in", { type = "vmess", listen = "127.0.0.1:12345",
-                  allow_legacy = true, allow_private = true } }, c[3])
+    local text, opts = E.luaray_server_script { port = 12345, users = { { id = id, alter_id = 4 } },
+                                                handshake_timeout = 2 }
+    local cfg = assert(config.load_string(text, "=server"))
+    assert.same({ level = "info", access = true }, cfg.log)
+    assert.equal(1, #cfg.users)
+    assert.equal(id, cfg.users[1].id)
+    assert.equal(4, cfg.users[1].alter_id)
+    assert.equal("user1@e2e", cfg.users[1].email)
+    local ib = cfg.inbounds[1]
+    assert.equal("vmess", ib.type)
+    assert.same({ host = "127.0.0.1", port = 12345 }, ib.listen)
+    assert.is_true(ib.allow_legacy)
+    assert.is_true(ib.allow_private)
+    assert.equal(2, ib.handshake_timeout)
+    assert.equal("direct", cfg.outbounds[1].type)
+    assert.equal("direct", cfg.default_outbound)
     assert.same({ { "127.0.0.1", 12345 } }, opts.ports)
+
     text, opts = E.luaray_client_script { socks_port = 1, http_port = 2, server_port = 3, id = id,
-                                          security = "none", listen = "::1" }
-    c = run(text)
-    assert.same({ "inbound", "socks-in", { type = "socks", listen = "[::1]:1", udp = true } }, c[2])
-    assert.same({ "outbound", "upstream", { type = "vmess", server = "127.0.0.1:3", id = id,
-                  alter_id = 0, security = "none" } }, c[4])
+                                          security = "none", listen = "::1", masking = false,
+                                          accounts = { { user = "u", pass = "p" } } }
+    cfg = assert(config.load_string(text, "=client"))
+    ib = cfg.inbounds[1]
+    assert.equal("socks", ib.type)
+    assert.same({ host = "::1", port = 1 }, ib.listen)
+    assert.is_true(ib.udp)
+    assert.same({ { user = "u", pass = "p" } }, ib.accounts)
+    assert.equal("http", cfg.inbounds[2].type)
+    local ob = cfg.outbounds[1]
+    assert.equal("vmess", ob.type)
+    assert.same({ host = "127.0.0.1", port = 3 }, ob.server)
+    assert.equal(id, ob.id)
+    assert.equal(0, ob.alter_id)
+    assert.equal("none", ob.security)
+    assert.is_false(ob.masking)
+    assert.is_false(ob.padding)            -- follows masking
+    assert.is_false(ob.authenticated_length)
+    assert.equal("upstream", cfg.default_outbound)
     assert.same({ { "::1", 1 }, { "::1", 2 } }, opts.ports)
+
+    -- defaults come from the DSL when a key is not given
+    cfg = assert(config.load_string((E.luaray_client_script { socks_port = 1, server_port = 3, id = id }), "=c2"))
+    assert.equal("auto", cfg.outbounds[1].security)
+    assert.is_true(cfg.outbounds[1].masking)
+    assert.is_true(cfg.outbounds[1].padding)
   end))
 end)

@@ -1,0 +1,132 @@
+-- The luaray command line (design.md 1; issue "The luaray daemon", cell 7):
+-- -t -c FILE, link -c FILE [-H HOST], uuid, version.
+local E = require "e2e.support"
+local link = require "luaray.link"
+
+local UUID_PAT = "^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$"
+
+describe("luaray command line", function()
+  local h = E.new("cli")
+  lazy_teardown(function() h:cleanup() end)
+
+  local function run(name, args, opts)
+    local argv = { E.luaray_bin() }
+    for _, a in ipairs(args) do argv[#argv + 1] = a end
+    opts = opts or {}
+    opts.keep_preload = true
+    return h:exec(name, argv, opts)
+  end
+
+  local ID1, ID2 = E.uuid(), E.uuid()
+  local PORT = E.free_port()  -- never opened: -t and link do not listen
+
+  local GOOD = ([[
+-- a server and a client in one file
+luaray.log { level = "warn", access = false }
+luaray.user { id = "%s", email = "alice@example.com", alter_id = 4 }
+luaray.user { id = "%s", email = "bob@example.com" }
+luaray.inbound "vmess-in" { type = "vmess", listen = "127.0.0.1:%d", allow_private = true }
+luaray.inbound "socks-in" { type = "socks", listen = "127.0.0.1:31087", udp = true }
+luaray.outbound "direct" { type = "direct" }
+luaray.outbound "block" { type = "blackhole" }
+luaray.route { domain_suffix = { "ads.example" }, to = "block" }
+luaray.route { default = "direct" }
+]]):format(ID1, ID2, PORT)
+
+  it("-t -c GOOD exits 0 and prints 'configuration OK'", h:guard(function()
+    local file = h:write("good.lua", GOOD)
+    local code, out = run("check-good", { "-t", "-c", file })
+    assert.equal(0, code, out)
+    assert.truthy(out:find("configuration OK", 1, true), out)
+    assert.is_true(E.port_bindable("127.0.0.1", PORT), "-t opened the listener")
+  end))
+
+  -- (file text, line the error must name)
+  local bad = {
+    { "syntax error", 'luaray.log { level = "info" }\nluaray.user { id = "%s" \nluaray.inbound "x" { }\n', 3 },
+    { "unknown key", 'luaray.user { id = "%s" }\n\nluaray.inbound "v" { type = "vmess", listen = "127.0.0.1:1", colour = 1 }\n' ..
+                     'luaray.outbound "d" { type = "direct" }\n', 3 },
+    { "bad UUID", 'luaray.log { level = "info" }\nluaray.user { id = "not-a-uuid" }\n', 2 },
+    { "route to an unknown outbound", 'luaray.user { id = "%s" }\nluaray.inbound "v" { type = "vmess", listen = "127.0.0.1:1" }\n' ..
+                     'luaray.outbound "d" { type = "direct" }\nluaray.route { port = "80", to = "nowhere" }\n', 4 },
+    { "padding without masking", 'luaray.inbound "s" { type = "socks", listen = "127.0.0.1:1" }\n' ..
+                     'luaray.outbound "u" { type = "vmess", server = "127.0.0.1:2", id = "%s",\n' ..
+                     '  masking = false, padding = true }\n', 2 },  -- the line the declaration starts on
+  }
+  for i, b in ipairs(bad) do
+    it(("-t -c BAD (%s) exits 1 with file:%d:"):format(b[1], b[3]), h:guard(function()
+      local file = h:write(("bad%d.lua"):format(i), b[2]:format(ID1))
+      local code, out = run("check-bad", { "-t", "-c", file })
+      assert.equal(1, code, out)
+      assert.truthy(out:find(file .. ":" .. b[3] .. ":", 1, true),
+        ("expected %s:%d: in:\n%s"):format(file, b[3], out))
+      assert.falsy(out:find("configuration OK", 1, true), out)
+    end))
+  end
+
+  it("-t -c MISSING exits 1 naming the file", h:guard(function()
+    local file = h:path("does-not-exist.lua")
+    local code, out = run("check-missing", { "-t", "-c", file })
+    assert.equal(1, code, out)
+    assert.truthy(out:find(file, 1, true), out)
+  end))
+
+  it("link -c FILE prints one vmess:// link per user that decodes to its id and port", h:guard(function()
+    local file = h:write("link.lua", GOOD)
+    local code, out = run("link", { "link", "-c", file })
+    assert.equal(0, code, out)
+    local links = {}
+    for l in out:gmatch("vmess://%S+") do links[#links + 1] = l end
+    assert.equal(2, #links, out)
+    local want = { { id = ID1, aid = "4", ps = "alice@example.com" }, { id = ID2, aid = "0", ps = "bob@example.com" } }
+    for i, l in ipairs(links) do
+      local t, err = link.parse_vmess_link(l)
+      assert.truthy(t, err)
+      assert.equal(want[i].id, t.id)
+      assert.equal(tostring(PORT), tostring(t.port))
+      assert.equal("127.0.0.1", t.add)
+      assert.equal(want[i].aid, tostring(t.aid))
+      assert.equal(want[i].ps, t.ps)
+    end
+  end))
+
+  it("link -c FILE -H HOST puts HOST in the links", h:guard(function()
+    local file = h:write("link-h.lua", GOOD)
+    local code, out = run("link-host", { "link", "-c", file, "-H", "vpn.example.net" })
+    assert.equal(0, code, out)
+    local l = out:match("vmess://%S+")
+    local t = assert(link.parse_vmess_link(l))
+    assert.equal("vpn.example.net", t.add)
+    assert.equal(ID1, t.id)
+  end))
+
+  it("link -c BAD exits 1 with file:line:", h:guard(function()
+    local file = h:write("link-bad.lua", 'luaray.log { level = "loud" }\n')
+    local code, out = run("link-bad", { "link", "-c", file })
+    assert.equal(1, code, out)
+    assert.truthy(out:find(file .. ":1:", 1, true), out)
+  end))
+
+  it("uuid prints a fresh UUID each time", h:guard(function()
+    local code1, out1 = run("uuid", { "uuid" })
+    local code2, out2 = run("uuid", { "uuid" })
+    assert.equal(0, code1, out1)
+    assert.equal(0, code2, out2)
+    out1, out2 = out1:gsub("%s+$", ""), out2:gsub("%s+$", "")
+    assert.truthy(out1:match(UUID_PAT), out1)
+    assert.truthy(out2:match(UUID_PAT), out2)
+    assert.are_not.equal(out1, out2)
+  end))
+
+  it("version prints 'luaray X.Y.Z'", h:guard(function()
+    local code, out = run("version", { "version" })
+    assert.equal(0, code, out)
+    assert.truthy(out:match("^luaray %d+%.%d+%.%d+"), out)
+  end))
+
+  it("-t without -c is a usage error", h:guard(function()
+    local code, out = run("usage", { "-t" })
+    assert.are_not.equal(0, code, out)
+    assert.truthy(out:find("-c", 1, true), out)
+  end))
+end)
