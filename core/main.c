@@ -31,6 +31,8 @@ int main(int argc, char **argv)
     int check = 0, link = 0;
     char err[1024];
 
+    /* hooks may print; keep their lines in order with the log */
+    setvbuf(stdout, NULL, _IOLBF, 0);
     if (lr_init() != LR_OK) {
         fprintf(stderr, "luaray: crypto libraries failed to initialise\n");
         return 1;

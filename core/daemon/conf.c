@@ -88,6 +88,9 @@ LR_API void lr_conf_free(struct lr_conf *c)
     free(c->rules);
     free(c->default_tag);
     free(c->access);
+    for (uint32_t i = 0; i < c->npolicies; i++)
+        free(c->policies[i].email);
+    free(c->policies);
     lr_wipe(c, sizeof(*c));
     free(c);
 }
@@ -401,6 +404,19 @@ LR_API int lr_conf_route_filter(struct lr_conf *c, const char *kind,
         return LR_OK;
     }
     return fail(c, "unknown route filter '%s'", kind);
+}
+
+LR_API int lr_conf_policy(struct lr_conf *c, const char *email,
+                          const struct lr_policy *p)
+{
+    if (!email || !p)
+        return fail(c, "bad policy");
+    if (!GROW(c->policies, c->npolicies))
+        return LR_ENOMEM;
+    c->policies[c->npolicies].email = strdup(email);
+    c->policies[c->npolicies].p = *p;
+    c->npolicies++;
+    return LR_OK;
 }
 
 LR_API int lr_conf_default(struct lr_conf *c, const char *tag)

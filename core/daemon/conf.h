@@ -40,6 +40,13 @@ struct lr_conf {
     struct lr_conf_ob *ob;        uint32_t nob;
     struct lr_conf_rule *rules;   uint32_t nrules;
     char *default_tag;
+    struct lr_conf_policy *policies;
+    uint32_t npolicies;
+};
+
+struct lr_conf_policy {
+    char *email;
+    struct lr_policy p;
 };
 
 #endif

@@ -19,6 +19,7 @@
 #include "net/conn.h"
 #include "route/route.h"
 #include "script/bridge.h"
+#include "daemon/policy.h"
 
 extern const struct lr_ib_ops lr_vmess_in_ops, lr_socks_in_ops, lr_http_in_ops;
 
@@ -481,6 +482,8 @@ int lr_daemon_commit(struct lr_daemon *d, struct lr_conf *c,
     }
     apply_logging(c);
     gen_install(d, g);
+    for (uint32_t i = 0; i < c->npolicies; i++)
+        lr_policy_set(c->policies[i].email, &c->policies[i].p);
     return 0;
 }
 

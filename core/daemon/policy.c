@@ -21,6 +21,7 @@ struct ipc {
 
 struct lr_pol {
     struct lr_pol *next;
+    uint32_t hash;
     char *email;
     struct lr_policy p;
     double bytes;
@@ -30,24 +31,49 @@ struct lr_pol {
     double tokens, last;
 };
 
-static struct lr_pol *list;
-static uint32_t nset;          /* users with a policy: 0 skips all work */
+/* entries by email: a chained hash table that only grows */
+static struct lr_pol **tab;
+static uint32_t tab_size, count;
+
+static int grow(void)
+{
+    uint32_t n = tab_size ? tab_size * 2 : 1024;
+    struct lr_pol **nt = calloc(n, sizeof(*nt));
+    if (!nt)
+        return -1;
+    for (uint32_t i = 0; i < tab_size; i++)
+        for (struct lr_pol *p = tab[i], *next; p; p = next) {
+            next = p->next;
+            p->next = nt[p->hash & (n - 1)];
+            nt[p->hash & (n - 1)] = p;
+        }
+    free(tab);
+    tab = nt;
+    tab_size = n;
+    return 0;
+}
 
 static struct lr_pol *find(const char *email, int create)
 {
-    for (struct lr_pol *p = list; p; p = p->next)
-        if (strcmp(p->email, email) == 0)
-            return p;
+    uint32_t h = lr_fnv1a32((const uint8_t *)email, strlen(email));
+    if (tab_size)
+        for (struct lr_pol *p = tab[h & (tab_size - 1)]; p; p = p->next)
+            if (p->hash == h && strcmp(p->email, email) == 0)
+                return p;
     if (!create)
+        return NULL;
+    if ((count + 1 > tab_size) && grow() != 0)
         return NULL;
     struct lr_pol *p = calloc(1, sizeof(*p));
     if (!p || !(p->email = strdup(email))) {
         free(p);
         return NULL;
     }
+    p->hash = h;
     p->last = -1;
-    p->next = list;
-    list = p;
+    p->next = tab[h & (tab_size - 1)];
+    tab[h & (tab_size - 1)] = p;
+    count++;
     return p;
 }
 
@@ -58,9 +84,6 @@ LR_API int lr_policy_set(const char *email, const struct lr_policy *pol)
     struct lr_pol *p = find(email, 1);
     if (!p)
         return LR_ENOMEM;
-    int was = p->p.rate > 0 || p->p.quota > 0 || p->p.max_conns || p->p.max_ips;
-    int now_set = pol->rate > 0 || pol->quota > 0 || pol->max_conns || pol->max_ips;
-    nset += (uint32_t)(now_set - was);
     p->p = *pol;
     if (p->p.rate > 0 && p->p.burst <= 0)
         p->p.burst = p->p.rate;
@@ -93,9 +116,7 @@ const char *lr_policy_admit(const char *email, const uint8_t *ip, int iplen,
                             struct lr_pol **out)
 {
     *out = NULL;
-    /* accounting starts once some user has a policy: with none, a
-     * connection costs nothing here */
-    if (!email || nset == 0)
+    if (!email)
         return NULL;
     struct lr_pol *p = find(email, 1);
     if (!p)

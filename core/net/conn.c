@@ -780,7 +780,7 @@ void lr_conn_dial_failed(struct lr_conn *c, int err, const char *reason)
     c->reason = reason;
     if (c->obops && c->obops->failed)
         c->obops->failed(c);
-    if (err)
+    if (err && !c->fail_detail[0])
         snprintf(c->fail_detail, sizeof(c->fail_detail), "%s",
                  strerror(err < 0 ? -err : err));
     if (c->ibops->dial_failed)

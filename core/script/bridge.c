@@ -199,6 +199,11 @@ int lr_script_call(struct lr_script *s, struct lr_hook_ctx *ctx)
     lua_settop(L, base);
     if (ctx->verdict == LR_VERDICT_ERROR)
         s->failures++;
+    /* LuaJIT does not collect before failing an allocation: after a hook
+     * that hit the cap (or came close), free its garbage now so the next
+     * call starts clean */
+    if (ctx->verdict == LR_VERDICT_ERROR || s->mem > s->mem_limit / 2)
+        lua_gc(L, LUA_GCCOLLECT, 0);
     return ctx->verdict;
 }
 

@@ -10,6 +10,10 @@ local M = {}
 
 local bit = require "bit"
 
+-- While a config loads, policies are staged and applied only if the whole
+-- config is committed; from a hook they apply at once.
+local loading, staged = false, {}
+
 local LEVELS = { debug = 0, info = 1, warn = 2, error = 3 }
 
 -- The embedded default (design.md 1): a VMess server on 127.0.0.1:10086
@@ -110,6 +114,7 @@ local function apply(cfg, conf)
     end
   end
   check(C.lr_conf_default(conf, cfg.default_outbound))
+  for _, sp in ipairs(staged) do check(C.lr_conf_policy(conf, sp[1], sp[2])) end
 end
 
 ---------------------------------------------------------------------------
@@ -171,6 +176,7 @@ function shared.count() return tonumber(C.lr_shared_count()) end
 local pol = ffi.new("struct lr_policy")
 local use = ffi.new("struct lr_policy_usage")
 
+
 -- luaray.policy(email, { rate =, burst =, quota =, max_conns =, max_ips = })
 local function policy(email, t)
   if type(email) ~= "string" then error("luaray.policy: email must be a string", 2) end
@@ -182,6 +188,10 @@ local function policy(email, t)
   end
   pol.rate, pol.burst, pol.quota = t.rate or 0, t.burst or 0, t.quota or 0
   pol.max_conns, pol.max_ips = t.max_conns or 0, t.max_ips or 0
+  if loading then
+    staged[#staged + 1] = { email, ffi.new("struct lr_policy", pol) }
+    return true
+  end
   return C.lr_policy_set(email, pol) == 0
 end
 
@@ -306,12 +316,14 @@ end
 function M.load(path, conf_ud, announce)
   local cfg, err, uuid
   local opts = { luaray = { shared = shared, policy = policy, usage = usage, reset_usage = reset } }
+  loading, staged = true, {}
   if path then
     cfg, err = config.load(path, opts)
   else
     uuid = fresh_uuid()
     cfg, err = config.load_string(DEFAULT:format(uuid, uuid), "=default", opts)
   end
+  loading = false
   if not cfg then return nil, err end
   local ok, e = pcall(apply, cfg, ffi.cast("struct lr_conf *", conf_ud))
   if not ok then return nil, tostring(e) end

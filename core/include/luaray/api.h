@@ -630,6 +630,10 @@ struct lr_policy {
 
 /* Sets (or with all zero, clears) the policy of the user with this email. */
 LR_API int lr_policy_set(const char *email, const struct lr_policy *p);
+/* A policy declared while a config loads: applied only if that config is
+ * committed (a failed reload changes no policy). */
+LR_API int lr_conf_policy(struct lr_conf *c, const char *email,
+                          const struct lr_policy *p);
 /* Usage so far: bytes, live connections, distinct IPs. */
 struct lr_policy_usage {
     double bytes;
