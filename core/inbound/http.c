@@ -108,9 +108,13 @@ static int set_dest(struct lr_conn *c, const char *hp, size_t n,
         if (*e || port == 0 || port > 65535)
             return -1;
     }
-    for (const char *q = host; *q; q++)
-        if (*q <= ' ' || *q >= 0x7f || *q == '/' || *q == '@')
+    for (size_t i = 0, hn = strlen(host); i < sizeof(host) && (i < hn || i == 0); i++)
+        if ((unsigned char)host[i] <= ' ' || (unsigned char)host[i] >= 0x7f ||
+            host[i] == '/' || host[i] == '@')
             return -1;
+    /* a NUL inside the name would cut it short */
+    if (memchr(hp, 0, n))
+        return -1;
     struct lr_addr a;
     snprintf(c->dst.host, sizeof(c->dst.host), "%s", host);
     c->dst.port = (uint16_t)port;

@@ -202,9 +202,12 @@ LR_API int lr_resp_decode(struct lr_resp_dec *dec, uint8_t mode,
             return rc;
         if ((rc = lr_gcm_open_once(key, nonce, NULL, 0, in, 18, lenb)))
             return rc;
-        dec->len = lr_get_be16(lenb);
-        if (dec->len < 4 || dec->len > 4 + 255)
+        uint16_t l = lr_get_be16(lenb);
+        /* checked before it is kept: a retry must never see a length the
+         * plaintext buffer cannot hold */
+        if (l < 4 || l > 4 + 255)
             return LR_EINVAL;
+        dec->len = l;
     }
     if (len < 18 + (size_t)dec->len + 16)
         return LR_AGAIN;

@@ -115,15 +115,18 @@ local function set_of(list)
   return s
 end
 
+-- sort order for keys of mixed types (a named function: no closure per call)
+local function key_order(a, b)
+  local ta, tb = type(a), type(b)
+  if ta ~= tb then return ta < tb end
+  if ta == "number" or ta == "string" then return a < b end
+  return tostring(a) < tostring(b)
+end
+
 local function sorted_keys(t)
   local ks = {}
   for k in pairs(t) do ks[#ks + 1] = k end
-  sort(ks, function(a, b)
-    local ta, tb = type(a), type(b)
-    if ta ~= tb then return ta < tb end
-    if ta == "number" or ta == "string" then return a < b end
-    return tostring(a) < tostring(b)
-  end)
+  sort(ks, key_order)
   return ks
 end
 
@@ -237,6 +240,12 @@ end
 
 -- RFC 5952 text: lower case, no leading zeros, the longest run of two or
 -- more zero groups (the first one on a tie) written as "::".
+local function hex_groups(g, a, b)
+  local t = {}
+  for k = a, b do t[#t + 1] = fmt("%x", g[k]) end
+  return concat(t, ":")
+end
+
 local function format_ipv6(g)
   local best, best_len, i = nil, 1, 1
   while i <= 8 do
@@ -249,13 +258,8 @@ local function format_ipv6(g)
       i = i + 1
     end
   end
-  local function hexs(a, b)
-    local t = {}
-    for k = a, b do t[#t + 1] = fmt("%x", g[k]) end
-    return concat(t, ":")
-  end
-  if not best then return hexs(1, 8) end
-  return hexs(1, best - 1) .. "::" .. hexs(best + best_len, 8)
+  if not best then return hex_groups(g, 1, 8) end
+  return hex_groups(g, 1, best - 1) .. "::" .. hex_groups(g, best + best_len, 8)
 end
 
 -- A host name: dot-separated labels of letters, digits, '-' and '_'.
@@ -729,6 +733,12 @@ local function network_filter(w, t)
   return out
 end
 
+-- per-entry normalisers of the route filters (named: no closure per rule)
+local function norm_domain(v) return normalise_domain(v, "domain") end
+local function norm_suffix(v) return normalise_domain(v, "domain_suffix") end
+local function norm_keyword(v) return as_name(v) and v:lower() end
+local function norm_protocol(v) return (v == "tls" or v == "http") and v or nil end
+
 local function decl_route(S, w, t)
   check_table(w, t, "luaray.route")
   check_keys(w, t, ROUTE_KEYS, "route")
@@ -752,19 +762,16 @@ local function decl_route(S, w, t)
     fail(w, "route has no filter (use luaray.route { default = \"tag\" } for the default outbound)")
   end
   r.to = name_string(w, "to", "route", req(w, t, "to", "route"))
-  r.domain = opt_list(w, t, "domain", "route",
-    function(v) return normalise_domain(v, "domain") end, "domain names")
-  r.domain_suffix = opt_list(w, t, "domain_suffix", "route",
-    function(v) return normalise_domain(v, "domain_suffix") end, "domain names")
-  r.domain_keyword = opt_list(w, t, "domain_keyword", "route",
-    function(v) return as_name(v) and v:lower() end, "non-empty strings")
+  r.domain = opt_list(w, t, "domain", "route", norm_domain, "domain names")
+  r.domain_suffix = opt_list(w, t, "domain_suffix", "route", norm_suffix, "domain names")
+  r.domain_keyword = opt_list(w, t, "domain_keyword", "route", norm_keyword,
+    "non-empty strings")
   r.ip_cidr = opt_list(w, t, "ip_cidr", "route", parse_cidr, "CIDR blocks like \"10.0.0.0/8\"")
   r.port = port_filter(w, t)
   r.user = opt_list(w, t, "user", "route", as_name, "user emails")
   r.inbound = opt_list(w, t, "inbound", "route", as_name, "inbound tags")
   r.network = network_filter(w, t)
-  r.protocol = opt_list(w, t, "protocol", "route",
-    function(v) return (v == "tls" or v == "http") and v or nil end, "\"tls\" or \"http\"")
+  r.protocol = opt_list(w, t, "protocol", "route", norm_protocol, "\"tls\" or \"http\"")
   S.routes[#S.routes + 1] = r
 end
 
@@ -886,13 +893,15 @@ local function make_luaray(S, extra)
   local L = {}
   -- Every DSL word checks it runs while the config loads (a hook calling
   -- luaray.user at run time is a mistake, not a declaration).
+  -- (every word takes at most two arguments; naming them instead of
+  -- passing `...` keeps this wrapper compilable: VARG is NYI in LuaJIT)
   local function word(name, f)
-    L[name] = function(...)
+    L[name] = function(a, b)
       local w = where(S)
       if not S.loading then
         fail(w, "luaray.%s can only be used while the config loads", name)
       end
-      return f(w, ...)
+      return f(w, a, b)
     end
   end
   word("log", function(w, t) decl_log(S, w, t) end)
@@ -955,9 +964,6 @@ local function make_env(S, luaray)
       return h(e)
     end))
   end
-  base.string = copy(string)
-  base.table = copy(table)
-  base.math = copy(math)
   base.os = { time = os.time, clock = os.clock, date = os.date, getenv = os.getenv }
   base.luaray = luaray
   base.require = function(name)
@@ -967,7 +973,7 @@ local function make_env(S, luaray)
   end
   -- The environment itself stays empty: reads go to `base`, writes are all
   -- refused, so neither a typo nor `print = nil` slips through.
-  return setmetatable({}, {
+  local env = setmetatable({}, {
     __index = function(_, k)
       local v = base[k]
       if v == nil then fail(where(S), "undefined global '%s'", tostring(k)) end
@@ -981,6 +987,13 @@ local function make_env(S, luaray)
     end,
     __metatable = false,
   })
+  -- the libraries are proxies (writes stay in the proxy, reads fall
+  -- through), not copies: no loop here whose trace would run into this
+  -- function's closures and upvalues (FNEW/UCLO are NYI in LuaJIT)
+  base.string = setmetatable({}, { __index = string, __metatable = false })
+  base.table = setmetatable({}, { __index = table, __metatable = false })
+  base.math = setmetatable({}, { __index = math, __metatable = false })
+  return env
 end
 
 -- Compiles and runs one config file (path, src == nil) or string (src).

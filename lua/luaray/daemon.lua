@@ -92,17 +92,18 @@ local function apply(cfg, conf)
     s.domain_strategy = ob.domain_strategy
     check(C.lr_conf_outbound(conf, s), ob.where)
   end
+  local function each(kind, list, where)
+    if not list then return end
+    for _, v in ipairs(list) do check(C.lr_conf_route_filter(conf, kind, v), where) end
+  end
   for _, r in ipairs(cfg.routes) do
     check(C.lr_conf_route(conf, r.to, r.where), r.where)
-    local function each(kind, list)
-      for _, v in ipairs(list or {}) do check(C.lr_conf_route_filter(conf, kind, v), r.where) end
-    end
-    each("domain", r.domain)
-    each("domain_suffix", r.domain_suffix)
-    each("domain_keyword", r.domain_keyword)
-    each("user", r.user)
-    each("inbound", r.inbound)
-    each("protocol", r.protocol)
+    each("domain", r.domain, r.where)
+    each("domain_suffix", r.domain_suffix, r.where)
+    each("domain_keyword", r.domain_keyword, r.where)
+    each("user", r.user, r.where)
+    each("inbound", r.inbound, r.where)
+    each("protocol", r.protocol, r.where)
     for _, c in ipairs(r.ip_cidr or {}) do
       check(C.lr_conf_route_filter(conf, "ip_cidr", c.addr .. "/" .. c.bits), r.where)
     end
@@ -140,7 +141,12 @@ function shared.get(k)
   local rc = C.lr_shared_get(k, #k, kbuf, 65536, vlen, isnum)
   if rc ~= 0 then return nil end
   local v = ffi.string(kbuf, vlen[0])
-  if isnum[0] == 1 then return tonumber(v) end
+  -- no tail call: the caller is a hook, which the JIT does not compile,
+  -- and a trace may not return into it
+  if isnum[0] == 1 then
+    local n = tonumber(v)
+    return n
+  end
   return v
 end
 
