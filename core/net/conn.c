@@ -629,6 +629,7 @@ int lr_conn_accept_hook(struct lr_inbound *ib, const struct lr_addr *src)
     char ip[64];
     memset(&x, 0, sizeof(x));
     x.kind = LR_HOOK_ACCEPT;
+    x.id = ib->d->next_conn_id + 1; /* the number the connection will get */
     x.generation = g->id;
     lr_addr_ip_str(src, ip, sizeof(ip));
     x.src_ip = ip;

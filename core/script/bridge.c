@@ -64,6 +64,15 @@ static int embedded_loader(lua_State *l)
     return 1;
 }
 
+/* An error outside any pcall (out of memory while C pushes a value):
+ * say so before the process ends, instead of exiting silently. */
+static int on_panic(lua_State *l)
+{
+    const char *m = lua_tostring(l, -1);
+    lr_error("Lua panic: %s", m ? m : "unknown error");
+    return 0;
+}
+
 static int on_error(lua_State *l)
 {
     /* config errors are already "file:line: message"; keep them short */
@@ -86,6 +95,7 @@ struct lr_script *lr_script_new(struct lr_daemon *d)
         return NULL;
     }
     lua_State *L = s->L;
+    lua_atpanic(L, on_panic);
     luaL_openlibs(L);
     lua_getglobal(L, "package");
     lua_getfield(L, -1, "preload");
