@@ -340,7 +340,16 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     ev_tstamp now = ev_now(loop);
     switch (c->state) {
     case LR_CS_HANDSHAKE:
-        lr_conn_close(c, "handshake timeout");
+        /* exactly as a refused header: a FIN now, then linger, so an
+         * incomplete header and a bad one look the same to a prober */
+        c->reason = "handshake timeout";
+        lr_buf_put(c->up.in);
+        c->up.in = NULL;
+        shutdown(c->cli.fd, SHUT_WR);
+        c->state = LR_CS_LINGER;
+        ev_timer_set(&c->timer, 2., 0.);
+        ev_timer_start(loop, &c->timer);
+        ev_io_start(loop, &c->cli.rio);
         return;
     case LR_CS_DIAL:
         lr_conn_dial_failed(c, -ETIMEDOUT, "connect timeout");

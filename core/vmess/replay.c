@@ -13,6 +13,7 @@
  * The sets are keyed by a per-process random seed so a client cannot aim
  * keys at one probe run.
  */
+#include <malloc.h>
 #include <string.h>
 
 #include "vmess/vmess.h"
@@ -124,9 +125,16 @@ static int bucket_grow(struct xset *s, struct bucket *b)
 
 static void xset_expire(struct xset *s, int64_t now)
 {
+    int freed = 0;
     for (int i = 0; i < NBUCKETS; i++)
-        if (s->b[i].id >= 0 && (s->b[i].id + 1) * BUCKET_SPAN <= now)
+        if (s->b[i].id >= 0 && (s->b[i].id + 1) * BUCKET_SPAN <= now) {
+            freed |= s->b[i].mask != 0;
             bucket_clear(s, &s->b[i]);
+        }
+    /* a bucket can hold megabytes after a burst; hand them back to the
+     * system (this happens at most every 120 s) */
+    if (freed)
+        malloc_trim(0);
 }
 
 /* LR_OK (inserted), LR_EREPLAY (present), LR_EFULL, LR_ENOMEM */
