@@ -90,3 +90,123 @@ clean:
 	$(Q)rm -rf $(BUILD)
 
 -include $(DEPS)
+
+# ---------------------------------------------------------------------------
+# benchmarks (design.md section 4): side by side with v2ray and ss-libev.
+#   make bench           3 repetitions (~15 min)   -> build/bench/results.md,
+#   make bench-quick     1 repetition (< 3 min)       results.json, chart.png
+#   make bench-callgrind instructions per relayed byte and per handshake,
+#                        compared with scripts/bench/baseline.json
+# scripts/bench-deps.sh installs shadowsocks-libev, gnuplot-nox and valgrind.
+BENCH_DIR := $(BUILD)/bench
+BENCH_TOOLS := $(BENCH_DIR)/load $(BENCH_DIR)/sink
+
+.PHONY: bench bench-quick bench-callgrind bench-deps
+bench-deps:
+	$(Q)bash scripts/bench-deps.sh
+
+$(BENCH_TOOLS): $(BENCH_DIR)/%: scripts/bench/%.c scripts/bench/common.h
+	$(call say,CC,$<)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -o $@ $< -lm
+
+bench: all bench-deps $(BENCH_TOOLS)
+	$(Q)scripts/bench/run
+
+bench-quick: all bench-deps $(BENCH_TOOLS)
+	$(Q)scripts/bench/run --quick
+
+bench-callgrind: all bench-deps
+	$(Q)LURAY_BUILD=$(BUILD) bash scripts/bench/callgrind.sh
+# (end of benchmarks)
+
+# ---------------------------------------------------------------------------
+# fuzzing (spec/fuzz/README.md): libFuzzer targets for every parser of peer bytes.
+#   make fuzz-build   the targets (clang, -fsanitize=fuzzer,address,undefined)
+#   make fuzz         CI-sized run: every target for FUZZ_TIME s (default 20),
+#                     FUZZ_JOBS at a time; a table of executions and findings
+#   make fuzz-long    every target for FUZZ_LONG_RUNS executions (2,000,000)
+#   make fuzz-replay  the seed corpora through engine-less builds ($(CC) with
+#                     ASan+UBSan and spec/fuzz/targets/driver.c as main)
+# Outputs under $(BUILD)/fuzz; spec/fuzz/corpus/<target>/ is only read.
+FUZZ_CC ?= clang
+FUZZ_DIR := $(BUILD)/fuzz
+FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_CFLAGS = -std=c11 -D_GNU_SOURCE -O1 -g -fno-omit-frame-pointer $(WARN) \
+              -Icore -Icore/include -Ispec/fuzz/targets $(PKG_CFLAGS)
+FUZZ_LIBS := -lssl -lcrypto -lsodium -lm
+FUZZ_TARGETS := fuzz_req_aead_1user fuzz_req_legacy_1user fuzz_req_1000users \
+                fuzz_resp fuzz_body fuzz_socks_addr fuzz_socks fuzz_http \
+                fuzz_sniff fuzz_vmess_link
+# the codec alone (no libev, no Lua); the inbound targets add socks.c,
+# http.c and sock.c with net/conn.c replaced by spec/fuzz/targets/fuzz_conn.c
+FUZZ_CODEC := $(sort $(wildcard core/base/*.c core/crypto/*.c core/vmess/*.c)) core/api.c
+FUZZ_INBOUND := core/inbound/socks.c core/inbound/http.c core/net/sock.c \
+                spec/fuzz/targets/fuzz_conn.c
+fuzz_req_aead_1user_SRC := spec/fuzz/targets/fuzz_req.c
+fuzz_req_aead_1user_DEF := -DFZ_NUSERS=1 -DFZ_LEGACY=0
+fuzz_req_legacy_1user_SRC := spec/fuzz/targets/fuzz_req.c
+fuzz_req_legacy_1user_DEF := -DFZ_NUSERS=1 -DFZ_LEGACY=1
+fuzz_req_1000users_SRC := spec/fuzz/targets/fuzz_req.c
+fuzz_req_1000users_DEF := -DFZ_NUSERS=1000 -DFZ_LEGACY=1
+fuzz_socks_addr_EXTRA := $(FUZZ_INBOUND)
+fuzz_socks_EXTRA := $(FUZZ_INBOUND)
+fuzz_http_EXTRA := $(FUZZ_INBOUND)
+fuzz_sniff_EXTRA := core/route/sniff.c
+# link.lua under LuaJIT (no codec needed, linked anyway for one link rule)
+fuzz_vmess_link_DEF = -DFZ_LINK_LUA='"$(CURDIR)/lua/luaray/link.lua"'
+fuzz_vmess_link_LIBS := -lluajit-5.1
+fuzz_src = $(or $($(1)_SRC),spec/fuzz/targets/$(1).c)
+
+FUZZ_BINS := $(FUZZ_TARGETS:%=$(FUZZ_DIR)/bin/%)
+FUZZ_REPLAY_BINS := $(FUZZ_TARGETS:%=$(FUZZ_DIR)/replay/%)
+FUZZ_DEPS :=
+
+# $(1) flavour (lf: libFuzzer, clang; rp: replay, $(CC)), $(2) compiler,
+# $(3) extra compile flags
+define fuzz_flavour
+$(FUZZ_DIR)/$(1)/obj/%.o: %.c | $(DEPS_STAMP)
+	$$(call say,CC,$$<)
+	$$(Q)mkdir -p $$(@D)
+	$$(Q)$(2) $$(FUZZ_CFLAGS) $$(FUZZ_SAN) $(3) -MMD -MP -c $$< -o $$@
+FUZZ_DEPS += $(FUZZ_DIR)/$(1)/obj/*/*.d $(FUZZ_DIR)/$(1)/obj/*/*/*.d $(FUZZ_DIR)/$(1)/main/*.d
+endef
+$(eval $(call fuzz_flavour,lf,$$(FUZZ_CC),-fsanitize=fuzzer-no-link))
+$(eval $(call fuzz_flavour,rp,$$(CC),))
+
+# $(1) target: its main object in both flavours, the fuzzer and the replay
+define fuzz_target
+$(FUZZ_DIR)/lf/main/$(1).o: $(call fuzz_src,$(1)) | $(DEPS_STAMP)
+	$$(call say,CC,$$@)
+	$$(Q)mkdir -p $$(@D)
+	$$(Q)$$(FUZZ_CC) $$(FUZZ_CFLAGS) $$(FUZZ_SAN) -fsanitize=fuzzer-no-link $$($(1)_DEF) -MMD -MP -c $$< -o $$@
+$(FUZZ_DIR)/rp/main/$(1).o: $(call fuzz_src,$(1)) | $(DEPS_STAMP)
+	$$(call say,CC,$$@)
+	$$(Q)mkdir -p $$(@D)
+	$$(Q)$$(CC) $$(FUZZ_CFLAGS) $$(FUZZ_SAN) $$($(1)_DEF) -MMD -MP -c $$< -o $$@
+$(FUZZ_DIR)/bin/$(1): $(FUZZ_DIR)/lf/main/$(1).o $$(patsubst %.c,$(FUZZ_DIR)/lf/obj/%.o,$$(FUZZ_CODEC) $$($(1)_EXTRA))
+	$$(call say,LD,$$@)
+	$$(Q)mkdir -p $$(@D)
+	$$(Q)$$(FUZZ_CC) -fsanitize=fuzzer,address,undefined -o $$@ $$^ $$($(1)_LIBS) $$(FUZZ_LIBS)
+$(FUZZ_DIR)/replay/$(1): $(FUZZ_DIR)/rp/main/$(1).o $(FUZZ_DIR)/rp/obj/spec/fuzz/targets/driver.o $$(patsubst %.c,$(FUZZ_DIR)/rp/obj/%.o,$$(FUZZ_CODEC) $$($(1)_EXTRA))
+	$$(call say,LD,$$@)
+	$$(Q)mkdir -p $$(@D)
+	$$(Q)$$(CC) $$(FUZZ_SAN) -o $$@ $$^ $$($(1)_LIBS) $$(FUZZ_LIBS)
+endef
+$(foreach t,$(FUZZ_TARGETS),$(eval $(call fuzz_target,$(t))))
+
+.PHONY: fuzz-build fuzz fuzz-long fuzz-replay-build fuzz-replay
+fuzz-build: $(FUZZ_BINS)
+fuzz-replay-build: $(FUZZ_REPLAY_BINS)
+
+fuzz: fuzz-build
+	$(Q)FUZZ_DIR=$(FUZZ_DIR) bash scripts/fuzz.sh ci $(FUZZ_TARGETS)
+
+fuzz-long: fuzz-build
+	$(Q)FUZZ_DIR=$(FUZZ_DIR) bash scripts/fuzz.sh long $(FUZZ_TARGETS)
+
+fuzz-replay: fuzz-replay-build
+	$(Q)FUZZ_DIR=$(FUZZ_DIR) bash scripts/fuzz.sh replay $(FUZZ_TARGETS)
+
+-include $(wildcard $(FUZZ_DEPS))
+# end of fuzzing

@@ -15,6 +15,7 @@ pkgs=(
   lua-socket lua-posix                # end-to-end specs: sockets, processes
   v2ray                               # the interoperability oracle
   curl python3                        # end-to-end helpers
+  clang libclang-rt-14-dev            # libFuzzer (make fuzz); replays use gcc
 )
 
 missing=()

@@ -325,8 +325,10 @@ static int size_decode(struct lr_body *b, const uint8_t *in, size_t len)
         if (lr_aead_open(&b->len_aead, nonce, NULL, 0, sb, 18, v) != LR_OK)
             return LR_EAUTH;
         n = (uint32_t)lr_get_be16(v) + 16;
+        /* a peer's length beyond any chunk is a bad stream (LR_ETOOBIG
+         * means only "the caller's buffer is too small") */
         if (n > LR_CHUNK_MAX)
-            return LR_ETOOBIG;
+            return LR_EINVAL;
     } else {
         n = lr_get_be16(sb);
         if (b->len_mode == LEN_MASK)

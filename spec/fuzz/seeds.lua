@@ -1,0 +1,316 @@
+#!/usr/bin/env luajit
+-- Writes the seed corpora spec/fuzz/corpus/<target>/ from the byte-exact vectors
+-- in spec/vectors/ (real v2ray 4.34 requests and replies, header and chunk
+-- vectors) plus hand-made structured inputs, in each target's input format
+-- (see the comment at the top of spec/fuzz/targets/<target>.c).
+--
+--   luajit spec/fuzz/seeds.lua            (from the repository root; needs lua-cjson)
+--
+-- The seeds are committed; run this again after changing an input format
+-- or the vectors.  Existing files of the same name are overwritten, others
+-- are left alone.
+local cjson = require("cjson")
+
+local function readjson(name)
+    local f = assert(io.open("spec/vectors/" .. name .. ".json", "rb"))
+    local s = f:read("*a")
+    f:close()
+    return cjson.decode(s)
+end
+
+local function hex(s)
+    assert(#s % 2 == 0, "odd hex")
+    return (s:gsub("..", function(h) return string.char(tonumber(h, 16)) end))
+end
+
+local function u8(v) return string.char(v % 256) end
+local function be16(v) return string.char(math.floor(v / 256) % 256, v % 256) end
+
+local written = 0
+local function seed(target, name, bytes)
+    os.execute("mkdir -p spec/fuzz/corpus/" .. target)
+    local f = assert(io.open("spec/fuzz/corpus/" .. target .. "/" .. name, "wb"))
+    f:write(bytes)
+    f:close()
+    written = written + 1
+end
+
+local REQ = {"fuzz_req_aead_1user", "fuzz_req_legacy_1user", "fuzz_req_1000users"}
+local function req_seed(name, bytes)
+    for _, t in ipairs(REQ) do seed(t, name, bytes) end
+end
+
+local SEC_IDX = {[1] = 0, [3] = 1, [4] = 2, [5] = 3}
+local KEY = hex("000102030405060708090a0b0c0d0e0f")
+local IV = hex("101112131415161718191a1b1c1d1e1f")
+
+---------------------------------------------------------------- requests
+-- raw: ctrl 0x00 (replay state on), skew 0 (now = T), the wire bytes
+for i, c in ipairs(readjson("sessions_v2ray_client").cases) do
+    req_seed(("v2ray-client-%d-%s"):format(i, c.decoded_by_oracle.mode),
+             "\0\0" .. hex(c.client_request_wire))
+end
+for _, c in ipairs(readjson("sessions_v2ray_server").cases) do
+    local name = c.description:match("^([%w_]+):")
+    req_seed("oracle-" .. name, "\0\0" .. hex(c.header_wire) ..
+             hex(c.request_body_wire) .. hex(c.request_eos_wire))
+end
+for _, f in ipairs({"request_header_aead", "request_header_legacy"}) do
+    for i, c in ipairs(readjson(f).cases) do
+        req_seed(("%s-%d"):format(f, i), "\0\0" .. hex(c.header_wire))
+        -- the same header with the replay state full, and 130 s later
+        req_seed(("%s-%d-full"):format(f, i), "\4\0" .. hex(c.header_wire))
+        req_seed(("%s-%d-late"):format(f, i), "\0\127" .. hex(c.header_wire))
+    end
+end
+
+-- structured: ctrl 0x01, skew, mode, user (999: the vectors' user in every
+-- table), id index, ts skew, version, V, option, security, padding length,
+-- command, port, atyp, address, key, iv, padding, R4, nonce, mutations
+-- (atyp % 3: 0 IPv4, 1 domain, 2 IPv6; bit 7: domain bytes used as they are)
+local function req_struct(o)
+    local addr, kind = nil, o.atyp % 3
+    if kind == 0 then addr = "\127\0\0\1"
+    elseif kind == 1 then addr = u8(#o.domain) .. o.domain
+    else addr = ("\0"):rep(15) .. "\1" end
+    local ts = u8(o.ts or 0)
+    if o.ts == 0x80 then ts = ts .. "\5"           -- ts = -1 - 5
+    elseif o.ts == 127 then ts = ts .. be16(7) end -- ts = T + 100007
+    return "\1" .. u8(o.skew or 0) .. u8(o.mode) .. be16(999) .. u8(o.ix or 0) ..
+        ts .. u8(o.version or 1) .. u8(o.v or 0x41) ..
+        u8(o.option) .. u8(o.sec) .. u8(o.pad or 0) .. u8(o.cmd or 0) ..
+        be16(o.port or 41545) .. u8(o.atyp) .. addr .. KEY .. IV ..
+        ("\161\162\163\164\165\166\167\168\169\170\171\172\173\174\175"):sub(1, o.pad or 0) ..
+        "\192\255\238\1" .. "\1\2\3\4\5\6\7\1" .. u8(o.mut or 0) .. (o.tail or "")
+end
+local structs = {
+    {"aead-gcm-ipv4", {mode = 0, option = 0x0d, sec = 3, pad = 4, atyp = 0}},
+    {"aead-chacha-domain", {mode = 0, option = 0x01, sec = 4, atyp = 1, domain = "vmess.test"}},
+    {"aead-none-udp-ipv6", {mode = 0, option = 0x05, sec = 5, cmd = 1, atyp = 2}},
+    {"aead-mux", {mode = 0, option = 0x0d, sec = 3, cmd = 2, atyp = 0}},
+    {"aead-authlen", {mode = 0, option = 0x1d, sec = 4, pad = 15, atyp = 0}},
+    {"aead-sec0", {mode = 0, option = 0x01, sec = 0, atyp = 0}},
+    {"aead-sec2-refused", {mode = 0, option = 0x01, sec = 2, atyp = 0}},
+    {"aead-padding-no-mask", {mode = 0, option = 0x09, sec = 3, atyp = 0}},
+    {"aead-bad-domain", {mode = 0, option = 0x01, sec = 3, atyp = 0x82, domain = "a b"}},
+    {"aead-bad-command", {mode = 0, option = 0x01, sec = 3, cmd = 0x85, atyp = 0}},
+    {"aead-ts-edge", {mode = 0, option = 0x0d, sec = 3, ts = 120, atyp = 0}},
+    {"aead-ts-negative", {mode = 0, option = 0x0d, sec = 3, ts = 0x80, atyp = 0}},
+    {"aead-ts-far", {mode = 0, option = 0x0d, sec = 3, ts = 127, atyp = 0}},
+    {"aead-version0-v2", {mode = 0, version = 0, option = 0x01, sec = 3, atyp = 0}},
+    {"aead-mutated", {mode = 0, option = 0x0d, sec = 3, atyp = 0, mut = 0xff}},
+    {"aead-with-body", {mode = 0, option = 0x0d, sec = 3, atyp = 0, tail = ("x"):rep(40)}},
+    {"legacy-chacha-main", {mode = 1, option = 0x0d, sec = 4, pad = 3, atyp = 0}},
+    {"legacy-gcm-alt0", {mode = 1, ix = 1, option = 0x01, sec = 3, atyp = 1, domain = "example.com"}},
+    {"legacy-cfb-alt3", {mode = 1, ix = 4, option = 0x01, sec = 1, atyp = 2}},
+    {"legacy-alt-out-of-range", {mode = 1, ix = 5, option = 0x01, sec = 1, atyp = 0}},
+    {"legacy-ts-out", {mode = 1, ts = 126, option = 0x01, sec = 3, atyp = 0}},
+    {"legacy-mux", {mode = 1, option = 0x05, sec = 5, cmd = 2, atyp = 0}},
+    {"legacy-long-domain", {mode = 1, option = 0x0d, sec = 3, pad = 15, atyp = 1, domain = ("a"):rep(255)}},
+    {"legacy-mutated", {mode = 1, option = 0x0d, sec = 3, atyp = 0, mut = 0xf9}},
+}
+for _, s in ipairs(structs) do req_seed("struct-" .. s[1], req_struct(s[2])) end
+-- forged (ctrl 0x11): mode, user, id index, ts skew, fix-FNV, then AEAD:
+-- L, plaintext, R4, nonce / legacy: length, plaintext
+local plain = hex(readjson("request_header_aead").cases[1].header_plain)
+req_seed("forge-aead-fnv", "\17\0\0" .. be16(999) .. "\0\0\1" .. be16(#plain) .. plain .. "\1\2\3\4" .. ("\9"):rep(8))
+req_seed("forge-aead-long", "\17\0\0" .. be16(999) .. "\0\0\1" .. be16(400) .. plain)
+req_seed("forge-aead-short", "\17\0\0" .. be16(999) .. "\0\0\1" .. be16(41) .. plain)
+req_seed("forge-legacy-fnv", "\17\0\1" .. be16(999) .. "\0\0\1" .. be16(#plain) .. plain)
+req_seed("forge-legacy-alt-fnv", "\17\0\1" .. be16(999) .. "\2\0\1" .. be16(#plain) .. plain)
+
+---------------------------------------------------------------- responses
+-- raw: ctrl (1 legacy | sec index << 2), expect_v, split seed, option,
+-- respKey, respIV, the bytes a server sent
+local function resp_raw(legacy, sec, v, opt, key, iv, wire)
+    return u8((legacy and 1 or 0) + SEC_IDX[sec] * 4) .. u8(v) .. "\7" ..
+        u8(opt) .. key .. iv .. wire
+end
+for _, c in ipairs(readjson("sessions_v2ray_server").cases) do
+    local name = c.description:match("^([%w_]+):")
+    seed("fuzz_resp", "v2ray-" .. name,
+         resp_raw(c.header_mode == "legacy", c.security_byte, c.response_v,
+                  c.option, hex(c.response_body_key), hex(c.response_body_iv),
+                  hex(c.v2ray_response_wire)))
+end
+for _, c in ipairs(readjson("response_header").cases) do
+    local legacy = c.description:match("^legacy") ~= nil
+    seed("fuzz_resp", legacy and "header-legacy" or "header-aead",
+         resp_raw(legacy, 1, 0x42, 0, hex(c.response_key), hex(c.response_iv),
+                  hex(c.wire)))
+end
+for i, c in ipairs(readjson("command_switch_account").cases) do
+    seed("fuzz_resp", ("switch-account-%d"):format(i),
+         resp_raw(false, 3, 0, 0, KEY, IV, hex(c.bytes)))
+end
+-- structured: ctrl | 2, then V, c (1 command, (c >> 1) & 3 chunks, 8 end),
+-- [command fields], chunk lengths and payloads, mutations
+local function resp_struct(ctrl, opt, v, c, fields)
+    return u8(ctrl + 2) .. u8(v) .. "\3" .. u8(opt) .. KEY .. IV .. u8(v) ..
+        u8(c) .. (fields or "") .. "\0"
+end
+local sw = u8(9) .. "127.0.0.1" .. be16(10086) .. hex("de305d5475b4431badb2eb6b9e546014") ..
+    be16(4) .. "\0\5"
+local chunks = be16(4) .. "hello" .. be16(5) .. "world!"   -- 1 + n % 2048 bytes
+seed("fuzz_resp", "struct-aead-gcm", resp_struct(4, 0x0d, 0x42, 2 * 2 + 8, chunks))
+seed("fuzz_resp", "struct-aead-switch", resp_struct(8, 0x05, 0x43, 1 + 2 + 8, sw .. be16(4) .. "hello"))
+seed("fuzz_resp", "struct-legacy-cfb", resp_struct(1, 0x01, 0x44, 2 * 2 + 8, chunks))
+seed("fuzz_resp", "struct-legacy-cfb-switch", resp_struct(1, 0x05, 0x45, 1 + 2 * 2 + 8, sw .. chunks))
+seed("fuzz_resp", "struct-legacy-none-raw", resp_struct(1 + 12, 0x00, 0x46, 2 * 2, chunks))
+seed("fuzz_resp", "struct-wrong-v", resp_struct(0, 0x01, 0x47, 0, "") )
+-- forged AEAD headers (c & 0x10): length, then plaintext (V is forced)
+local function fnv1a32(s)
+    local h = 0x811c9dc5
+    for i = 1, #s do
+        h = require("bit").bxor(h, s:byte(i)) % 4294967296
+        -- h * 16777619 = h * 2^24 + h * 403 (mod 2^32), exact in doubles
+        h = ((h % 256) * 16777216 + h * 403) % 4294967296
+    end
+    return h
+end
+local function be32(v) return be16(math.floor(v / 65536)) .. be16(v % 65536) end
+assert(fnv1a32("") == 0x811c9dc5 and fnv1a32("a") == 0xe40c292c, "fnv1a32")
+seed("fuzz_resp", "forge-aead-switch", resp_struct(4, 0x0d, 0x48, 0x10,
+     be16(4 + 4 + #sw) .. "\72\0\1" .. u8(4 + #sw) .. be32(fnv1a32(sw)) .. sw))
+seed("fuzz_resp", "forge-legacy-switch-fnv", resp_struct(1, 0x01, 0x4a, 0x30,
+     be16(4 + 4 + #sw) .. "\74\0\1" .. u8(4 + #sw) .. "\0\0\0\0" .. sw))
+seed("fuzz_resp", "forge-aead-max", resp_struct(4, 0x0d, 0x49, 0x10, be16(259) .. "\73\0\1\255"))
+
+---------------------------------------------------------------- body
+-- raw: security, option, flags (1 UDP, 0x10 response direction, 0x20
+-- legacy keys), split seed, request key, request IV, the wire
+local function body_raw(sec, opt, flags, key, iv, wire)
+    return u8(sec) .. u8(opt) .. u8(flags) .. "\5" .. key .. iv .. wire
+end
+for _, f in ipairs({"chunk_aes128gcm", "chunk_chacha20poly1305", "chunk_legacy_cfb", "chunk_none"}) do
+    local d = readjson(f)
+    for _, c in ipairs(d.cases) do
+        seed("fuzz_body", ("%s-opt%02x"):format(f, c.option),
+             body_raw(d.security_byte, c.option, 0, hex(c.key), hex(c.iv),
+                      hex(c.chunk0) .. hex(c.chunk1) .. hex(c.eos)))
+    end
+end
+for _, c in ipairs(readjson("sessions_v2ray_server").cases) do
+    local name = c.description:match("^([%w_]+):")
+    local key, iv = hex(c.request_body_key), hex(c.request_body_iv)
+    seed("fuzz_body", "request-" .. name,
+         body_raw(c.security_byte, c.option, 0, key, iv,
+                  hex(c.request_body_wire) .. hex(c.request_eos_wire)))
+    -- v2ray's reply body: skip the response header (legacy: 4 bytes
+    -- through the body's CFB, so only for non-cfb bodies; AEAD: 38 bytes)
+    local legacy = c.header_mode == "legacy"
+    if not (legacy and c.security_byte == 1) then
+        local wire = hex(c.v2ray_response_wire):sub(legacy and 5 or 39)
+        seed("fuzz_body", "response-" .. name,
+             body_raw(c.security_byte, c.option, 0x10 + (legacy and 0x20 or 0),
+                      key, iv, wire))
+    end
+end
+-- structured: flags | 2, then c (count, 0x40 end chunk, 0x80 big first),
+-- lengths and payloads, mutations
+local function body_struct(sec, opt, flags, c, parts)
+    return u8(sec) .. u8(opt) .. u8(flags + 2) .. "\9" .. KEY .. IV .. u8(c) ..
+        parts .. "\0"
+end
+local two = be16(4) .. "hello" .. be16(5) .. "world!"
+for _, s in ipairs({1, 3, 4, 5}) do
+    for _, o in ipairs({0x00, 0x01, 0x05, 0x0d, 0x1d}) do
+        seed("fuzz_body", ("struct-sec%d-opt%02x-tcp"):format(s, o), body_struct(s, o, 0, 2 + 0x40, two))
+        seed("fuzz_body", ("struct-sec%d-opt%02x-udp"):format(s, o), body_struct(s, o, 1, 2 + 0x40, two))
+    end
+end
+seed("fuzz_body", "struct-gcm-big", body_struct(3, 0x0d, 0, 1 + 0x40 + 0x80, be16(65000)))
+seed("fuzz_body", "struct-cfb-smallcap", body_struct(1, 0x0d, 8, 2 + 0x40, two))
+seed("fuzz_body", "struct-gcm-random-padding", body_struct(3, 0x0d, 4, 2 + 0x40, two))
+seed("fuzz_body", "struct-chacha-inplace-resp", body_struct(4, 0x1d, 0x10, 2 + 0x40, two))
+-- forged authenticated lengths (flags 0x40): count, then (length, n, bytes)
+seed("fuzz_body", "forge-authlen-gcm", body_raw(3, 0x1d, 0x40, KEY, IV,
+     "\3" .. be16(65519) .. be16(0) .. be16(0) .. be16(4) .. be16(4) .. "abcd"))
+seed("fuzz_body", "forge-authlen-chacha", body_raw(4, 0x11, 0x40, KEY, IV,
+     "\2" .. be16(65519) .. be16(0) .. be16(0) .. be16(0)))
+seed("fuzz_body", "refused-sec2", body_raw(2, 1, 0, KEY, IV, ""))
+seed("fuzz_body", "refused-padding-no-mask", body_raw(3, 9, 0, KEY, IV, ""))
+
+---------------------------------------------------------------- socks
+seed("fuzz_socks_addr", "ipv4", "\1\127\0\0\1" .. be16(80))
+seed("fuzz_socks_addr", "ipv6", "\4" .. ("\0"):rep(15) .. "\1" .. be16(443))
+seed("fuzz_socks_addr", "domain", "\3\11example.com" .. be16(443))
+seed("fuzz_socks_addr", "domain-ipv4", "\3\009127.0.0.1" .. be16(53))
+seed("fuzz_socks_addr", "domain-ipv6", "\3\14::ffff:1.2.3.4" .. be16(53))
+seed("fuzz_socks_addr", "domain-long", "\3\255" .. ("a"):rep(255) .. be16(1))
+seed("fuzz_socks_addr", "domain-empty", "\3\0" .. be16(1))
+seed("fuzz_socks_addr", "domain-space", "\3\3a b" .. be16(1))
+seed("fuzz_socks_addr", "short", "\1\127\0")
+
+-- ctrl (1 account, 2 UDP, (ctrl >> 2) & 3 after the dial, ctrl >> 4 failing
+-- reply), split seed, dial error, the client's bytes
+local greet, greet_auth = "\5\1\0", "\5\2\0\2"
+local auth = "\1\4user\4pass"
+seed("fuzz_socks", "connect-ipv4", "\4\1\0" .. greet .. "\5\1\0\1\127\0\0\1" .. be16(80))
+seed("fuzz_socks", "connect-domain-auth", "\5\2\1" .. greet_auth .. auth .. "\5\1\0\3\11example.com" .. be16(443))
+seed("fuzz_socks", "connect-bad-auth", "\1\3\0" .. greet_auth .. "\1\4user\4nope" .. "\5\1\0\1\1\1\1\1" .. be16(1))
+seed("fuzz_socks", "connect-ipv6-failed", "\8\9\2" .. greet .. "\5\1\0\4" .. ("\0"):rep(15) .. "\1" .. be16(22))
+seed("fuzz_socks", "udp-associate", "\2\1\0" .. greet .. "\5\3\0\1\0\0\0\0" .. be16(0))
+seed("fuzz_socks", "udp-refused", "\0\1\0" .. greet .. "\5\3\0\1\0\0\0\0" .. be16(0))
+seed("fuzz_socks", "bind-refused", "\0\1\0" .. greet .. "\5\2\0\1\0\0\0\0" .. be16(0))
+seed("fuzz_socks", "reply-fails", "\20\1\0" .. greet .. "\5\1\0\1\127\0\0\1" .. be16(80))
+
+---------------------------------------------------------------- http
+seed("fuzz_http", "connect", "\4\1\0CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+seed("fuzz_http", "connect-ipv6", "\4\2\0CONNECT [::1]:8443 HTTP/1.1\r\n\r\n")
+seed("fuzz_http", "connect-auth", "\5\3\1CONNECT 10.0.0.1:22 HTTP/1.1\r\nProxy-Authorization: Basic dXNlcjpwYXNz\r\n\r\n")
+seed("fuzz_http", "connect-noauth", "\1\1\0CONNECT a.b:1 HTTP/1.1\r\n\r\n")
+seed("fuzz_http", "get-absolute", "\4\4\0GET http://example.com/index.html?q=1 HTTP/1.1\r\nHost: example.com\r\n" ..
+     "Proxy-Connection: keep-alive\r\nConnection: keep-alive\r\nKeep-Alive: 300\r\nAccept: */*\r\n\r\nbody")
+seed("fuzz_http", "get-auth-port", "\9\5\2POST http://127.0.0.1:8080 HTTP/1.0\r\nproxy-authorization: Basic dXNlcjpwYXNz\r\n" ..
+     "Content-Length: 4\r\n\r\nabcd")
+seed("fuzz_http", "get-origin-form", "\0\6\0GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+seed("fuzz_http", "bad-version", "\0\7\0GET http://a/ FTP/1.1\r\n\r\n")
+seed("fuzz_http", "too-large", "\0\8\0GET http://a/ HTTP/1.1\r\nX: " .. ("y"):rep(16400) .. "\r\n\r\n")
+
+---------------------------------------------------------------- sniffing
+-- ctrl (1 HTTP, else TLS), cap - 1, the client's first bytes
+local function client_hello(name, extra)
+    local sni = ""
+    if name then
+        local entry = "\0" .. be16(#name) .. name
+        local list = be16(#entry) .. entry
+        sni = "\0\0" .. be16(#list) .. list
+    end
+    local alpn_data = be16(3) .. "\2h2"
+    local alpn = "\0\16" .. be16(#alpn_data) .. alpn_data
+    local exts = alpn .. (extra or "") .. sni
+    local body = "\3\3" .. ("r"):rep(32) .. "\32" .. ("s"):rep(32) .. be16(4) ..
+        "\19\1\19\2" .. "\1\0" .. be16(#exts) .. exts
+    local hs = "\1\0" .. be16(#body) .. body
+    return "\22\3\1" .. be16(#hs) .. hs
+end
+seed("fuzz_sniff", "tls-sni", "\0\255" .. client_hello("WWW.Example.COM"))
+seed("fuzz_sniff", "tls-sni-small-cap", "\0\4" .. client_hello("www.example.com"))
+seed("fuzz_sniff", "tls-no-sni", "\0\255" .. client_hello(nil))
+seed("fuzz_sniff", "tls-sni-after-padding", "\0\255" ..
+     client_hello("a.example", "\0\21" .. be16(64) .. ("\0"):rep(64)))
+seed("fuzz_sniff", "tls-long-name", "\0\255" .. client_hello(("a"):rep(253)))
+seed("fuzz_sniff", "http-host", "\1\255GET /x HTTP/1.1\r\nUser-Agent: t\r\nHost: Sub.Example.org:8080\r\n\r\n")
+seed("fuzz_sniff", "http-host-tabs", "\1\255POST / HTTP/1.0\r\nhost:\t a.b \t\r\nX: y\r\n\r\nbody")
+seed("fuzz_sniff", "http-no-host", "\1\255GET / HTTP/1.1\r\nAccept: */*\r\n\r\n")
+seed("fuzz_sniff", "http-ipv6-host", "\1\255CONNECT [::1]:443 HTTP/1.1\r\nHost: [::1]:443\r\n\r\n")
+
+---------------------------------------------------------------- vmess links
+-- mode (0 link, 1 link of base64(bytes), 2 JSON, 3 base64), the bytes
+local link = dofile("lua/luaray/link.lua")
+local user = { id = "de305d54-75b4-431b-adb2-eb6b9e546014", email = "alice@example.com", alter_id = 4 }
+local l = link.vmess_link(user, "vmess.example.com", 443, { security = "aes-128-gcm" })
+seed("fuzz_vmess_link", "link", "\0" .. l)
+seed("fuzz_vmess_link", "link-urlsafe-ws", "\0  " .. l:gsub("=+$", ""):gsub("%+", "-"):gsub("/", "_") .. "\n")
+local json = link.base64_decode(l:sub(9))
+seed("fuzz_vmess_link", "json-in-link", "\1" .. json)
+seed("fuzz_vmess_link", "json-in-link-urlsafe", "\5" .. json)
+seed("fuzz_vmess_link", "json", "\2" .. json)
+seed("fuzz_vmess_link", "json-escapes", "\2" .. [[{"a\u00e9\ud83d\ude00":"\"\\\/\b\f\n\r\t","n":-12.5e+3,"t":true,"f":false,"z":null}]])
+seed("fuzz_vmess_link", "json-empty", "\2 { } ")
+seed("fuzz_vmess_link", "json-lone-surrogate", "\2" .. [[{"a":"\udc00"}]])
+seed("fuzz_vmess_link", "base64", "\3" .. l:sub(9))
+seed("fuzz_vmess_link", "base64-bad", "\3QUJD=RA==")
+
+print(("spec/fuzz/seeds.lua: %d seed files written under spec/fuzz/corpus/"):format(written))
