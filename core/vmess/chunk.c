@@ -379,6 +379,40 @@ static int open_chunk(struct lr_body *b, const uint8_t *in, uint8_t *out,
     return LR_OK;
 }
 
+/* The next chunk's SIZE (decoded once, kept across LR_AGAIN): LR_OK when
+ * the whole chunk is in the `len` bytes at `in`. */
+static int chunk_ready(struct lr_body *b, const uint8_t *in, size_t len)
+{
+    if (!b->have_size) {
+        int rc = size_decode(b, in, len);
+        if (rc == LR_AGAIN)
+            return rc;
+        if (rc != LR_OK) {
+            b->finished = 1;
+            return rc;
+        }
+    }
+    return len < b->size_len + b->pend_n ? LR_AGAIN : LR_OK;
+}
+
+/* Bookkeeping after a chunk was opened with status rc. */
+static int chunk_done(struct lr_body *b, int rc, size_t *consumed)
+{
+    int end = b->pend_n == b->overhead + b->pend_p;
+    b->have_size = 0;
+    if (rc != LR_OK) {
+        b->finished = 1;
+        return rc;
+    }
+    b->chunks++;
+    *consumed = b->size_len + b->pend_n;
+    if (end) {
+        b->finished = 1;
+        return LR_DONE;
+    }
+    return LR_OK;
+}
+
 /* In-place variant of open_chunk: `p` points at the chunk's seal. */
 static int open_chunk_inplace(struct lr_body *b, uint8_t *p, size_t *off)
 {
@@ -437,35 +471,16 @@ LR_API int lr_body_open_inplace(struct lr_body *b, uint8_t *buf, size_t len,
         *consumed = *plain_len = len;
         return LR_OK;
     }
-    if (!b->have_size) {
-        rc = size_decode(b, buf, len);
-        if (rc == LR_AGAIN)
-            return rc;
-        if (rc != LR_OK) {
-            b->finished = 1;
-            return rc;
-        }
-    }
-    size_t total = b->size_len + b->pend_n;
-    if (len < total)
-        return LR_AGAIN;
-    int end = b->pend_n == b->overhead + b->pend_p;
+    if ((rc = chunk_ready(b, buf, len)) != LR_OK)
+        return rc;
     size_t off;
     rc = open_chunk_inplace(b, buf + b->size_len, &off);
-    b->have_size = 0;
-    if (rc != LR_OK) {
-        b->finished = 1;
-        return rc;
-    }
-    b->chunks++;
-    *consumed = total;
     *plain_off = b->size_len + off;
     *plain_len = b->pend_n - b->overhead - b->pend_p;
-    if (end) {
-        b->finished = 1;
-        return LR_DONE;
-    }
-    return LR_OK;
+    rc = chunk_done(b, rc, consumed);
+    if (rc < 0)
+        *plain_len = 0;
+    return rc;
 }
 
 LR_API int lr_body_open(struct lr_body *b, const uint8_t *in, size_t len,
@@ -491,33 +506,13 @@ LR_API int lr_body_open(struct lr_body *b, const uint8_t *in, size_t len,
         *consumed = *outlen = n;
         return n ? LR_OK : LR_AGAIN;
     }
-    if (!b->have_size) {
-        rc = size_decode(b, in, len);
-        if (rc == LR_AGAIN)
-            return rc;
-        if (rc != LR_OK) {
-            b->finished = 1;
-            return rc;
-        }
-    }
-    size_t total = b->size_len + b->pend_n;
-    if (len < total)
-        return LR_AGAIN;
-    int end = b->pend_n == b->overhead + b->pend_p;
+    if ((rc = chunk_ready(b, in, len)) != LR_OK)
+        return rc;
     rc = open_chunk(b, in + b->size_len, out, cap, outlen);
     if (rc == LR_ETOOBIG)
         return rc; /* caller's buffer: retry possible, nothing consumed */
-    b->have_size = 0;
-    if (rc != LR_OK) {
-        b->finished = 1;
+    rc = chunk_done(b, rc, consumed);
+    if (rc < 0)
         *outlen = 0;
-        return rc;
-    }
-    b->chunks++;
-    *consumed = total;
-    if (end) {
-        b->finished = 1;
-        return LR_DONE;
-    }
-    return LR_OK;
+    return rc;
 }

@@ -883,8 +883,15 @@ describe("hardening", function()
       assert.equal(0, cs2, "server connections still open")
       assert.equal(bc0, bc2, "client relay buffers in use not back to baseline")
       assert.equal(bs0, bs2, "server relay buffers in use not back to baseline")
-      assert.is_true(math.abs(rc2 - rc0) <= 2048, "client RSS moved by more than 2 MB")
-      assert.is_true(math.abs(rs2 - rs0) <= 2048, "server RSS moved by more than 2 MB")
+      if os.getenv("LURAY_ASAN") then
+        -- AddressSanitizer holds freed memory in its quarantine: RSS says
+        -- nothing there (leaks are its own job); fds, connections and
+        -- buffers above still must come back
+        say("churn: RSS bound not checked under AddressSanitizer (quarantine)")
+      else
+        assert.is_true(math.abs(rc2 - rc0) <= 2048, "client RSS moved by more than 2 MB")
+        assert.is_true(math.abs(rs2 - rs0) <= 2048, "server RSS moved by more than 2 MB")
+      end
     end))
   end)
 end)

@@ -241,7 +241,10 @@ describe("per-user policies", function()
     s = assert(E.socks5_connect("127.0.0.1", socks.q, "127.0.0.1", echo.port))
     local ok, err = E.transfer_echo(s, 128 * KiB, { timeout = 10 })
     assert.is_false(ok, "a transfer past the quota completed")
-    assert.is_truthy(tostring(err):find("closed by peer", 1, true), err)
+    -- the close is seen by whichever of the client's reads or writes comes
+    -- first (timing: slower under AddressSanitizer)
+    assert.is_truthy(tostring(err):find("closed by peer", 1, true) or
+                     tostring(err):find("send: closed", 1, true), err)
     local text = assert(wait_log(srv, "q@e2e tcp [^\n]*quota exceeded", 1))
     -- what the cut connection moved: at most the quota left (64 KiB) plus
     -- what was in flight (a few chunks)
