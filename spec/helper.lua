@@ -70,6 +70,35 @@ function H.each_case(v, fn)
   assert(n == #v.cases)
 end
 
+-- Reproducible randomness for property specs: `it` reseeded per test from
+-- a base seed (printed; LURAY_SPEC_SEED=<n> overrides), and random bytes
+-- drawn from math.random.  Pass busted's `it` (spec files run in their own
+-- environment).
+function H.seeded(file, it)
+  local R = {}
+  R.SEED = tonumber(os.getenv("LURAY_SPEC_SEED") or "") or 20240611
+  print(("# %s: math.randomseed base %d (LURAY_SPEC_SEED overrides)"):format(file, R.SEED))
+  local ntests = 0
+  function R.it(name, fn)
+    ntests = ntests + 1
+    local k = ntests
+    it(("%s [seed %d+%d]"):format(name, R.SEED, k), function()
+      math.randomseed(R.SEED + k)
+      fn()
+    end)
+  end
+  function R.fail(fmt, ...) error(string.format(fmt, ...), 2) end
+  function R.rfill(b, n) for i = 0, n - 1 do b[i] = math.random(0, 255) end end
+  function R.rstr(n)
+    local b = ffi.new("uint8_t[?]", n > 0 and n or 1)
+    R.rfill(b, n)
+    return ffi.string(b, n)
+  end
+  function R.rkey() return (H.buf(R.rstr(16))) end
+  function R.pick(t) return t[math.random(1, #t)] end
+  return R
+end
+
 -- The status constants by name, e.g. H.S.LR_AGAIN.
 H.S = setmetatable({}, { __index = function(_, k) return tonumber(C[k]) end })
 

@@ -16,26 +16,8 @@ local C, ffi = H.C, H.ffi
 local S = H.S
 
 local OK, AGAIN = 0, 1
-local SEED = tonumber(os.getenv("LURAY_SPEC_SEED") or "") or 20240611
-print(("# request_decode_spec.lua: math.randomseed base %d (LURAY_SPEC_SEED overrides)"):format(SEED))
-
-local ntests = 0
-local function rit(name, fn)
-  ntests = ntests + 1
-  local k = ntests
-  it(("%s [seed %d+%d]"):format(name, SEED, k), function()
-    math.randomseed(SEED + k)
-    fn()
-  end)
-end
-
-local function fail(fmt, ...) error(string.format(fmt, ...), 2) end
-local function rfill(b, n) for i = 0, n - 1 do b[i] = math.random(0, 255) end end
-local function rstr(n)
-  local b = ffi.new("uint8_t[?]", n > 0 and n or 1)
-  rfill(b, n)
-  return ffi.string(b, n)
-end
+local SEED_R = H.seeded("request_decode_spec.lua", it)
+local SEED, rit, fail, rfill, rstr = SEED_R.SEED, SEED_R.it, SEED_R.fail, SEED_R.rfill, SEED_R.rstr
 local function be16(n) return string.char(bit.band(bit.rshift(n, 8), 255), bit.band(n, 255)) end
 local function be32(n)
   return string.char(bit.band(bit.rshift(n, 24), 255), bit.band(bit.rshift(n, 16), 255),

@@ -9,28 +9,9 @@ local H = require "helper"
 local C, ffi = H.C, H.ffi
 
 local OK, AGAIN, DONE = 0, 1, 2
-local SEED = tonumber(os.getenv("LURAY_SPEC_SEED") or "") or 20240611
-print(("# tamper_spec.lua: math.randomseed base %d (LURAY_SPEC_SEED overrides)"):format(SEED))
-
-local ntests = 0
-local function rit(name, fn)
-  ntests = ntests + 1
-  local k = ntests
-  it(("%s [seed %d+%d]"):format(name, SEED, k), function()
-    math.randomseed(SEED + k)
-    fn()
-  end)
-end
-
-local function fail(fmt, ...) error(string.format(fmt, ...), 2) end
-local function rfill(b, n) for i = 0, n - 1 do b[i] = math.random(0, 255) end end
-local function rstr(n)
-  local b = ffi.new("uint8_t[?]", n > 0 and n or 1)
-  rfill(b, n)
-  return ffi.string(b, n)
-end
-local function rkey() return (H.buf(rstr(16))) end
-local function pick(t) return t[math.random(1, #t)] end
+local SEED_R = H.seeded("tamper_spec.lua", it)
+local SEED, rit, fail, rfill, rstr = SEED_R.SEED, SEED_R.it, SEED_R.fail, SEED_R.rfill, SEED_R.rstr
+local rkey, pick = SEED_R.rkey, SEED_R.pick
 
 -- `s` with bit `bitno` of byte `pos` (0-based) flipped
 local function flip(s, pos, bitno)
