@@ -996,6 +996,15 @@ local function make_env(S, luaray)
   return env
 end
 
+-- The environment and the DSL words are built once per load and their
+-- loops are short: keep them (and the closures they make) in the
+-- interpreter, so no trace records into their closure creation and
+-- upvalue closing (FNEW/UCLO are NYI in LuaJIT) whatever the hot counters.
+if jit then
+  jit.off(make_env, true)
+  jit.off(make_luaray, true)
+end
+
 -- Compiles and runs one config file (path, src == nil) or string (src).
 -- inc_where is the position of the luaray.include call, nil for the main chunk.
 function run_chunk(S, path, src, inc_where, chunkname)
