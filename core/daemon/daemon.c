@@ -540,7 +540,12 @@ void lr_daemon_describe(struct lr_daemon *d)
 static void dump_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
     struct lr_daemon *d = w->data;
+    struct lr_replay_stats rs;
+    lr_replay_stats(d->replay, &rs);
     lr_info("%u connections, %zu buffers in use", d->nconns, lr_buf_in_use());
+    lr_info("replay state: %llu authids, %llu sessions, %llu kB",
+            (unsigned long long)rs.authids, (unsigned long long)rs.sessions,
+            (unsigned long long)(rs.bytes + 1023) / 1024);
     lr_conn_dump(d);
 }
 

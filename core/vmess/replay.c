@@ -207,6 +207,13 @@ LR_API void lr_replay_stats(const struct lr_replay *r,
     out->authids = r->authid.count;
     out->sessions = r->session.count;
     out->full_refusals = r->refused;
+    out->bytes = 0;
+    const struct xset *sets[2] = {&r->authid, &r->session};
+    for (int k = 0; k < 2; k++)
+        for (int i = 0; i < NBUCKETS; i++)
+            if (sets[k]->b[i].mask)
+                out->bytes += (uint64_t)(sets[k]->b[i].mask + 1) *
+                              (sizeof(uint32_t) + sets[k]->kw);
 }
 
 LR_API int lr_replay_check_authid(struct lr_replay *r, const uint8_t *authid,

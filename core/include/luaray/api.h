@@ -244,12 +244,14 @@ LR_API void lr_replay_free(struct lr_replay *r);
 /* Drops expired entries.  Cheap; call at least every few seconds. */
 LR_API void lr_replay_expire(struct lr_replay *r, int64_t now);
 
-/* Statistics: entries now held, and how many inserts were refused at the
- * cap (since creation), for AuthIDs and sessions. */
+/* Statistics: entries now held, how many inserts were refused at the cap
+ * (since creation), for AuthIDs and sessions, and the bytes their tables
+ * hold (what RSS owes to the replay state; it plateaus after 361 s). */
 struct lr_replay_stats {
     uint64_t authids;
     uint64_t sessions;
     uint64_t full_refusals;
+    uint64_t bytes;
 };
 LR_API void lr_replay_stats(const struct lr_replay *r,
                             struct lr_replay_stats *out);
