@@ -6,6 +6,7 @@
 #include <sodium.h>
 
 #include "base/base.h"
+#include "crypto/crypto.h"
 
 #define LURAY_VERSION "0.1.0"
 
@@ -22,9 +23,9 @@ LR_API int lr_init(void)
     if (sodium_init() < 0)
         return LR_ECRYPTO;
     /* fail early if this OpenSSL lacks an algorithm the protocol needs */
-    if (!EVP_aes_128_gcm() || !EVP_chacha20_poly1305() ||
-        !EVP_aes_128_cfb128() || !EVP_aes_128_ecb() || !EVP_md5() ||
-        !EVP_sha256() || !EVP_shake128())
+    if (!lr_alg_aes128gcm() || !lr_alg_chacha20poly1305() ||
+        !lr_alg_aes128cfb() || !lr_alg_aes128ecb() || !lr_alg_md5() ||
+        !lr_alg_sha256() || !lr_alg_shake128())
         return LR_ECRYPTO;
     done = 1;
     return LR_OK;

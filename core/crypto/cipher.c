@@ -16,7 +16,7 @@
 
 static const EVP_CIPHER *aead_cipher(int kind)
 {
-    return kind == LR_AEAD_GCM ? EVP_aes_128_gcm() : EVP_chacha20_poly1305();
+    return kind == LR_AEAD_GCM ? lr_alg_aes128gcm() : lr_alg_chacha20poly1305();
 }
 
 int lr_aead_init(struct lr_aead *a, int kind, const uint8_t *key)
@@ -99,28 +99,38 @@ int lr_aead_open(struct lr_aead *a, const uint8_t *nonce, const uint8_t *aad,
     return LR_OK;
 }
 
+/* The header boxes are one seal or open each, several per handshake: they
+ * share one context per thread, re-keyed each time, instead of allocating,
+ * keying and freeing one (EVP keeps the allocation across re-inits).  The
+ * last header key's schedule stays in it until the next box re-keys it. */
+static __thread EVP_CIPHER_CTX *once_ctx;
+
+static int gcm_once(int seal, const uint8_t *key, const uint8_t *nonce,
+                    const uint8_t *aad, size_t aadlen, const uint8_t *in,
+                    size_t len, uint8_t *out)
+{
+    if (!once_ctx && !(once_ctx = EVP_CIPHER_CTX_new()))
+        return LR_ENOMEM;
+    struct lr_aead a = {.ctx = once_ctx, .kind = LR_AEAD_GCM};
+    memcpy(a.key, key, 16);
+    int rc = seal ? lr_aead_seal(&a, nonce, aad, aadlen, in, len, out)
+                  : lr_aead_open(&a, nonce, aad, aadlen, in, len, out);
+    lr_wipe(a.key, sizeof(a.key));
+    return rc;
+}
+
 int lr_gcm_seal_once(const uint8_t *key, const uint8_t *nonce,
                      const uint8_t *aad, size_t aadlen, const uint8_t *in,
                      size_t len, uint8_t *out)
 {
-    struct lr_aead a;
-    int rc = lr_aead_init(&a, LR_AEAD_GCM, key);
-    if (rc == LR_OK)
-        rc = lr_aead_seal(&a, nonce, aad, aadlen, in, len, out);
-    lr_aead_deinit(&a);
-    return rc;
+    return gcm_once(1, key, nonce, aad, aadlen, in, len, out);
 }
 
 int lr_gcm_open_once(const uint8_t *key, const uint8_t *nonce,
                      const uint8_t *aad, size_t aadlen, const uint8_t *in,
                      size_t len, uint8_t *out)
 {
-    struct lr_aead a;
-    int rc = lr_aead_init(&a, LR_AEAD_GCM, key);
-    if (rc == LR_OK)
-        rc = lr_aead_open(&a, nonce, aad, aadlen, in, len, out);
-    lr_aead_deinit(&a);
-    return rc;
+    return gcm_once(0, key, nonce, aad, aadlen, in, len, out);
 }
 
 int lr_cfb_init(struct lr_cfb *c, const uint8_t *key, const uint8_t *iv,
@@ -129,7 +139,7 @@ int lr_cfb_init(struct lr_cfb *c, const uint8_t *key, const uint8_t *iv,
     c->ctx = EVP_CIPHER_CTX_new();
     if (c->ctx == NULL)
         return LR_ENOMEM;
-    if (EVP_CipherInit_ex(c->ctx, EVP_aes_128_cfb128(), NULL, key, iv,
+    if (EVP_CipherInit_ex(c->ctx, lr_alg_aes128cfb(), NULL, key, iv,
                           encrypt ? 1 : 0) != 1) {
         lr_cfb_deinit(c);
         return LR_ECRYPTO;
@@ -161,7 +171,7 @@ int lr_aes_block_init(struct lr_aes_block *b, const uint8_t *key,
     b->ctx = EVP_CIPHER_CTX_new();
     if (b->ctx == NULL)
         return LR_ENOMEM;
-    if (EVP_CipherInit_ex(b->ctx, EVP_aes_128_ecb(), NULL, key, NULL,
+    if (EVP_CipherInit_ex(b->ctx, lr_alg_aes128ecb(), NULL, key, NULL,
                           encrypt ? 1 : 0) != 1 ||
         EVP_CIPHER_CTX_set_padding(b->ctx, 0) != 1) {
         lr_aes_block_deinit(b);

@@ -16,6 +16,18 @@
 #include "luaray/api.h"
 
 typedef struct evp_cipher_ctx_st EVP_CIPHER_CTX;
+typedef struct evp_cipher_st EVP_CIPHER;
+typedef struct evp_md_st EVP_MD;
+
+/* --- the algorithms, fetched from OpenSSL once (algs.c); never NULL after
+ * lr_init has checked them */
+const EVP_CIPHER *lr_alg_aes128gcm(void);
+const EVP_CIPHER *lr_alg_chacha20poly1305(void);
+const EVP_CIPHER *lr_alg_aes128cfb(void);
+const EVP_CIPHER *lr_alg_aes128ecb(void);
+const EVP_MD *lr_alg_md5(void);
+const EVP_MD *lr_alg_sha256(void);
+const EVP_MD *lr_alg_shake128(void);
 
 /* --- AEAD: AES-128-GCM or ChaCha20-Poly1305, 12-byte nonce, 16-byte tag */
 enum lr_aead_kind { LR_AEAD_GCM = 1, LR_AEAD_CHACHA = 2 };

@@ -4,6 +4,7 @@
  * which are not cryptographic and are computed here.  vmess-wire.md 2, 4,
  * 6 and 7.2 say where each is used.
  */
+#include <pthread.h>
 #include <string.h>
 
 #include <openssl/evp.h>
@@ -24,12 +25,12 @@ static int digest(const EVP_MD *md, const uint8_t *in, size_t len,
 
 LR_API int lr_md5(const uint8_t *in, size_t len, uint8_t *out)
 {
-    return digest(EVP_md5(), in, len, out);
+    return digest(lr_alg_md5(), in, len, out);
 }
 
 LR_API int lr_sha256(const uint8_t *in, size_t len, uint8_t *out)
 {
-    return digest(EVP_sha256(), in, len, out);
+    return digest(lr_alg_sha256(), in, len, out);
 }
 
 void lr_md5_2(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen,
@@ -37,7 +38,7 @@ void lr_md5_2(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen,
 {
     EVP_MD_CTX *c = EVP_MD_CTX_new();
     lr_require(c != NULL);
-    lr_require(EVP_DigestInit_ex(c, EVP_md5(), NULL) == 1);
+    lr_require(EVP_DigestInit_ex(c, lr_alg_md5(), NULL) == 1);
     lr_require(EVP_DigestUpdate(c, a, alen) == 1);
     lr_require(EVP_DigestUpdate(c, b, blen) == 1);
     lr_require(EVP_DigestFinal_ex(c, out, NULL) == 1);
@@ -56,13 +57,13 @@ static int hmac(const EVP_MD *md, const uint8_t *key, size_t klen,
 LR_API int lr_hmac_md5(const uint8_t *key, size_t klen, const uint8_t *in,
                        size_t len, uint8_t *out)
 {
-    return hmac(EVP_md5(), key, klen, in, len, out);
+    return hmac(lr_alg_md5(), key, klen, in, len, out);
 }
 
 LR_API int lr_hmac_sha256(const uint8_t *key, size_t klen, const uint8_t *in,
                           size_t len, uint8_t *out)
 {
-    return hmac(EVP_sha256(), key, klen, in, len, out);
+    return hmac(lr_alg_sha256(), key, klen, in, len, out);
 }
 
 LR_API int lr_shake128(const uint8_t *in, size_t len, uint8_t *out,
@@ -72,7 +73,7 @@ LR_API int lr_shake128(const uint8_t *in, size_t len, uint8_t *out,
     EVP_MD_CTX *c = EVP_MD_CTX_new();
     if (c == NULL)
         return LR_ENOMEM;
-    if (EVP_DigestInit_ex(c, EVP_shake128(), NULL) == 1 &&
+    if (EVP_DigestInit_ex(c, lr_alg_shake128(), NULL) == 1 &&
         EVP_DigestUpdate(c, in, len) == 1 &&
         EVP_DigestFinalXOF(c, out, outlen) == 1)
         rc = LR_OK;
@@ -115,9 +116,43 @@ LR_API uint32_t lr_crc32(const uint8_t *in, size_t len)
     return c ^ 0xffffffffu;
 }
 
+/* Randomness: a handshake takes seven small pieces (key, IV, padding
+ * length, padding, ...) and every padded chunk one more; one getrandom(2)
+ * each was a third of a client's system calls per connection.  Small
+ * requests are served from a pool that libsodium refills 512 bytes at a
+ * time; every byte is wiped from the pool as it is handed out, and a fork
+ * empties the pool in the child so two processes never share bytes.
+ * Large requests go to libsodium directly. */
+#define RPOOL 512
+static __thread uint8_t rpool[RPOOL];
+static __thread size_t rpos = RPOOL;
+static pthread_once_t rpool_once = PTHREAD_ONCE_INIT;
+
+static void rpool_after_fork(void)
+{
+    sodium_memzero(rpool, sizeof(rpool));
+    rpos = RPOOL;
+}
+
+static void rpool_setup(void)
+{
+    pthread_atfork(NULL, NULL, rpool_after_fork);
+}
+
 LR_API void lr_random(uint8_t *out, size_t len)
 {
-    randombytes_buf(out, len);
+    if (len > RPOOL / 4) {
+        randombytes_buf(out, len);
+        return;
+    }
+    if (RPOOL - rpos < len) {
+        pthread_once(&rpool_once, rpool_setup);
+        randombytes_buf(rpool, RPOOL);
+        rpos = 0;
+    }
+    memcpy(out, rpool + rpos, len);
+    sodium_memzero(rpool + rpos, len);
+    rpos += len;
 }
 
 LR_API int lr_memeq_ct(const uint8_t *a, const uint8_t *b, size_t len)

@@ -104,9 +104,9 @@ LR_API int lr_kdf(const uint8_t *key, size_t klen, const uint8_t *const *path,
         ipad[i] ^= (uint8_t)kdf_root_key[i];
         opad[i] ^= (uint8_t)kdf_root_key[i];
     }
-    if (EVP_DigestInit_ex(k.inner0, EVP_sha256(), NULL) != 1 ||
+    if (EVP_DigestInit_ex(k.inner0, lr_alg_sha256(), NULL) != 1 ||
         EVP_DigestUpdate(k.inner0, ipad, BLOCK) != 1 ||
-        EVP_DigestInit_ex(k.outer0, EVP_sha256(), NULL) != 1 ||
+        EVP_DigestInit_ex(k.outer0, lr_alg_sha256(), NULL) != 1 ||
         EVP_DigestUpdate(k.outer0, opad, BLOCK) != 1)
         goto free_ctx;
     struct seg m = {key, klen};

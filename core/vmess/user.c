@@ -89,7 +89,7 @@ LR_API int lr_alter_ids(const uint8_t *id, uint32_t n, uint8_t *out)
         EVP_MD_CTX *c = EVP_MD_CTX_new();
         uint8_t d[16];
         lr_require(c != NULL);
-        lr_require(EVP_DigestInit_ex(c, EVP_md5(), NULL) == 1);
+        lr_require(EVP_DigestInit_ex(c, lr_alg_md5(), NULL) == 1);
         EVP_DigestUpdate(c, prev, 16);
         EVP_DigestUpdate(c, alt_salt, sizeof(alt_salt) - 1);
         for (;;) {
