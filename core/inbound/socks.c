@@ -234,4 +234,5 @@ const struct lr_ib_ops lr_socks_in_ops = {
     .connected = sin_connected,
     .dial_failed = sin_dial_failed,
     .free = sin_free,
+    .read_while_dialing = 1,
 };

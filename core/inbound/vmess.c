@@ -119,4 +119,5 @@ const struct lr_ib_ops lr_vmess_in_ops = {
     .readable = vin_readable,
     .connected = vin_connected,
     .free = vin_free,
+    .read_while_dialing = 1,
 };

@@ -415,6 +415,19 @@ ssize_t lr_conn_read_client(struct lr_conn *c)
 int lr_conn_send_client(struct lr_conn *c, const void *data, size_t len)
 {
     struct lr_pipe *p = &c->down;
+    if (!p->out || lr_buf_len(p->out) == 0) {
+        /* nothing queued: try the socket first (a handshake reply almost
+         * always fits), which saves arming the write watcher and a trip
+         * through the loop.  Errors are left to the write watcher, which
+         * closes the connection from its own callback. */
+        ssize_t n = send(c->cli.fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n == (ssize_t)len)
+            return 0;
+        if (n > 0) {
+            data = (const uint8_t *)data + n;
+            len -= (size_t)n;
+        }
+    }
     if (!p->out && !(p->out = lr_buf_get())) {
         lr_conn_close(c, "out of memory");
         return -1;
@@ -663,7 +676,13 @@ void lr_conn_dial(struct lr_conn *c)
         if (r != 0)
             return; /* waiting for bytes, or closed */
     }
-    ev_io_stop(d->loop, &c->cli.rio);
+    /* Reading on while the outbound connects saves stopping and re-arming
+     * the client's watcher (an epoll_ctl each, and an extra loop pass when
+     * bytes arrive meanwhile); dial_read only buffers, so a refusal still
+     * drops them. */
+    if (!c->ibops->read_while_dialing || c->cli.fd < 0 || c->cli.dgram ||
+        c->up.pend_len)
+        ev_io_stop(d->loop, &c->cli.rio);
     c->state = LR_CS_DIAL;
     c->dialed = 1;
     if (has_hook(c, LR_HOOK_AUTH)) {
@@ -1179,6 +1198,38 @@ static void side_writable(struct lr_conn *c, struct lr_pipe *p,
     update_reads(c);
 }
 
+/* Client bytes while the outbound connects (read_while_dialing): buffered
+ * in the up pipe for the relay to take; a full buffer or the client's end
+ * stops the watcher, and lr_conn_start_relay's update_reads decides again. */
+static void dial_read(struct lr_conn *c)
+{
+    struct ev_loop *loop = c->d->loop;
+    struct lr_pipe *p = &c->up;
+    if (p->src_eof || p->pend_len || ensure_in(p) < 0) {
+        ev_io_stop(loop, &c->cli.rio);
+        return;
+    }
+    if (lr_buf_room(p->in) < 2048)
+        lr_buf_compact(p->in);
+    size_t room = lr_buf_room(p->in);
+    if (room == 0) {
+        ev_io_stop(loop, &c->cli.rio);
+        return;
+    }
+    ssize_t n = recv(c->cli.fd, lr_buf_tail(p->in), room, 0);
+    if (n > 0) {
+        p->in->wr += (uint32_t)n;
+        c->t_last = ev_now(loop);
+        if (lr_buf_room(p->in) == 0)
+            ev_io_stop(loop, &c->cli.rio);
+    } else if (n == 0) {
+        p->src_eof = 1;
+        ev_io_stop(loop, &c->cli.rio);
+    } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+        lr_conn_close(c, errno == ECONNRESET ? "reset" : "read failed");
+    }
+}
+
 static void cli_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     struct lr_conn *c = CONN_OF(w, cli.rio);
@@ -1195,6 +1246,9 @@ static void cli_read_cb(struct ev_loop *loop, ev_io *w, int revents)
         return;
     case LR_CS_SNIFF:
         sniff_read(c);
+        return;
+    case LR_CS_DIAL:
+        dial_read(c);
         return;
     default:
         ev_io_stop(loop, w);

@@ -61,6 +61,9 @@ struct lr_ib_ops {
     void (*connected)(struct lr_conn *c);    /* outbound ready */
     void (*dial_failed)(struct lr_conn *c, int err);
     void (*free)(struct lr_conn *c);
+    /* the client's bytes after the handshake are plain relay input: keep
+     * reading them (into the up pipe, up to its buffer) while dialling */
+    uint8_t read_while_dialing;
 };
 
 struct lr_ob_ops {
