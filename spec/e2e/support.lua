@@ -1121,11 +1121,18 @@ function H:cleanup()
     local p = self.procs[i]
     if p.luaray then self:stop_luaray(p) else self:stop(p) end
   end
-  if not self.dir then return end
-  if self.failed or os.getenv("LURAY_E2E_KEEP") == "1" then
+  -- a daemon's sanitizer report fails the spec file (busted counts a
+  -- teardown error as a failure); its logs are kept
+  local reports = self:sanitizer_reports()
+  if #reports > 0 then self.failed = true end
+  if self.dir and (self.failed or os.getenv("LURAY_E2E_KEEP") == "1") then
     io.stderr:write("e2e: logs and configs kept in " .. self.dir .. "\n")
-    return
+    self.dir = nil
   end
+  if #reports > 0 then
+    error("sanitizer reports from luaray daemons:\n" .. table.concat(reports, "\n"), 0)
+  end
+  if not self.dir then return end
   -- files, and the files of subdirectories (a capture server's); depth 2
   local function rm_tree(dir, depth)
     for f in dirent.files(dir) do
@@ -1230,6 +1237,13 @@ function H:v2ray_pair(o)
            http_port = hp, id = id }
 end
 
+-- Under `make asan` (LURAY_ASAN) a daemon runs with LeakSanitizer on: at
+-- its exit it reports what it never freed. The test process itself keeps
+-- leak detection off (LuaJIT's own heap is not scanned, so everything the
+-- specs hold through the FFI would look leaked).
+local ASAN = os.getenv("LURAY_ASAN")
+local SANITIZER_REPORT = { "ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:" }
+
 function H:luaray(name, script, opts)
   opts = opts or {}
   local bin = M.luaray_bin()
@@ -1237,10 +1251,37 @@ function H:luaray(name, script, opts)
   local file = self:write(name .. ".lua", script)
   local argv = { bin, "-c", file }
   for _, a in ipairs(opts.args or {}) do argv[#argv + 1] = a end
-  local p = self:spawn(name, argv, { env = opts.env, ports = opts.ports, timeout = opts.timeout,
+  local env = {}
+  for k, v in pairs(opts.env or {}) do env[k] = v end
+  if ASAN and env.ASAN_OPTIONS == nil then
+    env.ASAN_OPTIONS = "detect_leaks=1:abort_on_error=1"
+  end
+  local p = self:spawn(name, argv, { env = env, ports = opts.ports, timeout = opts.timeout,
                                      keep_preload = true, unique = true })
   p.luaray = true
   return p
+end
+
+-- Sanitizer reports in the logs of the daemons this harness ran (all
+-- stopped first): a list of "name: line".
+function H:sanitizer_reports()
+  local found = {}
+  for _, p in ipairs(self.procs) do
+    if p.luaray then
+      local f = io.open(p.log, "rb")
+      local text = f and f:read("*a") or ""
+      if f then f:close() end
+      for _, pat in ipairs(SANITIZER_REPORT) do
+        local at = text:find(pat, 1, true)
+        if at then
+          local ls = text:sub(1, at):match(".*()\n") or 1
+          found[#found + 1] = ("%s: %s"):format(p.name, text:sub(ls, ls + 200):match("[^\n]+"))
+          break
+        end
+      end
+    end
+  end
+  return found
 end
 
 
