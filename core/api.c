@@ -27,6 +27,10 @@ LR_API int lr_init(void)
         !lr_alg_aes128cfb() || !lr_alg_aes128ecb() || !lr_alg_md5() ||
         !lr_alg_sha256() || !lr_alg_shake128())
         return LR_ECRYPTO;
+    /* cipher.c relies on the AEADs' default nonce length */
+    if (EVP_CIPHER_get_iv_length(lr_alg_aes128gcm()) != 12 ||
+        EVP_CIPHER_get_iv_length(lr_alg_chacha20poly1305()) != 12)
+        return LR_ECRYPTO;
     done = 1;
     return LR_OK;
 }

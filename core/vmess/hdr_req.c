@@ -25,24 +25,34 @@ static const char s_len_nonce[] = "VMess Header AEAD Nonce_Length";
 static const char s_key[] = "VMess Header AEAD Key";
 static const char s_nonce[] = "VMess Header AEAD Nonce";
 
+/* A client makes an AuthID per connection, nearly always with the same
+ * user: the last user's AES key schedule is kept (per thread), so only a
+ * change of user costs the KDF and a new context. */
+static __thread struct {
+    uint8_t cmd_key[16];
+    struct lr_aes_block b;
+} authid_last;
+
 LR_API int lr_authid_make(const uint8_t *cmd_key, int64_t ts,
                           const uint8_t *rand4, uint8_t *out)
 {
     uint8_t key[16], plain[16];
-    struct lr_aes_block b;
     int rc;
     lr_put_be64(plain, (uint64_t)ts);
     memcpy(plain + 8, rand4, 4);
     lr_put_be32(plain + 12, lr_crc32(plain, 12));
-    if ((rc = lr_kdf16_str(cmd_key, 16, "AES Auth ID Encryption", NULL, 0,
-                           NULL, 0, key)) != LR_OK)
-        return rc;
-    if ((rc = lr_aes_block_init(&b, key, 1)) == LR_OK) {
-        rc = lr_aes_block(&b, plain, out);
-        lr_aes_block_deinit(&b);
+    if (!authid_last.b.ctx || memcmp(authid_last.cmd_key, cmd_key, 16) != 0) {
+        lr_aes_block_deinit(&authid_last.b);
+        if ((rc = lr_kdf16_str(cmd_key, 16, "AES Auth ID Encryption", NULL, 0,
+                               NULL, 0, key)) != LR_OK)
+            return rc;
+        rc = lr_aes_block_init(&authid_last.b, key, 1);
+        lr_wipe(key, sizeof(key));
+        if (rc != LR_OK)
+            return rc;
+        memcpy(authid_last.cmd_key, cmd_key, 16);
     }
-    lr_wipe(key, sizeof(key));
-    return rc;
+    return lr_aes_block(&authid_last.b, plain, out);
 }
 
 LR_API void lr_req_randomize(struct lr_req *req)
