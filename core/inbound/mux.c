@@ -35,6 +35,7 @@ struct mux_sess {
     uint8_t blocked;       /* its reply did not fit: kick when room returns */
     uint8_t end_pending;   /* End frame still to send */
     uint8_t end_error;
+    uint8_t client_ended;  /* the client sent End: no more data for it */
 };
 
 struct mux {
@@ -49,6 +50,7 @@ struct mux {
     uint16_t meta_len;
     uint16_t cur_id;
     uint8_t cur_status, cur_opt;
+    uint8_t cur_deliver;   /* the frame's data goes to session cur_id */
     uint32_t data_left;
     uint8_t *dgram;        /* UDP datagram being collected */
     uint32_t dgram_len;
@@ -176,13 +178,14 @@ static const struct lr_ib_ops sess_ops = {
     .free = sess_free,
 };
 
-static void sess_new(struct mux *m, const uint8_t *meta, size_t n)
+/* 1 if a session was created for the frame (it may be closed already). */
+static int sess_new(struct mux *m, const uint8_t *meta, size_t n)
 {
     struct lr_conn *p = m->parent;
     struct lr_dest d;
     memset(&d, 0, sizeof(d));
     if (n < 4 + 1 + 2 + 1)
-        return;
+        return 0;
     uint8_t net = meta[4];
     d.network = net == 2 ? LR_NET_UDP : LR_NET_TCP;
     d.port = lr_get_be16(meta + 5);
@@ -192,7 +195,7 @@ static void sess_new(struct mux *m, const uint8_t *meta, size_t n)
     switch (meta[7]) {
     case 1:
         if (al < 4)
-            return;
+            return 0;
         d.atyp = LR_ATYP_IPV4;
         memcpy(d.ip, a, 4);
         lr_addr_from_bytes(d.ip, 4, d.port, &addr);
@@ -200,7 +203,7 @@ static void sess_new(struct mux *m, const uint8_t *meta, size_t n)
         break;
     case 3:
         if (al < 16)
-            return;
+            return 0;
         d.atyp = LR_ATYP_IPV6;
         memcpy(d.ip, a, 16);
         lr_addr_from_bytes(d.ip, 16, d.port, &addr);
@@ -208,26 +211,31 @@ static void sess_new(struct mux *m, const uint8_t *meta, size_t n)
         break;
     case 2:
         if (al < 1 || al < 1 + (size_t)a[0] || a[0] == 0)
-            return;
+            return 0;
+        /* as the SOCKS5 inbound: a NUL would cut the name short, and
+         * spaces, control and non-ASCII bytes are no part of a host */
+        for (size_t i = 1; i <= a[0]; i++)
+            if (a[i] <= ' ' || a[i] >= 0x7f)
+                return 0;
         memcpy(d.host, a + 1, a[0]);
         d.host[a[0]] = 0;
         d.atyp = LR_ATYP_DOMAIN;
         break;
     default:
-        return;
+        return 0;
     }
     if (find(m, lr_get_be16(meta)) || m->nsess >= MUX_MAX_SESS) {
         send_end(m, lr_get_be16(meta), 1);
-        return;
+        return 0;
     }
     struct mux_sess *s = calloc(1, sizeof(*s));
     if (!s)
-        return;
+        return 0;
     struct lr_conn *c = lr_conn_new_virtual(p->d, p->ib, &p->src, &sess_ops,
                                             sess_sink);
     if (!c) {
         free(s);
-        return;
+        return 0;
     }
     s->conn = c;
     s->m = m;
@@ -241,6 +249,7 @@ static void sess_new(struct mux *m, const uint8_t *meta, size_t n)
     c->cli.room = sess_room;
     m->sess[m->nsess++] = s;
     lr_conn_dial(c); /* may close c at once (no route, blackhole) */
+    return 1;
 }
 
 /* ------------------------------------------------------------ parser */
@@ -251,12 +260,20 @@ static void frame_meta(struct mux *m)
     m->cur_id = lr_get_be16(meta);
     m->cur_status = meta[2];
     m->cur_opt = meta[3];
+    /* data reaches a session only from its New frame and its Keep frames
+     * (as v2ray: KeepAlive, End, unknown statuses and a refused New
+     * carry data that is discarded) */
+    m->cur_deliver = 0;
     if (m->cur_status == 1)
-        sess_new(m, meta, m->meta_len);
+        m->cur_deliver = (uint8_t)sess_new(m, meta, m->meta_len);
+    else if (m->cur_status == 2)
+        m->cur_deliver = 1;
     else if (m->cur_status == 3) {
         struct mux_sess *s = find(m, m->cur_id);
-        if (s)
+        if (s && !s->client_ended) {
+            s->client_ended = 1;
             lr_conn_push_eof(s->conn, 0);
+        }
     }
 }
 
@@ -307,7 +324,9 @@ static size_t mux_input(struct lr_conn *p, const uint8_t *data, size_t len)
         }
         /* ST_DATA */
         size_t k = len - used < m->data_left ? len - used : m->data_left;
-        struct mux_sess *s = find(m, m->cur_id);
+        struct mux_sess *s = m->cur_deliver ? find(m, m->cur_id) : NULL;
+        if (s && s->client_ended)
+            s = NULL; /* its End came first: v2ray drops it from then on */
         size_t took = k;
         if (s && s->udp) {
             if (!m->dgram && !(m->dgram = malloc(65536)))
@@ -323,7 +342,7 @@ static size_t mux_input(struct lr_conn *p, const uint8_t *data, size_t len)
         } else if (s) {
             took = lr_conn_push_stream(s->conn, data + used, k);
         }
-        /* unknown sessions and KeepAlive: the data is discarded */
+        /* unknown or ended sessions, KeepAlive...: the data is discarded */
         used += took;
         m->data_left -= (uint32_t)took;
         if (m->data_left == 0) {
