@@ -34,7 +34,7 @@ DEPS := $(LIB_OBJS:.o=.d) $(MAIN_OBJS:.o=.d)
 
 DEPS_STAMP := $(BUILD)/.deps-ok
 
-.PHONY: all deps test check asan run clean
+.PHONY: all deps test check asan asan-build run clean
 all: $(BUILD)/libluaray.so $(BUILD)/luaray $(BUILD)/lua/luaray/cdef.lua
 
 deps: $(DEPS_STAMP)
@@ -76,11 +76,14 @@ test: all
 check: all
 	$(Q)luajit scripts/gen-cdef core/include/luaray/api.h /dev/stdout >/dev/null
 
-# AddressSanitizer + UBSan build of the library, then every spec against it.
-asan:
+# AddressSanitizer + UBSan build of the library and the daemon (build/asan),
+# then every spec against it (scripts/asan-specs.sh; `make test` runs it too).
+asan-build: $(DEPS_STAMP)
 	$(Q)$(MAKE) --no-print-directory BUILD=build/asan OPT="-O1 -g -fno-omit-frame-pointer" \
 	    SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" all
-	$(Q)LURAY_BUILD=build/asan LURAY_ASAN=1 bash scripts/test.sh
+
+asan:
+	$(Q)bash scripts/asan-specs.sh | bash scripts/ci-summary
 
 run: all
 	$(Q)$(BUILD)/luaray
@@ -125,6 +128,7 @@ bench-callgrind: all bench-deps
 #   make fuzz-build   the targets (clang, -fsanitize=fuzzer,address,undefined)
 #   make fuzz         CI-sized run: every target for FUZZ_TIME s (default 20),
 #                     FUZZ_JOBS at a time; a table of executions and findings
+#                     (`make test` runs it with FUZZ_TIME=$FUZZ_CI_TIME, 10)
 #   make fuzz-long    every target for FUZZ_LONG_RUNS executions (2,000,000)
 #   make fuzz-replay  the seed corpora through engine-less builds ($(CC) with
 #                     ASan+UBSan and spec/fuzz/targets/driver.c as main)
@@ -137,7 +141,7 @@ FUZZ_CFLAGS = -std=c11 -D_GNU_SOURCE -O1 -g -fno-omit-frame-pointer $(WARN) \
 FUZZ_LIBS := -lssl -lcrypto -lsodium -lm
 FUZZ_TARGETS := fuzz_req_aead_1user fuzz_req_legacy_1user fuzz_req_1000users \
                 fuzz_resp fuzz_body fuzz_socks_addr fuzz_socks fuzz_http \
-                fuzz_sniff fuzz_vmess_link
+                fuzz_sniff fuzz_vmess_link fuzz_mux
 # the codec alone (no libev, no Lua); the inbound targets add socks.c,
 # http.c and sock.c with net/conn.c replaced by spec/fuzz/targets/fuzz_conn.c
 FUZZ_CODEC := $(sort $(wildcard core/base/*.c core/crypto/*.c core/vmess/*.c)) core/api.c
@@ -153,6 +157,8 @@ fuzz_socks_addr_EXTRA := $(FUZZ_INBOUND)
 fuzz_socks_EXTRA := $(FUZZ_INBOUND)
 fuzz_http_EXTRA := $(FUZZ_INBOUND)
 fuzz_sniff_EXTRA := core/route/sniff.c
+# Mux.Cool: mux.c with net/conn.c modelled inside spec/fuzz/targets/fuzz_mux.c
+fuzz_mux_EXTRA := core/inbound/mux.c core/net/sock.c
 # link.lua under LuaJIT (no codec needed, linked anyway for one link rule)
 fuzz_vmess_link_DEF = -DFZ_LINK_LUA='"$(CURDIR)/lua/luaray/link.lua"'
 fuzz_vmess_link_LIBS := -lluajit-5.1

@@ -29,11 +29,12 @@ targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
     targets=(fuzz_req_aead_1user fuzz_req_legacy_1user fuzz_req_1000users
              fuzz_resp fuzz_body fuzz_socks_addr fuzz_socks fuzz_http
-             fuzz_sniff fuzz_vmess_link)
+             fuzz_sniff fuzz_vmess_link fuzz_mux)
 fi
 
 # largest input per target: a request header is <= 374 bytes plus the
-# structured fields; HTTP heads go up to the 16 KiB limit and a little past
+# structured fields; HTTP heads go up to the 16 KiB limit and a little past;
+# a mux stream holds a few 16 KiB frames
 max_len() {
     case $1 in
     fuzz_req_*) echo 1024 ;;
@@ -44,6 +45,7 @@ max_len() {
     fuzz_vmess_link) echo 2048 ;;
     fuzz_sniff) echo 9000 ;;
     fuzz_http) echo 20000 ;;
+    fuzz_mux) echo 32768 ;;
     *) echo 4096 ;;
     esac
 }

@@ -1,7 +1,9 @@
 #!/usr/bin/env luajit
 -- Writes the seed corpora spec/fuzz/corpus/<target>/ from the byte-exact vectors
 -- in spec/vectors/ (real v2ray 4.34 requests and replies, header and chunk
--- vectors) plus hand-made structured inputs, in each target's input format
+-- vectors), a real v2ray mux session (spec/fuzz/vectors/mux_v2ray_client.json,
+-- from spec/fuzz/tools/capture_mux.lua) plus hand-made structured inputs, in
+-- each target's input format
 -- (see the comment at the top of spec/fuzz/targets/<target>.c).
 --
 --   luajit spec/fuzz/seeds.lua            (from the repository root; needs lua-cjson)
@@ -312,5 +314,96 @@ seed("fuzz_vmess_link", "json-empty", "\2 { } ")
 seed("fuzz_vmess_link", "json-lone-surrogate", "\2" .. [[{"a":"\udc00"}]])
 seed("fuzz_vmess_link", "base64", "\3" .. l:sub(9))
 seed("fuzz_vmess_link", "base64-bad", "\3QUJD=RA==")
+
+---------------------------------------------------------------- mux (Mux.Cool)
+-- ctrl (1 client EOF, 2 hostile, (>> 2) & 3 client speed, (>> 4) & 3 session
+-- capacity, 0x40 chatty remotes, 0x80 first read with the header), split
+-- seed, event seed (2), then the client's decrypted body: Mux.Cool frames
+local function mux_frame(id, status, opt, extra, data)
+    local meta = be16(id) .. u8(status) .. u8(opt) .. (extra or "")
+    local f = be16(#meta) .. meta
+    if opt % 2 == 1 then f = f .. be16(#data) .. data end
+    return f
+end
+local function mux_new(id, net, port, atyp, addr, data)
+    local a
+    if atyp == 1 then a = addr                 -- 4 bytes
+    elseif atyp == 2 then a = u8(#addr) .. addr
+    else a = addr end                          -- 16 bytes
+    return mux_frame(id, 1, data and 1 or 0, u8(net) .. be16(port) .. u8(atyp) .. a, data)
+end
+local function mux_keep(id, data) return mux_frame(id, 2, 1, "", data) end
+local function mux_end(id, err) return mux_frame(id, 3, err and 2 or 0, "") end
+local function mux_seed(name, ctrl, split, ev, stream)
+    seed("fuzz_mux", name, u8(ctrl) .. u8(split) .. be16(ev) .. stream)
+end
+local V6 = ("\0"):rep(15) .. "\1"
+local GET = "GET / HTTP/1.1\r\nHost: example.com\r\n\r\n"
+local DNS = "\18\52\1\0\0\1\0\0\0\0\0\0\7example\3com\0\0\1\0\1"
+mux_seed("tcp-domain-data-keep-end", 1, 3, 1,
+         mux_new(1, 1, 80, 2, "example.com", GET) .. mux_keep(1, "more") .. mux_end(1))
+mux_seed("tcp-ipv4-nodata-then-keep", 1, 7, 2,
+         mux_new(5, 1, 443, 1, "\127\0\0\1") .. mux_keep(5, ("x"):rep(300)) .. mux_end(5))
+mux_seed("tcp-ipv6-error-end", 0, 9, 3,
+         mux_new(2, 1, 22, 3, V6, "SSH-2.0-x\r\n") .. mux_end(2, true))
+mux_seed("udp-dns-datagrams", 1, 4, 4,
+         mux_new(3, 2, 53, 1, "\8\8\8\8", DNS) .. mux_keep(3, DNS) .. mux_keep(3, "x") .. mux_end(3))
+mux_seed("udp-domain-nodata", 0, 5, 5,
+         mux_new(4, 2, 443, 2, "quic.example", nil) .. mux_keep(4, ("q"):rep(1200)))
+mux_seed("keepalive", 1, 6, 6,
+         mux_frame(0, 4, 0, "") .. mux_new(1, 1, 80, 2, "a.b", "x") ..
+         mux_frame(1, 4, 1, "", "discarded") .. mux_frame(0, 4, 1, "", "zz") .. mux_end(1))
+mux_seed("interleaved-sessions", 1, 8, 7,
+         mux_new(1, 1, 80, 2, "one.example", "a") .. mux_new(2, 2, 53, 1, "\1\1\1\1", DNS) ..
+         mux_new(3, 1, 8080, 3, V6, "c") .. mux_keep(1, "aa") .. mux_keep(2, DNS) ..
+         mux_keep(3, "cc") .. mux_end(2) .. mux_keep(1, "aaa") .. mux_end(1) .. mux_end(3))
+mux_seed("duplicate-new", 1, 2, 8,
+         mux_new(7, 1, 80, 2, "dup.example", "first") .. mux_new(7, 1, 81, 2, "dup2.example", "second") ..
+         mux_keep(7, "k") .. mux_end(7))
+mux_seed("end-then-keep", 1, 2, 9,
+         mux_new(9, 1, 80, 2, "e.example", "x") .. mux_end(9) .. mux_keep(9, ("late"):rep(50)))
+mux_seed("unknown-status-data", 1, 3, 10,
+         mux_new(1, 1, 80, 2, "u.example", "x") .. mux_frame(1, 5, 1, "", "five") ..
+         mux_frame(1, 0, 1, "", "zero") .. mux_keep(1, "ok") .. mux_end(1))
+mux_seed("end-with-data", 1, 3, 11,
+         mux_new(1, 1, 80, 2, "u.example", "x") .. mux_frame(1, 3, 1, "", "after end"))
+mux_seed("bad-metalen-short", 0, 1, 12, mux_new(1, 1, 80, 2, "a.b", "x") .. be16(3) .. "\0\1\2")
+mux_seed("bad-metalen-long", 0, 1, 13, mux_new(1, 1, 80, 2, "a.b", "x") .. be16(513) .. ("\0"):rep(513))
+mux_seed("bad-addresses", 1, 5, 14,
+         mux_new(1, 1, 80, 9, "", "x") .. mux_frame(2, 1, 0, "\1\0\80\1\1\2") ..
+         mux_new(3, 1, 80, 2, "", "y") .. mux_new(4, 1, 80, 2, "nul\0.evil.test", "z") ..
+         mux_new(5, 1, 80, 2, "sp ace", "w") .. mux_new(6, 3, 80, 1, "\1\2\3\4", "v") .. mux_keep(4, "q"))
+mux_seed("meta-with-trailing", 1, 6, 15,
+         mux_frame(1, 1, 1, "\1\0\80\2\3a.b" .. ("p"):rep(40), "x") .. mux_end(1))
+local many = {}
+for i = 1, 300 do many[#many + 1] = mux_new(i, 1, 80, 1, "\10\0\0\1") end
+mux_seed("300-sessions", 1, 3, 16, table.concat(many))
+mux_seed("300-sessions-hostile", 3, 3, 17, table.concat(many))
+mux_seed("big-frames", 1, 7, 18,
+         mux_new(1, 1, 80, 2, "big.example", ("B"):rep(16384)) .. mux_new(2, 2, 53, 1, "\9\9\9\9", ("U"):rep(8192)) ..
+         mux_keep(1, ("b"):rep(4000)) .. mux_end(1) .. mux_end(2))
+local base = mux_new(1, 1, 80, 2, "example.com", GET) .. mux_new(2, 2, 53, 1, "\8\8\8\8", DNS) ..
+    mux_keep(1, ("d"):rep(2000)) .. mux_keep(2, DNS) .. mux_end(1) .. mux_end(2)
+mux_seed("world-slow-client", 0x09, 11, 19, base)
+mux_seed("world-stalled-client-tiny-caps", 0x3d, 12, 20, base)
+mux_seed("world-small-caps-chatty", 0x61, 13, 21, base)
+mux_seed("world-hostile", 0x07, 14, 22, base)
+mux_seed("world-header-read", 0x81, 15, 23, base)
+mux_seed("world-random-caps-open", 0x14, 16, 24, base)
+-- a real session: a v2ray 4.34 client with mux on (spec/fuzz/tools/capture_mux.lua)
+local mf = assert(io.open("spec/fuzz/vectors/mux_v2ray_client.json", "rb"))
+local cap = cjson.decode(mf:read("*a"))
+mf:close()
+local real = hex(cap.mux_stream)
+mux_seed("v2ray-client-session", 0x01, 5, 26, real)
+mux_seed("v2ray-client-session-open", 0x00, 6, 27, real)
+mux_seed("v2ray-client-session-slow-hostile", 0x0b, 7, 28, real)
+mux_seed("v2ray-client-session-tiny-caps", 0x35, 8, 29, real)
+mux_seed("v2ray-client-session-header-read-chatty", 0xc1, 9, 30, real)
+-- and its encrypted body for the body decoder
+seed("fuzz_body", "request-v2ray-mux", body_raw(cap.security, cap.option, 0, hex(cap.body_key),
+     hex(cap.body_iv), hex(cap.client_wire):sub(cap.header_len + 1)))
+mux_seed("partial-frame", 1, 4, 25, mux_new(1, 1, 80, 2, "p.example", "x") .. be16(4) .. "\0\1\2")
+mux_seed("empty", 1, 1, 1, "")
 
 print(("spec/fuzz/seeds.lua: %d seed files written under spec/fuzz/corpus/"):format(written))
