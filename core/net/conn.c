@@ -28,6 +28,7 @@
 #include "script/bridge.h"
 
 #define PIECE 16384 /* our writers' payload per chunk */
+#define UDP_LINGER 2.0 /* seconds a UDP session waits for replies after its client ended */
 
 static void cli_read_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void cli_write_cb(struct ev_loop *loop, ev_io *w, int revents);
@@ -1091,10 +1092,21 @@ static int pump(struct lr_conn *c, struct lr_pipe *p, struct lr_side *src,
     }
     if (p->end_written && !p->out && !p->closed) {
         p->closed = 1;
-        if (dst->sink_end)
+        if (dst->sink_end) {
             dst->sink_end(c);
-        else if (!dst->dgram && dst->fd >= 0)
+        } else if (!dst->dgram && dst->fd >= 0) {
             shutdown(dst->fd, SHUT_WR);
+        } else if (dst->dgram && dst->fd >= 0 && c->idle_timeout > UDP_LINGER) {
+            /* the client's side of a UDP session ended; the datagram
+             * socket never will: replies still on their way get
+             * UDP_LINGER seconds (v2ray's uplinkOnly), not the whole idle
+             * timeout, which held 2 fds per ended session for 300 s */
+            c->idle_timeout = UDP_LINGER;
+            c->t_last = ev_now(c->d->loop);
+            ev_timer_stop(c->d->loop, &c->timer);
+            ev_timer_set(&c->timer, UDP_LINGER, 0.);
+            ev_timer_start(c->d->loop, &c->timer);
+        }
     }
     /* a virtual source can send more now */
     if (src->room && !p->src_eof && !p->pend_len &&

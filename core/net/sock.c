@@ -147,7 +147,12 @@ int lr_sock_listen(const struct lr_addr *a, int type, int backlog)
     int fd = socket(a->ss.ss_family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    /* a listener rebinds over TIME_WAIT; a datagram socket must not:
+     * bound to port 0 with SO_REUSEADDR, it may be given a port another
+     * such socket holds (two SOCKS5 UDP associations on one port, each
+     * getting the other's datagrams) */
+    if (type == SOCK_STREAM)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     if (a->ss.ss_family == AF_INET6)
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
     if (bind(fd, (const struct sockaddr *)&a->ss, a->len) < 0 ||
