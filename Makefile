@@ -34,7 +34,7 @@ DEPS := $(LIB_OBJS:.o=.d) $(MAIN_OBJS:.o=.d)
 
 DEPS_STAMP := $(BUILD)/.deps-ok
 
-.PHONY: all deps test check asan asan-build run clean
+.PHONY: all deps test check asan asan-build soak run clean
 all: $(BUILD)/libluaray.so $(BUILD)/luaray $(BUILD)/lua/luaray/cdef.lua
 
 deps: $(DEPS_STAMP)
@@ -84,6 +84,15 @@ asan-build: $(DEPS_STAMP)
 
 asan:
 	$(Q)bash scripts/asan-specs.sh | bash scripts/ci-summary
+
+# The long soak forms (issue "Hardening", item "Soak"): spec/e2e/soak_spec.lua
+# for LURAY_SOAK_MINUTES (default 30) minutes of mixed load with a SIGHUP a
+# minute, and the LURAY_SOAK=1 forms of spec/e2e/hardening_spec.lua (5,000
+# replays, 200,000 churn connections); ends with "N passed, N failed".
+# `make test` runs the 5-minute form of the soak.
+soak: all
+	$(Q)LURAY_SOAK=1 LURAY_SOAK_MINUTES=$${LURAY_SOAK_MINUTES:-30} bash scripts/busted -o TAP \
+	    spec/e2e/soak_spec.lua spec/e2e/hardening_spec.lua 2>&1 | bash scripts/ci-summary
 
 run: all
 	$(Q)$(BUILD)/luaray
