@@ -43,15 +43,7 @@ local function say(fmt, ...) print(("# hardening: " .. fmt):format(...)); io.std
 ----------------------------------------------------------------------------
 -- small helpers
 
-local function fd_count(pid)
-  local n = 0
-  local ok = pcall(function()
-    for f in dirent.files(("/proc/%d/fd"):format(pid)) do
-      if f ~= "." and f ~= ".." then n = n + 1 end
-    end
-  end)
-  return ok and n or nil
-end
+local fd_count = E.fd_count
 
 local function rss_kb(pid)
   local f = io.open(("/proc/%d/status"):format(pid), "rb")

@@ -78,15 +78,7 @@ local function say(fmt, ...) print(("# soak: " .. fmt):format(...)); io.stdout:f
 ----------------------------------------------------------------------------
 -- process figures
 
-local function fd_count(pid)
-  local n = 0
-  local ok = pcall(function()
-    for f in dirent.files(("/proc/%d/fd"):format(pid)) do
-      if f ~= "." and f ~= ".." then n = n + 1 end
-    end
-  end)
-  return ok and n or nil
-end
+local fd_count = E.fd_count
 
 -- -> {rss, anon, file} in kB (nil when the process is gone)
 local function mem_kb(pid)

@@ -1459,6 +1459,17 @@ local probe_buf = ffi.new("uint8_t[65536]")
 -- Reads what is there without blocking, with recv(2) itself (luasocket
 -- reports a reset as "closed", like a FIN) -> bytes, state: nil while the
 -- connection is open, "eof" (a FIN), "reset" (an RST) or "errno N".
+-- Open descriptors of a process (nil when it is gone).
+function M.fd_count(pid)
+  local n = 0
+  local ok = pcall(function()
+    for f in dirent.files(("/proc/%d/fd"):format(pid)) do
+      if f ~= "." and f ~= ".." then n = n + 1 end
+    end
+  end)
+  return ok and n or nil
+end
+
 function M.recv_nb(s)
   local parts = {}
   for _ = 1, 64 do
