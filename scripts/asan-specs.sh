@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# One TAP stream: every busted spec (codec, config, e2e with v2ray, JIT,
-# hardening, soak) against the AddressSanitizer + UBSan build in
+# One TAP stream: every busted spec but the JIT one (codec, config, e2e
+# with v2ray, hardening, soak) against the AddressSanitizer + UBSan build in
 # build/asan.  The spec process preloads the sanitizer runtimes with leak
 # detection off (LuaJIT's heap is not scanned); every luaray daemon the
 # e2e harness starts runs with LeakSanitizer on, and a report in its log
@@ -20,5 +20,17 @@ if ! make --no-print-directory -s asan-build >"$log" 2>&1; then
   exit 0
 fi
 rm -f "$log"
-LURAY_BUILD=build/asan LURAY_ASAN=1 bash scripts/busted -o TAP spec 2>&1
+# spec/jit is left out here: which loop LuaJIT roots a trace at depends on
+# where its bytecode lands in memory (hot counters are shared by address),
+# and the sanitizer runtime moves it; the JIT spec checks a LuaJIT property,
+# not memory safety, and runs in the plain stream.
+targets=()
+for t in spec/*; do
+  case $t in
+  spec/jit) ;;
+  spec/*_spec.lua) targets+=("$t") ;;
+  *) [ -d "$t" ] && targets+=("$t") ;;
+  esac
+done
+LURAY_BUILD=build/asan LURAY_ASAN=1 bash scripts/busted -o TAP "${targets[@]}" 2>&1
 echo "# specs under ASan: $((SECONDS - start)) s including the build"
