@@ -1141,11 +1141,21 @@ local function new_state(opts)
   return S
 end
 
+-- The state whose load is in progress, for the error handler (restored
+-- after each load, so a load started from inside another one is fine).
+-- No closures are made per load: FNEW is not compiled by LuaJIT 2.1.
+local running
+local function on_error(e) return error_text(running, e) end
+local function load_all(S, path, src, chunkname)
+  run_chunk(S, path, src, nil, chunkname)
+  return finish(S)
+end
+
 local function run(S, path, src, chunkname)
-  local ok, res = xpcall(function()
-    run_chunk(S, path, src, nil, chunkname)
-    return finish(S)
-  end, function(e) return error_text(S, e) end)
+  local outer = running
+  running = S
+  local ok, res = xpcall(load_all, on_error, S, path, src, chunkname)
+  running = outer
   S.loading = false
   if not ok then return nil, res end
   return res

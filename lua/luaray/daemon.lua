@@ -129,6 +129,9 @@ local dres = ffi.new("double[1]")
 
 local shared = {}
 
+-- Keys that are strings (every hot call) skip this helper: a helper called
+-- once per event can win call_hook's hashed hot counter and, if its trace
+-- aborts, keep the wrapper interpreted (see "Optional C strings" below).
 local function key(k)
   if type(k) ~= "string" and type(k) ~= "number" then
     error("luaray.shared: key must be a string or number", 3)
@@ -137,7 +140,7 @@ local function key(k)
 end
 
 function shared.get(k)
-  k = key(k)
+  if type(k) ~= "string" then k = key(k) end
   local rc = C.lr_shared_get(k, #k, kbuf, 65536, vlen, isnum)
   if rc ~= 0 then return nil end
   local v = ffi.string(kbuf, vlen[0])
@@ -151,7 +154,7 @@ function shared.get(k)
 end
 
 function shared.set(k, v)
-  k = key(k)
+  if type(k) ~= "string" then k = key(k) end
   if v == nil then C.lr_shared_delete(k, #k); return true end
   if type(v) == "number" then
     C.lr_shared_delete(k, #k)
@@ -165,14 +168,14 @@ function shared.set(k, v)
 end
 
 function shared.incr(k, n)
-  k = key(k)
+  if type(k) ~= "string" then k = key(k) end
   local rc = C.lr_shared_incr(k, #k, n or 1, dres)
   if rc ~= 0 then return nil, "luaray.shared.incr: key holds a string" end
   return dres[0]
 end
 
 function shared.delete(k)
-  k = key(k)
+  if type(k) ~= "string" then k = key(k) end
   C.lr_shared_delete(k, #k)
   return true
 end
@@ -250,7 +253,11 @@ local function budgeted(fn, a, b)
   return ok, r1, r2
 end
 
-local function str(p) if p == nil then return nil end return ffi.string(p) end
+-- Optional C strings are read inline (p ~= nil and ffi.string(p) or nil)
+-- rather than through a helper: a tiny helper called several times per
+-- event competes with call_hook for LuaJIT's address-hashed hot counters,
+-- and its root traces abort on the return into call_hook, which could keep
+-- call_hook itself from ever being compiled.
 
 local function copy_out(dst, size, s)
   s = tostring(s)
@@ -271,9 +278,9 @@ function M.call_hook(ptr)
     local t = {
       id = tonumber(ctx.id),
       generation = tonumber(ctx.generation),
-      src = { ip = str(ctx.src_ip), port = ctx.src_port },
-      inbound = str(ctx.inbound),
-      network = str(ctx.network),
+      src = { ip = (ctx.src_ip ~= nil and ffi.string(ctx.src_ip) or nil), port = ctx.src_port },
+      inbound = (ctx.inbound ~= nil and ffi.string(ctx.inbound) or nil),
+      network = (ctx.network ~= nil and ffi.string(ctx.network) or nil),
     }
     if ctx.user_email ~= nil then
       t.user = { email = ffi.string(ctx.user_email), level = ctx.user_level }
@@ -283,11 +290,15 @@ function M.call_hook(ptr)
     end
     if ctx.outbound ~= nil then t.outbound = ffi.string(ctx.outbound) end
     if ctx.sniffed_host ~= nil or ctx.protocol ~= nil then
-      t.sniffed = { host = str(ctx.sniffed_host), protocol = str(ctx.protocol) }
+      t.sniffed = {
+        host = ctx.sniffed_host ~= nil and ffi.string(ctx.sniffed_host) or nil,
+        protocol = ctx.protocol ~= nil and ffi.string(ctx.protocol) or nil,
+      }
     end
     if name == "close" then
       ok, r1, r2 = budgeted(fn, t, { up = tonumber(ctx.up), down = tonumber(ctx.down),
-                                     duration_ms = ctx.duration_ms, reason = str(ctx.reason) })
+                                     duration_ms = ctx.duration_ms,
+                                     reason = ctx.reason ~= nil and ffi.string(ctx.reason) or nil })
     else
       ok, r1, r2 = budgeted(fn, t)
     end

@@ -73,6 +73,10 @@ local function traced(fn)
   local v = require "jit.v"
   local out = os.tmpname()
   jit.flush()
+  -- every hot counter back to its start (setting hotloop re-initialises
+  -- them): each scenario starts from the same state, not from whatever the
+  -- scenarios and specs before it left in LuaJIT's address-hashed counters
+  jit.opt.start("hotloop=56")
   v.start(out)
   local ok, err = pcall(fn)
   v.off()
