@@ -34,7 +34,7 @@ DEPS := $(LIB_OBJS:.o=.d) $(MAIN_OBJS:.o=.d)
 
 DEPS_STAMP := $(BUILD)/.deps-ok
 
-.PHONY: all deps test check asan asan-build soak run clean
+.PHONY: all deps test check asan asan-build tsan tsan-build soak run clean
 all: $(BUILD)/libluaray.so $(BUILD)/luaray $(BUILD)/lua/luaray/cdef.lua
 
 deps: $(DEPS_STAMP)
@@ -84,6 +84,15 @@ asan-build: $(DEPS_STAMP)
 
 asan:
 	$(Q)bash scripts/asan-specs.sh | bash scripts/ci-summary
+
+# ThreadSanitizer build of the daemon (build/tsan), then the specs that run
+# several worker threads against it (scripts/tsan-specs.sh; in `make test`).
+tsan-build: $(DEPS_STAMP)
+	$(Q)$(MAKE) --no-print-directory BUILD=build/tsan OPT="-O1 -g -fno-omit-frame-pointer" \
+	    SAN="-fsanitize=thread" all
+
+tsan:
+	$(Q)bash scripts/tsan-specs.sh | bash scripts/ci-summary
 
 # The long soak forms (issue "Hardening", item "Soak"): spec/e2e/soak_spec.lua
 # for LURAY_SOAK_MINUTES (default 30) minutes of mixed load with a SIGHUP a

@@ -10,8 +10,9 @@
 #     again makes that target `not ok`, and its input is printed (base64)
 #     since CI keeps no files;
 #  4. every spec again against the AddressSanitizer + UBSan build, with
-#     LeakSanitizer in each daemon (scripts/asan-specs.sh; LURAY_TEST_ASAN=0
-#     skips the stream).
+#     LeakSanitizer in each daemon (scripts/asan-specs.sh); then the
+#     worker-thread specs against the ThreadSanitizer build
+#     (scripts/tsan-specs.sh).  LURAY_TEST_ASAN=0 skips both streams.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -79,6 +80,7 @@ fuzz_stream() {
   fuzz_stream
   if [ "${LURAY_TEST_ASAN:-1}" != 0 ]; then
     bash scripts/asan-specs.sh
+    bash scripts/tsan-specs.sh
   fi
 } | bash scripts/ci-summary || status=$?
 exit $status

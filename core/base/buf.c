@@ -1,8 +1,10 @@
 /*
- * The relay buffer free list.  Single-threaded (one loop per process).
- * The list keeps at most LR_BUF_KEEP buffers; beyond that they go back to
- * the allocator so a burst does not pin memory forever.
+ * The relay buffer free list, one per thread (one loop per worker
+ * thread).  Each list keeps at most LR_BUF_KEEP buffers; beyond that they
+ * go back to the allocator so a burst does not pin memory forever.  The
+ * count of buffers in use is process-wide.
  */
+#include <stdatomic.h>
 #include <stdlib.h>
 
 #include "base/base.h"
@@ -10,8 +12,9 @@
 
 #define LR_BUF_KEEP 64
 
-static struct lr_buf *free_list;
-static size_t free_count, in_use;
+static __thread struct lr_buf *free_list;
+static __thread size_t free_count;
+static atomic_size_t in_use;
 
 struct lr_buf *lr_buf_get(void)
 {
@@ -26,7 +29,7 @@ struct lr_buf *lr_buf_get(void)
     }
     b->next = NULL;
     b->rd = b->wr = 0;
-    in_use++;
+    atomic_fetch_add_explicit(&in_use, 1, memory_order_relaxed);
     return b;
 }
 
@@ -34,7 +37,7 @@ void lr_buf_put(struct lr_buf *b)
 {
     if (!b)
         return;
-    in_use--;
+    atomic_fetch_sub_explicit(&in_use, 1, memory_order_relaxed);
     if (free_count >= LR_BUF_KEEP) {
         free(b);
         return;
@@ -46,7 +49,7 @@ void lr_buf_put(struct lr_buf *b)
 
 size_t lr_buf_in_use(void)
 {
-    return in_use;
+    return atomic_load_explicit(&in_use, memory_order_relaxed);
 }
 
 void lr_buf_trim(void)

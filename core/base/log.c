@@ -3,6 +3,8 @@
  * ever prints key material (callers shorten UUIDs, see lr_uuid_short).
  */
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/time.h>
@@ -11,9 +13,12 @@
 #include "base/base.h"
 #include "base/log.h"
 
-int lr_log_level = LR_LOG_INFO;
+_Atomic int lr_log_level = LR_LOG_INFO;
+/* The access log may be reopened (reload) while worker threads write to
+ * it: the stream is swapped and written under one lock. */
 static FILE *access_f;
-static int access_on;
+static atomic_int access_on;
+static pthread_mutex_t access_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void stamp(char *buf, size_t n)
 {
@@ -42,22 +47,25 @@ void lr_log_write(int level, const char *fmt, ...)
 
 int lr_access_open(const char *path)
 {
-    if (access_f && access_f != stderr)
-        fclose(access_f);
-    access_f = NULL;
-    access_on = 0;
-    if (!path)
-        return 0;
-    if (!*path) {
-        access_f = stderr;
-    } else {
-        access_f = fopen(path, "a");
-        if (!access_f)
-            return -errno;
-        setvbuf(access_f, NULL, _IOLBF, 0);
+    FILE *f = NULL;
+    int rc = 0;
+    if (path && !*path) {
+        f = stderr;
+    } else if (path) {
+        f = fopen(path, "a");
+        if (!f)
+            rc = -errno;
+        else
+            setvbuf(f, NULL, _IOLBF, 0);
     }
-    access_on = 1;
-    return 0;
+    pthread_mutex_lock(&access_lock);
+    FILE *old = access_f;
+    access_f = f;
+    access_on = f != NULL;
+    pthread_mutex_unlock(&access_lock);
+    if (old && old != stderr)
+        fclose(old);
+    return rc;
 }
 
 int lr_access_enabled(void)
@@ -72,11 +80,13 @@ void lr_access_write(const char *fmt, ...)
     if (!access_on)
         return;
     stamp(ts, sizeof(ts));
-    flockfile(access_f);
-    fprintf(access_f, "%s ", ts);
-    va_start(ap, fmt);
-    vfprintf(access_f, fmt, ap);
-    va_end(ap);
-    fputc('\n', access_f);
-    funlockfile(access_f);
+    pthread_mutex_lock(&access_lock);
+    if (access_f) {
+        fprintf(access_f, "%s ", ts);
+        va_start(ap, fmt);
+        vfprintf(access_f, fmt, ap);
+        va_end(ap);
+        fputc('\n', access_f);
+    }
+    pthread_mutex_unlock(&access_lock);
 }

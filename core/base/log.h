@@ -6,17 +6,20 @@
 #define LR_LOG_H
 
 #include <stdarg.h>
+#include <stdatomic.h>
 
 enum lr_log_level { LR_LOG_DEBUG = 0, LR_LOG_INFO, LR_LOG_WARN, LR_LOG_ERROR };
 
-extern int lr_log_level;
+/* Set by the main thread (config, reload), read by every worker. */
+extern _Atomic int lr_log_level;
 
 void lr_log_write(int level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
 #define lr_log(level, ...)                                                    \
     do {                                                                      \
-        if ((level) >= lr_log_level)                                          \
+        if ((level) >= atomic_load_explicit(&lr_log_level,                  \
+                                            memory_order_relaxed))            \
             lr_log_write((level), __VA_ARGS__);                               \
     } while (0)
 #define lr_debug(...) lr_log(LR_LOG_DEBUG, __VA_ARGS__)

@@ -120,6 +120,13 @@ static int gcm_once(int seal, const uint8_t *key, const uint8_t *nonce,
     return rc;
 }
 
+/* A worker thread ending frees its context (thread-locals are not). */
+void lr_cipher_thread_end(void)
+{
+    EVP_CIPHER_CTX_free(once_ctx);
+    once_ctx = NULL;
+}
+
 int lr_gcm_seal_once(const uint8_t *key, const uint8_t *nonce,
                      const uint8_t *aad, size_t aadlen, const uint8_t *in,
                      size_t len, uint8_t *out)

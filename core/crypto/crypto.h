@@ -49,6 +49,8 @@ int lr_aead_seal(struct lr_aead *a, const uint8_t *nonce, const uint8_t *aad,
 int lr_aead_open(struct lr_aead *a, const uint8_t *nonce, const uint8_t *aad,
                  size_t aadlen, const uint8_t *in, size_t len, uint8_t *out);
 
+/* Frees this thread's header-box context (a worker thread ending). */
+void lr_cipher_thread_end(void);
 /* One-shot AES-128-GCM for the header boxes (allocates a context). */
 int lr_gcm_seal_once(const uint8_t *key, const uint8_t *nonce,
                      const uint8_t *aad, size_t aadlen, const uint8_t *in,

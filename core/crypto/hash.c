@@ -91,9 +91,9 @@ LR_API uint32_t lr_fnv1a32(const uint8_t *in, size_t len)
     return h;
 }
 
-/* CRC-32/IEEE (zlib's), table built on first use. */
+/* CRC-32/IEEE (zlib's), table built on first use (once, threads). */
 static uint32_t crc_table[256];
-static int crc_ready;
+static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
 
 static void crc_init(void)
 {
@@ -103,13 +103,11 @@ static void crc_init(void)
             c = (c & 1) ? 0xedb88320u ^ (c >> 1) : c >> 1;
         crc_table[i] = c;
     }
-    crc_ready = 1;
 }
 
 LR_API uint32_t lr_crc32(const uint8_t *in, size_t len)
 {
-    if (!crc_ready)
-        crc_init();
+    pthread_once(&crc_once, crc_init);
     uint32_t c = 0xffffffffu;
     for (size_t i = 0; i < len; i++)
         c = crc_table[(c ^ in[i]) & 0xff] ^ (c >> 8);

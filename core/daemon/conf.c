@@ -39,8 +39,10 @@ static char *dup_or_null(const char *s)
 LR_API struct lr_conf *lr_conf_new(void)
 {
     struct lr_conf *c = calloc(1, sizeof(*c));
-    if (c)
+    if (c) {
         c->log_level = 1;
+        c->workers = 1;
+    }
     return c;
 }
 
@@ -108,6 +110,18 @@ LR_API int lr_conf_log(struct lr_conf *c, int level, const char *access)
     free(c->access);
     c->access = dup_or_null(access);
     c->access_set = 1;
+    return LR_OK;
+}
+
+LR_API int lr_conf_workers(struct lr_conf *c, int n)
+{
+    if (n < 0 || n > LR_MAX_WORKERS)
+        return fail(c, "workers out of range");
+    if (n == 0) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        n = cpus < 1 ? 1 : cpus > LR_MAX_WORKERS ? LR_MAX_WORKERS : (int)cpus;
+    }
+    c->workers = n;
     return LR_OK;
 }
 

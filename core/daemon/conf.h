@@ -33,6 +33,7 @@ int lr_conf_expand_dynamic(struct lr_conf *c, struct lr_gen *old, char *err,
 struct lr_conf {
     char error[512];
     int log_level;
+    int workers;                  /* 1.. (lr_conf_new: 1) */
     char *access;                 /* NULL off, "" stderr */
     int access_set;
     struct lr_user_info *users;   uint32_t nusers;

@@ -4,9 +4,17 @@
  * refresh every 10 s as v2ray does, replay expiry) and stops gracefully on
  * SIGTERM/SIGINT: listeners close at once, open connections get a grace
  * period to finish.
+ *
+ * With luaray.workers(n), the main thread starts n - 1 more worker threads
+ * after its own config is committed.  Each loads the config into its own
+ * Lua state, listens on the same addresses (SO_REUSEPORT) and runs its own
+ * loop; the replay state, policies and luaray.shared are shared (locked).
+ * Signals reach the main thread only, which passes them on (ev_async).
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -20,6 +28,29 @@
 #include "route/route.h"
 #include "script/bridge.h"
 #include "daemon/policy.h"
+#include "crypto/crypto.h"
+
+enum { LR_CMD_RELOAD = 1, LR_CMD_STOP = 2, LR_CMD_STOP_NOW = 4, LR_CMD_DUMP = 8 };
+
+static void send_cmd(struct lr_daemon *d, uint32_t cmd)
+{
+    for (uint32_t i = 1; i < d->nworkers; i++) {
+        struct lr_daemon *w = d->workers[i];
+        atomic_fetch_or(&w->cmds, cmd);
+        ev_async_send(w->loop, &w->cmd_w);
+    }
+}
+
+/* "worker 2: " in front of a worker's own log lines (none for a single
+ * worker, so those logs read as before). */
+static const char *wtag(struct lr_daemon *d, char *buf, size_t n)
+{
+    const struct lr_daemon *m = d->main ? d->main : d;
+    if (m->conf_workers <= 1)
+        return "";
+    snprintf(buf, n, "worker %u: ", d->worker);
+    return buf;
+}
 
 extern const struct lr_ib_ops lr_vmess_in_ops, lr_socks_in_ops, lr_http_in_ops;
 
@@ -62,6 +93,8 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
         lr_sock_tune(fd);
         if (!lr_conn_new(ib->d, ib, fd, &src, ib_ops(ib->type)))
             close(fd);
+        else
+            ib->d->accepted++;
     }
 }
 
@@ -73,14 +106,12 @@ static void resume_cb(struct ev_loop *loop, ev_timer *w, int revents)
             ev_io_start(loop, &d->gen->ib[i].accept_w);
 }
 
-static ev_timer resume_timer;
-
 void lr_daemon_pause_accept(struct lr_daemon *d, struct lr_inbound *ib)
 {
-    ev_timer_stop(d->loop, &resume_timer);
-    ev_timer_init(&resume_timer, resume_cb, 0.5, 0.);
-    resume_timer.data = d;
-    ev_timer_start(d->loop, &resume_timer);
+    ev_timer_stop(d->loop, &d->resume);
+    ev_timer_init(&d->resume, resume_cb, 0.5, 0.);
+    d->resume.data = d;
+    ev_timer_start(d->loop, &d->resume);
 }
 
 static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -90,28 +121,33 @@ static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
     for (uint32_t i = 0; i < d->gen->nib; i++)
         if (d->gen->ib[i].users)
             lr_users_refresh(d->gen->ib[i].users, now);
-    lr_replay_expire(d->replay, now);
+    if (d->worker == 0)
+        lr_replay_expire(d->replay, now);
 }
 
 static void stop_check_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct lr_daemon *d = w->data;
+    char t[32];
     if (d->nconns == 0 || ev_now(loop) >= d->stop_deadline) {
         if (d->nconns)
-            lr_info("stopping with %u connections still open", d->nconns);
+            lr_info("%sstopping with %u connections still open",
+                    wtag(d, t, sizeof(t)), d->nconns);
         ev_break(loop, EVBREAK_ALL);
     }
 }
 
-static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
+/* Listeners close at once; open connections get the grace period. */
+static void begin_stop(struct lr_daemon *d, int signum)
 {
-    struct lr_daemon *d = w->data;
-    if (d->stopping) {
-        ev_break(loop, EVBREAK_ALL); /* a second signal: now */
-        return;
-    }
-    lr_info("signal %d: no longer accepting; %u connections to finish",
-            w->signum, d->nconns);
+    struct ev_loop *loop = d->loop;
+    char t[32];
+    if (d->worker == 0)
+        lr_info("signal %d: no longer accepting; %u connections to finish",
+                signum, d->nconns);
+    else
+        lr_info("%sno longer accepting; %u connections to finish",
+                wtag(d, t, sizeof(t)), d->nconns);
     d->stopping = 1;
     for (uint32_t i = 0; i < d->gen->nib; i++) {
         ev_io_stop(loop, &d->gen->ib[i].accept_w);
@@ -126,6 +162,18 @@ static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
     ev_timer_start(loop, &d->grace);
 }
 
+static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    struct lr_daemon *d = w->data;
+    if (d->stopping) {
+        send_cmd(d, LR_CMD_STOP_NOW);
+        ev_break(loop, EVBREAK_ALL); /* a second signal: now */
+        return;
+    }
+    begin_stop(d, w->signum);
+    send_cmd(d, LR_CMD_STOP);
+}
+
 struct lr_daemon *lr_daemon_new(void)
 {
     struct lr_daemon *d = calloc(1, sizeof(*d));
@@ -134,6 +182,8 @@ struct lr_daemon *lr_daemon_new(void)
     d->loop = EV_DEFAULT;
     d->replay = lr_replay_new(0);
     d->grace_seconds = 10;
+    d->nworkers = 1;
+    d->id_step = 1;
     if (!d->replay) {
         free(d);
         return NULL;
@@ -458,8 +508,10 @@ static void gen_install(struct lr_daemon *d, struct lr_gen *g)
     }
 }
 
-static void apply_logging(struct lr_conf *c)
+static void apply_logging(struct lr_daemon *d, struct lr_conf *c)
 {
+    if (d->worker != 0)
+        return; /* the main thread's; the same config */
     lr_log_level = c->log_level;
     lr_access_open(c->access_set ? c->access : "");
 }
@@ -469,6 +521,16 @@ int lr_daemon_commit(struct lr_daemon *d, struct lr_conf *c,
                      size_t errlen)
 {
     struct lr_gen *g = NULL;
+    if (!dry_run && d->worker == 0) {
+        if (!d->gen) {
+            /* the first config fixes the number of workers */
+            d->conf_workers = (uint32_t)c->workers;
+            lr_sock_reuseport = c->workers > 1;
+        } else if ((uint32_t)c->workers != d->conf_workers) {
+            lr_warn("reload: workers %d in the config; %u keep running until a restart",
+                    c->workers, d->conf_workers);
+        }
+    }
     if (gen_build(d, c, dry_run, &g, err, errlen) != 0)
         return -1;
     g->script = script;
@@ -480,50 +542,55 @@ int lr_daemon_commit(struct lr_daemon *d, struct lr_conf *c,
         gen_free(g);
         return 0;
     }
-    apply_logging(c);
+    apply_logging(d, c);
     gen_install(d, g);
     for (uint32_t i = 0; i < c->npolicies; i++)
         lr_policy_set(c->policies[i].email, &c->policies[i].p);
     return 0;
 }
 
-/* SIGHUP: build the new generation aside; on any error keep the old one. */
-static void reload(struct lr_daemon *d)
+/* SIGHUP: build the new generation aside; on any error keep the old one.
+ * 0 when the new generation serves. */
+static int reload(struct lr_daemon *d)
 {
-    char err[1024];
+    char err[1024], t[32];
+    const char *w = wtag(d, t, sizeof(t));
     if (!d->config_path) {
-        lr_warn("reload: running the embedded default config; nothing to reload");
-        return;
+        if (d->worker == 0)
+            lr_warn("reload: running the embedded default config; nothing to reload");
+        return -1;
     }
     struct lr_conf *c = lr_conf_new();
     struct lr_script *s = lr_script_new(d);
     if (!c || !s) {
-        lr_error("reload failed: out of memory; keeping generation %llu",
+        lr_error("%sreload failed: out of memory; keeping generation %llu", w,
                  (unsigned long long)d->gen->id);
         lr_conf_free(c);
         if (s)
             lr_script_free(s);
-        return;
+        return -1;
     }
     if (lr_script_load_config(s, d->config_path, c, 0, err, sizeof(err)) != 0 ||
         lr_daemon_commit(d, c, s, 0, err, sizeof(err)) != 0) {
-        lr_error("reload failed, keeping generation %llu: %s",
+        lr_error("%sreload failed, keeping generation %llu: %s", w,
                  (unsigned long long)d->gen->id, err);
         lr_conf_free(c);
         lr_script_free(s);
-        return;
+        return -1;
     }
     lr_conf_free(c);
-    lr_info("reload: generation %llu serving; %u connections on older generations",
-            (unsigned long long)d->gen->id, d->nconns);
+    lr_info("%sreload: generation %llu serving; %u connections on older generations",
+            w, (unsigned long long)d->gen->id, d->nconns);
     lr_script_reload_hook(d->gen);
+    return 0;
 }
 
 static void hup_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
     struct lr_daemon *d = w->data;
-    if (!d->stopping)
-        reload(d);
+    /* the workers reload only what the main thread accepted */
+    if (!d->stopping && reload(d) == 0)
+        send_cmd(d, LR_CMD_RELOAD);
 }
 
 void lr_daemon_describe(struct lr_daemon *d)
@@ -535,6 +602,17 @@ void lr_daemon_describe(struct lr_daemon *d)
         lr_info("inbound %s (%s) listening on %s", d->gen->ib[i].tag,
                 names[d->gen->ib[i].type & 3], a);
     }
+    if (d->conf_workers > 1)
+        lr_info("%u workers", d->conf_workers);
+}
+
+static void dump(struct lr_daemon *d)
+{
+    char t[32];
+    if (d->conf_workers > 1 || d->main)
+        lr_info("%s%u connections, %llu accepted", wtag(d, t, sizeof(t)),
+                d->nconns, (unsigned long long)d->accepted);
+    lr_conn_dump(d);
 }
 
 static void dump_cb(struct ev_loop *loop, ev_signal *w, int revents)
@@ -542,11 +620,13 @@ static void dump_cb(struct ev_loop *loop, ev_signal *w, int revents)
     struct lr_daemon *d = w->data;
     struct lr_replay_stats rs;
     lr_replay_stats(d->replay, &rs);
-    lr_info("%u connections, %zu buffers in use", d->nconns, lr_buf_in_use());
+    lr_info("%zu connections, %zu buffers in use", lr_conn_count(),
+            lr_buf_in_use());
     lr_info("replay state: %llu authids, %llu sessions, %llu kB",
             (unsigned long long)rs.authids, (unsigned long long)rs.sessions,
             (unsigned long long)(rs.bytes + 1023) / 1024);
-    lr_conn_dump(d);
+    dump(d);
+    send_cmd(d, LR_CMD_DUMP);
 }
 
 static void kick_cb(struct ev_loop *loop, ev_prepare *w, int revents)
@@ -554,13 +634,13 @@ static void kick_cb(struct ev_loop *loop, ev_prepare *w, int revents)
     lr_conn_run_kicks(w->data);
 }
 
-int lr_daemon_run(struct lr_daemon *d)
+/* Watchers every worker's loop has. */
+static int loop_setup(struct lr_daemon *d)
 {
     struct ev_loop *loop = d->loop;
-    signal(SIGPIPE, SIG_IGN);
     if (lr_dns_init(loop) != 0) {
         lr_error("cannot initialise the resolver");
-        return 1;
+        return -1;
     }
     ev_timer_init(&d->tick, tick_cb, 10., 10.);
     d->tick.data = d;
@@ -569,6 +649,171 @@ int lr_daemon_run(struct lr_daemon *d)
     d->kick_w.data = d;
     ev_prepare_start(loop, &d->kick_w);
     ev_unref(loop);
+    return 0;
+}
+
+static void loop_finish(struct lr_daemon *d)
+{
+    while (d->conns)
+        lr_conn_close(d->conns, "shutdown");
+    lr_dns_shutdown();
+}
+
+/* --- worker threads ------------------------------------------------- */
+
+static void cmd_cb(struct ev_loop *loop, ev_async *w, int revents)
+{
+    struct lr_daemon *d = w->data;
+    uint32_t cmds = atomic_exchange(&d->cmds, 0);
+    if (cmds & LR_CMD_STOP_NOW) {
+        ev_break(loop, EVBREAK_ALL);
+        return;
+    }
+    if ((cmds & LR_CMD_STOP) && !d->stopping)
+        begin_stop(d, 0);
+    if ((cmds & LR_CMD_RELOAD) && !d->stopping)
+        reload(d);
+    if (cmds & LR_CMD_DUMP)
+        dump(d);
+}
+
+/* Start-up handshake: the main thread waits for each worker to be
+ * serving (or to have failed) before it starts the next. */
+static pthread_mutex_t start_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t start_cond = PTHREAD_COND_INITIALIZER;
+
+static void started(struct lr_daemon *w, int rc)
+{
+    pthread_mutex_lock(&start_lock);
+    w->start_rc = rc;
+    pthread_cond_broadcast(&start_cond);
+    pthread_mutex_unlock(&start_lock);
+}
+
+static void *worker_main(void *arg)
+{
+    struct lr_daemon *d = arg;
+    char err[1024], t[32];
+    struct lr_conf *c = lr_conf_new();
+    struct lr_script *s = lr_script_new(d);
+    if (!c || !s) {
+        lr_error("%sout of memory", wtag(d, t, sizeof(t)));
+        goto fail;
+    }
+    if (lr_script_load_config(s, d->config_path, c, 0, err, sizeof(err)) != 0 ||
+        lr_daemon_commit(d, c, s, 0, err, sizeof(err)) != 0) {
+        lr_error("%s%s", wtag(d, t, sizeof(t)), err);
+        goto fail;
+    }
+    s = NULL; /* the generation owns it */
+    lr_conf_free(c);
+    c = NULL;
+    if (loop_setup(d) != 0)
+        goto fail;
+    ev_async_init(&d->cmd_w, cmd_cb);
+    d->cmd_w.data = d;
+    ev_async_start(d->loop, &d->cmd_w);
+    started(d, 0);
+    ev_run(d->loop, 0);
+    loop_finish(d);
+    goto out;
+fail:
+    lr_script_free(s);
+    lr_conf_free(c);
+    started(d, -1);
+out:
+    if (d->gen) {
+        struct lr_gen *g = d->gen;
+        d->gen = NULL;
+        g->d = NULL;
+        lr_gen_unref(g);
+    }
+    lr_buf_trim();
+    lr_cipher_thread_end();
+    lr_hdr_thread_end();
+    return NULL;
+}
+
+static void worker_free(struct lr_daemon *w)
+{
+    if (!w)
+        return;
+    ev_loop_destroy(w->loop);
+    free(w->config_path);
+    free(w);
+}
+
+/* Starts workers 1..conf_workers-1; -1 (and none left running) if one
+ * cannot start. */
+static int start_workers(struct lr_daemon *d)
+{
+    uint32_t n = d->conf_workers;
+    d->workers = calloc(n, sizeof(*d->workers));
+    if (!d->workers)
+        return -1;
+    d->workers[0] = d;
+    d->id_step = n;
+    /* only the main thread takes signals */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    int rc = 0;
+    for (uint32_t i = 1; i < n && rc == 0; i++) {
+        struct lr_daemon *w = calloc(1, sizeof(*w));
+        if (!w || !(w->loop = ev_loop_new(EVFLAG_AUTO))) {
+            free(w);
+            rc = -1;
+            break;
+        }
+        w->worker = i;
+        w->main = d;
+        w->replay = d->replay;
+        w->grace_seconds = d->grace_seconds;
+        w->id_step = n;
+        w->next_conn_id = i;
+        w->start_rc = 1; /* starting */
+        if (d->config_path && !(w->config_path = strdup(d->config_path))) {
+            worker_free(w);
+            rc = -1;
+            break;
+        }
+        if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+            lr_error("cannot start worker %u: %s", i, strerror(errno));
+            worker_free(w);
+            rc = -1;
+            break;
+        }
+        d->workers[i] = w;
+        d->nworkers = i + 1;
+        pthread_mutex_lock(&start_lock);
+        while (w->start_rc == 1)
+            pthread_cond_wait(&start_cond, &start_lock);
+        rc = w->start_rc;
+        pthread_mutex_unlock(&start_lock);
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return rc;
+}
+
+/* Tells the workers to stop (at once with `now`) and waits for them. */
+static void join_workers(struct lr_daemon *d, int now)
+{
+    if (d->nworkers > 1)
+        send_cmd(d, now ? LR_CMD_STOP_NOW : LR_CMD_STOP);
+    for (uint32_t i = 1; i < d->nworkers; i++) {
+        pthread_join(d->workers[i]->thread, NULL);
+        worker_free(d->workers[i]);
+        d->workers[i] = NULL;
+    }
+    d->nworkers = 1;
+}
+
+int lr_daemon_run(struct lr_daemon *d)
+{
+    struct ev_loop *loop = d->loop;
+    signal(SIGPIPE, SIG_IGN);
+    if (loop_setup(d) != 0)
+        return 1;
     ev_signal_init(&d->sigterm, signal_cb, SIGTERM);
     ev_signal_init(&d->sigint, signal_cb, SIGINT);
     d->sigterm.data = d->sigint.data = d;
@@ -580,10 +825,17 @@ int lr_daemon_run(struct lr_daemon *d)
     ev_signal_init(&d->sigusr1, dump_cb, SIGUSR1);
     d->sigusr1.data = d;
     ev_signal_start(loop, &d->sigusr1);
+    if (d->conf_workers > 1 && start_workers(d) != 0) {
+        lr_error("not all %u workers started; stopping", d->conf_workers);
+        join_workers(d, 1);
+        loop_finish(d);
+        return 1;
+    }
     ev_run(loop, 0);
-    while (d->conns)
-        lr_conn_close(d->conns, "shutdown");
-    lr_dns_shutdown();
+    /* the main loop ended (its connections done, or the grace over, or a
+     * second signal): the workers get the rest of their own grace */
+    join_workers(d, 0);
+    loop_finish(d);
     lr_info("stopped");
     return 0;
 }
@@ -592,6 +844,8 @@ void lr_daemon_free(struct lr_daemon *d)
 {
     if (!d)
         return;
+    join_workers(d, 1);
+    free(d->workers);
     if (d->gen) {
         struct lr_gen *g = d->gen;
         d->gen = NULL;

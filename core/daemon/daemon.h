@@ -7,6 +7,7 @@
 #define LR_DAEMON_H
 
 #include <ev.h>
+#include <pthread.h>
 #include <stdint.h>
 
 #include "base/buf.h"
@@ -122,8 +123,27 @@ struct lr_gen {
     int sniff;                   /* rules or hooks want the sniffed name */
 };
 
+#define LR_MAX_WORKERS 64
+
+/* One per worker thread.  Worker 0 is the main thread: it owns the
+ * signals, the replay state and the log settings, and passes SIGHUP,
+ * SIGTERM/SIGINT and SIGUSR1 on to the others as commands (ev_async).
+ * Every worker loads the config into its own Lua state and listens with
+ * SO_REUSEPORT on the same addresses; the kernel spreads connections. */
 struct lr_daemon {
     struct ev_loop *loop;
+    uint32_t worker;         /* 0: the main thread */
+    uint32_t nworkers;       /* main: threads running, itself included */
+    struct lr_daemon **workers;   /* main: workers 1..nworkers-1 */
+    struct lr_daemon *main;  /* workers: worker 0 */
+    pthread_t thread;
+    ev_async cmd_w;          /* workers: commands from the main thread */
+    _Atomic uint32_t cmds;   /* LR_CMD_* bits pending */
+    int start_rc;            /* workers: 0 serving, -1 failed to start */
+    uint64_t accepted;       /* connections accepted by this worker */
+    ev_timer resume;         /* accepting again after EMFILE */
+    uint32_t id_step;        /* connection ids: worker + k * id_step */
+    uint32_t conf_workers;   /* main: workers the first config asked for */
     struct lr_gen *gen;      /* the current generation */
     uint64_t gen_seq;
     uint32_t old_gens;       /* generations still draining */

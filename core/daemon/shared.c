@@ -3,7 +3,9 @@
  * to the process, not to a generation, so it survives every reload; Lua
  * reaches it through the lr_shared_* FFI calls (copies in, copies out).
  * A chained hash table; the total size is capped.
+ * Worker threads share it: every public call holds one mutex.
  */
+#include <pthread.h>
 #include <string.h>
 
 #include "base/base.h"
@@ -23,6 +25,7 @@ struct entry {
     char key[];
 };
 
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct entry **tab;
 static uint32_t tab_size, count;
 static size_t bytes;
@@ -91,7 +94,7 @@ static struct entry *get_or_add(const char *k, size_t n, int *rc)
     return e;
 }
 
-LR_API int lr_shared_set(const char *key, size_t klen, const char *val,
+static int lr_shared_set_locked(const char *key, size_t klen, const char *val,
                          size_t vlen)
 {
     int rc;
@@ -113,7 +116,7 @@ LR_API int lr_shared_set(const char *key, size_t klen, const char *val,
     return LR_OK;
 }
 
-LR_API int lr_shared_get(const char *key, size_t klen, char *out, size_t cap,
+static int lr_shared_get_locked(const char *key, size_t klen, char *out, size_t cap,
                          size_t *vlen, int32_t *is_num)
 {
     struct entry **pp = find(key, klen, hash(key, klen));
@@ -137,7 +140,7 @@ LR_API int lr_shared_get(const char *key, size_t klen, char *out, size_t cap,
     return LR_OK;
 }
 
-LR_API int lr_shared_incr(const char *key, size_t klen, double delta,
+static int lr_shared_incr_locked(const char *key, size_t klen, double delta,
                           double *result)
 {
     int rc;
@@ -152,7 +155,7 @@ LR_API int lr_shared_incr(const char *key, size_t klen, double delta,
     return LR_OK;
 }
 
-LR_API int lr_shared_delete(const char *key, size_t klen)
+static int lr_shared_delete_locked(const char *key, size_t klen)
 {
     struct entry **pp = find(key, klen, hash(key, klen));
     if (!pp)
@@ -166,7 +169,49 @@ LR_API int lr_shared_delete(const char *key, size_t klen)
     return LR_OK;
 }
 
-LR_API uint32_t lr_shared_count(void)
+static uint32_t lr_shared_count_locked(void)
 {
     return count;
+}
+
+/* The public calls, each under the one lock. */
+LR_API int lr_shared_set(const char *key, size_t klen, const char *val, size_t vlen)
+{
+    pthread_mutex_lock(&lock);
+    int rc = lr_shared_set_locked(key, klen, val, vlen);
+    pthread_mutex_unlock(&lock);
+    return rc;
+}
+
+LR_API int lr_shared_get(const char *key, size_t klen, char *out, size_t cap, size_t *vlen,
+                         int32_t *is_num)
+{
+    pthread_mutex_lock(&lock);
+    int rc = lr_shared_get_locked(key, klen, out, cap, vlen, is_num);
+    pthread_mutex_unlock(&lock);
+    return rc;
+}
+
+LR_API int lr_shared_incr(const char *key, size_t klen, double delta, double *result)
+{
+    pthread_mutex_lock(&lock);
+    int rc = lr_shared_incr_locked(key, klen, delta, result);
+    pthread_mutex_unlock(&lock);
+    return rc;
+}
+
+LR_API int lr_shared_delete(const char *key, size_t klen)
+{
+    pthread_mutex_lock(&lock);
+    int rc = lr_shared_delete_locked(key, klen);
+    pthread_mutex_unlock(&lock);
+    return rc;
+}
+
+LR_API uint32_t lr_shared_count(void)
+{
+    pthread_mutex_lock(&lock);
+    uint32_t rc = lr_shared_count_locked();
+    pthread_mutex_unlock(&lock);
+    return rc;
 }

@@ -49,7 +49,7 @@ struct socks_assoc_state {
     struct udp_assoc *a;
 };
 
-static uint8_t dgram_buf[UDP_MAX + 300];
+static __thread uint8_t dgram_buf[UDP_MAX + 300]; /* per worker thread */
 
 static size_t sess_sink(struct lr_conn *c, const uint8_t *data, size_t len)
 {

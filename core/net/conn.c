@@ -15,6 +15,7 @@
  * frees at once (no callback of ours runs after that for this object).
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -29,6 +30,14 @@
 
 #define PIECE 16384 /* our writers' payload per chunk */
 #define UDP_LINGER 2.0 /* seconds a UDP session waits for replies after its client ended */
+
+/* Connections open in the whole process (every worker thread). */
+static atomic_size_t live_conns;
+
+size_t lr_conn_count(void)
+{
+    return atomic_load_explicit(&live_conns, memory_order_relaxed);
+}
 
 static void cli_read_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void cli_write_cb(struct ev_loop *loop, ev_io *w, int revents);
@@ -54,7 +63,7 @@ struct lr_conn *lr_conn_new(struct lr_daemon *d, struct lr_inbound *ib,
     struct lr_conn *c = calloc(1, sizeof(*c));
     if (!c)
         return NULL;
-    c->id = ++d->next_conn_id;
+    c->id = d->next_conn_id += d->id_step;
     c->d = d;
     c->ib = ib;
     c->gen = ib->gen;
@@ -86,6 +95,7 @@ struct lr_conn *lr_conn_new(struct lr_daemon *d, struct lr_inbound *ib,
     d->conns = c;
     d->nconns++;
     ib->nconns++;
+    atomic_fetch_add_explicit(&live_conns, 1, memory_order_relaxed);
     return c;
 }
 
@@ -319,6 +329,7 @@ void lr_conn_close(struct lr_conn *c, const char *reason)
         c->next->prev = c->prev;
     d->nconns--;
     c->ib->nconns--;
+    atomic_fetch_sub_explicit(&live_conns, 1, memory_order_relaxed);
     struct lr_gen *g = c->gen;
     free(c);
     lr_gen_unref(g);
@@ -652,7 +663,7 @@ int lr_conn_accept_hook(struct lr_inbound *ib, const struct lr_addr *src)
     char ip[64];
     memset(&x, 0, sizeof(x));
     x.kind = LR_HOOK_ACCEPT;
-    x.id = ib->d->next_conn_id + 1; /* the number the connection will get */
+    x.id = ib->d->next_conn_id + ib->d->id_step; /* the id it will get */
     x.generation = g->id;
     lr_addr_ip_str(src, ip, sizeof(ip));
     x.src_ip = ip;

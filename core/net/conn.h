@@ -144,6 +144,8 @@ size_t lr_conn_down_room(struct lr_conn *c);
 /* The virtual client (up) or virtual remote (down) finished sending. */
 void lr_conn_push_eof(struct lr_conn *c, int down);
 void lr_conn_dump(struct lr_daemon *d);
+/* Connections open in the process, every worker thread counted. */
+size_t lr_conn_count(void);
 /* Closes c at the next safe point (from code that must not free it). */
 void lr_conn_doom(struct lr_conn *c, const char *reason);
 /* Pumps c again from the loop (never re-entrantly). */

@@ -5,9 +5,13 @@
  * delivers, because ares_getaddrinfo may answer synchronously (numbers,
  * /etc/hosts) and callers must never be re-entered.  A cancelled request
  * stays allocated until c-ares is done with it, then is freed silently.
+ * Each worker thread has its own channel on its own loop (thread-local
+ * state); the c-ares library itself is initialised and cleaned up under a
+ * lock, since ares_library_init is not thread-safe.
  */
 #include <ares.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,13 +36,14 @@ struct watch {
     int fd;
 };
 
-static struct ev_loop *dns_loop;
-static ares_channel channel;
-static int ready;
-static struct watch watches[MAX_WATCH];
-static ev_timer tick;
-static ev_idle deliver;
-static struct lr_dns_req *pending, **pending_tail = &pending;
+static __thread struct ev_loop *dns_loop;
+static __thread ares_channel channel;
+static __thread int ready;
+static __thread struct watch watches[MAX_WATCH];
+static __thread ev_timer tick;
+static __thread ev_idle deliver;
+static __thread struct lr_dns_req *pending, **pending_tail;
+static pthread_mutex_t lib_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
@@ -100,6 +105,8 @@ static void deliver_cb(struct ev_loop *loop, ev_idle *w, int revents)
 static void queue(struct lr_dns_req *r)
 {
     r->next = NULL;
+    if (!pending_tail)
+        pending_tail = &pending;
     *pending_tail = r;
     pending_tail = &r->next;
     ev_idle_start(dns_loop, &deliver);
@@ -139,12 +146,21 @@ int lr_dns_init(struct ev_loop *loop)
     opt.sock_state_cb = sock_state_cb;
     opt.timeout = 2000;
     opt.tries = 2;
-    if (ares_library_init(ARES_LIB_INIT_ALL) != ARES_SUCCESS)
+    pending = NULL;
+    pending_tail = &pending;
+    pthread_mutex_lock(&lib_lock);
+    int rc = ares_library_init(ARES_LIB_INIT_ALL);
+    pthread_mutex_unlock(&lib_lock);
+    if (rc != ARES_SUCCESS)
         return -1;
     if (ares_init_options(&channel, &opt,
                           ARES_OPT_SOCK_STATE_CB | ARES_OPT_TIMEOUTMS |
-                              ARES_OPT_TRIES) != ARES_SUCCESS)
+                              ARES_OPT_TRIES) != ARES_SUCCESS) {
+        pthread_mutex_lock(&lib_lock);
+        ares_library_cleanup();
+        pthread_mutex_unlock(&lib_lock);
         return -1;
+    }
     dns_loop = loop;
     for (int i = 0; i < MAX_WATCH; i++)
         watches[i].fd = -1;
@@ -173,7 +189,9 @@ void lr_dns_shutdown(void)
         free(r);
     }
     pending_tail = &pending;
+    pthread_mutex_lock(&lib_lock);
     ares_library_cleanup();
+    pthread_mutex_unlock(&lib_lock);
     ready = 0;
 }
 

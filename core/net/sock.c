@@ -141,6 +141,8 @@ void lr_sock_tune(int fd)
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
+int lr_sock_reuseport;
+
 int lr_sock_listen(const struct lr_addr *a, int type, int backlog)
 {
     int one = 1;
@@ -153,6 +155,12 @@ int lr_sock_listen(const struct lr_addr *a, int type, int backlog)
      * getting the other's datagrams) */
     if (type == SOCK_STREAM)
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (type == SOCK_STREAM && lr_sock_reuseport &&
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
     if (a->ss.ss_family == AF_INET6)
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
     if (bind(fd, (const struct sockaddr *)&a->ss, a->len) < 0 ||

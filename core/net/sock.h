@@ -32,6 +32,9 @@ int lr_addr_is_private(const struct lr_addr *a);
 
 int lr_sock_nonblock(int fd);
 /* Returns the listening fd or -errno. */
+/* Stream listeners opened from now on set SO_REUSEPORT (several workers
+ * listen on one address; the kernel spreads the connections). */
+extern int lr_sock_reuseport;
 int lr_sock_listen(const struct lr_addr *a, int type, int backlog);
 /* Starts a non-blocking TCP connect; returns the fd (connect may still be
  * in progress) or -errno. */

@@ -33,6 +33,12 @@ static __thread struct {
     struct lr_aes_block b;
 } authid_last;
 
+void lr_hdr_thread_end(void)
+{
+    lr_aes_block_deinit(&authid_last.b);
+    lr_wipe(authid_last.cmd_key, sizeof(authid_last.cmd_key));
+}
+
 LR_API int lr_authid_make(const uint8_t *cmd_key, int64_t ts,
                           const uint8_t *rand4, uint8_t *out)
 {

@@ -12,8 +12,13 @@
  *
  * The sets are keyed by a per-process random seed so a client cannot aim
  * keys at one probe run.
+ *
+ * One replay state serves every worker thread of a daemon (a replay that
+ * lands on another worker than the original is still caught), so each
+ * public call holds the state's mutex; a check is a few hash probes.
  */
 #include <malloc.h>
+#include <pthread.h>
 #include <string.h>
 
 #include "vmess/vmess.h"
@@ -36,6 +41,7 @@ struct xset {
 };
 
 struct lr_replay {
+    pthread_mutex_t lock;
     uint32_t cap;
     uint64_t seed[2];
     uint64_t refused;
@@ -173,6 +179,7 @@ LR_API struct lr_replay *lr_replay_new(uint32_t cap)
     struct lr_replay *r = calloc(1, sizeof(*r));
     if (!r)
         return NULL;
+    pthread_mutex_init(&r->lock, NULL);
     r->cap = cap ? cap : 1u << 20;
     lr_random((uint8_t *)r->seed, sizeof(r->seed));
     r->authid.kw = 16;
@@ -192,18 +199,21 @@ LR_API void lr_replay_free(struct lr_replay *r)
         bucket_clear(&r->authid, &r->authid.b[i]);
         bucket_clear(&r->session, &r->session.b[i]);
     }
+    pthread_mutex_destroy(&r->lock);
     free(r);
 }
 
 LR_API void lr_replay_expire(struct lr_replay *r, int64_t now)
 {
+    pthread_mutex_lock(&r->lock);
     xset_expire(&r->authid, now);
     xset_expire(&r->session, now);
+    pthread_mutex_unlock(&r->lock);
 }
 
-LR_API void lr_replay_stats(const struct lr_replay *r,
-                            struct lr_replay_stats *out)
+LR_API void lr_replay_stats(struct lr_replay *r, struct lr_replay_stats *out)
 {
+    pthread_mutex_lock(&r->lock);
     out->authids = r->authid.count;
     out->sessions = r->session.count;
     out->full_refusals = r->refused;
@@ -214,6 +224,7 @@ LR_API void lr_replay_stats(const struct lr_replay *r,
             if (sets[k]->b[i].mask)
                 out->bytes += (uint64_t)(sets[k]->b[i].mask + 1) *
                               (sizeof(uint32_t) + sets[k]->kw);
+    pthread_mutex_unlock(&r->lock);
 }
 
 LR_API int lr_replay_check_authid(struct lr_replay *r, const uint8_t *authid,
@@ -222,8 +233,11 @@ LR_API int lr_replay_check_authid(struct lr_replay *r, const uint8_t *authid,
     /* An AuthID passes the time check until its timestamp + 120; the
      * timestamp is inside it, but holding it until now + 241 covers every
      * timestamp the check accepts without decrypting again. */
-    return xset_check(r, &r->authid, authid, now + 2 * LR_TIME_WINDOW + 1,
-                      now);
+    pthread_mutex_lock(&r->lock);
+    int rc = xset_check(r, &r->authid, authid, now + 2 * LR_TIME_WINDOW + 1,
+                        now);
+    pthread_mutex_unlock(&r->lock);
+    return rc;
 }
 
 int lr_replay_check_session(struct lr_replay *r, const uint8_t *user_id,
@@ -235,5 +249,8 @@ int lr_replay_check_session(struct lr_replay *r, const uint8_t *user_id,
     memcpy(k, user_id, 16);
     memcpy(k + 16, key, 16);
     memcpy(k + 32, iv, 16);
-    return xset_check(r, &r->session, k, now + LR_SESSION_TTL, now);
+    pthread_mutex_lock(&r->lock);
+    int rc = xset_check(r, &r->session, k, now + LR_SESSION_TTL, now);
+    pthread_mutex_unlock(&r->lock);
+    return rc;
 }

@@ -47,6 +47,8 @@ struct lr_users {
 struct lr_legacy_entry *lr_users_legacy_find(struct lr_users *u,
                                              const uint8_t *auth);
 
+/* Drops this thread's cached AuthID key schedule (a worker ending). */
+void lr_hdr_thread_end(void);
 /* Session history check for a decoded header (user, key, iv): LR_OK and
  * recorded, LR_EREPLAY or LR_EFULL. */
 int lr_replay_check_session(struct lr_replay *r, const uint8_t *user_id,

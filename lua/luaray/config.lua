@@ -39,6 +39,8 @@
 --
 --   cfg.log = { level = "debug"|"info"|"warn"|"error",   -- default "info"
 --               access = true | false | "path" }           -- default true (stderr)
+--   cfg.workers = 1..64 | "auto"     -- luaray.workers(n); default 1
+--   cfg.workers_where = "file:line" or nil
 --   cfg.users[i] = { id = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" (lower case),
 --                    email = "...",          -- default "user" .. i
 --                    alter_id = 0..65535, level = 0..255, where = "file:line" }
@@ -534,6 +536,17 @@ local function decl_log(S, w, t)
   S.log_where = w
 end
 
+-- luaray.workers(n): n worker threads (1..64) or "auto" (one per CPU).
+local function decl_workers(S, w, n)
+  if S.workers_where then
+    fail(w, "luaray.workers is called twice (first at %s)", S.workers_where)
+  end
+  if n ~= "auto" and not (is_int(n) and n >= 1 and n <= 64) then
+    fail(w, "luaray.workers expects an integer 1..64 or \"auto\", got %s", describe(n))
+  end
+  S.workers, S.workers_where = n, w
+end
+
 local USER_KEYS = set_of({ "id", "email", "alter_id", "level" })
 
 local function decl_user(S, w, t)
@@ -905,6 +918,7 @@ local function make_luaray(S, extra)
     end
   end
   word("log", function(w, t) decl_log(S, w, t) end)
+  word("workers", function(w, n) decl_workers(S, w, n) end)
   word("user", function(w, t) decl_user(S, w, t) end)
   word("route", function(w, t) decl_route(S, w, t) end)
   word("on", function(w, name, fn) decl_on(S, w, name, fn) end)
@@ -1114,8 +1128,20 @@ local function finish(S)
       fail(S.default_where, "'default' in route names unknown outbound '%s'", S.default)
     end
   end
+  if S.workers and S.workers ~= 1 then
+    -- a dynamic-port listener picks its ports itself; several workers
+    -- would each pick others, and a client is told only one of them
+    for _, ib in ipairs(S.inbounds) do
+      if ib.dynamic_port then
+        fail(S.workers_where, "luaray.workers: inbound '%s' (%s) has dynamic_port, "
+          .. "which needs a single worker", ib.tag, ib.where)
+      end
+    end
+  end
   return {
     log = S.log or { level = "info", access = true },
+    workers = S.workers or 1,
+    workers_where = S.workers_where,
     users = S.users,
     inbounds = S.inbounds,
     outbounds = S.outbounds,

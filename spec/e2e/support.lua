@@ -1242,7 +1242,8 @@ end
 -- leak detection off (LuaJIT's own heap is not scanned, so everything the
 -- specs hold through the FFI would look leaked).
 local ASAN = os.getenv("LURAY_ASAN")
-local SANITIZER_REPORT = { "ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:" }
+local SANITIZER_REPORT = { "ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                           "WARNING: ThreadSanitizer" }
 
 function H:luaray(name, script, opts)
   opts = opts or {}

@@ -311,6 +311,36 @@ describe("luaray.log", function()
   end)
 end)
 
+describe("luaray.workers", function()
+  it("takes 1..64 or \"auto\"; 1 by default", function()
+    assert.equal(1, ok().workers)
+    assert.is_nil(ok().workers_where)
+    assert.equal(4, ok("luaray.workers(4)").workers)
+    assert.equal("cfg.lua:4", ok("luaray.workers(4)").workers_where)
+    assert.equal(64, ok("luaray.workers(64)").workers)
+    assert.equal("auto", ok('luaray.workers "auto"').workers)
+  end)
+
+  it("refuses other values, a second call, and several workers with dynamic_port", function()
+    for _, v in ipairs { "0", "65", "1.5", "-1", '"two"', "{}", "nil" } do
+      local want = ("cfg.lua:4: luaray.workers expects an integer 1..64 or \"auto\", got %s"):format(
+        v == '"two"' and 'string "two"' or v == "{}" and "table" or v == "nil" and "nil"
+        or "number " .. v)
+      local _, err = load("luaray.workers(" .. v .. ")")
+      assert.equal(want, err)
+    end
+    fails("cfg.lua:5: luaray.workers is called twice (first at cfg.lua:4)",
+          "luaray.workers(2)", "luaray.workers(2)")
+    local dyn = 'luaray.inbound "dyn" { type = "vmess", listen = "127.0.0.1:10087", ' ..
+                'dynamic_port = { port = "40000-40100" } }'
+    fails("cfg.lua:5: luaray.workers: inbound 'dyn' (cfg.lua:4) has dynamic_port, " ..
+          "which needs a single worker", dyn, "luaray.workers(2)")
+    fails("cfg.lua:4: luaray.workers: inbound 'dyn' (cfg.lua:5) has dynamic_port, " ..
+          "which needs a single worker", 'luaray.workers "auto"', dyn)
+    assert.equal(1, ok(dyn, "luaray.workers(1)").workers)
+  end)
+end)
+
 describe("luaray.user", function()
   it("normalises ids and fills in defaults", function()
     local cfg = ok(

@@ -253,8 +253,7 @@ struct lr_replay_stats {
     uint64_t full_refusals;
     uint64_t bytes;
 };
-LR_API void lr_replay_stats(const struct lr_replay *r,
-                            struct lr_replay_stats *out);
+LR_API void lr_replay_stats(struct lr_replay *r, struct lr_replay_stats *out);
 
 /* Checks and records an AuthID seen at `now`.  LR_OK if new (now recorded
  * until now+240), LR_EREPLAY if held, LR_EFULL at the cap. */
@@ -479,6 +478,10 @@ LR_API const char *lr_conf_error(const struct lr_conf *c);
 /* level: 0 debug, 1 info, 2 warn, 3 error; access: NULL off, "" stderr,
  * else a file path. */
 LR_API int lr_conf_log(struct lr_conf *c, int level, const char *access);
+
+/* Worker threads, each with its own loop and SO_REUSEPORT listeners:
+ * 1..64, or 0 for one per online CPU. */
+LR_API int lr_conf_workers(struct lr_conf *c, int n);
 
 LR_API int lr_conf_user(struct lr_conf *c, const char *uuid,
                         const char *email, uint32_t alter_id, uint32_t level);

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# One TAP stream: the specs that run a daemon with several worker threads
+# (spec/e2e/workers_spec.lua) against the ThreadSanitizer build in
+# build/tsan.  Only the daemon binary is instrumented (the spec process does
+# not load the library); a "WARNING: ThreadSanitizer" in a daemon's log
+# fails the spec file (spec/e2e/support.lua).  Part of `make test`
+# (scripts/test.sh) and the whole of `make tsan`.
+set -uo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+echo "# TAP stream: worker-thread specs under ThreadSanitizer"
+log=$(mktemp)
+start=$SECONDS
+if ! make --no-print-directory -s tsan-build >"$log" 2>&1; then
+  sed 's/^/# /' "$log"
+  echo "not ok 1 - the TSan build failed"
+  echo "1..1"
+  rm -f "$log"
+  exit 0
+fi
+rm -f "$log"
+LURAY_BUILD=build/tsan TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=0:second_deadlock_stack=1} \
+  bash scripts/busted -o TAP spec/e2e/workers_spec.lua 2>&1
+echo "# specs under TSan: $((SECONDS - start)) s including the build"
