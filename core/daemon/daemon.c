@@ -535,7 +535,7 @@ int lr_daemon_commit(struct lr_daemon *d, struct lr_conf *c,
         return -1;
     g->script = script;
     g->hooks = script ? lr_script_hooks(script) : 0;
-    if (g->hooks & (1u << LR_HOOK_ROUTE))
+    if ((g->hooks & (1u << LR_HOOK_ROUTE)) && (g->hooks & LR_HOOKS_SNIFFED))
         g->sniff = 1;
     if (dry_run) {
         g->script = NULL;

@@ -39,6 +39,7 @@
 --
 --   cfg.log = { level = "debug"|"info"|"warn"|"error",   -- default "info"
 --               access = true | false | "path" }           -- default true (stderr)
+--   cfg.sniffed_used = bool          -- some config file mentions "sniffed"
 --   cfg.workers = 1..64 | "auto"     -- luaray.workers(n); default 1
 --   cfg.workers_where = "file:line" or nil
 --   cfg.users[i] = { id = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" (lower case),
@@ -1060,6 +1061,10 @@ function run_chunk(S, path, src, inc_where, chunkname)
     S.files[#S.files + 1] = path
     S.read[path] = inc_where and ("included at " .. inc_where) or "the main file"
   end
+  -- hooks get ctx.sniffed only if some config code can read it: sniffing
+  -- holds a SOCKS/HTTP client's dial until its first bytes (up to 0.3 s
+  -- for a protocol where the server speaks first)
+  if src:find("sniffed", 1, true) then S.mentions_sniffed = true end
   local chunk = S.chunks[chunkname] or add_chunk(S, chunkname, display, dir)
   if not S.main then
     S.main = chunk
@@ -1149,6 +1154,7 @@ local function finish(S)
     default_outbound = S.default or S.outbounds[1].tag,
     default_where = S.default_where,
     hooks = S.hooks,
+    sniffed_used = S.mentions_sniffed or false,
     files = S.files,
   }
 end

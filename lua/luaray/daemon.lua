@@ -218,6 +218,7 @@ local function reset(email) return C.lr_policy_reset(email) == 0 end
 
 local HOOK_NAMES = { [0] = "accept", "auth", "route", "connect", "close", "reload" }
 local HOOK_BITS = { accept = 1, auth = 2, route = 4, connect = 8, close = 16, reload = 32 }
+local SNIFFED_USED = 64   -- LR_HOOKS_SNIFFED (core/script/bridge.h)
 local hooks = {}
 
 -- Budget per hook call: instructions (counted every 1000 VM instructions;
@@ -331,6 +332,8 @@ function M.call_hook(ptr)
 end
 
 -- load(path or nil, conf lightuserdata, announce) -> true, hook mask | nil, "file:line: msg"
+-- (mask: 1 << kind per hook defined, plus SNIFFED_USED when config code
+-- mentions ctx.sniffed)
 function M.load(path, conf_ud, announce)
   local cfg, err, uuid
   local opts = { luaray = { shared = shared, policy = policy, usage = usage, reset_usage = reset } }
@@ -348,6 +351,7 @@ function M.load(path, conf_ud, announce)
   hooks = cfg.hooks or {}
   local mask = 0
   for name in pairs(hooks) do mask = bit.bor(mask, HOOK_BITS[name]) end
+  if cfg.sniffed_used then mask = bit.bor(mask, SNIFFED_USED) end
   if announce and not path then
     local link = require "luaray.link"
     io.stdout:write("luaray default configuration\n",

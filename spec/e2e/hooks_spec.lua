@@ -431,6 +431,59 @@ luaray.route { port = "@T2@", to = "block" }
                   { unpack(vm, 3, 9) })
     end))
 
+    it("route: a hook reading ctx.sniffed routes a TLS ClientHello by its SNI; a hook that never " ..
+       "mentions it leaves the dial undelayed", h:guard(function()
+      local function be16(n) return string.char(math.floor(n / 256), n % 256) end
+      local function client_hello(name)
+        local entry = "\0" .. be16(#name) .. name
+        local list = be16(#entry) .. entry
+        local exts = "\0\0" .. be16(#list) .. list
+        local body = "\3\3" .. ("r"):rep(32) .. "\0" .. be16(2) .. "\19\1" .. "\1\0" .. be16(#exts) .. exts
+        local hs = "\1\0" .. be16(#body) .. body
+        return "\22\3\1" .. be16(#hs) .. hs
+      end
+      -- through the SOCKS5 inbound to target 1 by IP, with this first flight
+      local function send_hello(name)
+        local before = t1:count()
+        local s = assert(E.socks5_connect("127.0.0.1", ssocks, "127.0.0.1", t1.port, nil, nil, 3))
+        local hello = client_hello(name)
+        assert(s:send(hello))
+        local deadline = E.now() + 2
+        while t1:count() == before and E.now() < deadline do E.sleep(0.02) end
+        E.sleep(0.2)
+        s:close()
+        if t1:count() == before then return false end
+        return t1:bytes(before + 1) == hello
+      end
+      -- the SOCKS5 reply to a CONNECT to a port nobody listens on
+      local closed = E.free_port()
+      local function reply_to_closed_port()
+        local s, err = E.socks5_connect("127.0.0.1", ssocks, "127.0.0.1", closed, nil, nil, 3)
+        if s then s:close(); return "success" end
+        return tostring(err)
+      end
+
+      start([[
+luaray.on("route", function(ctx)
+  if ctx.sniffed and ctx.sniffed.host == "blocked.example" then return "block" end
+end)
+]])
+      assert.is_false(send_hello("blocked.example"), "the SNI blocked.example reached the target")
+      assert.is_true(send_hello("fine.example"), "the SNI fine.example did not reach the target intact")
+      -- sniffing replies success first (the first bytes come after it)
+      assert.equal("success", reply_to_closed_port())
+      h:stop_luaray(srv)
+      srv = nil
+
+      start([[
+luaray.on("route", function(ctx) if ctx.dst.port == 1 then return "block" end end)
+]])
+      -- no sniffing: the dial comes first, and its failure is the reply
+      assert.is_truthy(reply_to_closed_port():find("socks5 reply 5", 1, true))
+      assert.is_true(send_hello("blocked.example"))
+      assert_alive()
+    end))
+
     it("connect and close: same ctx.id, the outbound, and s.up / s.down / s.duration_ms / s.reason",
       h:guard(function()
       start [[
