@@ -51,6 +51,8 @@ int lr_aead_open(struct lr_aead *a, const uint8_t *nonce, const uint8_t *aad,
 
 /* Frees this thread's header-box context (a worker thread ending). */
 void lr_cipher_thread_end(void);
+/* Frees this thread's KDF contexts (a worker thread ending). */
+void lr_kdf_thread_end(void);
 /* One-shot AES-128-GCM for the header boxes (allocates a context). */
 int lr_gcm_seal_once(const uint8_t *key, const uint8_t *nonce,
                      const uint8_t *aad, size_t aadlen, const uint8_t *in,

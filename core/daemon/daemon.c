@@ -730,6 +730,7 @@ out:
     }
     lr_buf_trim();
     lr_cipher_thread_end();
+    lr_kdf_thread_end();
     lr_hdr_thread_end();
     return NULL;
 }
