@@ -60,6 +60,8 @@ local dirent = require "posix.dirent"
 
 local SOAK = os.getenv("LURAY_SOAK") == "1"
 local MINUTES = tonumber(os.getenv("LURAY_SOAK_MINUTES") or "") or (SOAK and 30 or 5)
+-- worker threads of the server (luaray.workers); the client runs one
+local WORKERS = tonumber(os.getenv("LURAY_SOAK_WORKERS") or "") or 1
 local ASAN = os.getenv("LURAY_ASAN") and os.getenv("LURAY_ASAN") ~= ""
 local SAMPLE_EVERY = 15          -- seconds between quiescent points
 local WARMUP = 60                -- seconds; samples before this do not count for the drift
@@ -251,6 +253,7 @@ describe("soak", function()
     local server_port = E.free_port()
     local stext, sopts = E.luaray_server_script {
       port = server_port, access = false, log_level = "info",
+      extra = WORKERS > 1 and ("luaray.workers(%d)"):format(WORKERS) or nil,
       users = { { id = ID0, alter_id = 0, email = "aead@soak" },
                 { id = ID4, alter_id = 4, email = "legacy@soak" } } }
     sopts.env = MALLOC_ENV
