@@ -6,7 +6,8 @@
 --   each routed to its own VMess outbound: AEAD + aes-128-gcm; AEAD +
 --   chacha20-poly1305 + authenticated length, padding toggled by each
 --   reload; legacy header (alter_id 4) + aes-128-cfb; AEAD + "zero") ->
---   luaray server (VMess inbound, 2 users) -> echo server (TCP and UDP).
+--   luaray server (VMess inbound, 2 users, 2 worker threads;
+--   LURAY_SOAK_WORKERS) -> echo server (TCP and UDP).
 --
 --   TCP echo transfers of 1 B .. 4 MiB (log-uniform, seeded), every byte
 --   compared; transfers closed early (FIN) or reset (RST) mid-stream by the
@@ -60,8 +61,10 @@ local dirent = require "posix.dirent"
 
 local SOAK = os.getenv("LURAY_SOAK") == "1"
 local MINUTES = tonumber(os.getenv("LURAY_SOAK_MINUTES") or "") or (SOAK and 30 or 5)
--- worker threads of the server (luaray.workers); the client runs one
-local WORKERS = tonumber(os.getenv("LURAY_SOAK_WORKERS") or "") or 1
+-- worker threads of the server (luaray.workers, 2 by default, so the
+-- threaded daemon takes the mixed load and the reloads too); the client
+-- runs one, so the single-threaded daemon is soaked as well
+local WORKERS = tonumber(os.getenv("LURAY_SOAK_WORKERS") or "") or 2
 local ASAN = os.getenv("LURAY_ASAN") and os.getenv("LURAY_ASAN") ~= ""
 local SAMPLE_EVERY = 15          -- seconds between quiescent points
 local WARMUP = 60                -- seconds; samples before this do not count for the drift
@@ -267,8 +270,9 @@ describe("soak", function()
     for _, r in ipairs(routes) do cports[#cports + 1] = { "127.0.0.1", r.port } end
     local cli = h:luaray("luaray-client", client_script(co, 0), { ports = cports, env = MALLOC_ENV })
     local cli_conf = h:path(cli.name .. ".lua")
-    local procs = { { name = "client", p = cli, w = watch(h, cli) },
-                    { name = "server", p = srv, w = watch(h, srv) } }
+    -- each worker logs its own reload
+    local procs = { { name = "client", p = cli, w = watch(h, cli), workers = 1 },
+                    { name = "server", p = srv, w = watch(h, srv), workers = WORKERS } }
 
     -- baseline: fds and buffers of both, before any load
     E.sleep(0.5)
@@ -466,7 +470,7 @@ describe("soak", function()
     assert.equal(st.udp_sent - st.udp_early, st.udp_ok)
     assert.equal(#reload_at, reloads, "SIGHUPs sent")
     for _, pr in ipairs(procs) do
-      assert.equal(reloads, pr.w.reloads, pr.name .. ": not every SIGHUP gave a reload")
+      assert.equal(reloads * pr.workers, pr.w.reloads, pr.name .. ": not every SIGHUP gave a reload")
       assert.equal(0, #pr.w.reload_failed, pr.name .. ": " .. table.concat(pr.w.reload_failed, "\n"))
       local f = final[pr.name]
       assert.is_truthy(f and f.d, pr.name .. ": no final dump")
