@@ -10,6 +10,8 @@
  * is simply decrypted again from the start (at most 316 bytes), so the
  * decoder owns no cipher context and needs no cleanup.
  */
+#include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include "vmess/vmess.h"
@@ -61,6 +63,31 @@ LR_API int lr_authid_make(const uint8_t *cmd_key, int64_t ts,
     return lr_aes_block(&authid_last.b, plain, out);
 }
 
+/* The 4 "random" bytes of an AuthID only have to make it unique: the
+ * server refuses an AuthID it has seen within the time window, and the
+ * timestamp moves once a second, so with 4 random bytes a client opening
+ * thousands of connections a second sends a colliding AuthID about once a
+ * minute (birthday bound), which a v2ray or luaray server drains as a
+ * replay.  They are a counter from a random start instead: no two
+ * connections of this process share them until 2^32 have been made.  (They
+ * travel AES-encrypted under the user's key, like the random bytes did.)
+ * A forked child starts its own sequence. */
+static _Atomic uint32_t auth_seq;
+static pthread_once_t auth_seq_once = PTHREAD_ONCE_INIT;
+
+static void auth_seq_reseed(void)
+{
+    uint32_t r;
+    lr_random((uint8_t *)&r, sizeof(r));
+    atomic_store(&auth_seq, r);
+}
+
+static void auth_seq_init(void)
+{
+    auth_seq_reseed();
+    pthread_atfork(NULL, NULL, auth_seq_reseed);
+}
+
 LR_API void lr_req_randomize(struct lr_req *req)
 {
     lr_random(&req->v, 1);
@@ -69,7 +96,8 @@ LR_API void lr_req_randomize(struct lr_req *req)
     lr_random(&req->padding_len, 1);
     req->padding_len &= 15;
     lr_random(req->padding, sizeof(req->padding));
-    lr_random(req->auth_rand, 4);
+    pthread_once(&auth_seq_once, auth_seq_init);
+    lr_put_be32(req->auth_rand, atomic_fetch_add(&auth_seq, 1));
     lr_random(req->conn_nonce, 8);
 }
 

@@ -291,7 +291,8 @@ struct lr_req {
 };
 
 /* Fills every random field of `req` (v, body key/IV, padding length and
- * bytes, auth_rand, conn_nonce) from the CSPRNG. */
+ * bytes, conn_nonce) from the CSPRNG, and auth_rand from a per-process
+ * counter with a random start (unique AuthIDs, see hdr_req.c). */
 LR_API void lr_req_randomize(struct lr_req *req);
 
 /* Encodes a request header as a client.  `id` is the main ID (16), and for
