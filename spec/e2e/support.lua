@@ -175,6 +175,44 @@ M.tools = here .. "/tools"
 local DEFAULT_TIMEOUT = 5
 
 ----------------------------------------------------------------------------
+-- Logs
+
+-- A file's whole text ("" when it cannot be read).
+function M.read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return "" end
+  local t = f:read("*a") or ""
+  f:close()
+  return t
+end
+
+-- How many non-overlapping matches of `pattern` `text` has.
+function M.count_matches(text, pattern)
+  local n, init = 0, 1
+  for _ = 1, 1000000 do
+    local s, e = text:find(pattern, init)
+    if not s then break end
+    n, init = n + 1, e + 1
+  end
+  return n
+end
+
+-- Waits (timeout s, default 10) until process p's log has n (1) matches of
+-- pattern -> the log text, or nil, what was found.
+function M.wait_log(p, pattern, n, timeout)
+  local deadline = M.now() + (timeout or 10)
+  local text
+  for _ = 1, 100000 do
+    text = M.read_file(p.log)
+    if M.count_matches(text, pattern) >= (n or 1) then return text end
+    if M.now() >= deadline then break end
+    M.sleep(0.02)
+  end
+  return nil, ("log of %s: %d match(es) of %q, wanted %d"):format(p.name,
+    M.count_matches(text or "", pattern), pattern, n or 1)
+end
+
+----------------------------------------------------------------------------
 -- Time
 
 function M.now()

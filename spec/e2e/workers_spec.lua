@@ -14,36 +14,7 @@ local psignal = require "posix.signal"
 
 local function say(fmt, ...) print(("# workers: " .. fmt):format(...)); io.stdout:flush() end
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local t = f:read("*a") or ""
-  f:close()
-  return t
-end
-
-local function count_matches(text, pattern)
-  local n, init = 0, 1
-  for _ = 1, 1000000 do
-    local s, e = text:find(pattern, init)
-    if not s then break end
-    n, init = n + 1, e + 1
-  end
-  return n
-end
-
-local function wait_log(p, pattern, n, timeout)
-  local deadline = E.now() + (timeout or 10)
-  local text
-  for _ = 1, 100000 do
-    text = read_file(p.log)
-    if count_matches(text, pattern) >= (n or 1) then return text end
-    if E.now() >= deadline then break end
-    E.sleep(0.02)
-  end
-  return nil, ("log of %s: %d match(es) of %q, wanted %d"):format(p.name,
-    count_matches(text or "", pattern), pattern, n or 1)
-end
+local read_file, count_matches, wait_log = E.read_file, E.count_matches, E.wait_log
 
 -- SIGUSR1 -> { [worker] = accepted } from the dump it triggers.
 local function accepted_by_worker(p, nworkers)
