@@ -622,9 +622,11 @@ static void dump_cb(struct ev_loop *loop, ev_signal *w, int revents)
     lr_replay_stats(d->replay, &rs);
     lr_info("%zu connections, %zu buffers in use", lr_conn_count(),
             lr_buf_in_use());
-    lr_info("replay state: %llu authids, %llu sessions, %llu kB",
+    lr_info("replay state: %llu authids, %llu sessions, %llu kB; refused at the cap %llu, "
+            "at a user's share %llu",
             (unsigned long long)rs.authids, (unsigned long long)rs.sessions,
-            (unsigned long long)(rs.bytes + 1023) / 1024);
+            (unsigned long long)(rs.bytes + 1023) / 1024,
+            (unsigned long long)rs.full_refusals, (unsigned long long)rs.owner_refusals);
     dump(d);
     send_cmd(d, LR_CMD_DUMP);
 }

@@ -449,7 +449,8 @@ LR_API int lr_req_decode(struct lr_req_dec *dec, struct lr_users *users,
         if (rc == LR_OK) {
             /* recorded at match time, like v2ray: a header that then fails
              * still burns its AuthID */
-            if (replay && (rc = lr_replay_check_authid(replay, buf, now)))
+            if (replay && (rc = lr_replay_check_authid_for(replay, buf,
+                                                           users->v[dec->user].id, now)))
                 return fail(dec, rc);
             dec->mode = LR_MODE_AEAD;
             dec->stage = ST_AEAD_LEN;

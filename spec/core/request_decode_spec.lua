@@ -381,6 +381,9 @@ describe("replay", function()
     local u = id_entry()
     local users = new_users({ u }, T)
     local replay = new_replay(3)
+    -- one user may fill it all here: the cap of all entries is under test
+    -- (one user's share, a quarter by default, is the next spec's)
+    C.lr_replay_set_owner_cap(replay, 3)
     for i = 1, 3 do expect(OK, decode(users, replay, encode(req(C.LR_MODE_AEAD, T), u.id), T), "header " .. i) end
     assert.same({ authids = 3, sessions = 3, refused = 0 }, stats(replay))
     expect(S.LR_EFULL, decode(users, replay, encode(req(C.LR_MODE_AEAD, T), u.id), T))
@@ -397,12 +400,48 @@ describe("replay", function()
 
     -- the session set has its own cap: legacy headers insert sessions only
     local r2 = new_replay(2)
+    C.lr_replay_set_owner_cap(r2, 2)
     local lu = new_users({ u }, T)
     for i = 1, 2 do expect(OK, decode(lu, r2, encode(req(C.LR_MODE_LEGACY, T + i), u.id), T)) end
     expect(S.LR_EFULL, decode(lu, r2, encode(req(C.LR_MODE_LEGACY, T + 3), u.id), T))
     assert.same({ authids = 0, sessions = 2, refused = 1 }, stats(r2))
     -- and the refusal, like any failure after a legacy match, taints
     expect(S.LR_ETAINTED, decode(lu, r2, encode(req(C.LR_MODE_LEGACY, T + 3), u.id), T))
+  end)
+
+  rit("one user cannot fill the replay state for everyone: its share is a quarter of the cap", function()
+    local a, b, c = id_entry(), id_entry(), id_entry()
+    local users = new_users({ a, b, c }, T)
+    local replay = new_replay(8)   -- a user's share: 2 of each kind
+    local function owner_refused()
+      local s = ffi.new("struct lr_replay_stats")
+      C.lr_replay_stats(replay, s)
+      return tonumber(s.owner_refusals), tonumber(s.full_refusals), tonumber(s.owners)
+    end
+    -- a floods AuthIDs: two get in, then a (only a) is refused
+    local first = encode(req(C.LR_MODE_AEAD, T), a.id)
+    expect(OK, decode(users, replay, first, T))
+    expect(OK, decode(users, replay, encode(req(C.LR_MODE_AEAD, T), a.id), T))
+    for i = 1, 20 do
+      expect(S.LR_EFULL, decode(users, replay, encode(req(C.LR_MODE_AEAD, T), a.id), T), "flood " .. i)
+    end
+    local o, f, n = owner_refused()
+    assert.same({ 20, 0, 1 }, { o, f, n })
+    -- b and c are not locked out
+    for _, u in ipairs { b, c } do
+      for i = 1, 2 do expect(OK, decode(users, replay, encode(req(C.LR_MODE_AEAD, T), u.id), T), "user header " .. i) end
+    end
+    -- a replay of a's header is still a replay, not "full"
+    expect(S.LR_EREPLAY, decode(users, replay, first, T))
+    -- once a's entries expire a gets in again
+    C.lr_replay_expire(replay, T + 1000)
+    expect(OK, decode(users, replay, encode(req(C.LR_MODE_AEAD, T + 900), a.id), T + 900))
+    -- legacy headers fill the session set: the same share per user
+    local lusers = new_users({ a, b }, T)
+    local r2 = new_replay(8)
+    for i = 1, 2 do expect(OK, decode(lusers, r2, encode(req(C.LR_MODE_LEGACY, T + i), a.id), T)) end
+    expect(S.LR_EFULL, decode(lusers, r2, encode(req(C.LR_MODE_LEGACY, T + 3), a.id), T))
+    for i = 1, 2 do expect(OK, decode(lusers, r2, encode(req(C.LR_MODE_LEGACY, T + i), b.id), T)) end
   end)
 
   rit("lr_replay_expire drops entries after their time, not before", function()

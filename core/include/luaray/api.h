@@ -237,8 +237,10 @@ LR_API int lr_users_refresh(struct lr_users *u, int64_t now);
 struct lr_replay;
 
 /* `cap` = most entries of each kind held at once (0: 1,048,576).  NULL on
- * ENOMEM. */
+ * ENOMEM.  One owner (user) may hold at most cap / 4 of each kind. */
 LR_API struct lr_replay *lr_replay_new(uint32_t cap);
+/* Sets the most entries of each kind one owner may hold (0: cap / 4). */
+LR_API void lr_replay_set_owner_cap(struct lr_replay *r, uint32_t cap);
 LR_API void lr_replay_free(struct lr_replay *r);
 
 /* Drops expired entries.  Cheap; call at least every few seconds. */
@@ -250,7 +252,9 @@ LR_API void lr_replay_expire(struct lr_replay *r, int64_t now);
 struct lr_replay_stats {
     uint64_t authids;
     uint64_t sessions;
-    uint64_t full_refusals;
+    uint64_t full_refusals;     /* at the cap of all entries */
+    uint64_t owner_refusals;    /* at one owner's share */
+    uint64_t owners;            /* users ever charged with an entry */
     uint64_t bytes;
 };
 LR_API void lr_replay_stats(struct lr_replay *r, struct lr_replay_stats *out);
@@ -259,6 +263,11 @@ LR_API void lr_replay_stats(struct lr_replay *r, struct lr_replay_stats *out);
  * until now+240), LR_EREPLAY if held, LR_EFULL at the cap. */
 LR_API int lr_replay_check_authid(struct lr_replay *r, const uint8_t *authid,
                                   int64_t now);
+/* The same, charging the entry to `owner` (the 16-byte main ID of the user
+ * whose key opened it; NULL: nobody): LR_EFULL also when that owner holds
+ * its share already. */
+LR_API int lr_replay_check_authid_for(struct lr_replay *r, const uint8_t *authid,
+                                      const uint8_t *owner, int64_t now);
 
 /* ------------------------------------------------------------------ */
 /* Request header                                                      */
