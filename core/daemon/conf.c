@@ -195,6 +195,9 @@ LR_API int lr_conf_inbound(struct lr_conf *c, const struct lr_conf_inbound *s)
                             : type == LR_IB_VMESS ? 60 : 10;
     ib->idle_timeout = s->idle_timeout > 0 ? s->idle_timeout : 300;
     ib->max_connections = s->max_connections;
+    if (s->max_sessions > 1024)
+        return fail(c, "inbound '%s': max_sessions out of range", s->tag);
+    ib->max_sessions = s->max_sessions ? s->max_sessions : 256;
     ci->where = dup_or_null(s->where);
     return LR_OK;
 }

@@ -39,7 +39,11 @@ struct lr_inbound {
     ev_io accept_w;
     struct lr_daemon *d;
     double handshake_timeout, idle_timeout;
+    /* client connections, and the sessions inside them (Mux.Cool streams,
+     * UDP ASSOCIATE destinations): each pool capped by max_connections,
+     * and a client connection holds at most max_sessions sessions */
     uint32_t max_connections, nconns;
+    uint32_t max_sessions, nsessions;
     /* vmess */
     int allow_legacy, allow_private;
     struct lr_users *users;      /* the users this inbound accepts */

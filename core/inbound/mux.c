@@ -13,13 +13,17 @@
  * Backpressure: a session whose input is full stops the parser (and so
  * the parent's reads); a parent whose output is full stops the sessions'
  * replies; each side kicks the other when room returns.
+ *
+ * Limits: a Mux.Cool connection holds at most the inbound's max_sessions
+ * streams at once, and every stream counts in the inbound's session pool
+ * (max_connections); a New frame beyond either is answered with an End
+ * (error) at once, as v2ray answers a stream it cannot dial.
  */
 #include <string.h>
 
 #include "base/log.h"
 #include "net/conn.h"
 
-#define MUX_MAX_SESS 256
 #define META_MAX 512
 #define MUX_FRAME_DATA 16384 /* v2ray writes 8 KiB frames; any 16-bit size reads */
 
@@ -38,10 +42,15 @@ struct mux_sess {
     uint8_t client_ended;  /* the client sent End: no more data for it */
 };
 
+struct mux_end {
+    uint16_t id;
+    uint8_t err;
+};
+
 struct mux {
     struct lr_conn *parent;
-    struct mux_sess *sess[MUX_MAX_SESS];
-    uint32_t nsess;
+    struct mux_sess **sess;
+    uint32_t nsess, sess_size;
     uint8_t stage;
     uint8_t blocked;       /* parser waits for a session's room */
     uint8_t client_done;
@@ -54,11 +63,14 @@ struct mux {
     uint32_t data_left;
     uint8_t *dgram;        /* UDP datagram being collected */
     uint32_t dgram_len;
-    /* End frames that did not fit yet */
-    uint16_t ends[MUX_MAX_SESS];
-    uint8_t end_err[MUX_MAX_SESS];
-    uint32_t nends;
+    /* End frames that did not fit yet (at most one per stream id the
+     * client may have open, so bounded by max_sessions + the refusals of
+     * one read; beyond END_QUEUE_MAX the parent is closed) */
+    struct mux_end *ends;
+    uint32_t nends, ends_size;
 };
+
+#define END_QUEUE_MAX 4096
 
 static struct mux_sess *find(struct mux *m, uint16_t id)
 {
@@ -76,10 +88,21 @@ static int send_end(struct mux *m, uint16_t id, int err)
     f[4] = 3;
     f[5] = err ? 0x02 : 0;
     if (lr_conn_down_room(m->parent) < sizeof(f)) {
-        if (m->nends < MUX_MAX_SESS) {
-            m->ends[m->nends] = id;
-            m->end_err[m->nends++] = (uint8_t)err;
+        if (m->nends == m->ends_size) {
+            uint32_t n = m->ends_size ? m->ends_size * 2 : 16;
+            struct mux_end *ne = n <= END_QUEUE_MAX
+                                 ? realloc(m->ends, sizeof(*ne) * n) : NULL;
+            if (!ne) {
+                /* a client that opens streams faster than it reads their
+                 * Ends: it is not reading, so stop serving it */
+                lr_conn_doom(m->parent, "mux end queue full");
+                return 0;
+            }
+            m->ends = ne;
+            m->ends_size = n;
         }
+        m->ends[m->nends].id = id;
+        m->ends[m->nends++].err = (uint8_t)err;
         return 0;
     }
     lr_conn_push_down(m->parent, f, sizeof(f));
@@ -224,17 +247,32 @@ static int sess_new(struct mux *m, const uint8_t *meta, size_t n)
     default:
         return 0;
     }
-    if (find(m, lr_get_be16(meta)) || m->nsess >= MUX_MAX_SESS) {
+    if (find(m, lr_get_be16(meta)) || m->nsess >= p->ib->max_sessions) {
+        if (m->nsess >= p->ib->max_sessions)
+            lr_debug("conn %llu: mux stream refused: %u streams open (max_sessions)",
+                     (unsigned long long)p->id, m->nsess);
         send_end(m, lr_get_be16(meta), 1);
         return 0;
     }
+    if (m->nsess == m->sess_size) {
+        uint32_t k = m->sess_size ? m->sess_size * 2 : 8;
+        struct mux_sess **ns = realloc(m->sess, sizeof(*ns) * k);
+        if (!ns) {
+            send_end(m, lr_get_be16(meta), 1);
+            return 0;
+        }
+        m->sess = ns;
+        m->sess_size = k;
+    }
     struct mux_sess *s = calloc(1, sizeof(*s));
-    if (!s)
-        return 0;
-    struct lr_conn *c = lr_conn_new_virtual(p->d, p->ib, &p->src, &sess_ops,
-                                            sess_sink);
+    struct lr_conn *c = s ? lr_conn_new_virtual(p->d, p->ib, &p->src, &sess_ops,
+                                                sess_sink) : NULL;
     if (!c) {
+        /* the inbound's session pool is full (max_connections) */
+        lr_debug("conn %llu: mux stream refused: %u sessions on inbound %s",
+                 (unsigned long long)p->id, p->ib->nsessions, p->ib->tag);
         free(s);
+        send_end(m, lr_get_be16(meta), 1);
         return 0;
     }
     s->conn = c;
@@ -372,7 +410,7 @@ static void mux_room(struct lr_conn *p)
     struct mux *m = p->ob_state;
     while (m->nends && lr_conn_down_room(p) >= 6) {
         m->nends--;
-        send_end(m, m->ends[m->nends], m->end_err[m->nends]);
+        send_end(m, m->ends[m->nends].id, m->ends[m->nends].err);
     }
     for (uint32_t i = 0; i < m->nsess; i++)
         if (m->sess[i]->blocked) {
@@ -394,6 +432,8 @@ static void mux_free(struct lr_conn *p)
         lr_conn_close(s->conn, "mux closed");
     }
     free(m->dgram);
+    free(m->sess);
+    free(m->ends);
     free(m);
 }
 

@@ -8,6 +8,12 @@
  * chunk) for a VMess outbound.  Replies are wrapped in the SOCKS UDP
  * header and sent to the client's address.  Fragments (FRAG != 0) are
  * dropped, as most servers do.
+ *
+ * Limits: an association holds at most the inbound's max_sessions
+ * destinations at once, each counted in the inbound's session pool
+ * (max_connections); a datagram to a new destination beyond either is
+ * dropped.  The association (and its control connection) ends after
+ * idle_timeout without a datagram either way.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -18,7 +24,6 @@
 #include "base/log.h"
 #include "net/conn.h"
 
-#define MAX_SESSIONS 256
 #define UDP_MAX 65535
 
 int lr_socks_udp_associate(struct lr_conn *c);
@@ -39,8 +44,10 @@ struct udp_assoc {
     ev_io io;
     int have_client;
     struct lr_addr client;
-    struct udp_sess *sess[MAX_SESSIONS];
-    uint32_t nsess;
+    struct udp_sess **sess;
+    uint32_t nsess, sess_size;
+    ev_timer idle;             /* idle_timeout without a datagram: end */
+    ev_tstamp last;            /* the last datagram, either way */
 };
 
 /* the socks inbound keeps this as its state once associated */
@@ -84,6 +91,7 @@ static size_t sess_sink(struct lr_conn *c, const uint8_t *data, size_t len)
     o += len;
     sendto(s->a->fd, dgram_buf, o, 0, (struct sockaddr *)&s->a->client.ss,
            s->a->client.len);
+    s->a->last = ev_now(c->d->loop);
     return len;
 }
 
@@ -131,6 +139,7 @@ static void assoc_read_cb(struct ev_loop *loop, ev_io *w, int revents)
                              (struct sockaddr *)&from.ss, &from.len);
         if (n < 0)
             return;
+        a->last = ev_now(loop);
         /* only the client that opened the association may use it */
         if (!same_ip(&from, &a->ctl->src))
             continue;
@@ -159,15 +168,23 @@ static void assoc_read_cb(struct ev_loop *loop, ev_io *w, int revents)
             if (strcmp(a->sess[i]->key, key) == 0)
                 s = a->sess[i];
         if (!s) {
-            if (a->nsess >= MAX_SESSIONS)
-                continue;
+            if (a->nsess >= a->ctl->ib->max_sessions)
+                continue; /* max_sessions destinations: dropped */
+            if (a->nsess == a->sess_size) {
+                uint32_t k = a->sess_size ? a->sess_size * 2 : 8;
+                struct udp_sess **ns = realloc(a->sess, sizeof(*ns) * k);
+                if (!ns)
+                    continue;
+                a->sess = ns;
+                a->sess_size = k;
+            }
             s = calloc(1, sizeof(*s));
             if (!s)
                 continue;
             struct lr_conn *c = lr_conn_new_virtual(a->ctl->d, a->ctl->ib,
                                                     &a->ctl->src, &sess_ops,
                                                     sess_sink);
-            if (!c) {
+            if (!c) { /* the inbound's session pool is full */
                 free(s);
                 continue;
             }
@@ -192,6 +209,7 @@ static void assoc_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 static void assoc_free(struct udp_assoc *a)
 {
     ev_io_stop(a->ctl->d->loop, &a->io);
+    ev_timer_stop(a->ctl->d->loop, &a->idle);
     if (a->fd >= 0)
         close(a->fd);
     while (a->nsess) {
@@ -200,7 +218,21 @@ static void assoc_free(struct udp_assoc *a)
         a->nsess--;
         lr_conn_close(s->conn, "udp association closed");
     }
+    free(a->sess);
     free(a);
+}
+
+static void assoc_idle_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct udp_assoc *a = w->data;
+    struct lr_conn *c = a->ctl;
+    ev_tstamp end = a->last + c->idle_timeout;
+    if (ev_now(loop) >= end) {
+        lr_conn_close(c, "idle timeout");
+        return;
+    }
+    ev_timer_set(w, end - ev_now(loop) + 0.01, 0.);
+    ev_timer_start(loop, w);
 }
 
 static void ctl_readable(struct lr_conn *c)
@@ -274,8 +306,13 @@ int lr_socks_udp_associate(struct lr_conn *c)
     c->ibops = &ctl_ops;
     ev_io_init(&a->io, assoc_read_cb, a->fd, EV_READ);
     ev_io_start(c->d->loop, &a->io);
-    /* the control connection lives until the client closes it */
+    /* the control connection lives until the client closes it, or until
+     * idle_timeout passes without a datagram either way */
     ev_timer_stop(c->d->loop, &c->timer);
+    a->last = ev_now(c->d->loop);
+    ev_timer_init(&a->idle, assoc_idle_cb, c->idle_timeout, 0.);
+    a->idle.data = a;
+    ev_timer_start(c->d->loop, &a->idle);
     if (lr_conn_send_client(c, r, rl) < 0)
         return -1;
     ev_io_start(c->d->loop, &c->cli.rio);

@@ -34,8 +34,10 @@ static void vin_readable(struct lr_conn *c)
     if (n == -EAGAIN)
         return;
     if (n == 0 || n == -ENOBUFS) {
-        /* an early EOF is the prober's own close: nothing to tell it */
-        lr_conn_close(c, n == 0 ? "eof in handshake" : "handshake too long");
+        /* an early EOF is the prober's own half-close: like a bad header
+         * it is held to the handshake deadline and gets its FIN then, so
+         * when we close says nothing about how many bytes came first */
+        lr_conn_drain(c, n == 0 ? "eof in handshake" : "handshake too long");
         return;
     }
     if (n < 0) {

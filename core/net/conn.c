@@ -56,10 +56,12 @@ static int pump(struct lr_conn *c, struct lr_pipe *p, struct lr_side *src,
 #define CONN_OF(w, field) \
     ((struct lr_conn *)((char *)(w) - offsetof(struct lr_conn, field)))
 
-struct lr_conn *lr_conn_new(struct lr_daemon *d, struct lr_inbound *ib,
-                            int fd, const struct lr_addr *src,
-                            const struct lr_ib_ops *ops)
+static struct lr_conn *conn_new(struct lr_daemon *d, struct lr_inbound *ib,
+                                 int fd, const struct lr_addr *src,
+                                 const struct lr_ib_ops *ops, int session)
 {
+    if (session && ib->max_connections && ib->nsessions >= ib->max_connections)
+        return NULL; /* the inbound's session pool is full */
     struct lr_conn *c = calloc(1, sizeof(*c));
     if (!c)
         return NULL;
@@ -94,9 +96,20 @@ struct lr_conn *lr_conn_new(struct lr_daemon *d, struct lr_inbound *ib,
         d->conns->prev = c;
     d->conns = c;
     d->nconns++;
-    ib->nconns++;
+    c->session = (uint8_t)session;
+    if (session)
+        ib->nsessions++;
+    else
+        ib->nconns++;
     atomic_fetch_add_explicit(&live_conns, 1, memory_order_relaxed);
     return c;
+}
+
+struct lr_conn *lr_conn_new(struct lr_daemon *d, struct lr_inbound *ib,
+                            int fd, const struct lr_addr *src,
+                            const struct lr_ib_ops *ops)
+{
+    return conn_new(d, ib, fd, src, ops, 0);
 }
 
 struct lr_conn *lr_conn_new_virtual(struct lr_daemon *d, struct lr_inbound *ib,
@@ -104,7 +117,7 @@ struct lr_conn *lr_conn_new_virtual(struct lr_daemon *d, struct lr_inbound *ib,
                                     const struct lr_ib_ops *ops,
                                     size_t (*sink)(struct lr_conn *, const uint8_t *, size_t))
 {
-    struct lr_conn *c = lr_conn_new(d, ib, -1, src, ops);
+    struct lr_conn *c = conn_new(d, ib, -1, src, ops, 1);
     if (!c)
         return NULL;
     ev_io_stop(d->loop, &c->cli.rio);
@@ -328,11 +341,25 @@ void lr_conn_close(struct lr_conn *c, const char *reason)
     if (c->next)
         c->next->prev = c->prev;
     d->nconns--;
-    c->ib->nconns--;
+    if (c->session)
+        c->ib->nsessions--;
+    else
+        c->ib->nconns--;
     atomic_fetch_sub_explicit(&live_conns, 1, memory_order_relaxed);
     struct lr_gen *g = c->gen;
     free(c);
     lr_gen_unref(g);
+}
+
+void lr_conn_abort(struct lr_conn *c, const char *reason)
+{
+    /* SO_LINGER 0: close() sends an RST instead of a FIN */
+    struct linger l = {1, 0};
+    if (c->cli.fd >= 0 && !c->cli.dgram)
+        setsockopt(c->cli.fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
+    if (c->rem.fd >= 0 && !c->rem.dgram)
+        setsockopt(c->rem.fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
+    lr_conn_close(c, reason);
 }
 
 void lr_conn_set_deadline(struct lr_conn *c, double seconds)
@@ -377,6 +404,8 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         c->state = LR_CS_LINGER;
         ev_timer_set(&c->timer, 2., 0.);
         ev_timer_start(loop, &c->timer);
+        /* a peer that already sent its FIN is closed at once (drain_read) */
+        ev_io_start(loop, &c->cli.rio);
         return;
     case LR_CS_LINGER:
         lr_conn_close(c, c->reason ? c->reason : "drained");
@@ -678,6 +707,24 @@ int lr_conn_accept_hook(struct lr_inbound *ib, const struct lr_addr *src)
     return v == LR_VERDICT_CONTINUE ? 0 : -1;
 }
 
+/* A destination host in a numeric spelling becomes the address it spells
+ * (so rules, hooks, the private-range check and the dial all see the same
+ * thing); -1 if it looks numeric but is no address. */
+static int dest_normalise(struct lr_dest *d)
+{
+    struct lr_addr a;
+    if (d->atyp != LR_ATYP_DOMAIN)
+        return 0;
+    int r = lr_host_numeric(d->host, &a);
+    if (r <= 0)
+        return r;
+    int len = lr_addr_ip_bytes(&a, d->ip);
+    d->atyp = len == 4 ? LR_ATYP_IPV4 : LR_ATYP_IPV6;
+    lr_addr_from_bytes(d->ip, len, 0, &a);
+    lr_addr_ip_str(&a, d->host, sizeof(d->host));
+    return 0;
+}
+
 void lr_conn_dial(struct lr_conn *c)
 {
     struct lr_daemon *d = c->d;
@@ -687,6 +734,12 @@ void lr_conn_dial(struct lr_conn *c)
         int r = sniff_start(c);
         if (r != 0)
             return; /* waiting for bytes, or closed */
+    }
+    if (dest_normalise(&c->dst) < 0) {
+        ev_io_stop(d->loop, &c->cli.rio);
+        c->state = LR_CS_DIAL;
+        lr_conn_dial_failed(c, -EINVAL, "bad destination address");
+        return;
     }
     /* Reading on while the outbound connects saves stopping and re-arming
      * the client's watcher (an epoll_ctl each, and an extra loop pass when
@@ -735,8 +788,21 @@ void lr_conn_dial(struct lr_conn *c)
             }
         }
     }
-    if (ob < 0)
-        ob = lr_route_pick(d, c);
+    if (ob < 0) {
+        int to_sniffed = 0;
+        ob = lr_route_pick(d, c, &to_sniffed);
+        if (to_sniffed) {
+            /* the rule allowed the name the client sent in TLS/HTTP: that
+             * name is what gets dialled (v2ray's destOverride) */
+            c->dst.atyp = LR_ATYP_DOMAIN;
+            memset(c->dst.ip, 0, sizeof(c->dst.ip));
+            memcpy(c->dst.host, c->dst.sniff_host, sizeof(c->dst.host));
+            if (dest_normalise(&c->dst) < 0) {
+                lr_conn_dial_failed(c, -EINVAL, "bad destination address");
+                return;
+            }
+        }
+    }
     if (ob < 0) {
         lr_conn_dial_failed(c, -EHOSTUNREACH, "no route");
         return;
@@ -870,6 +936,12 @@ static int fatal(struct lr_conn *c, const char *reason)
     return -1;
 }
 
+static int cut(struct lr_conn *c, const char *reason)
+{
+    lr_conn_abort(c, reason);
+    return -1;
+}
+
 /* Encodes as much pending payload as `out` can take. */
 static int emit(struct lr_conn *c, struct lr_pipe *p, struct lr_side *src,
                 struct lr_side *dst)
@@ -981,8 +1053,13 @@ static int decode(struct lr_conn *c, struct lr_pipe *p)
         consumed = plen = len;
     } else {
         rc = lr_body_open_inplace(p->dec, head, len, &consumed, &off, &plen);
-        if (rc == LR_AGAIN)
+        if (rc == LR_AGAIN) {
+            /* the source ended inside a chunk: the stream was cut, and a
+             * clean FIN would pass the cut transfer off as complete */
+            if (p->src_eof == 1)
+                return cut(c, "stream cut inside a chunk");
             return 0;
+        }
         if (rc < 0)
             return fatal(c, "bad chunk");
     }
@@ -1075,7 +1152,7 @@ static int pump(struct lr_conn *c, struct lr_pipe *p, struct lr_side *src,
     /* the server closed before its response header was complete: nothing
      * more can come, so the client must see the close */
     if (p->src_eof && p->pre)
-        return fatal(c, "closed before the response header");
+        return cut(c, "closed before the response header");
     /* the source ended and everything before it went out: end marker */
     if (p->src_eof && !p->pend_len && (!p->in || lr_buf_len(p->in) == 0) &&
         !p->pre && !p->end_written) {

@@ -118,6 +118,7 @@ struct lr_conn {
     uint8_t replied;             /* the inbound's success reply went out */
     struct lr_conn *kick_next;   /* deferred pump queue (lr_conn_kick) */
     uint8_t kicked;
+    uint8_t session;             /* a session inside a client connection */
 };
 
 struct lr_conn *lr_conn_new(struct lr_daemon *d, struct lr_inbound *ib,
@@ -125,7 +126,10 @@ struct lr_conn *lr_conn_new(struct lr_daemon *d, struct lr_inbound *ib,
                             const struct lr_ib_ops *ops);
 /* A connection whose client side is virtual: datagrams are pushed in with
  * lr_conn_push_datagram and replies leave through `sink`.  Used for the
- * per-destination sessions of a SOCKS5 UDP association. */
+ * per-destination sessions of a SOCKS5 UDP association and the streams of
+ * a Mux.Cool connection.  Counted in the inbound's session pool, not its
+ * client connections; NULL when that pool is at max_connections (or on
+ * ENOMEM). */
 struct lr_conn *lr_conn_new_virtual(struct lr_daemon *d, struct lr_inbound *ib,
                                     const struct lr_addr *src,
                                     const struct lr_ib_ops *ops,
@@ -154,6 +158,9 @@ void lr_conn_kick(struct lr_conn *c);
 void lr_conn_run_kicks(struct lr_daemon *d);
 /* Closes both sides, logs the access line and frees the connection. */
 void lr_conn_close(struct lr_conn *c, const char *reason);
+/* The same, with an RST on each socket (a cut stream must not look like a
+ * complete one). */
+void lr_conn_abort(struct lr_conn *c, const char *reason);
 /* Reads from the client into up.in during the handshake: > 0 bytes read,
  * 0 EOF, -EAGAIN nothing yet, other < 0 error. */
 ssize_t lr_conn_read_client(struct lr_conn *c);

@@ -31,6 +31,50 @@ int lr_addr_parse(const char *host, uint16_t port, struct lr_addr *out)
     return -EINVAL;
 }
 
+int lr_host_numeric(const char *host, struct lr_addr *out)
+{
+    char buf[256];
+    size_t n = strlen(host);
+    if (n == 0 || n >= sizeof(buf))
+        return 0;
+    memcpy(buf, host, n + 1);
+    if (n > 1 && buf[n - 1] == '.')
+        buf[--n] = 0; /* the root label of a fully qualified name */
+    if (memchr(buf, ':', n)) /* no host name has a colon */
+        return lr_addr_parse(buf, 0, out) == 0 ? 1 : -1;
+    /* a name whose last label is a number (decimal, or 0x hex) is no DNS
+     * name (RFC 3696 2: top-level labels are never all-numeric); it is an
+     * address in one of the spellings inet_aton reads ("0177.0.0.1",
+     * "2130706433", "0x7f.1"), which resolvers and other tools disagree
+     * about.  Read it the way libc does, so every filter after this sees
+     * the address that will be dialled, or refuse it. */
+    const char *last = strrchr(buf, '.');
+    last = last ? last + 1 : buf;
+    int numeric;
+    if (last[0] == '0' && (last[1] == 'x' || last[1] == 'X')) {
+        numeric = 1;
+        for (const char *q = last + 2; *q && numeric; q++)
+            numeric = (*q >= '0' && *q <= '9') || (*q >= 'a' && *q <= 'f') ||
+                      (*q >= 'A' && *q <= 'F');
+    } else {
+        numeric = *last != 0;
+        for (const char *q = last; *q && numeric; q++)
+            numeric = *q >= '0' && *q <= '9';
+    }
+    if (!numeric)
+        return 0;
+    /* inet_aton would accept trailing text after a space: allow only the
+     * characters a numeric spelling has */
+    for (size_t i = 0; i < n; i++)
+        if (!strchr("0123456789abcdefABCDEFxX.", buf[i]))
+            return -1;
+    struct in_addr ia;
+    if (inet_aton(buf, &ia) == 0)
+        return -1;
+    lr_addr_from_bytes((const uint8_t *)&ia, 4, 0, out);
+    return 1;
+}
+
 void lr_addr_from_bytes(const uint8_t *ip, int len, uint16_t port,
                         struct lr_addr *out)
 {

@@ -16,6 +16,11 @@ struct lr_addr {
 
 /* Numeric IPv4/IPv6 (no brackets) and port; -EINVAL if not numeric. */
 int lr_addr_parse(const char *host, uint16_t port, struct lr_addr *out);
+/* A destination host as a client sent it: 1 if it is an address in any
+ * spelling libc reads (dotted quad, IPv6, and inet_aton's octal, hex and
+ * short forms: "0177.0.0.1" is 127.0.0.1), with `out` set; 0 if it is a
+ * name; -1 if it looks numeric but is no address. */
+int lr_host_numeric(const char *host, struct lr_addr *out);
 /* From raw 4 or 16 address bytes. */
 void lr_addr_from_bytes(const uint8_t *ip, int len, uint16_t port,
                         struct lr_addr *out);

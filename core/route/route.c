@@ -3,6 +3,13 @@
  * the compiled tries and CIDR tables.  Domain comparisons are
  * case-insensitive; a suffix "example.com" matches the name itself and its
  * subdomains, not "badexample.com".
+ *
+ * A domain filter matches the name the client asked for or the name it
+ * sent in its TLS SNI / HTTP Host (sniffed).  A rule that matched only
+ * through the sniffed name sends the connection to that name (v2ray's
+ * destOverride), so what a rule allowed is what gets dialled: a client
+ * cannot pass an allow-list with SNI "allowed.example" while asking for
+ * another host.
  */
 #include <string.h>
 #include <strings.h>
@@ -52,10 +59,13 @@ static int cidr_match(const struct lr_cidr *c, const uint8_t *ip, int len)
     return 1;
 }
 
+/* 0 no match, 1 match, 2 match through the sniffed name only (the
+ * connection must then go to that name). */
 static int rule_match(struct lr_daemon *d, const struct lr_rule *r,
                       const struct lr_conn *c)
 {
     const struct lr_dest *dst = &c->dst;
+    int via_sniff = 0;
     if (r->network && !(r->network & dst->network))
         return 0;
     if (r->protocol && !(r->protocol & dst->sniff_proto))
@@ -63,8 +73,8 @@ static int rule_match(struct lr_daemon *d, const struct lr_rule *r,
     if (r->ndomain + r->nsuffix + r->nkeyword) {
         /* the name the client asked for, else the one it sent in TLS/HTTP */
         int ok = dst->atyp == LR_ATYP_DOMAIN && domain_group(r, dst->host);
-        if (!ok && dst->sniff_host[0])
-            ok = domain_group(r, dst->sniff_host);
+        if (!ok && dst->sniff_host[0] && domain_group(r, dst->sniff_host))
+            ok = via_sniff = 1;
         if (!ok)
             return 0;
     }
@@ -97,15 +107,20 @@ static int rule_match(struct lr_daemon *d, const struct lr_rule *r,
         if (!ok)
             return 0;
     }
-    return 1;
+    return via_sniff ? 2 : 1;
 }
 
-int32_t lr_route_pick(struct lr_daemon *d, struct lr_conn *c)
+int32_t lr_route_pick(struct lr_daemon *d, struct lr_conn *c, int *to_sniffed)
 {
     struct lr_gen *g = c->gen;
-    for (uint32_t i = 0; i < g->nrules; i++)
-        if (rule_match(d, &g->rules[i], c))
+    *to_sniffed = 0;
+    for (uint32_t i = 0; i < g->nrules; i++) {
+        int m = rule_match(d, &g->rules[i], c);
+        if (m) {
+            *to_sniffed = m == 2;
             return g->rules[i].to;
+        }
+    }
     return g->default_ob;
 }
 

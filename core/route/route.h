@@ -10,8 +10,10 @@
 
 struct lr_conn;
 
-/* The outbound index for a connection whose destination is known. */
-int32_t lr_route_pick(struct lr_daemon *d, struct lr_conn *c);
+/* The outbound index for a connection whose destination is known.
+ * *to_sniffed is set when the rule matched only through the sniffed name:
+ * the connection must then be dialled to that name. */
+int32_t lr_route_pick(struct lr_daemon *d, struct lr_conn *c, int *to_sniffed);
 /* Frees a rule's owned strings and arrays. */
 void lr_rule_free(struct lr_rule *r);
 

@@ -51,6 +51,7 @@
 --     handshake_timeout = n,  -- > 0; default 60 (vmess), 10 (socks, http)
 --     idle_timeout = n,       -- > 0; default 300
 --     max_connections = n,    -- integer >= 0; 0 = unlimited (default)
+--     max_sessions = n,       -- vmess, socks: 1..1024 per client connection; nil = 256
 --     -- type "vmess":
 --     allow_legacy = bool,    -- default true
 --     allow_private = bool,   -- default false
@@ -579,8 +580,8 @@ end
 local INBOUND_TYPES = { "vmess", "socks", "http" }
 local INBOUND_COMMON = { "type", "listen", "handshake_timeout", "idle_timeout", "max_connections" }
 local INBOUND_KEYS = {
-  vmess = set_of({ "allow_legacy", "allow_private", "users", "dynamic_port" }),
-  socks = set_of({ "udp", "accounts" }),
+  vmess = set_of({ "allow_legacy", "allow_private", "users", "dynamic_port", "max_sessions" }),
+  socks = set_of({ "udp", "accounts", "max_sessions" }),
   http = set_of({ "accounts" }),
 }
 for _, keys in pairs(INBOUND_KEYS) do
@@ -620,6 +621,9 @@ local function decl_inbound(S, w, tag, t)
     handshake_timeout = opt_seconds(w, t, "handshake_timeout", ctx, typ == "vmess" and 60 or 10),
     idle_timeout = opt_seconds(w, t, "idle_timeout", ctx, 300),
     max_connections = opt_int(w, t, "max_connections", ctx, 0, 2147483647, 0),
+    -- sessions one client connection may hold (Mux.Cool streams, UDP
+    -- ASSOCIATE destinations); nil: the C default
+    max_sessions = opt_int(w, t, "max_sessions", ctx, 1, 1024, nil),
   }
   if typ == "vmess" then
     ib.allow_legacy = opt_bool(w, t, "allow_legacy", ctx, true)

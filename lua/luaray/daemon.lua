@@ -64,6 +64,7 @@ local function apply(cfg, conf)
     s.handshake_timeout = ib.handshake_timeout or 0
     s.idle_timeout = ib.idle_timeout or 0
     s.max_connections = ib.max_connections or 0
+    s.max_sessions = ib.max_sessions or 0
     s.where = ib.where
     check(C.lr_conf_inbound(conf, s), ib.where)
     for _, a in ipairs(ib.accounts or {}) do

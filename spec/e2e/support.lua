@@ -39,7 +39,8 @@ Harness (one per spec file; creating it is cheap, nothing starts yet):
   h:echo_server([opts])        starts tools/echo_server.lua (see that file) ->
                                {host, port, source_port, sink_port, proc, results};
                                TCP echo and UDP echo on the same port. opts.ipv6:
-                               also listen on ::1 (same ports). opts.name,
+                               also listen on ::1 (same ports); opts.hosts: more
+                               IPv4 loopback addresses to listen on. opts.name,
                                opts.corrupt_at (alter that echo byte: a self-test)
                                echo:sink_results() -> {{count, fnv}, ...}
                                echo:wait_sink(n [, timeout]) -> the n-th record
@@ -127,7 +128,8 @@ Network (luasocket; every call takes an optional timeout, default 5 s):
   E.probe_many(host, port, payloads [, opts]) -> {{received, how, closed_after}}:
                                one connection per payload, sent, then watched
                                (never closed first) until the peer closes or
-                               opts.max_wait (10 s)
+                               opts.max_wait (10 s); opts.fin: a FIN (write
+                               shutdown) right after the payload
   E.recv_nb(sock)              -> bytes, nil | "eof" | "reset" | "errno N": a
                                non-blocking read that tells a FIN from an RST
   E.port_bindable(host, port)  true when host:port can be bound for TCP
@@ -287,7 +289,16 @@ end
 -- Sockets
 
 local function is_ipv6(host) return host:find(":", 1, true) ~= nil end
-local function is_ipv4(host) return host:match("^%d+%.%d+%.%d+%.%d+$") ~= nil end
+-- A canonical dotted quad (no leading zeros, each part <= 255): anything
+-- else ("0177.0.0.1", "127.1") is sent as a name, as a client would.
+local function is_ipv4(host)
+  local p = { host:match("^(%d+)%.(%d+)%.(%d+)%.(%d+)$") }
+  if #p ~= 4 then return false end
+  for _, x in ipairs(p) do
+    if tonumber(x) > 255 or (#x > 1 and x:sub(1, 1) == "0") then return false end
+  end
+  return true
+end
 
 local function tcp_for(host)
   return is_ipv6(host) and socket.tcp6() or socket.tcp4()
@@ -854,7 +865,7 @@ end
 -- a VMess server that may dial loopback (the echo servers live there).
 --   o.port, o.users = {{id, alter_id (or alterId), email, level}}, o.listen,
 --   o.allow_legacy, o.allow_private (default true), o.handshake_timeout,
---   o.idle_timeout, o.max_connections, o.log_level ("info"), o.access (true:
+--   o.idle_timeout, o.max_connections, o.max_sessions, o.log_level ("info"), o.access (true:
 --   one access line per connection on stderr, i.e. in the child's log),
 --   o.extra (more script text, appended)
 function M.luaray_server_script(o)
@@ -866,7 +877,8 @@ function M.luaray_server_script(o)
                                                 email = u.email or ("user%d@e2e"):format(i),
                                                 level = u.level })
   end
-  local ib = pick(o, { "allow_legacy", "handshake_timeout", "idle_timeout", "max_connections" },
+  local ib = pick(o, { "allow_legacy", "handshake_timeout", "idle_timeout", "max_connections",
+                       "max_sessions" },
                   { type = "vmess", listen = hostport(listen, o.port),
                     allow_private = o.allow_private == nil and true or o.allow_private })
   l[#l + 1] = 'luaray.inbound "vmess-in" ' .. lua_literal(ib)
@@ -1195,7 +1207,8 @@ Echo.__index = Echo
 function H:echo_server(opts)
   opts = opts or {}
   local hosts = { "127.0.0.1" }
-  if opts.ipv6 then hosts[2] = "::1" end
+  for _, x in ipairs(opts.hosts or {}) do hosts[#hosts + 1] = x end
+  if opts.ipv6 then hosts[#hosts + 1] = "::1" end
   local port, src, sink = M.free_port(hosts), M.free_port(hosts), M.free_port(hosts)
   local name = self:unique(opts.name or "echo")
   local results = self:path(name .. ".results")
@@ -1542,6 +1555,7 @@ function M.probe_many(host, port, payloads, opts)
       local ok, serr = s:send(data)
       if not ok then r.how = "send: " .. tostring(serr) end
     end
+    if opts.fin then s:shutdown("send") end
     s:settimeout(0)
   end
   local deadline = M.now() + max_wait

@@ -507,6 +507,7 @@ struct lr_conf_inbound {
     double handshake_timeout;
     double idle_timeout;
     uint32_t max_connections;
+    uint32_t max_sessions;        /* per client connection; 0: 256 */
     const char *where;            /* "file:line" for later errors */
 };
 

@@ -2,7 +2,8 @@
 -- one socket.select loop, loopback only).
 --
 --   luajit faulty_relay.lua --port P --to-port Q --mode MODE [--to-host H]
---          [--delay S] [--gap S] [--reset-after N] [--lifetime S]
+--          [--delay S] [--gap S] [--reset-after N] [--cut-dir up|down]
+--          [--cut-after N] [--lifetime S]
 --
 -- Every connection accepted on 127.0.0.1:P is relayed to H:Q (127.0.0.1)
 -- according to MODE:
@@ -17,12 +18,17 @@
 --              nothing more is passed down; the client side stays open
 --   slice      every byte written on its own, --gap (0.0005 s) apart
 --   delay      every chunk read is written --delay (0.05 s) later
+--   cut        relays, but after --cut-after N bytes went in direction
+--              --cut-dir (up: client -> Q, down: Q -> client) that direction
+--              gets a FIN and nothing more (what follows is read and
+--              dropped); the other direction goes on: a stream cut at a
+--              chosen byte
 -- One line per connection event on stdout ("accept n", "close n ...").
 -- Exits by itself after --lifetime seconds (default 600).
 local socket = require "socket"
 
 local o = { mode = "forward", to_host = "127.0.0.1", delay = 0.05, gap = 0.0005,
-            reset_after = 4096, lifetime = 600 }
+            reset_after = 4096, lifetime = 600, cut_dir = "up", cut_after = 1000 }
 do
   local i = 1
   while i <= #arg do
@@ -34,6 +40,8 @@ do
     elseif k == "--delay" then o.delay = tonumber(v)
     elseif k == "--gap" then o.gap = tonumber(v)
     elseif k == "--reset-after" then o.reset_after = tonumber(v)
+    elseif k == "--cut-dir" then o.cut_dir = v
+    elseif k == "--cut-after" then o.cut_after = tonumber(v)
     elseif k == "--lifetime" then o.lifetime = tonumber(v)
     else io.stderr:write("faulty_relay: unknown option ", tostring(k), "\n"); os.exit(2) end
     i = i + 2
@@ -100,7 +108,9 @@ local function read_into(c, d, t)
   local data, err, part = d.src:receive(65536)
   data = data or part
   if data and #data > 0 then
-    if d.name == "down" and o.mode == "halfclose" and d.bytes > 0 then
+    if o.mode == "cut" and d.name == o.cut_dir and d.shut then
+      -- cut: dropped
+    elseif d.name == "down" and o.mode == "halfclose" and d.bytes > 0 then
       -- after the first downstream bytes nothing more is passed down
     else
       local due = t + (o.mode == "delay" and o.delay or 0)
@@ -120,6 +130,19 @@ local function write_from(c, d, t)
     local e = d.q[d.qi]
     if e.due > t or d.next_ok > t then return end
     local chunk = o.mode == "slice" and e.data:sub(1, 1) or e.data
+    if o.mode == "cut" and d.name == o.cut_dir then
+      local left = o.cut_after - d.bytes
+      if left <= 0 then
+        if not d.shut then
+          d.dst:shutdown("send")
+          d.shut = true
+          print(("cut %d %s after %d bytes"):format(c.n, d.name, d.bytes))
+        end
+        d.q, d.qi, d.qn = {}, 1, 0
+        return
+      end
+      chunk = chunk:sub(1, left)
+    end
     local last, err, lastpart = d.dst:send(chunk)
     local n = last or lastpart or 0
     if n > 0 then
