@@ -74,15 +74,20 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
                          SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EMFILE || errno == ENFILE) {
-                /* out of descriptors: pause accepting briefly instead of
+                /* out of descriptors: first drop refused handshakes whose
+                 * client has gone already (held only so their FIN comes at
+                 * the deadline); else pause accepting briefly instead of
                  * spinning on a listener that stays readable */
+                if (lr_conn_shed(ib->d, NULL, 64) > 0)
+                    continue;
                 lr_warn("inbound %s: %s; pausing accept", ib->tag, strerror(errno));
                 ev_io_stop(loop, w);
                 lr_daemon_pause_accept(ib->d, ib);
             }
             return;
         }
-        if (ib->max_connections && ib->nconns >= ib->max_connections) {
+        if (ib->max_connections && ib->nconns >= ib->max_connections &&
+            lr_conn_shed(ib->d, ib, 1) == 0) {
             close(fd);
             continue;
         }
@@ -156,6 +161,9 @@ static void begin_stop(struct lr_daemon *d, int signum)
             d->gen->ib[i].fd = -1;
         }
     }
+    /* refused handshakes held to their deadline carry nothing: they do
+     * not hold the stop up */
+    lr_conn_close_draining(d);
     d->stop_deadline = ev_now(loop) + d->grace_seconds;
     ev_timer_init(&d->grace, stop_check_cb, 0.05, 0.05);
     d->grace.data = d;

@@ -523,6 +523,7 @@ static void drain_read(struct lr_conn *c)
             continue;
         if (n == 0) {
             /* the prober gave up; we still say nothing before the deadline */
+            c->peer_gone = 1;
             ev_io_stop(c->d->loop, &c->cli.rio);
             if (c->state == LR_CS_LINGER)
                 lr_conn_close(c, c->reason);
@@ -532,6 +533,29 @@ static void drain_read(struct lr_conn *c)
             lr_conn_close(c, c->reason);
         }
         return;
+    }
+}
+
+int lr_conn_shed(struct lr_daemon *d, struct lr_inbound *ib, int max)
+{
+    int n = 0;
+    for (struct lr_conn *c = d->conns, *next; c && n < max; c = next) {
+        next = c->next;
+        if (c->peer_gone && (!ib || c->ib == ib) &&
+            (c->state == LR_CS_DRAIN || c->state == LR_CS_LINGER)) {
+            lr_conn_close(c, c->reason ? c->reason : "drained");
+            n++;
+        }
+    }
+    return n;
+}
+
+void lr_conn_close_draining(struct lr_daemon *d)
+{
+    for (struct lr_conn *c = d->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->state == LR_CS_DRAIN || c->state == LR_CS_LINGER)
+            lr_conn_close(c, c->reason ? c->reason : "drained");
     }
 }
 

@@ -119,6 +119,7 @@ struct lr_conn {
     struct lr_conn *kick_next;   /* deferred pump queue (lr_conn_kick) */
     uint8_t kicked;
     uint8_t session;             /* a session inside a client connection */
+    uint8_t peer_gone;           /* drained, and the client sent its FIN */
 };
 
 struct lr_conn *lr_conn_new(struct lr_daemon *d, struct lr_inbound *ib,
@@ -148,6 +149,14 @@ size_t lr_conn_down_room(struct lr_conn *c);
 /* The virtual client (up) or virtual remote (down) finished sending. */
 void lr_conn_push_eof(struct lr_conn *c, int down);
 void lr_conn_dump(struct lr_daemon *d);
+/* Closes the connections being drained or lingering after a refused
+ * handshake (the daemon is stopping). */
+void lr_conn_close_draining(struct lr_daemon *d);
+/* Out of descriptors or at an inbound's cap: closes up to `max` refused
+ * handshakes held to their deadline whose client already sent its FIN
+ * (of inbound `ib`, or any when NULL), before their deadline.  Returns how
+ * many it closed. */
+int lr_conn_shed(struct lr_daemon *d, struct lr_inbound *ib, int max);
 /* Connections open in the process, every worker thread counted. */
 size_t lr_conn_count(void);
 /* Closes c at the next safe point (from code that must not free it). */

@@ -360,7 +360,13 @@ function M.wait_port(host, port, timeout)
   local last
   for _ = 1, 10000 do
     local s, err = M.tcp_connect(host, port, 0.25)
-    if s then s:close(); return true end
+    if s then
+      -- an RST, not a FIN: a probe of the listener is no client, and a
+      -- VMess server holds a FIN'd empty handshake to its deadline
+      s:setoption("linger", { on = true, timeout = 0 })
+      s:close()
+      return true
+    end
     last = err
     if M.now() >= deadline then break end
     M.sleep(0.02)
@@ -1046,7 +1052,14 @@ function H:wait_ports(p, ports, timeout)
           status_text(p), host, port, self:tail(p)), 2)
       end
       local s = M.tcp_connect(host, port, 0.25)
-      if s then s:close(); up = true; break end
+      if s then
+        -- closed with an RST, as wait_port does: a listener probe is no
+        -- client (a VMess server holds a FIN'd empty handshake)
+        s:setoption("linger", { on = true, timeout = 0 })
+        s:close()
+        up = true
+        break
+      end
       if M.now() >= deadline then break end
       M.sleep(0.01)
     end

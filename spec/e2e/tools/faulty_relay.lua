@@ -121,7 +121,15 @@ local function read_into(c, d, t)
       d.hc_pending = true
     end
   end
-  if err == "closed" then d.eof = true end
+  if err == "closed" then
+    d.eof = true
+    -- a client that left before sending anything (a port probe): pass an
+    -- RST upstream rather than a FIN, as a probe of the server itself would
+    -- (a VMess server holds a FIN'd empty handshake to its deadline)
+    if d.name == "up" and d.bytes == 0 and not pending(d) then
+      kill(c, "client left before sending", true)
+    end
+  end
 end
 
 local function write_from(c, d, t)
