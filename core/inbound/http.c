@@ -219,10 +219,17 @@ static void hin_readable(struct lr_conn *c)
         lr_conn_close(c, "bad request target");
         return;
     }
-    /* rebuild the head in origin form */
-    static char out[HTTP_HEAD_MAX + 256];
+    /* rebuild the head in origin form, in a relay buffer of this thread's
+     * pool: never in storage shared with other workers */
+    struct lr_buf *tmp = lr_buf_get();
+    if (!tmp) {
+        lr_conn_close(c, "out of memory");
+        return;
+    }
+    char *out = (char *)tmp->data;
+    const size_t outcap = HTTP_HEAD_MAX + 256;
     size_t o = 0;
-    o += (size_t)snprintf(out, sizeof(out), "%.*s %.*s %.*s\r\n",
+    o += (size_t)snprintf(out, outcap, "%.*s %.*s %.*s\r\n",
                           (int)(sp1 - head), head,
                           path ? (int)(target + tlen - path) : 1, path ? path : "/",
                           (int)(eol - sp2 - 1), sp2 + 1);
@@ -232,24 +239,26 @@ static void hin_readable(struct lr_conn *c)
         if (!header_is(line, ll, "Proxy-Connection") &&
             !header_is(line, ll, "Proxy-Authorization") &&
             !header_is(line, ll, "Connection") &&
-            !header_is(line, ll, "Keep-Alive") && o + ll + 2 < sizeof(out)) {
+            !header_is(line, ll, "Keep-Alive") && o + ll + 2 < outcap) {
             memcpy(out + o, line, ll + 2);
             o += ll + 2;
         }
         line = le + 2;
     }
-    o += (size_t)snprintf(out + o, sizeof(out) - o, "Connection: close\r\n\r\n");
+    o += (size_t)snprintf(out + o, outcap - o, "Connection: close\r\n\r\n");
     /* replace the head inside up.in by the rewritten one */
     struct lr_buf *b = c->up.in;
     size_t rest = len - hlen;
     lr_buf_compact(b);
     if (o + rest > LR_BUF_CAP) {
+        lr_buf_put(tmp);
         respond(c, "431 Request Header Fields Too Large", NULL);
         lr_conn_close(c, "http header too large");
         return;
     }
     memmove(b->data + o, b->data + hlen, rest);
     memcpy(b->data, out, o);
+    lr_buf_put(tmp);
     b->rd = 0;
     b->wr = (uint32_t)(o + rest);
     lr_conn_dial(c);
