@@ -1075,6 +1075,14 @@ static int decode(struct lr_conn *c, struct lr_pipe *p)
     if (!p->dec) {
         rc = LR_OK;
         consumed = plen = len;
+        if (p->frame) {
+            ssize_t k = p->frame(c, head, len, &consumed);
+            if (k < 0)
+                return fatal(c, "bad framing");
+            if (consumed == 0)
+                return 0;
+            plen = (size_t)k;
+        }
     } else {
         rc = lr_body_open_inplace(p->dec, head, len, &consumed, &off, &plen);
         if (rc == LR_AGAIN) {

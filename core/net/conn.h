@@ -50,6 +50,12 @@ struct lr_pipe {
     /* decodes something before the body (the VMess response header) */
     int (*pre)(struct lr_conn *c, const uint8_t *in, size_t len,
                size_t *consumed);
+    /* optional, raw sources only: frames the bytes (the HTTP inbound's
+     * request and its body).  Of the `len` unread bytes at `in`, returns
+     * how many from the front go on and sets *used (>= that) to how many
+     * it took; bytes taken but not going on are dropped.  -1 closes c. */
+    ssize_t (*frame)(struct lr_conn *c, const uint8_t *in, size_t len,
+                     size_t *used);
     uint64_t bytes;      /* payload relayed */
 };
 

@@ -269,6 +269,30 @@ seed("fuzz_http", "get-auth-port", "\9\5\2POST http://127.0.0.1:8080 HTTP/1.0\r\
 seed("fuzz_http", "get-origin-form", "\0\6\0GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
 seed("fuzz_http", "bad-version", "\0\7\0GET http://a/ FTP/1.1\r\n\r\n")
 seed("fuzz_http", "too-large", "\0\8\0GET http://a/ HTTP/1.1\r\nX: " .. ("y"):rep(16400) .. "\r\n\r\n")
+-- ctrl 4/5: connected, so the body framing runs on the bytes after the head
+local CRED = "Proxy-Authorization: Basic dXNlcjpwYXNz\r\n"
+seed("fuzz_http", "post-length-pipelined", "\4\9\0POST http://example.com/up HTTP/1.1\r\nHost: x\r\n" ..
+     "Content-Length: 5\r\n\r\nhelloGET http://other.example/ HTTP/1.1\r\n" .. CRED .. "\r\n")
+seed("fuzz_http", "post-chunked-pipelined", "\4\10\0POST http://example.com/c HTTP/1.1\r\n" ..
+     "Transfer-Encoding: gzip, chunked\r\n\r\n5;a=\"b\"\r\nhello\r\nA\r\n0123456789\r\n0\r\nX-Sum: 1\r\n\r\n" ..
+     "GET http://x/ HTTP/1.1\r\n\r\n")
+seed("fuzz_http", "post-chunked-bad", "\4\11\0POST http://a/c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" ..
+     "3\r\nabc\r\nzz\r\n0\r\n\r\n")
+seed("fuzz_http", "pipelined-auth-hop", "\5\12\0GET http://a.example/ HTTP/1.1\r\n" .. CRED ..
+     "Connection: X-Hop, keep-alive\r\nX-Hop: 1\r\nTE: trailers\r\nTrailer: X\r\nUpgrade: h2c\r\n" ..
+     "Proxy-Foo: 1\r\n\r\nGET http://b.example/ HTTP/1.1\r\n" .. CRED .. "\r\n")
+seed("fuzz_http", "host-replaced", "\4\13\0GET http://Example.COM:8080?q=1 HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n")
+seed("fuzz_http", "length-list", "\4\14\0POST http://a/ HTTP/1.1\r\nContent-Length: 3, 3\r\nContent-Length: 03\r\n" ..
+     "X-A:\tb \r\n\r\nabcdef")
+seed("fuzz_http", "bare-lf", "\4\15\0GET http://a/ HTTP/1.1\nHost: a\n\n")
+seed("fuzz_http", "obs-fold", "\4\16\0GET http://a/ HTTP/1.1\r\nX: a\r\n b\r\n\r\n")
+seed("fuzz_http", "space-before-colon", "\4\17\0GET http://a/ HTTP/1.1\r\nHost : a\r\n\r\n")
+seed("fuzz_http", "length-and-chunked", "\4\18\0POST http://a/ HTTP/1.1\r\nContent-Length: 3\r\n" ..
+     "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+seed("fuzz_http", "lengths-differ", "\4\19\0POST http://a/ HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd")
+seed("fuzz_http", "chunked-not-last", "\4\20\0POST http://a/ HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n")
+seed("fuzz_http", "nul-in-header", "\4\21\0GET http://a/ HTTP/1.1\r\nX: a\0b\r\n\r\n")
+seed("fuzz_http", "version-1-2", "\4\22\0GET http://a/ HTTP/1.2\r\n\r\n")
 
 ---------------------------------------------------------------- sniffing
 -- ctrl (1 HTTP, else TLS), cap - 1, the client's first bytes
