@@ -882,7 +882,9 @@ end
 ---------------------------------------------------------------------------
 -- The environment
 
-local BUDGET = "luaray: hook exceeded its budget"
+-- The daemon's budget errors: "luaray: hook exceeded its budget (...)" and
+-- "luaray: config exceeded its budget (...)" (core/script/bridge.c).
+local BUDGET_PREFIX, BUDGET_WORDS = "luaray: ", " exceeded its budget"
 
 local SAFE = { "assert", "error", "ipairs", "pairs", "next", "select", "tonumber", "tostring",
                "type", "unpack", "pcall", "xpcall", "setmetatable", "getmetatable",
@@ -967,7 +969,10 @@ local function make_env(S, luaray)
   for _, name in ipairs(SAFE) do base[name] = _G[name] end
   -- a hook must not be able to swallow the daemon's budget error (its
   -- message starts with BUDGET): pcall/xpcall pass it on
-  local function is_budget(e) return type(e) == "string" and e:find(BUDGET, 1, true) ~= nil end
+  local function is_budget(e)
+    return type(e) == "string" and e:find(BUDGET_WORDS, 1, true) ~= nil
+      and e:find(BUDGET_PREFIX, 1, true) ~= nil
+  end
   local function pass(ok, ...)
     if not ok and is_budget((...)) then error((...), 0) end
     return ok, ...
