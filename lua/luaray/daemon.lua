@@ -393,6 +393,7 @@ function M.load(path, conf_ud, announce)
   load_end()
   loading = false
   if not cfg then return nil, err end
+  set_budget(cfg.budget.seconds, cfg.budget.instructions)
   local ok, e = pcall(apply, cfg, ffi.cast("struct lr_conf *", conf_ud))
   if not ok then return nil, tostring(e) end
   hooks = cfg.hooks or {}
