@@ -304,6 +304,24 @@ end)
       h:stop_luaray(srv)
     end))
 
+    it("other recursions through C (sort comparator, print, format, os.time) end in a Lua error",
+      h:guard(function()
+      -- LuaJIT's Lua stack fills before the C stack on these: "stack overflow"
+      local cases = {
+        "local function f() table.sort({ 3, 2, 1 }, function(a, b) f() return a < b end) end f()",
+        "local o o = setmetatable({}, { __tostring = function() print(o) return 'x' end }) print(o)",
+        "local o o = setmetatable({}, { __tostring = function() return string.format('%s', o) end }) " ..
+          "local s = tostring(o)",
+        "local t = setmetatable({}, { __index = function(t, k) return os.time(t) end }) os.time(t)",
+      }
+      for i, body in ipairs(cases) do
+        local file = config_file("recursion-" .. i, 1, body)
+        local code, out = h:exec("recursion", { E.luaray_bin(), "-t", "-c", file }, { timeout = LOAD_WAIT })
+        assert.equal(1, code, body .. "\n" .. out)
+        assert.is_truthy(out:find(file:gsub("%p", "%%%0") .. ":4: stack overflow"), body .. "\n" .. out)
+      end
+    end))
+
     it("luaray.budget is checked with file:line and sets the hook budget", h:guard(function()
       local cases = {
         { "luaray.budget(5)", "luaray.budget expects a table" },
