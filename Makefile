@@ -29,7 +29,8 @@ LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 EMBED_LUA := luaray.config=lua/luaray/config.lua luaray.link=lua/luaray/link.lua \
              luaray.daemon=lua/luaray/daemon.lua luaray.cdef=$(BUILD)/lua/luaray/cdef.lua
 EMBED_SRC := $(BUILD)/gen/embedded_lua.c
-MAIN_OBJS := $(BUILD)/obj/core/main.o $(BUILD)/obj/core/script/bridge.o $(BUILD)/obj/gen/embedded_lua.o
+MAIN_OBJS := $(BUILD)/obj/core/main.o $(BUILD)/obj/core/script/bridge.o \
+             $(BUILD)/obj/core/script/pattern.o $(BUILD)/obj/gen/embedded_lua.o
 DEPS := $(LIB_OBJS:.o=.d) $(MAIN_OBJS:.o=.d)
 
 DEPS_STAMP := $(BUILD)/.deps-ok

@@ -41,6 +41,9 @@
 --               access = true | false | "path" }           -- default true (stderr)
 --   cfg.sniffed_used = bool          -- some config file mentions "sniffed"
 --   cfg.workers = 1..64 | "auto"     -- luaray.workers(n); default 1
+--   cfg.budget = { seconds = n, instructions = n, where = "file:line" or nil }
+--                                    -- luaray.budget: one hook call's budget;
+--                                    -- default 0.25 s, 50 million instructions
 --   cfg.workers_where = "file:line" or nil
 --   cfg.users[i] = { id = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" (lower case),
 --                    email = "...",          -- default "user" .. i
@@ -549,6 +552,29 @@ local function decl_workers(S, w, n)
   S.workers, S.workers_where = n, w
 end
 
+-- luaray.budget { seconds = s, instructions = n }: what one hook call may
+-- use (default 0.25 s and 50 million instructions); the daemon enforces it.
+local BUDGET_DEFAULT = { seconds = 0.25, instructions = 50000000 }
+local BUDGET_MAX_SECONDS, BUDGET_MAX_INSTRUCTIONS = 10, 10000000000
+
+local function decl_budget(S, w, t)
+  check_table(w, t, "luaray.budget")
+  if S.budget_where then fail(w, "luaray.budget is called twice (first at %s)", S.budget_where) end
+  check_keys(w, t, { seconds = true, instructions = true }, "budget")
+  local sec = t.seconds
+  if sec == nil then sec = BUDGET_DEFAULT.seconds
+  elseif type(sec) ~= "number" or sec ~= sec or sec <= 0 or sec > BUDGET_MAX_SECONDS then
+    bad(w, "seconds", "budget", fmt("a number of seconds > 0 and <= %d", BUDGET_MAX_SECONDS), sec)
+  end
+  local ins = t.instructions
+  if ins == nil then ins = BUDGET_DEFAULT.instructions
+  elseif not is_int(ins) or ins < 1000 or ins > BUDGET_MAX_INSTRUCTIONS then
+    bad(w, "instructions", "budget", fmt("an integer from 1000 to %.0f", BUDGET_MAX_INSTRUCTIONS), ins)
+  end
+  S.budget = { seconds = sec, instructions = ins, where = w }
+  S.budget_where = w
+end
+
 local USER_KEYS = set_of({ "id", "email", "alter_id", "level" })
 
 local function decl_user(S, w, t)
@@ -886,7 +912,9 @@ end
 ---------------------------------------------------------------------------
 -- The environment
 
-local BUDGET = "luaray: hook exceeded its budget"
+-- The daemon's budget errors: "luaray: hook exceeded its budget (...)" and
+-- "luaray: config exceeded its budget (...)" (core/script/bridge.c).
+local BUDGET_PREFIX, BUDGET_WORDS = "luaray: ", " exceeded its budget"
 
 local SAFE = { "assert", "error", "ipairs", "pairs", "next", "select", "tonumber", "tostring",
                "type", "unpack", "pcall", "xpcall", "setmetatable", "getmetatable",
@@ -924,6 +952,7 @@ local function make_luaray(S, extra)
   end
   word("log", function(w, t) decl_log(S, w, t) end)
   word("workers", function(w, n) decl_workers(S, w, n) end)
+  word("budget", function(w, t) decl_budget(S, w, t) end)
   word("user", function(w, t) decl_user(S, w, t) end)
   word("route", function(w, t) decl_route(S, w, t) end)
   word("on", function(w, name, fn) decl_on(S, w, name, fn) end)
@@ -971,7 +1000,10 @@ local function make_env(S, luaray)
   for _, name in ipairs(SAFE) do base[name] = _G[name] end
   -- a hook must not be able to swallow the daemon's budget error (its
   -- message starts with BUDGET): pcall/xpcall pass it on
-  local function is_budget(e) return type(e) == "string" and e:find(BUDGET, 1, true) ~= nil end
+  local function is_budget(e)
+    return type(e) == "string" and e:find(BUDGET_WORDS, 1, true) ~= nil
+      and e:find(BUDGET_PREFIX, 1, true) ~= nil
+  end
   local function pass(ok, ...)
     if not ok and is_budget((...)) then error((...), 0) end
     return ok, ...
@@ -1150,6 +1182,7 @@ local function finish(S)
   return {
     log = S.log or { level = "info", access = true },
     workers = S.workers or 1,
+    budget = S.budget or { seconds = BUDGET_DEFAULT.seconds, instructions = BUDGET_DEFAULT.instructions },
     workers_where = S.workers_where,
     users = S.users,
     inbounds = S.inbounds,

@@ -222,37 +222,80 @@ local HOOK_BITS = { accept = 1, auth = 2, route = 4, connect = 8, close = 16, re
 local SNIFFED_USED = 64   -- LR_HOOKS_SNIFFED (core/script/bridge.h)
 local hooks = {}
 
--- Budget per hook call: instructions (counted every 1000 VM instructions;
--- config code is never compiled, see config.lua) and wall-clock time.
-M.budget = { instructions = 50000000, seconds = 0.25 }
+-- Budget per hook call (and per config load).  In the daemon it is
+-- enforced in C (core/script/bridge.c, module "luaray.budget"): a count
+-- hook set by this thread, a watchdog thread for the wall clock, budgeted
+-- string/table functions and a C-stack guard; an over-budget run is
+-- poisoned (the error is raised again at every instruction) and unwinds
+-- to C, which reports it.  Under plain LuaJIT (specs that load this
+-- module through the FFI) a count hook with a clock stands in.
+-- budgeted() only brackets the hook function itself, so call_hook stays
+-- compiled (LuaJIT does not start traces while a count hook is set).
 local BUDGET_MSG = "luaray: hook exceeded its budget"
 M.BUDGET_MSG = BUDGET_MSG
+M.budget = { instructions = 50000000, seconds = 0.25, load_seconds = 5 }
 
-pcall(ffi.cdef, [[
-  typedef struct { long tv_sec; long tv_nsec; } lr_timespec_t;
-  int clock_gettime(int clk, lr_timespec_t *ts);
-]])
-local ts = ffi.new("lr_timespec_t")
-local function now()
-  ffi.C.clock_gettime(1, ts)
-  return tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) * 1e-9
-end
-
-local count, deadline, max_count = 0, 0, 0
-local function on_count()
-  count = count + 1
-  if count > max_count or now() > deadline then
-    error(BUDGET_MSG, 2)
+local hook_begin, hook_end, load_begin, load_end, set_budget
+if package.preload["luaray.budget"] then
+  local cb = require "luaray.budget"
+  hook_begin, hook_end, load_begin, load_end = cb.hook_begin, cb.hook_end, cb.load_begin, cb.load_end
+  set_budget = cb.set
+  M.budget = { instructions = cb.hook_instructions, seconds = cb.hook_seconds,
+               load_seconds = cb.load_seconds }
+else
+  pcall(ffi.cdef, [[
+    typedef struct { long tv_sec; long tv_nsec; } lr_timespec_t;
+    int clock_gettime(int clk, lr_timespec_t *ts);
+  ]])
+  local ts = ffi.new("lr_timespec_t")
+  local function now()
+    ffi.C.clock_gettime(1, ts)
+    return tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) * 1e-9
+  end
+  local count, deadline, max_count = 0, 0, 0
+  local function on_count()
+    count = count + 1
+    if count > max_count or now() > deadline then
+      error(BUDGET_MSG, 2)
+    end
+  end
+  local function on_load_count()
+    if now() > deadline then error("luaray: config exceeded its budget", 2) end
+  end
+  hook_begin = function()
+    count = 0
+    max_count = M.budget.instructions / 1000
+    deadline = now() + M.budget.seconds
+    debug.sethook(on_count, "", 1000)
+  end
+  load_begin = function()
+    deadline = now() + M.budget.load_seconds
+    debug.sethook(on_load_count, "", 1000)
+  end
+  hook_end = function() debug.sethook() end
+  load_end = hook_end
+  set_budget = function(seconds, instructions)
+    M.budget.seconds, M.budget.instructions = seconds, instructions
   end
 end
 
+-- An error object or a reason that is not a string becomes one inside
+-- the budget (a __tostring can loop too).
+local function to_text(v)
+  local ok, s = pcall(tostring, v)
+  if ok and type(s) == "string" then return s end
+  return "(error object is a " .. type(v) .. " value)"
+end
+
 local function budgeted(fn, a, b)
-  count = 0
-  max_count = M.budget.instructions / 1000
-  deadline = now() + M.budget.seconds
-  debug.sethook(on_count, "", 1000)
+  hook_begin()
   local ok, r1, r2 = pcall(fn, a, b)
-  debug.sethook()
+  if not ok then
+    if type(r1) ~= "string" then r1 = to_text(r1) end
+  elseif r2 ~= nil and type(r2) ~= "string" and type(r2) ~= "number" then
+    r2 = to_text(r2)   -- accept/auth: the refusal reason
+  end
+  hook_end()
   return ok, r1, r2
 end
 
@@ -339,14 +382,19 @@ function M.load(path, conf_ud, announce)
   local cfg, err, uuid
   local opts = { luaray = { shared = shared, policy = policy, usage = usage, reset_usage = reset } }
   loading, staged = true, {}
+  if not path then uuid = fresh_uuid() end
+  -- the config runs under the load budget (a runaway top level fails the
+  -- load like any other error; see budgeted above)
+  load_begin()
   if path then
     cfg, err = config.load(path, opts)
   else
-    uuid = fresh_uuid()
     cfg, err = config.load_string(DEFAULT:format(uuid, uuid), "=default", opts)
   end
+  load_end()
   loading = false
   if not cfg then return nil, err end
+  set_budget(cfg.budget.seconds, cfg.budget.instructions)
   local ok, e = pcall(apply, cfg, ffi.cast("struct lr_conf *", conf_ud))
   if not ok then return nil, tostring(e) end
   hooks = cfg.hooks or {}
@@ -366,7 +414,9 @@ end
 
 -- links(path, host) prints one vmess:// link per user of each VMess inbound.
 function M.links(path, host)
+  load_begin()
   local cfg, err = config.load(path)
+  load_end()
   if not cfg then return nil, err end
   local link = require "luaray.link"
   local n = 0

@@ -690,7 +690,12 @@ end)
 
     it("a memory bomb (a table of tables) hits the 64 MiB cap: refused, the daemon serves on",
       h:guard(function()
-      start(RUNAWAY)
+      -- filling 64 MiB with small tables takes well under the default
+      -- 0.25 s on a quiet machine, but not on a busy one (or under ASan),
+      -- where the time budget fired first and "not enough memory" was
+      -- never logged: this config gives its hooks 10 s, so the cap is what
+      -- stops the bomb (the instruction budget is the default)
+      start("luaray.budget { seconds = 10 }\n" .. RUNAWAY)
       refused_then_served("tblbomb.test", "route hook failed")
       for i = 1, 3 do
         local ok, err = echo_via(ssocks, 4 * KiB)
