@@ -154,10 +154,11 @@ LR_API void lr_users_free(struct lr_users *u)
     free(u);
 }
 
+static int authid_schedule(const uint8_t *cmd_key, struct lr_aes_block *b);
+
 LR_API int lr_users_add(struct lr_users *u, const uint8_t *id,
                         uint32_t alter_id)
 {
-    uint8_t akey[16];
     int rc;
     if (alter_id > 65535)
         return LR_EINVAL;
@@ -183,11 +184,7 @@ LR_API int lr_users_add(struct lr_users *u, const uint8_t *id,
             return LR_ENOMEM;
         lr_alter_ids(id, alter_id, e->alt_ids);
     }
-    rc = lr_kdf16_str(e->cmd_key, 16, "AES Auth ID Encryption", NULL, 0,
-                      NULL, 0, akey);
-    if (rc == LR_OK)
-        rc = lr_aes_block_init(&e->authid, akey, 0);
-    lr_wipe(akey, sizeof(akey));
+    rc = authid_schedule(e->cmd_key, &e->authid);
     if (rc != LR_OK) {
         free(e->alt_ids);
         return rc;
@@ -285,8 +282,10 @@ LR_API int lr_users_refresh(struct lr_users *u, int64_t now)
         return LR_EINVAL;
     if (!u->slab) {
         uint32_t ids = 0;
-        for (uint32_t i = 0; i < u->n; i++)
+        for (uint32_t i = 0; i < u->n; i++) {
+            u->v[i].slab_off = ids;
             ids += 1 + u->v[i].alter_id;
+        }
         size_t entries = (size_t)ids * LEGACY_RING;
         size_t isize = 1;
         while (isize < entries * 2)
@@ -337,4 +336,61 @@ struct lr_legacy_entry *lr_users_legacy_find(struct lr_users *u,
             return e;
     }
     return NULL;
+}
+
+/* The AuthID decryption schedule of a cmdKey. */
+static int authid_schedule(const uint8_t *cmd_key, struct lr_aes_block *b)
+{
+    uint8_t akey[16];
+    int rc = lr_kdf16_str(cmd_key, 16, "AES Auth ID Encryption", NULL, 0,
+                          NULL, 0, akey);
+    if (rc == LR_OK)
+        rc = lr_aes_block_init(b, akey, 0);
+    lr_wipe(akey, sizeof(akey));
+    return rc;
+}
+
+int lr_users_set_id(struct lr_users *u, uint32_t i, const uint8_t *id)
+{
+    if (i >= u->n)
+        return LR_EINVAL;
+    struct lr_user *e = &u->v[i];
+    struct lr_aes_block b = {0};
+    /* the legacy entries of the old ID leave the index first (it is keyed
+     * by their auth values) */
+    uint32_t per = 1 + e->alter_id;
+    if (u->slab && u->lo <= u->hi)
+        for (int64_t t = u->lo; t <= u->hi; t++) {
+            uint32_t base = (uint32_t)(((uint64_t)t) % LEGACY_RING) * u->ids +
+                            e->slab_off;
+            for (uint32_t k = 0; k < per; k++)
+                index_remove(u, base + k);
+        }
+    memcpy(e->id, id, 16);
+    lr_cmd_key(id, e->cmd_key);
+    if (e->alter_id)
+        lr_alter_ids(id, e->alter_id, e->alt_ids);
+    if (u->slab && u->lo <= u->hi)
+        for (int64_t t = u->lo; t <= u->hi; t++) {
+            uint32_t base = (uint32_t)(((uint64_t)t) % LEGACY_RING) * u->ids +
+                            e->slab_off;
+            for (int32_t a = -1; a < (int32_t)e->alter_id; a++) {
+                struct lr_legacy_entry *le = entry_at(u, base + (uint32_t)(a + 1));
+                lr_legacy_auth(a < 0 ? e->id : e->alt_ids + 16 * a, t, le->auth);
+                le->ts = t;
+                le->user = (int32_t)i;
+                le->id_index = a;
+                le->tainted = 0;
+                index_insert(u, base + (uint32_t)(a + 1));
+            }
+        }
+    /* Out of memory for the new AuthID schedule: the old one stays, so an
+     * AuthID of the old ID still matches, but its header cannot be opened
+     * with the new cmdKey and is refused all the same. */
+    int rc = authid_schedule(e->cmd_key, &b);
+    if (rc != LR_OK)
+        return rc;
+    lr_aes_block_deinit(&e->authid);
+    e->authid = b;
+    return LR_OK;
 }

@@ -20,6 +20,7 @@ struct lr_user {
     uint32_t alter_id;
     uint8_t *alt_ids;             /* alter_id * 16 bytes */
     struct lr_aes_block authid;   /* AES-128 decrypt schedule of the AuthID key */
+    uint32_t slab_off;            /* its first entry in each legacy slab */
 };
 
 /* One legacy auth value: which user and ID signed which second. */
@@ -46,6 +47,16 @@ struct lr_users {
 
 struct lr_legacy_entry *lr_users_legacy_find(struct lr_users *u,
                                              const uint8_t *auth);
+
+/* Replaces the ID of user `i` in place (its alter_id count stays): cmdKey,
+ * alternates, AuthID key and, when the legacy table is built, that user's
+ * auth values for every second it holds.  A decoder that had matched the
+ * old ID fails on its next call (the new key does not fit).  The dynamic
+ * port rotates its per-user IDs with this.  LR_OK, LR_EINVAL, or an error
+ * of the KDF/cipher: then only the AuthID key is left as it was, so an AEAD
+ * header under either ID fails (its AuthID matches the old key, its header
+ * opens only under the new cmdKey) until a call succeeds. */
+int lr_users_set_id(struct lr_users *u, uint32_t i, const uint8_t *id);
 
 /* Drops this thread's cached AuthID key schedule (a worker ending). */
 void lr_hdr_thread_end(void);
