@@ -269,16 +269,25 @@ static int find_user(struct lr_conf *c, const char *email)
  * (lr_users_set_id): a header half read under the outgoing ID then fails,
  * as any header under an expired ID does.
  *
+ * Cost.  With allow_legacy every ID has an auth value per second of the
+ * +-120 s window, refreshed every 10 s.  The incoming IDs' values are not
+ * computed at the roll but from DYN_FILL_LEAD before their epoch begins,
+ * 4 ms per 10 ms of loop (dyn_fill); lr_dyn_command completes them at once
+ * if that is late, so an announced ID is always whole.  The detour then
+ * refreshes 2 + (G + lead) / L IDs per user on average: 2.2 for the
+ * default 5 minutes.
+ *
  * Removal.  Each generation builds its detour's table from the users of
  * its main inbound, so a user removed (or given another id) by a reload
  * has no detour ID in the new generation: new connections are refused at
  * once; connections already open finish on their generation, as on the
- * main port.  A reload that changes `minutes` or the inbound's tag changes
- * every ID (clients fall back to the main port when theirs is refused).
+ * main port.  A reload that changes `minutes` or the inbound's tag, and a
+ * restart, change every ID.
  */
 
 #define DYN_GRACE 30.0
 #define DYN_SLOTS 3
+#define DYN_FILL_LEAD 20.0
 
 /* The epoch (rounded down) that monotonic time t falls in. */
 static int64_t dyn_epoch(const struct lr_daemon *d, uint32_t minutes, double t)
@@ -360,37 +369,94 @@ static int dyn_table(struct lr_daemon *d, struct lr_conf *c, struct lr_conf_ib *
     return 0;
 }
 
+/* Fills waiting legacy values of detour `ib` for at most `budget`
+ * seconds (resuming where the last call stopped). */
+static void dyn_fill(struct lr_inbound *ib, double budget)
+{
+    uint32_t n = lr_users_count(ib->users);
+    double until = mono_now() + budget;
+    for (uint32_t k = 0; k < n && ib->dyn_stale; k++) {
+        uint32_t i = ib->dyn_fill_at++ % n;
+        if (lr_users_legacy_fill(ib->users, i)) {
+            ib->dyn_stale--;
+            if (mono_now() >= until)
+                break;
+        }
+    }
+    ib->dyn_fill_at %= n ? n : 1;
+}
+
+static void dyn_fill_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct lr_daemon *d = w->data;
+    int left = 0;
+    for (uint32_t i = 0; d->gen && i < d->gen->nib; i++) {
+        struct lr_inbound *ib = &d->gen->ib[i];
+        if (ib->is_detour && ib->dyn_stale) {
+            dyn_fill(ib, 0.004);
+            left |= ib->dyn_stale != 0;
+        }
+    }
+    if (!left)
+        ev_timer_stop(loop, w);
+}
+
 void lr_dyn_roll(struct lr_inbound *ib)
 {
     if (!ib->is_detour || !ib->users || !ib->gen)
         return;
+    int current = ib->d && ib->gen == ib->d->gen;
     int64_t r = dyn_epoch(ib->d, ib->dyn_minutes, mono_now() - DYN_GRACE);
-    if (r == ib->dyn_roll)
-        return;
-    int rc = LR_OK;
-    uint32_t n = lr_users_count(ib->users);
-    for (uint32_t i = 0; i < n; i++) {
-        uint32_t s = i % DYN_SLOTS;
-        int64_t e = slot_epoch(r, s);
-        if (e == slot_epoch(ib->dyn_roll, s))
-            continue;
-        uint8_t id[16];
-        int r2 = dyn_id(ib->d, ib->tag, ib->dyn_minutes,
-                        ib->gen->users[ib->user_map[i]].id, e, id);
-        if (r2 == LR_OK)
-            r2 = lr_users_set_id(ib->users, i, id);
-        lr_wipe(id, sizeof(id));
-        if (r2 != LR_OK)
-            rc = r2;
+    if (r != ib->dyn_roll) {
+        int rc = LR_OK;
+        int64_t from = INT64_MAX;
+        uint32_t n = lr_users_count(ib->users);
+        for (uint32_t i = 0; i < n; i++) {
+            uint32_t s = i % DYN_SLOTS;
+            int64_t e = slot_epoch(r, s);
+            if (e == slot_epoch(ib->dyn_roll, s))
+                continue;
+            uint8_t id[16];
+            int r2 = dyn_id(ib->d, ib->tag, ib->dyn_minutes,
+                            ib->gen->users[ib->user_map[i]].id, e, id);
+            /* the new IDs' legacy values (the bulk of the work: about 240
+             * HMAC-MD5s per ID) are filled a bit at a time, before they
+             * are announced (lr_dyn_command makes sure) */
+            if (r2 == LR_OK)
+                r2 = lr_users_set_id(ib->users, i, id, 1);
+            lr_wipe(id, sizeof(id));
+            if (r2 != LR_OK)
+                rc = r2;
+            if (e < from)
+                from = e;
+        }
+        if (!ib->dyn_stale || from < ib->dyn_stale_from)
+            ib->dyn_stale_from = from;
+        ib->dyn_stale = 0;
+        for (uint32_t i = 0; i < n; i++)
+            ib->dyn_stale += ib->users->v[i].legacy_stale;
+        if (rc != LR_OK)
+            /* tried again at the next call; a slot that failed refuses both
+             * its old and its new ID meanwhile (lr_users_set_id) */
+            lr_warn("inbound %s: rotating the dynamic-port IDs failed: %s",
+                    ib->tag, lr_strerror(rc));
+        else
+            ib->dyn_roll = r;
     }
-    if (rc != LR_OK) {
-        /* tried again at the next call; a slot that failed refuses both
-         * its old and its new ID meanwhile (lr_users_set_id) */
-        lr_warn("inbound %s: rotating the dynamic-port IDs failed: %s",
-                ib->tag, lr_strerror(rc));
-        return;
+    if (ib->dyn_stale && current && ib->d->loop) {
+        /* from DYN_FILL_LEAD before the first waiting epoch is announced:
+         * until then no client can use those IDs, and the legacy refresh
+         * every 10 s skips them */
+        if (!ev_is_active(&ib->d->dyn_fill_w)) {
+            double at = ib->d->dyn_t0 + 60.0 * ib->dyn_minutes *
+                        (double)ib->dyn_stale_from - DYN_FILL_LEAD;
+            double after = at - mono_now();
+            ev_timer_set(&ib->d->dyn_fill_w, after > 0 ? after : 0., 0.01);
+            ev_timer_start(ib->d->loop, &ib->d->dyn_fill_w);
+        }
+    } else if (ib->dyn_stale) {
+        dyn_fill(ib, 1e9); /* an older generation's: no timer for it */
     }
-    ib->dyn_roll = r;
 }
 
 const struct lr_cmd_switch *lr_dyn_command(struct lr_inbound *ib,
@@ -401,8 +467,12 @@ const struct lr_cmd_switch *lr_dyn_command(struct lr_inbound *ib,
     if (!ib->dyn_cmd || !dt)
         return NULL;
     *buf = *ib->dyn_cmd;
-    if (dyn_id(ib->d, dt->tag, dt->dyn_minutes, u->id,
-               dyn_epoch(ib->d, dt->dyn_minutes, mono_now()), buf->id) != LR_OK) {
+    int64_t e = dyn_epoch(ib->d, dt->dyn_minutes, mono_now());
+    /* the ID announced must be whole on the detour, legacy values too */
+    lr_dyn_roll(dt);
+    if (dt->dyn_stale && e >= dt->dyn_stale_from)
+        dyn_fill(dt, 1e9);
+    if (dyn_id(ib->d, dt->tag, dt->dyn_minutes, u->id, e, buf->id) != LR_OK) {
         lr_wipe(buf, sizeof(*buf));
         return NULL;
     }
@@ -829,6 +899,8 @@ static int loop_setup(struct lr_daemon *d)
     ev_timer_init(&d->tick, tick_cb, 10., 10.);
     d->tick.data = d;
     ev_timer_start(loop, &d->tick);
+    ev_timer_init(&d->dyn_fill_w, dyn_fill_cb, 0., 0.01);
+    d->dyn_fill_w.data = d;
     ev_prepare_init(&d->kick_w, kick_cb);
     d->kick_w.data = d;
     ev_prepare_start(loop, &d->kick_w);

@@ -52,6 +52,8 @@ struct lr_inbound {
     struct lr_cmd_switch *dyn_cmd;   /* main: port, alter_ids, valid_min */
     struct lr_inbound *dyn_detour;   /* main: its detour listener */
     int64_t dyn_roll;                /* detour: the roll its IDs are for */
+    uint32_t dyn_stale, dyn_fill_at; /* detour: legacy values still to fill */
+    int64_t dyn_stale_from;          /* detour: the first epoch waiting */
     /* socks / http */
     int udp;
     struct lr_account *accounts;
@@ -166,6 +168,7 @@ struct lr_daemon {
      * count from */
     uint8_t dyn_secret[32];
     double dyn_t0;
+    ev_timer dyn_fill_w;     /* fills rotated IDs' legacy values a bit at a time */
 };
 
 /* Destination of a connection, as the inbound decoded it. */

@@ -253,6 +253,11 @@ static void second_add(struct lr_users *u, int64_t ts)
     uint32_t k = 0;
     for (uint32_t i = 0; i < u->n; i++) {
         struct lr_user *us = &u->v[i];
+        if (us->legacy_stale) {
+            /* lr_users_legacy_fill adds its whole window at once */
+            k += 1 + us->alter_id;
+            continue;
+        }
         for (int32_t a = -1; a < (int32_t)us->alter_id; a++, k++) {
             struct lr_legacy_entry *e = entry_at(u, base + k);
             const uint8_t *id = a < 0 ? us->id : us->alt_ids + 16 * a;
@@ -311,6 +316,8 @@ LR_API int lr_users_refresh(struct lr_users *u, int64_t now)
         u->hi = 0;
     }
     if (u->lo > u->hi) {
+        for (uint32_t i = 0; i < u->n; i++)
+            u->v[i].legacy_stale = 0; /* computed now with everyone */
         for (int64_t t = want_lo; t <= want_hi; t++)
             second_add(u, t);
         u->lo = want_lo;
@@ -350,40 +357,53 @@ static int authid_schedule(const uint8_t *cmd_key, struct lr_aes_block *b)
     return rc;
 }
 
-int lr_users_set_id(struct lr_users *u, uint32_t i, const uint8_t *id)
+/* User i's entries for every second the table holds. */
+static void user_seconds(struct lr_users *u, uint32_t i, int add)
+{
+    struct lr_user *e = &u->v[i];
+    if (!u->slab || u->lo > u->hi)
+        return;
+    for (int64_t t = u->lo; t <= u->hi; t++) {
+        uint32_t base = (uint32_t)(((uint64_t)t) % LEGACY_RING) * u->ids +
+                        e->slab_off;
+        for (int32_t a = -1; a < (int32_t)e->alter_id; a++) {
+            uint32_t at = base + (uint32_t)(a + 1);
+            if (!add) {
+                index_remove(u, at);
+                continue;
+            }
+            struct lr_legacy_entry *le = entry_at(u, at);
+            lr_legacy_auth(a < 0 ? e->id : e->alt_ids + 16 * a, t, le->auth);
+            le->ts = t;
+            le->user = (int32_t)i;
+            le->id_index = a;
+            le->tainted = 0;
+            index_insert(u, at);
+        }
+    }
+}
+
+int lr_users_set_id(struct lr_users *u, uint32_t i, const uint8_t *id,
+                    int defer_legacy)
 {
     if (i >= u->n)
         return LR_EINVAL;
     struct lr_user *e = &u->v[i];
     struct lr_aes_block b = {0};
-    /* the legacy entries of the old ID leave the index first (it is keyed
-     * by their auth values) */
-    uint32_t per = 1 + e->alter_id;
-    if (u->slab && u->lo <= u->hi)
-        for (int64_t t = u->lo; t <= u->hi; t++) {
-            uint32_t base = (uint32_t)(((uint64_t)t) % LEGACY_RING) * u->ids +
-                            e->slab_off;
-            for (uint32_t k = 0; k < per; k++)
-                index_remove(u, base + k);
-        }
+    /* the old ID's legacy values leave the index first (it is keyed by
+     * them); a user already waiting has none in it */
+    if (!e->legacy_stale)
+        user_seconds(u, i, 0);
     memcpy(e->id, id, 16);
     lr_cmd_key(id, e->cmd_key);
     if (e->alter_id)
         lr_alter_ids(id, e->alter_id, e->alt_ids);
-    if (u->slab && u->lo <= u->hi)
-        for (int64_t t = u->lo; t <= u->hi; t++) {
-            uint32_t base = (uint32_t)(((uint64_t)t) % LEGACY_RING) * u->ids +
-                            e->slab_off;
-            for (int32_t a = -1; a < (int32_t)e->alter_id; a++) {
-                struct lr_legacy_entry *le = entry_at(u, base + (uint32_t)(a + 1));
-                lr_legacy_auth(a < 0 ? e->id : e->alt_ids + 16 * a, t, le->auth);
-                le->ts = t;
-                le->user = (int32_t)i;
-                le->id_index = a;
-                le->tainted = 0;
-                index_insert(u, base + (uint32_t)(a + 1));
-            }
-        }
+    if (defer_legacy && u->slab && u->lo <= u->hi) {
+        e->legacy_stale = 1;
+    } else {
+        e->legacy_stale = 0;
+        user_seconds(u, i, 1);
+    }
     /* Out of memory for the new AuthID schedule: the old one stays, so an
      * AuthID of the old ID still matches, but its header cannot be opened
      * with the new cmdKey and is refused all the same. */
@@ -393,4 +413,13 @@ int lr_users_set_id(struct lr_users *u, uint32_t i, const uint8_t *id)
     lr_aes_block_deinit(&e->authid);
     e->authid = b;
     return LR_OK;
+}
+
+int lr_users_legacy_fill(struct lr_users *u, uint32_t i)
+{
+    if (i >= u->n || !u->v[i].legacy_stale)
+        return 0;
+    u->v[i].legacy_stale = 0;
+    user_seconds(u, i, 1);
+    return 1;
 }

@@ -507,7 +507,7 @@ describe("dynamic port: per-user detour IDs", function()
       "the old ID was refused before a client's valid_min ran out: " .. table.concat(probes, " "))
     assert_refused(try(P.clk_d, last.id, { dst_port = echo.port }), "the old ID, once more")
     assert.is_true(try(P.clk_d, new.id, { dst_port = echo.port }).answered, "the new ID meanwhile")
-    print(("\n  dynamic port: the old ID last announced at t; probes %s; refused from %.1f s"):format(
+    print(("# dynamic port: the old ID was last announced at t; probes at t + %s; refused from %.1f s"):format(
       table.concat(probes, " "), refused_at))
   end))
 end)
