@@ -454,9 +454,10 @@ void lr_dyn_roll(struct lr_inbound *ib)
             ev_timer_set(&ib->d->dyn_fill_w, after > 0 ? after : 0., 0.01);
             ev_timer_start(ib->d->loop, &ib->d->dyn_fill_w);
         }
-    } else if (ib->dyn_stale) {
-        dyn_fill(ib, 1e9); /* an older generation's: no timer for it */
     }
+    /* An older generation's detour only finishes handshakes begun before
+     * the reload: it rotates (old IDs expire there too) but is not filled;
+     * clients told a new ID connect to the current generation's. */
 }
 
 const struct lr_cmd_switch *lr_dyn_command(struct lr_inbound *ib,
@@ -470,7 +471,7 @@ const struct lr_cmd_switch *lr_dyn_command(struct lr_inbound *ib,
     int64_t e = dyn_epoch(ib->d, dt->dyn_minutes, mono_now());
     /* the ID announced must be whole on the detour, legacy values too */
     lr_dyn_roll(dt);
-    if (dt->dyn_stale && e >= dt->dyn_stale_from)
+    if (dt->dyn_stale && e >= dt->dyn_stale_from && dt->gen == dt->d->gen)
         dyn_fill(dt, 1e9);
     if (dyn_id(ib->d, dt->tag, dt->dyn_minutes, u->id, e, buf->id) != LR_OK) {
         lr_wipe(buf, sizeof(*buf));
