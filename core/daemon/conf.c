@@ -443,47 +443,40 @@ LR_API int lr_conf_default(struct lr_conf *c, const char *tag)
     return LR_OK;
 }
 
-int lr_conf_expand_dynamic(struct lr_conf *c, struct lr_gen *old, char *err,
-                           size_t errlen)
+int lr_conf_expand_dynamic(struct lr_conf *c, char *err, size_t errlen)
 {
     uint32_t n = c->nib;
+    for (uint32_t i = 0; i < n; i++)
+        if (!c->ib[i].ib.is_detour)
+            c->ib[i].detour = c->ib[i].detour_of = -1;
     for (uint32_t i = 0; i < n; i++) {
         if (!c->ib[i].ib.dyn_lo || c->ib[i].ib.is_detour)
             continue;
-        uint8_t id[16];
-        char email[300];
-        lr_uuid_random(id);
-        snprintf(email, sizeof(email), "%s:dynamic", c->ib[i].ib.tag);
-        /* across a reload the announced user stays the same */
-        for (uint32_t k = 0; old && k < old->nusers; k++)
-            if (old->users[k].internal && strcmp(old->users[k].email, email) == 0)
-                memcpy(id, old->users[k].id, 16);
-        if (!GROW(c->users, c->nusers) || !GROW(c->ib, c->nib)) {
+        char tag[300];
+        snprintf(tag, sizeof(tag), "%s:dynamic", c->ib[i].ib.tag);
+        if (!GROW(c->ib, c->nib)) {
             snprintf(err, errlen, "out of memory");
             return -1;
         }
-        struct lr_user_info *u = &c->users[c->nusers];
-        memcpy(u->id, id, 16);
-        u->email = strdup(email);
-        u->alter_id = c->ib[i].ib.dyn_alter;
-        u->internal = 1;
         struct lr_conf_ib *main_ib = &c->ib[i], *d = &c->ib[c->nib];
         d->ib = main_ib->ib;            /* same host and options */
-        d->ib.tag = strdup(email);
+        d->ib.tag = strdup(tag);
         d->ib.host = strdup(main_ib->ib.host);
         d->ib.accounts = NULL;
         d->ib.naccounts = 0;
         d->ib.is_detour = 1;
         d->ib.users = NULL;
         d->ib.user_map = NULL;
+        d->ib.dyn_cmd = NULL;
         d->where = main_ib->where ? strdup(main_ib->where) : NULL;
-        d->detour_user = (int32_t)c->nusers;
-        main_ib->detour_user = -1;
-        c->nusers++;
+        d->detour_of = (int32_t)i;
+        d->detour = -1;
+        main_ib->detour = (int32_t)c->nib;
         c->nib++;
+        if (!d->ib.tag || !d->ib.host) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
     }
-    for (uint32_t i = 0; i < n; i++)
-        if (!c->ib[i].ib.is_detour)
-            c->ib[i].detour_user = -1;
     return 0;
 }

@@ -12,7 +12,8 @@ struct lr_conf_ib {
     char **users;                 /* restriction by email */
     uint32_t nusers;
     char *where;
-    int32_t detour_user;          /* dynamic-port listener: its only user */
+    int32_t detour_of;            /* dynamic-port listener: its main inbound */
+    int32_t detour;               /* a main inbound: its dynamic-port listener */
 };
 
 struct lr_conf_ob {
@@ -26,9 +27,10 @@ struct lr_conf_rule {
     char *where;
 };
 
-/* Adds the dynamic-port listeners (one per inbound with dynamic_port). */
-int lr_conf_expand_dynamic(struct lr_conf *c, struct lr_gen *old, char *err,
-                           size_t errlen);
+/* Adds the dynamic-port listeners (one per inbound with dynamic_port).
+ * A listener has no users of its own: gen_build gives it one rotating ID
+ * per user of its main inbound (daemon.c, "dynamic port"). */
+int lr_conf_expand_dynamic(struct lr_conf *c, char *err, size_t errlen);
 
 struct lr_conf {
     char error[512];

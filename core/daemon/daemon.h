@@ -49,11 +49,15 @@ struct lr_inbound {
     struct lr_users *users;      /* the users this inbound accepts */
     int32_t *user_map;           /* inbound user index -> daemon user index */
     /* dynamic port: the announced detour (on the main inbound), or the
-     * detour listener itself (is_detour) */
+     * detour listener itself (is_detour); see "dynamic port" in daemon.c */
     uint16_t dyn_lo, dyn_hi;
     uint32_t dyn_alter, dyn_minutes;
     int is_detour;
-    struct lr_cmd_switch *dyn_cmd;
+    struct lr_cmd_switch *dyn_cmd;   /* main: port, alter_ids, valid_min */
+    struct lr_inbound *dyn_detour;   /* main: its detour listener */
+    int64_t dyn_roll;                /* detour: the roll its IDs are for */
+    uint32_t dyn_stale, dyn_fill_at; /* detour: legacy values still to fill */
+    int64_t dyn_stale_from;          /* detour: the first epoch waiting */
     /* socks / http */
     int udp;
     struct lr_account *accounts;
@@ -84,7 +88,6 @@ struct lr_user_info {
     uint8_t id[16];
     char *email;
     uint32_t alter_id, level;
-    int internal;                 /* a dynamic-port user: only its listener */
 };
 
 /* A compiled routing rule (first match wins). */
@@ -164,6 +167,12 @@ struct lr_daemon {
     int stopping;
     double grace_seconds;
     double stop_deadline;
+    /* dynamic port: the key of the per-user detour IDs (random per
+     * process, never leaves it) and the monotonic time their epochs
+     * count from */
+    uint8_t dyn_secret[32];
+    double dyn_t0;
+    ev_timer dyn_fill_w;     /* fills rotated IDs' legacy values a bit at a time */
 };
 
 /* Destination of a connection, as the inbound decoded it. */

@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "base/log.h"
+#include "daemon/daemon_api.h"
 #include "net/conn.h"
 
 void lr_mux_start(struct lr_conn *c);
@@ -47,6 +48,8 @@ static void vin_readable(struct lr_conn *c)
     struct lr_inbound *ib = c->ib;
     struct lr_req req;
     size_t used = 0;
+    if (ib->is_detour)
+        lr_dyn_roll(ib); /* its per-user IDs, up to the epoch */
     int rc = lr_req_decode(&st->dec, ib->users, c->d->replay,
                            lr_buf_head(c->up.in), lr_buf_len(c->up.in),
                            (int64_t)time(NULL), &req, &used);
@@ -75,6 +78,9 @@ static void vin_readable(struct lr_conn *c)
     }
     uint8_t rk[16], ri[16], hdr[LR_RESP_WIRE_MAX];
     size_t hn = 0;
+    /* the dynamic-port command names this user's own detour ID */
+    struct lr_cmd_switch sw;
+    const struct lr_cmd_switch *cmd = lr_dyn_command(ib, &c->gen->users[c->user], &sw);
     uint32_t flags = c->dst.network == LR_NET_UDP ? LR_BODY_UDP : 0;
     lr_resp_keys(req.mode, req.body_key, req.body_iv, rk, ri);
     c->up.dec = lr_body_new();
@@ -85,10 +91,11 @@ static void vin_readable(struct lr_conn *c)
         lr_body_init(c->down.enc, req.security, req.option, rk, ri,
                      req.body_key, req.body_iv,
                      flags | (req.mode == LR_MODE_LEGACY ? LR_BODY_LEGACY_RESP : 0)) != LR_OK ||
-        lr_resp_encode(req.mode, rk, ri, c->down.enc, req.v, ib->dyn_cmd, hdr,
+        lr_resp_encode(req.mode, rk, ri, c->down.enc, req.v, cmd, hdr,
                        sizeof(hdr), &hn) != LR_OK ||
         !(c->down.prefix = malloc(hn))) {
         lr_wipe(&req, sizeof(req));
+        lr_wipe(&sw, sizeof(sw));
         lr_conn_close(c, "vmess setup failed");
         return;
     }
@@ -96,6 +103,7 @@ static void vin_readable(struct lr_conn *c)
     c->down.prefix_len = (uint16_t)hn;
     c->down.lazy_prefix = 1;
     lr_wipe(&req, sizeof(req));
+    lr_wipe(&sw, sizeof(sw));
     lr_wipe(rk, sizeof(rk));
     free(c->ib_state);
     c->ib_state = NULL;

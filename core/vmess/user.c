@@ -154,10 +154,11 @@ LR_API void lr_users_free(struct lr_users *u)
     free(u);
 }
 
+static int authid_schedule(const uint8_t *cmd_key, struct lr_aes_block *b);
+
 LR_API int lr_users_add(struct lr_users *u, const uint8_t *id,
                         uint32_t alter_id)
 {
-    uint8_t akey[16];
     int rc;
     if (alter_id > 65535)
         return LR_EINVAL;
@@ -183,11 +184,7 @@ LR_API int lr_users_add(struct lr_users *u, const uint8_t *id,
             return LR_ENOMEM;
         lr_alter_ids(id, alter_id, e->alt_ids);
     }
-    rc = lr_kdf16_str(e->cmd_key, 16, "AES Auth ID Encryption", NULL, 0,
-                      NULL, 0, akey);
-    if (rc == LR_OK)
-        rc = lr_aes_block_init(&e->authid, akey, 0);
-    lr_wipe(akey, sizeof(akey));
+    rc = authid_schedule(e->cmd_key, &e->authid);
     if (rc != LR_OK) {
         free(e->alt_ids);
         return rc;
@@ -256,6 +253,11 @@ static void second_add(struct lr_users *u, int64_t ts)
     uint32_t k = 0;
     for (uint32_t i = 0; i < u->n; i++) {
         struct lr_user *us = &u->v[i];
+        if (us->legacy_stale) {
+            /* lr_users_legacy_fill adds its whole window at once */
+            k += 1 + us->alter_id;
+            continue;
+        }
         for (int32_t a = -1; a < (int32_t)us->alter_id; a++, k++) {
             struct lr_legacy_entry *e = entry_at(u, base + k);
             const uint8_t *id = a < 0 ? us->id : us->alt_ids + 16 * a;
@@ -285,8 +287,10 @@ LR_API int lr_users_refresh(struct lr_users *u, int64_t now)
         return LR_EINVAL;
     if (!u->slab) {
         uint32_t ids = 0;
-        for (uint32_t i = 0; i < u->n; i++)
+        for (uint32_t i = 0; i < u->n; i++) {
+            u->v[i].slab_off = ids;
             ids += 1 + u->v[i].alter_id;
+        }
         size_t entries = (size_t)ids * LEGACY_RING;
         size_t isize = 1;
         while (isize < entries * 2)
@@ -312,6 +316,8 @@ LR_API int lr_users_refresh(struct lr_users *u, int64_t now)
         u->hi = 0;
     }
     if (u->lo > u->hi) {
+        for (uint32_t i = 0; i < u->n; i++)
+            u->v[i].legacy_stale = 0; /* computed now with everyone */
         for (int64_t t = want_lo; t <= want_hi; t++)
             second_add(u, t);
         u->lo = want_lo;
@@ -337,4 +343,83 @@ struct lr_legacy_entry *lr_users_legacy_find(struct lr_users *u,
             return e;
     }
     return NULL;
+}
+
+/* The AuthID decryption schedule of a cmdKey. */
+static int authid_schedule(const uint8_t *cmd_key, struct lr_aes_block *b)
+{
+    uint8_t akey[16];
+    int rc = lr_kdf16_str(cmd_key, 16, "AES Auth ID Encryption", NULL, 0,
+                          NULL, 0, akey);
+    if (rc == LR_OK)
+        rc = lr_aes_block_init(b, akey, 0);
+    lr_wipe(akey, sizeof(akey));
+    return rc;
+}
+
+/* User i's entries for every second the table holds. */
+static void user_seconds(struct lr_users *u, uint32_t i, int add)
+{
+    struct lr_user *e = &u->v[i];
+    if (!u->slab || u->lo > u->hi)
+        return;
+    for (int64_t t = u->lo; t <= u->hi; t++) {
+        uint32_t base = (uint32_t)(((uint64_t)t) % LEGACY_RING) * u->ids +
+                        e->slab_off;
+        for (int32_t a = -1; a < (int32_t)e->alter_id; a++) {
+            uint32_t at = base + (uint32_t)(a + 1);
+            if (!add) {
+                index_remove(u, at);
+                continue;
+            }
+            struct lr_legacy_entry *le = entry_at(u, at);
+            lr_legacy_auth(a < 0 ? e->id : e->alt_ids + 16 * a, t, le->auth);
+            le->ts = t;
+            le->user = (int32_t)i;
+            le->id_index = a;
+            le->tainted = 0;
+            index_insert(u, at);
+        }
+    }
+}
+
+int lr_users_set_id(struct lr_users *u, uint32_t i, const uint8_t *id,
+                    int defer_legacy)
+{
+    if (i >= u->n)
+        return LR_EINVAL;
+    struct lr_user *e = &u->v[i];
+    struct lr_aes_block b = {0};
+    /* the old ID's legacy values leave the index first (it is keyed by
+     * them); a user already waiting has none in it */
+    if (!e->legacy_stale)
+        user_seconds(u, i, 0);
+    memcpy(e->id, id, 16);
+    lr_cmd_key(id, e->cmd_key);
+    if (e->alter_id)
+        lr_alter_ids(id, e->alter_id, e->alt_ids);
+    if (defer_legacy && u->slab && u->lo <= u->hi) {
+        e->legacy_stale = 1;
+    } else {
+        e->legacy_stale = 0;
+        user_seconds(u, i, 1);
+    }
+    /* Out of memory for the new AuthID schedule: the old one stays, so an
+     * AuthID of the old ID still matches, but its header cannot be opened
+     * with the new cmdKey and is refused all the same. */
+    int rc = authid_schedule(e->cmd_key, &b);
+    if (rc != LR_OK)
+        return rc;
+    lr_aes_block_deinit(&e->authid);
+    e->authid = b;
+    return LR_OK;
+}
+
+int lr_users_legacy_fill(struct lr_users *u, uint32_t i)
+{
+    if (i >= u->n || !u->v[i].legacy_stale)
+        return 0;
+    u->v[i].legacy_stale = 0;
+    user_seconds(u, i, 1);
+    return 1;
 }

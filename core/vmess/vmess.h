@@ -20,6 +20,8 @@ struct lr_user {
     uint32_t alter_id;
     uint8_t *alt_ids;             /* alter_id * 16 bytes */
     struct lr_aes_block authid;   /* AES-128 decrypt schedule of the AuthID key */
+    uint32_t slab_off;            /* its first entry in each legacy slab */
+    uint8_t legacy_stale;         /* its legacy auth values wait (set_id) */
 };
 
 /* One legacy auth value: which user and ID signed which second. */
@@ -46,6 +48,24 @@ struct lr_users {
 
 struct lr_legacy_entry *lr_users_legacy_find(struct lr_users *u,
                                              const uint8_t *auth);
+
+/* Replaces the ID of user `i` in place (its alter_id count stays): cmdKey,
+ * alternates, AuthID key and, when the legacy table is built, that user's
+ * auth values for every second it holds.  A decoder that had matched the
+ * old ID fails on its next call (the new key does not fit).  The dynamic
+ * port rotates its per-user IDs with this.  With `defer_legacy` the old
+ * ID's legacy values leave the table at once but the new ID's are only
+ * computed by lr_users_legacy_fill (or a rebuild of the table); until then
+ * a legacy header under the new ID is not recognised.  LR_OK, LR_EINVAL,
+ * or an error of the KDF/cipher: then only the AuthID key is left as it
+ * was, so an AEAD header under either ID fails (its AuthID matches the old
+ * key, its header opens only under the new cmdKey) until a call succeeds. */
+int lr_users_set_id(struct lr_users *u, uint32_t i, const uint8_t *id,
+                    int defer_legacy);
+/* Computes the legacy auth values user `i` waits for, if any: 1 when it
+ * did (about 240 * (1 + alter_id) HMAC-MD5s), 0 when there was nothing to
+ * do. */
+int lr_users_legacy_fill(struct lr_users *u, uint32_t i);
 
 /* Drops this thread's cached AuthID key schedule (a worker ending). */
 void lr_hdr_thread_end(void);

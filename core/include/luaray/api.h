@@ -516,8 +516,9 @@ LR_API int lr_conf_inbound(struct lr_conf *c, const struct lr_conf_inbound *ib);
 LR_API int lr_conf_inbound_account(struct lr_conf *c, const char *user,
                                    const char *pass);
 /* Gives the last (VMess) inbound a dynamic port: a second listener on a
- * port drawn from [lo, hi] with a fresh random user, announced to clients
- * in every response (command 0x01) as valid for `minutes`. */
+ * port drawn from [lo, hi], announced in every response (command 0x01)
+ * with the user's own detour ID for the current `minutes`-long epoch
+ * (daemon.c, "dynamic port"). */
 LR_API int lr_conf_inbound_dynamic(struct lr_conf *c, uint16_t lo, uint16_t hi,
                                    uint32_t alter_id, uint32_t minutes);
 /* Restricts a VMess inbound to the named users (default: all users). */
