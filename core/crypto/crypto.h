@@ -109,6 +109,16 @@ int lr_kdf_str(const uint8_t *key, size_t klen, const char *salt,
 
 /* --- misc */
 void lr_wipe(void *p, size_t len);
+/* HMAC-MD5 under a 16-byte key, its padded key blocks hashed once
+ * (md5pre.c): the chaining values after ipad and after opad. */
+struct lr_hmac_md5_key {
+    uint32_t i[4], o[4];
+};
+void lr_hmac_md5_key16(const uint8_t *key16, struct lr_hmac_md5_key *k);
+/* HMAC-MD5(key, msg8) of an 8-byte message: two MD5 compressions. */
+void lr_hmac_md5_8(const struct lr_hmac_md5_key *k, const uint8_t *msg8,
+                   uint8_t *out16);
+
 void lr_md5_2(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen,
               uint8_t *out);
 

@@ -383,9 +383,9 @@ static int match_authid(struct lr_users *users, const uint8_t *a, int64_t now,
 
 static void taint(struct lr_users *users, const uint8_t *auth)
 {
-    struct lr_legacy_entry *e = lr_users_legacy_find(users, auth);
-    if (e)
-        e->tainted = 1;
+    struct lr_legacy_entry e;
+    if (lr_users_legacy_find(users, auth, &e))
+        lr_users_legacy_taint(users, &e, 1);
 }
 
 static int fail(struct lr_req_dec *dec, int rc)
@@ -457,16 +457,15 @@ LR_API int lr_req_decode(struct lr_req_dec *dec, struct lr_users *users,
         } else if (rc == LR_ECRYPTO) {
             return fail(dec, rc);
         } else {
-            struct lr_legacy_entry *e = users->legacy
-                ? lr_users_legacy_find(users, buf) : NULL;
-            if (!e)
+            struct lr_legacy_entry e;
+            if (!users->legacy || !lr_users_legacy_find(users, buf, &e))
                 return fail(dec, rc);
-            if (e->tainted)
+            if (e.tainted)
                 return fail(dec, LR_ETAINTED);
             dec->mode = LR_MODE_LEGACY;
-            dec->user = e->user;
-            dec->id_index = e->id_index;
-            dec->ts = e->ts;
+            dec->user = e.user;
+            dec->id_index = e.id_index;
+            dec->ts = e.ts;
             dec->stage = ST_LEGACY;
         }
     }

@@ -9,6 +9,7 @@
  * an auth value to its entry.  A refresh only computes the seconds that
  * enter the window and unlinks the ones that leave it.
  */
+#include <stdatomic.h>
 #include <string.h>
 
 #include <openssl/evp.h>
@@ -121,33 +122,48 @@ LR_API struct lr_users *lr_users_new(void)
 {
     struct lr_users *u = calloc(1, sizeof(*u));
     if (u) {
+        atomic_init(&u->refs, 1);
         u->lo = 1;
         u->hi = 0;
     }
     return u;
 }
 
+void lr_users_ref(struct lr_users *u)
+{
+    atomic_fetch_add(&u->refs, 1);
+}
+
 static void legacy_drop(struct lr_users *u)
 {
-    free(u->slab);
+    if (u->tags)
+        lr_wipe(u->tags, sizeof(*u->tags) * (size_t)LEGACY_RING * u->ids);
+    free(u->tags);
+    free(u->tainted);
+    free(u->owner);
     free(u->index);
-    u->slab = NULL;
+    u->tags = NULL;
+    u->tainted = NULL;
+    u->owner = NULL;
     u->index = NULL;
+    u->ids = 0;
     u->lo = 1;
     u->hi = 0;
 }
 
 LR_API void lr_users_free(struct lr_users *u)
 {
-    if (!u)
+    if (!u || atomic_fetch_sub(&u->refs, 1) > 1)
         return;
     for (uint32_t i = 0; i < u->n; i++) {
         lr_aes_block_deinit(&u->v[i].authid);
         free(u->v[i].alt_ids);
+        if (u->v[i].hk)
+            lr_wipe(u->v[i].hk, sizeof(*u->v[i].hk) * (1 + (size_t)u->v[i].alter_id));
+        free(u->v[i].hk);
     }
-    if (u->slab)
-        lr_wipe(u->slab, sizeof(*u->slab) * LEGACY_RING * u->ids);
     legacy_drop(u);
+    free(u->byid);
     if (u->v)
         lr_wipe(u->v, sizeof(*u->v) * u->cap);
     free(u->v);
@@ -156,15 +172,67 @@ LR_API void lr_users_free(struct lr_users *u)
 
 static int authid_schedule(const uint8_t *cmd_key, struct lr_aes_block *b);
 
+static uint32_t id_hash(const uint8_t *id)
+{
+    uint64_t h;
+    memcpy(&h, id, 8);
+    h ^= h >> 29;
+    h *= 0xbf58476d1ce4e5b9ULL;
+    return (uint32_t)(h ^ (h >> 32));
+}
+
+/* The user with ID `id`, or -1. */
+static int32_t by_id(const struct lr_users *u, const uint8_t *id)
+{
+    if (!u->byid)
+        return -1;
+    for (uint32_t j = id_hash(id) & u->byid_mask; u->byid[j];
+         j = (j + 1) & u->byid_mask)
+        if (memcmp(u->v[u->byid[j] - 1].id, id, 16) == 0)
+            return (int32_t)(u->byid[j] - 1);
+    return -1;
+}
+
+/* (Re)builds the ID index for `want` users. */
+static int byid_rebuild(struct lr_users *u, uint32_t want)
+{
+    uint32_t slots = 16;
+    while (slots < want * 2)
+        slots <<= 1;
+    uint32_t *t = calloc(slots, sizeof(*t));
+    if (!t)
+        return LR_ENOMEM;
+    for (uint32_t i = 0; i < u->n; i++) {
+        uint32_t j = id_hash(u->v[i].id) & (slots - 1);
+        while (t[j])
+            j = (j + 1) & (slots - 1);
+        t[j] = i + 1;
+    }
+    free(u->byid);
+    u->byid = t;
+    u->byid_mask = slots - 1;
+    return LR_OK;
+}
+
+/* The HMAC-MD5 key states of a user's main ID and alternates. */
+static void user_keys(struct lr_user *e)
+{
+    lr_hmac_md5_key16(e->id, &e->hk[0]);
+    for (uint32_t a = 0; a < e->alter_id; a++)
+        lr_hmac_md5_key16(e->alt_ids + 16 * a, &e->hk[1 + a]);
+}
+
 LR_API int lr_users_add(struct lr_users *u, const uint8_t *id,
                         uint32_t alter_id)
 {
     int rc;
     if (alter_id > 65535)
         return LR_EINVAL;
-    for (uint32_t i = 0; i < u->n; i++)
-        if (memcmp(u->v[i].id, id, 16) == 0)
-            return LR_EINVAL;
+    if (by_id(u, id) >= 0)
+        return LR_EINVAL;
+    if ((u->n + 1) * 2 > (u->byid ? u->byid_mask + 1 : 0) &&
+        byid_rebuild(u, u->n + 1) != LR_OK)
+        return LR_ENOMEM;
     if (u->n == u->cap) {
         uint32_t ncap = u->cap ? u->cap * 2 : 8;
         struct lr_user *nv = realloc(u->v, sizeof(*nv) * ncap);
@@ -178,17 +246,28 @@ LR_API int lr_users_add(struct lr_users *u, const uint8_t *id,
     memcpy(e->id, id, 16);
     lr_cmd_key(id, e->cmd_key);
     e->alter_id = alter_id;
+    e->hk = malloc(sizeof(*e->hk) * (1 + (size_t)alter_id));
+    if (!e->hk)
+        return LR_ENOMEM;
     if (alter_id) {
         e->alt_ids = malloc((size_t)alter_id * 16);
-        if (!e->alt_ids)
+        if (!e->alt_ids) {
+            free(e->hk);
             return LR_ENOMEM;
+        }
         lr_alter_ids(id, alter_id, e->alt_ids);
     }
+    user_keys(e);
     rc = authid_schedule(e->cmd_key, &e->authid);
     if (rc != LR_OK) {
         free(e->alt_ids);
+        free(e->hk);
         return rc;
     }
+    uint32_t j = id_hash(id) & u->byid_mask;
+    while (u->byid[j])
+        j = (j + 1) & u->byid_mask;
+    u->byid[j] = u->n + 1;
     /* the legacy table is sized by the ID count: rebuild on next refresh */
     legacy_drop(u);
     return (int)u->n++;
@@ -207,22 +286,31 @@ LR_API int lr_users_set_legacy(struct lr_users *u, int enabled)
     return LR_OK;
 }
 
-static inline uint32_t auth_hash(const uint8_t *auth)
+/* ------------------------------------------------------------ legacy table
+ *
+ * Entry e = slot * ids + k holds the first 8 bytes of the auth value of ID
+ * slot k (owner[k] is its user; k - slab_off - 1 its alternate index, -1
+ * the main ID) for the second t in [lo, hi] with t % LEGACY_RING == slot.
+ * A lookup that matches those 8 bytes recomputes the whole value and
+ * compares all 16, so the table keeps 8 bytes an entry and the rest of an
+ * entry is where it sits. */
+
+static inline uint32_t tag_hash(uint64_t tag)
 {
     /* HMAC-MD5 output under secret IDs: already uniform to an attacker */
-    uint64_t h;
-    memcpy(&h, auth, 8);
-    return (uint32_t)(h ^ (h >> 32));
+    return (uint32_t)(tag ^ (tag >> 32));
 }
 
-static inline struct lr_legacy_entry *entry_at(struct lr_users *u, uint32_t e)
+static inline uint64_t tag_of(const uint8_t *auth)
 {
-    return &u->slab[e];
+    uint64_t t;
+    memcpy(&t, auth, 8);
+    return t;
 }
 
 static void index_insert(struct lr_users *u, uint32_t e)
 {
-    uint32_t i = auth_hash(entry_at(u, e)->auth) & u->index_mask;
+    uint32_t i = tag_hash(u->tags[e]) & u->index_mask;
     while (u->index[i])
         i = (i + 1) & u->index_mask;
     u->index[i] = e + 1;
@@ -231,14 +319,14 @@ static void index_insert(struct lr_users *u, uint32_t e)
 static void index_remove(struct lr_users *u, uint32_t e)
 {
     uint32_t m = u->index_mask;
-    uint32_t i = auth_hash(entry_at(u, e)->auth) & m;
+    uint32_t i = tag_hash(u->tags[e]) & m;
     while (u->index[i] && u->index[i] != e + 1)
         i = (i + 1) & m;
     if (!u->index[i])
         return;
     /* backward-shift: pull later members of the probe run into the hole */
     for (uint32_t j = (i + 1) & m; u->index[j]; j = (j + 1) & m) {
-        uint32_t home = auth_hash(entry_at(u, u->index[j] - 1)->auth) & m;
+        uint32_t home = tag_hash(u->tags[u->index[j] - 1]) & m;
         if (((j - home) & m) >= ((j - i) & m)) {
             u->index[i] = u->index[j];
             i = j;
@@ -247,27 +335,35 @@ static void index_remove(struct lr_users *u, uint32_t e)
     u->index[i] = 0;
 }
 
+static inline void set_taint(struct lr_users *u, uint32_t e, int on)
+{
+    if (on)
+        u->tainted[e >> 3] |= (uint8_t)(1u << (e & 7));
+    else
+        u->tainted[e >> 3] &= (uint8_t)~(1u << (e & 7));
+}
+
+/* The auth value of ID slot k of user us for second ts, into the table. */
+static void entry_put(struct lr_users *u, const struct lr_user *us, uint32_t k,
+                      int64_t ts)
+{
+    uint8_t t[8], auth[16];
+    uint32_t e = (uint32_t)(((uint64_t)ts) % LEGACY_RING) * u->ids + k;
+    lr_put_be64(t, (uint64_t)ts);
+    lr_hmac_md5_8(&us->hk[k - us->slab_off], t, auth);
+    u->tags[e] = tag_of(auth);
+    set_taint(u, e, 0);
+    index_insert(u, e);
+}
+
 static void second_add(struct lr_users *u, int64_t ts)
 {
-    uint32_t base = (uint32_t)(((uint64_t)ts) % LEGACY_RING) * u->ids;
-    uint32_t k = 0;
     for (uint32_t i = 0; i < u->n; i++) {
-        struct lr_user *us = &u->v[i];
-        if (us->legacy_stale) {
-            /* lr_users_legacy_fill adds its whole window at once */
-            k += 1 + us->alter_id;
-            continue;
-        }
-        for (int32_t a = -1; a < (int32_t)us->alter_id; a++, k++) {
-            struct lr_legacy_entry *e = entry_at(u, base + k);
-            const uint8_t *id = a < 0 ? us->id : us->alt_ids + 16 * a;
-            lr_legacy_auth(id, ts, e->auth);
-            e->ts = ts;
-            e->user = (int32_t)i;
-            e->id_index = a;
-            e->tainted = 0;
-            index_insert(u, base + k);
-        }
+        const struct lr_user *us = &u->v[i];
+        if (us->legacy_stale)
+            continue; /* lr_users_legacy_fill adds its whole window at once */
+        for (uint32_t a = 0; a <= us->alter_id; a++)
+            entry_put(u, us, us->slab_off + a, ts);
     }
 }
 
@@ -278,6 +374,38 @@ static void second_remove(struct lr_users *u, int64_t ts)
         index_remove(u, base + k);
 }
 
+static int legacy_alloc(struct lr_users *u)
+{
+    uint32_t ids = 0;
+    for (uint32_t i = 0; i < u->n; i++) {
+        u->v[i].slab_off = ids;
+        ids += 1 + u->v[i].alter_id;
+    }
+    size_t entries = (size_t)ids * LEGACY_RING;
+    /* at most 241 of the ring's 256 seconds are held: load <= 0.75 */
+    size_t isize = 1;
+    while (isize < entries + entries / 4)
+        isize <<= 1;
+    if (isize > UINT32_MAX || entries >= UINT32_MAX)
+        return LR_ENOMEM;
+    u->tags = malloc(entries * sizeof(*u->tags));
+    u->tainted = calloc((entries + 7) / 8, 1);
+    u->owner = malloc((size_t)(ids ? ids : 1) * sizeof(*u->owner));
+    u->index = calloc(isize, sizeof(*u->index));
+    if (!u->tags || !u->tainted || !u->owner || !u->index) {
+        legacy_drop(u);
+        return LR_ENOMEM;
+    }
+    for (uint32_t i = 0; i < u->n; i++)
+        for (uint32_t a = 0; a <= u->v[i].alter_id; a++)
+            u->owner[u->v[i].slab_off + a] = i;
+    u->ids = ids;
+    u->index_mask = (uint32_t)(isize - 1);
+    u->lo = 1;
+    u->hi = 0;
+    return LR_OK;
+}
+
 LR_API int lr_users_refresh(struct lr_users *u, int64_t now)
 {
     if (!u->legacy || u->n == 0)
@@ -285,29 +413,8 @@ LR_API int lr_users_refresh(struct lr_users *u, int64_t now)
     int64_t want_lo = now - LR_TIME_WINDOW, want_hi = now + LR_TIME_WINDOW;
     if (now < 0)
         return LR_EINVAL;
-    if (!u->slab) {
-        uint32_t ids = 0;
-        for (uint32_t i = 0; i < u->n; i++) {
-            u->v[i].slab_off = ids;
-            ids += 1 + u->v[i].alter_id;
-        }
-        size_t entries = (size_t)ids * LEGACY_RING;
-        size_t isize = 1;
-        while (isize < entries * 2)
-            isize <<= 1;
-        if (isize > UINT32_MAX)
-            return LR_ENOMEM;
-        u->slab = calloc(entries, sizeof(*u->slab));
-        u->index = calloc(isize, sizeof(*u->index));
-        if (!u->slab || !u->index) {
-            legacy_drop(u);
-            return LR_ENOMEM;
-        }
-        u->ids = ids;
-        u->index_mask = (uint32_t)(isize - 1);
-        u->lo = 1;
-        u->hi = 0;
-    }
+    if (!u->tags && legacy_alloc(u) != LR_OK)
+        return LR_ENOMEM;
     /* a clock that jumped back, or a gap larger than the window: start over */
     if (u->lo <= u->hi && (want_lo < u->lo || want_lo > u->hi)) {
         for (int64_t t = u->lo; t <= u->hi; t++)
@@ -318,31 +425,71 @@ LR_API int lr_users_refresh(struct lr_users *u, int64_t now)
     if (u->lo > u->hi) {
         for (uint32_t i = 0; i < u->n; i++)
             u->v[i].legacy_stale = 0; /* computed now with everyone */
-        for (int64_t t = want_lo; t <= want_hi; t++)
-            second_add(u, t);
-        u->lo = want_lo;
-        u->hi = want_hi;
-        return LR_OK;
+        /* the seconds nearest to now first: a start-up that computes the
+         * window a part at a time (lr_users_refresh_step) serves the
+         * clients whose clocks agree with ours soonest */
+        u->lo = now;
+        u->hi = now - 1;
     }
     for (; u->lo < want_lo; u->lo++)
         second_remove(u, u->lo);
-    for (; u->hi < want_hi; u->hi++)
-        second_add(u, u->hi + 1);
+    while (u->hi < want_hi || u->lo > want_lo) {
+        if (u->hi < want_hi)
+            second_add(u, ++u->hi);
+        if (u->lo > want_lo)
+            second_add(u, --u->lo);
+    }
     return LR_OK;
 }
 
-struct lr_legacy_entry *lr_users_legacy_find(struct lr_users *u,
-                                             const uint8_t *auth)
+int lr_users_legacy_find(struct lr_users *u, const uint8_t *auth,
+                         struct lr_legacy_entry *out)
 {
-    if (!u->index)
-        return NULL;
+    if (!u->index || u->lo > u->hi)
+        return 0;
     uint32_t m = u->index_mask;
-    for (uint32_t i = auth_hash(auth) & m; u->index[i]; i = (i + 1) & m) {
-        struct lr_legacy_entry *e = entry_at(u, u->index[i] - 1);
-        if (lr_memeq_ct(e->auth, auth, 16) == 0)
-            return e;
+    uint64_t tag = tag_of(auth);
+    for (uint32_t i = tag_hash(tag) & m; u->index[i]; i = (i + 1) & m) {
+        uint32_t e = u->index[i] - 1;
+        if (u->tags[e] != tag)
+            continue;
+        uint32_t slot = e / u->ids, k = e % u->ids;
+        int64_t ts = u->lo + (int64_t)((slot + LEGACY_RING -
+                                        (uint32_t)(((uint64_t)u->lo) % LEGACY_RING)) %
+                                       LEGACY_RING);
+        const struct lr_user *us = &u->v[u->owner[k]];
+        uint8_t t[8], full[16];
+        lr_put_be64(t, (uint64_t)ts);
+        lr_hmac_md5_8(&us->hk[k - us->slab_off], t, full);
+        int same = lr_memeq_ct(full, auth, 16) == 0;
+        lr_wipe(full, sizeof(full));
+        if (!same)
+            continue;
+        out->entry = e;
+        out->ts = ts;
+        out->user = (int32_t)u->owner[k];
+        out->id_index = (int32_t)(k - us->slab_off) - 1;
+        out->tainted = (u->tainted[e >> 3] >> (e & 7)) & 1;
+        return 1;
     }
-    return NULL;
+    return 0;
+}
+
+void lr_users_legacy_taint(struct lr_users *u, const struct lr_legacy_entry *e,
+                           int on)
+{
+    if (u->tainted && e->entry < (uint32_t)LEGACY_RING * u->ids)
+        set_taint(u, e->entry, on);
+}
+
+size_t lr_users_legacy_bytes(const struct lr_users *u)
+{
+    if (!u->tags)
+        return 0;
+    size_t entries = (size_t)LEGACY_RING * u->ids;
+    return entries * sizeof(*u->tags) + (entries + 7) / 8 +
+           (size_t)u->ids * sizeof(*u->owner) +
+           ((size_t)u->index_mask + 1) * sizeof(*u->index);
 }
 
 /* The AuthID decryption schedule of a cmdKey. */
@@ -361,24 +508,15 @@ static int authid_schedule(const uint8_t *cmd_key, struct lr_aes_block *b)
 static void user_seconds(struct lr_users *u, uint32_t i, int add)
 {
     struct lr_user *e = &u->v[i];
-    if (!u->slab || u->lo > u->hi)
+    if (!u->tags || u->lo > u->hi)
         return;
     for (int64_t t = u->lo; t <= u->hi; t++) {
-        uint32_t base = (uint32_t)(((uint64_t)t) % LEGACY_RING) * u->ids +
-                        e->slab_off;
-        for (int32_t a = -1; a < (int32_t)e->alter_id; a++) {
-            uint32_t at = base + (uint32_t)(a + 1);
-            if (!add) {
-                index_remove(u, at);
-                continue;
-            }
-            struct lr_legacy_entry *le = entry_at(u, at);
-            lr_legacy_auth(a < 0 ? e->id : e->alt_ids + 16 * a, t, le->auth);
-            le->ts = t;
-            le->user = (int32_t)i;
-            le->id_index = a;
-            le->tainted = 0;
-            index_insert(u, at);
+        uint32_t base = (uint32_t)(((uint64_t)t) % LEGACY_RING) * u->ids;
+        for (uint32_t a = 0; a <= e->alter_id; a++) {
+            if (add)
+                entry_put(u, e, e->slab_off + a, t);
+            else
+                index_remove(u, base + e->slab_off + a);
         }
     }
 }
@@ -390,6 +528,9 @@ int lr_users_set_id(struct lr_users *u, uint32_t i, const uint8_t *id,
         return LR_EINVAL;
     struct lr_user *e = &u->v[i];
     struct lr_aes_block b = {0};
+    int32_t other = by_id(u, id);
+    if (other >= 0 && (uint32_t)other != i)
+        return LR_EINVAL;
     /* the old ID's legacy values leave the index first (it is keyed by
      * them); a user already waiting has none in it */
     if (!e->legacy_stale)
@@ -398,7 +539,9 @@ int lr_users_set_id(struct lr_users *u, uint32_t i, const uint8_t *id,
     lr_cmd_key(id, e->cmd_key);
     if (e->alter_id)
         lr_alter_ids(id, e->alter_id, e->alt_ids);
-    if (defer_legacy && u->slab && u->lo <= u->hi) {
+    user_keys(e);
+    byid_rebuild(u, u->n); /* on ENOMEM the old index stays: only dup checks miss */
+    if (defer_legacy && u->tags && u->lo <= u->hi) {
         e->legacy_stale = 1;
     } else {
         e->legacy_stale = 0;

@@ -20,34 +20,51 @@ struct lr_user {
     uint32_t alter_id;
     uint8_t *alt_ids;             /* alter_id * 16 bytes */
     struct lr_aes_block authid;   /* AES-128 decrypt schedule of the AuthID key */
-    uint32_t slab_off;            /* its first entry in each legacy slab */
+    struct lr_hmac_md5_key *hk;   /* 1 + alter_id: legacy auth keys, main ID first */
+    uint32_t slab_off;            /* its first ID slot in the legacy table */
     uint8_t legacy_stale;         /* its legacy auth values wait (set_id) */
 };
 
-/* One legacy auth value: which user and ID signed which second. */
+/* A legacy auth value found in the table: which user and ID signed which
+ * second, and whether a failed header burnt it. */
 struct lr_legacy_entry {
-    uint8_t auth[16];
+    uint32_t entry;
     int64_t ts;
     int32_t user;
-    int32_t id_index;
+    int32_t id_index;             /* -1: the main ID */
     uint8_t tainted;
 };
 
 struct lr_users {
+    _Atomic uint32_t refs;        /* generations sharing it (lr_users_ref) */
     struct lr_user *v;
     uint32_t n, cap;
     int legacy;
-    /* legacy auth table: a ring of per-second slabs of `ids` entries each,
-     * indexed by an open-addressing hash of the auth value */
-    struct lr_legacy_entry *slab; /* LEGACY_RING * ids */
+    uint32_t *byid;               /* ID -> user + 1, open addressing */
+    uint32_t byid_mask;
+    /* legacy auth table (user.c): per second of the ring, one 8-byte tag per
+     * ID slot, indexed by an open-addressing hash of the tag */
+    uint64_t *tags;               /* LEGACY_RING * ids */
+    uint8_t *tainted;             /* one bit per entry */
+    uint32_t *owner;              /* ids: the user of each ID slot */
     uint32_t ids;                 /* sum over users of 1 + alter_id */
     uint32_t *index;              /* entry number + 1, 0 = empty */
     uint32_t index_mask;
     int64_t lo, hi;               /* seconds present: [lo, hi]; lo > hi: none */
 };
 
-struct lr_legacy_entry *lr_users_legacy_find(struct lr_users *u,
-                                             const uint8_t *auth);
+/* One more holder of u (a generation sharing its predecessor's table);
+ * lr_users_free drops one and frees with the last. */
+void lr_users_ref(struct lr_users *u);
+
+/* 1 and *out filled if `auth` is a legacy auth value the table holds. */
+int lr_users_legacy_find(struct lr_users *u, const uint8_t *auth,
+                         struct lr_legacy_entry *out);
+/* Marks (on) or clears a found value's taint. */
+void lr_users_legacy_taint(struct lr_users *u, const struct lr_legacy_entry *e,
+                           int on);
+/* Bytes the legacy table holds. */
+size_t lr_users_legacy_bytes(const struct lr_users *u);
 
 /* Replaces the ID of user `i` in place (its alter_id count stays): cmdKey,
  * alternates, AuthID key and, when the legacy table is built, that user's

@@ -361,16 +361,18 @@ static struct lr_replay *replay_new(int full, int64_t now)
     return rp;
 }
 
+static struct lr_legacy_entry found;
+
 static struct lr_legacy_entry *entry_of(const uint8_t *buf, size_t len)
 {
-    return len >= 16 ? lr_users_legacy_find(users, buf) : NULL;
+    return len >= 16 && lr_users_legacy_find(users, buf, &found) ? &found : NULL;
 }
 
 static void untaint(const uint8_t *buf, size_t len)
 {
     struct lr_legacy_entry *e = entry_of(buf, len);
     if (e)
-        e->tainted = 0;
+        lr_users_legacy_taint(users, e, 0);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
