@@ -14,6 +14,8 @@ struct lr_conf_ib {
     char *where;
     int32_t detour_of;            /* dynamic-port listener: its main inbound */
     int32_t detour;               /* a main inbound: its dynamic-port listener */
+    int32_t share;                /* gen_build: the running generation's inbound
+                                     whose user table this one takes over, or -1 */
 };
 
 struct lr_conf_ob {

@@ -12,6 +12,7 @@
  * Signals reach the main thread only, which passes them on (ev_async).
  */
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -235,13 +236,6 @@ static int find_ob(struct lr_conf *c, const char *tag)
     return -1;
 }
 
-static int find_user(struct lr_conf *c, const char *email)
-{
-    for (uint32_t i = 0; i < c->nusers; i++)
-        if (strcmp(c->users[i].email, email) == 0)
-            return (int)i;
-    return -1;
-}
 
 /* ----------------------------------------------------------- dynamic port
  *
@@ -342,14 +336,48 @@ static int dyn_id(const struct lr_daemon *d, const char *tag, uint32_t minutes,
 }
 
 /* Whether inbound `ci` accepts user `u` (its `users` list, or everyone). */
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* ci->users sorted (gen_build sorts them once) */
 static int user_allowed(const struct lr_conf_ib *ci, const struct lr_user_info *u)
 {
     if (ci->nusers == 0)
         return 1;
-    for (uint32_t j = 0; j < ci->nusers; j++)
-        if (strcmp(ci->users[j], u->email) == 0)
-            return 1;
-    return 0;
+    const char *key = u->email;
+    return bsearch(&key, ci->users, ci->nusers, sizeof(*ci->users), cmp_str) != NULL;
+}
+
+/* The running generation's VMess inbound (not a detour) whose user table
+ * holds exactly the users `ci` will accept, in the same order, with the
+ * same legacy setting: the new generation shares it instead of building
+ * another (no second legacy table, no HMACs).  Reads only what never
+ * changes once a table is built, so it runs off the loop. */
+static int32_t shareable(const struct lr_gen *old, const struct lr_conf *c,
+                         const struct lr_conf_ib *ci)
+{
+    for (uint32_t j = 0; old && j < old->nib; j++) {
+        const struct lr_inbound *o = &old->ib[j];
+        const struct lr_users *u = o->users;
+        if (o->type != LR_IB_VMESS || o->is_detour || !u ||
+            !u->legacy != !ci->ib.allow_legacy)
+            continue;
+        uint32_t n = 0;
+        int same = 1;
+        for (uint32_t k = 0; k < c->nusers && same; k++) {
+            const struct lr_user_info *x = &c->users[k];
+            if (!user_allowed(ci, x))
+                continue;
+            same = n < u->n && memcmp(u->v[n].id, x->id, 16) == 0 &&
+                   u->v[n].alter_id == x->alter_id;
+            n++;
+        }
+        if (same && n == u->n)
+            return (int32_t)j;
+    }
+    return -1;
 }
 
 /* A detour's table: DYN_SLOTS IDs for each user of its main inbound, in
@@ -535,6 +563,81 @@ void lr_gen_ref(struct lr_gen *g)
     g->refs++;
 }
 
+/* The reaper: a thread that frees released generations, so closing a Lua
+ * state and freeing 10,000 users' tables never holds a loop. */
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    struct lr_gen *head;
+    int running, quit;
+    pthread_t thread;
+} reaper = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, 0, 0, 0};
+
+static void *reaper_main(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&reaper.lock);
+    for (;;) {
+        while (!reaper.head && !reaper.quit)
+            pthread_cond_wait(&reaper.cond, &reaper.lock);
+        struct lr_gen *g = reaper.head;
+        if (!g)
+            break; /* quit, and nothing left */
+        reaper.head = g->reap_next;
+        pthread_mutex_unlock(&reaper.lock);
+        gen_free(g);
+        /* a generation of 10,000 users leaves tens of MB free in the heap */
+        malloc_trim(0);
+        pthread_mutex_lock(&reaper.lock);
+    }
+    pthread_mutex_unlock(&reaper.lock);
+    lr_cipher_thread_end();
+    lr_kdf_thread_end();
+    lr_hdr_thread_end();
+    return NULL;
+}
+
+static void reaper_start(void)
+{
+    pthread_mutex_lock(&reaper.lock);
+    if (!reaper.running) {
+        sigset_t all, old;
+        sigfillset(&all);
+        pthread_sigmask(SIG_BLOCK, &all, &old);
+        reaper.quit = 0;
+        reaper.running = pthread_create(&reaper.thread, NULL, reaper_main, NULL) == 0;
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+    }
+    pthread_mutex_unlock(&reaper.lock);
+}
+
+/* Frees what is queued and ends the thread (the daemon is done). */
+static void reaper_stop(void)
+{
+    pthread_mutex_lock(&reaper.lock);
+    int was = reaper.running;
+    reaper.quit = 1;
+    pthread_cond_signal(&reaper.cond);
+    pthread_mutex_unlock(&reaper.lock);
+    if (was)
+        pthread_join(reaper.thread, NULL);
+    reaper.running = 0;
+}
+
+static void reap(struct lr_gen *g)
+{
+    pthread_mutex_lock(&reaper.lock);
+    if (reaper.running) {
+        g->reap_next = reaper.head;
+        reaper.head = g;
+        pthread_cond_signal(&reaper.cond);
+        g = NULL;
+    }
+    pthread_mutex_unlock(&reaper.lock);
+    if (g)
+        gen_free(g);
+}
+
 void lr_gen_unref(struct lr_gen *g)
 {
     if (--g->refs > 0)
@@ -543,7 +646,7 @@ void lr_gen_unref(struct lr_gen *g)
         g->d->old_gens--;
         lr_info("generation %llu released", (unsigned long long)g->id);
     }
-    gen_free(g);
+    reap(g);
 }
 
 /* The old generation's inbound listening on the same address with the same
@@ -555,7 +658,9 @@ static struct lr_inbound *old_listener(struct lr_gen *old, struct lr_inbound *ib
         return NULL;
     for (uint32_t i = 0; i < old->nib; i++) {
         struct lr_inbound *o = &old->ib[i];
-        if (o->fd < 0 || o->type != ib->type || o->is_detour != ib->is_detour)
+        /* only fields that never change once built: a reload is built
+         * off the loop (the socket itself is taken when installed) */
+        if (o->type != ib->type || o->is_detour != ib->is_detour)
             continue;
         if (ib->is_detour) {
             if (strcmp(o->tag, ib->tag) == 0)
@@ -591,34 +696,70 @@ static int gen_build(struct lr_daemon *d, struct lr_conf *c, int dry_run,
     }
     if (lr_conf_expand_dynamic(c, err, errlen) != 0)
         return -1;
+    /* the users' emails, sorted, for the inbounds' `users` lists */
+    char **emails = calloc(c->nusers ? c->nusers : 1, sizeof(*emails));
+    if (!emails)
+        return errf(err, errlen, NULL, "out of memory");
+    for (uint32_t k = 0; k < c->nusers; k++)
+        emails[k] = c->users[k].email;
+    qsort(emails, c->nusers, sizeof(*emails), cmp_str);
     /* per-inbound user tables */
     for (uint32_t i = 0; i < c->nib; i++) {
         struct lr_conf_ib *ci = &c->ib[i];
         struct lr_inbound *ib = &ci->ib;
+        ci->share = -1;
+        ib->users_from = -1;
         if (ib->type != LR_IB_VMESS)
             continue;
-        ib->users = lr_users_new();
+        for (uint32_t j = 0; j < ci->nusers; j++)
+            if (!bsearch(&ci->users[j], emails, c->nusers, sizeof(*emails), cmp_str)) {
+                free(emails);
+                return errf(err, errlen, ci->where, "unknown user '%s'", ci->users[j]);
+            }
+        if (ci->nusers)
+            qsort(ci->users, ci->nusers, sizeof(*ci->users), cmp_str);
         ib->user_map = calloc(c->nusers ? c->nusers * (ib->is_detour ? DYN_SLOTS : 1)
                                         : 1, sizeof(int32_t));
-        if (!ib->users || !ib->user_map)
+        if (!ib->user_map) {
+            free(emails);
             return errf(err, errlen, ci->where, "out of memory");
-        if (ib->is_detour && dyn_table(d, c, ci) != 0)
+        }
+        if (!dry_run && !ib->is_detour && (ci->share = shareable(old, c, ci)) >= 0) {
+            /* the same users as the running generation's inbound: its
+             * table is taken over when installed */
+            ib->users_from = ci->share;
+            uint32_t n = 0;
+            for (uint32_t k = 0; k < c->nusers; k++)
+                if (user_allowed(ci, &c->users[k]))
+                    ib->user_map[n++] = (int32_t)k;
+            continue;
+        }
+        ib->users = lr_users_new();
+        if (!ib->users) {
+            free(emails);
+            return errf(err, errlen, ci->where, "out of memory");
+        }
+        if (ib->is_detour && dyn_table(d, c, ci) != 0) {
+            free(emails);
             return errf(err, errlen, ci->where, "cannot build the dynamic-port IDs");
+        }
         for (uint32_t k = 0; k < c->nusers && !ib->is_detour; k++) {
             if (!user_allowed(ci, &c->users[k]))
                 continue;
             int idx = lr_users_add(ib->users, c->users[k].id, c->users[k].alter_id);
-            if (idx < 0)
+            if (idx < 0) {
+                free(emails);
                 return errf(err, errlen, ci->where, "cannot add user '%s'", c->users[k].email);
+            }
             ib->user_map[idx] = (int32_t)k;
         }
-        for (uint32_t j = 0; j < ci->nusers; j++)
-            if (find_user(c, ci->users[j]) < 0)
-                return errf(err, errlen, ci->where, "unknown user '%s'", ci->users[j]);
         lr_users_set_legacy(ib->users, ib->allow_legacy);
-        if (lr_users_refresh(ib->users, now) != LR_OK)
+        if (lr_users_refresh(ib->users, now) != LR_OK) {
+            free(emails);
             return errf(err, errlen, ci->where, "out of memory");
+        }
     }
+    free(emails);
     /* listeners: carried over from the running generation, or opened */
     struct lr_inbound **carried = calloc(c->nib, sizeof(*carried));
     if (!carried)
@@ -736,6 +877,11 @@ static void gen_install(struct lr_daemon *d, struct lr_gen *g)
     struct lr_gen *old = d->gen;
     for (uint32_t i = 0; i < g->nib; i++) {
         struct lr_inbound *ib = &g->ib[i];
+        if (ib->users_from >= 0 && old) {
+            /* the same users as before: the running table, shared */
+            ib->users = old->ib[ib->users_from].users;
+            lr_users_ref(ib->users);
+        }
         if (ib->fd <= -2 && old) {
             struct lr_inbound *o = &old->ib[-2 - ib->fd];
             ev_io_stop(d->loop, &o->accept_w);
@@ -779,81 +925,183 @@ static void apply_logging(struct lr_daemon *d, struct lr_conf *c)
     lr_access_open(c->access_set ? c->access : "");
 }
 
+/* Installs a built generation with its script: logging, listeners,
+ * policies (on the loop, or before it runs). */
+static void gen_commit(struct lr_daemon *d, struct lr_conf *c, struct lr_gen *g,
+                       struct lr_script *script)
+{
+    g->script = script;
+    g->hooks = script ? lr_script_hooks(script) : 0;
+    if ((g->hooks & (1u << LR_HOOK_ROUTE)) && (g->hooks & LR_HOOKS_SNIFFED))
+        g->sniff = 1;
+    apply_logging(d, c);
+    gen_install(d, g);
+    for (uint32_t i = 0; i < c->npolicies; i++)
+        lr_policy_set(c->policies[i].email, &c->policies[i].p);
+}
+
 int lr_daemon_commit(struct lr_daemon *d, struct lr_conf *c,
                      struct lr_script *script, int dry_run, char *err,
                      size_t errlen)
 {
     struct lr_gen *g = NULL;
-    if (!dry_run && d->worker == 0) {
-        if (!d->gen) {
-            /* the first config fixes the number of workers */
-            d->conf_workers = (uint32_t)c->workers;
-            lr_sock_reuseport = c->workers > 1;
-        } else if ((uint32_t)c->workers != d->conf_workers) {
-            lr_warn("reload: workers %d in the config; %u keep running until a restart",
-                    c->workers, d->conf_workers);
-        }
+    if (!dry_run && d->worker == 0 && !d->gen) {
+        /* the first config fixes the number of workers */
+        d->conf_workers = (uint32_t)c->workers;
+        lr_sock_reuseport = c->workers > 1;
     }
     if (gen_build(d, c, dry_run, &g, err, errlen) != 0)
         return -1;
-    g->script = script;
-    g->hooks = script ? lr_script_hooks(script) : 0;
-    if ((g->hooks & (1u << LR_HOOK_ROUTE)) && (g->hooks & LR_HOOKS_SNIFFED))
-        g->sniff = 1;
     if (dry_run) {
-        g->script = NULL;
         gen_free(g);
         return 0;
     }
-    apply_logging(d, c);
-    gen_install(d, g);
-    for (uint32_t i = 0; i < c->npolicies; i++)
-        lr_policy_set(c->policies[i].email, &c->policies[i].p);
+    gen_commit(d, c, g, script);
     return 0;
 }
 
-/* SIGHUP: build the new generation aside; on any error keep the old one.
- * 0 when the new generation serves. */
-static int reload(struct lr_daemon *d)
+/* ------------------------------------------------------------ reload
+ *
+ * SIGHUP builds the next generation on a thread of its own: the config
+ * script runs in a fresh Lua state, the user tables are built (or, for
+ * unchanged users, taken over from the running generation when installed)
+ * and new listeners opened, all without the loop, which serves on; then
+ * the loop installs it (ev_async), which takes well under a millisecond.
+ * One build at a time; a SIGHUP meanwhile builds again after it.  On any
+ * error the running generation stays. */
+struct lr_build {
+    struct lr_daemon *d;
+    pthread_t thread;
+    struct lr_gen *old;          /* d->gen when the build started */
+    struct lr_conf *c;
+    struct lr_script *s;
+    struct lr_gen *g;
+    int rc;
+    char err[1024];
+};
+
+static void *build_main(void *arg)
 {
-    char err[1024], t[32];
+    struct lr_build *b = arg;
+    b->rc = -1;
+    b->c = lr_conf_new();
+    b->s = lr_script_new(b->d);
+    if (!b->c || !b->s)
+        snprintf(b->err, sizeof(b->err), "out of memory");
+    else if (lr_script_load_config(b->s, b->d->config_path, b->c, 0, b->err,
+                                   sizeof(b->err)) == 0 &&
+             gen_build(b->d, b->c, 0, &b->g, b->err, sizeof(b->err)) == 0)
+        b->rc = 0;
+    lr_cipher_thread_end();
+    lr_kdf_thread_end();
+    lr_hdr_thread_end();
+    ev_async_send(b->d->loop, &b->d->built_w);
+    return NULL;
+}
+
+static void build_free(struct lr_build *b)
+{
+    if (b->g) {
+        /* never installed: its new listeners close with it */
+        b->g->script = NULL;
+        b->g->d = NULL;
+        gen_free(b->g);
+    }
+    lr_conf_free(b->c);
+    if (b->s)
+        lr_script_free(b->s);
+    free(b);
+}
+
+/* Starts building the next generation (SIGHUP, or the main thread's
+ * reload command to a worker). */
+static void reload_start(struct lr_daemon *d)
+{
+    char t[32];
     const char *w = wtag(d, t, sizeof(t));
+    if (d->stopping)
+        return;
     if (!d->config_path) {
         if (d->worker == 0)
             lr_warn("reload: running the embedded default config; nothing to reload");
-        return -1;
+        return;
     }
-    struct lr_conf *c = lr_conf_new();
-    struct lr_script *s = lr_script_new(d);
-    if (!c || !s) {
+    if (d->build) {
+        d->reload_again = 1;
+        return;
+    }
+    struct lr_build *b = calloc(1, sizeof(*b));
+    if (!b) {
         lr_error("%sreload failed: out of memory; keeping generation %llu", w,
                  (unsigned long long)d->gen->id);
-        lr_conf_free(c);
-        if (s)
-            lr_script_free(s);
-        return -1;
+        return;
     }
-    if (lr_script_load_config(s, d->config_path, c, 0, err, sizeof(err)) != 0 ||
-        lr_daemon_commit(d, c, s, 0, err, sizeof(err)) != 0) {
+    b->d = d;
+    b->old = d->gen;
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    int rc = pthread_create(&b->thread, NULL, build_main, b);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) {
+        lr_error("%sreload failed: cannot start a thread (%s); keeping generation %llu",
+                 w, strerror(rc), (unsigned long long)d->gen->id);
+        free(b);
+        return;
+    }
+    d->build = b;
+}
+
+/* The build is done: install it, or say why not. */
+static void built_cb(struct ev_loop *loop, ev_async *aw, int revents)
+{
+    struct lr_daemon *d = aw->data;
+    struct lr_build *b = d->build;
+    char t[32];
+    const char *w = wtag(d, t, sizeof(t));
+    if (!b)
+        return;
+    pthread_join(b->thread, NULL);
+    d->build = NULL;
+    if (d->stopping) {
+        build_free(b);
+        return;
+    }
+    if (b->rc == 0 && b->old != d->gen) {
+        /* cannot happen (one build at a time), but a generation built
+         * against another one must not be installed */
+        b->rc = -1;
+        snprintf(b->err, sizeof(b->err), "the running generation changed meanwhile");
+        d->reload_again = 1;
+    }
+    if (b->rc != 0) {
         lr_error("%sreload failed, keeping generation %llu: %s", w,
-                 (unsigned long long)d->gen->id, err);
-        lr_conf_free(c);
-        lr_script_free(s);
-        return -1;
+                 (unsigned long long)d->gen->id, b->err);
+    } else {
+        struct lr_gen *g = b->g;
+        b->g = NULL;
+        if ((uint32_t)b->c->workers != d->conf_workers && d->worker == 0)
+            lr_warn("reload: workers %d in the config; %u keep running until a restart",
+                    b->c->workers, d->conf_workers);
+        gen_commit(d, b->c, g, b->s);
+        b->s = NULL; /* the generation owns it */
+        lr_info("%sreload: generation %llu serving; %u connections on older generations",
+                w, (unsigned long long)d->gen->id, d->nconns);
+        lr_script_reload_hook(d->gen);
+        /* the workers reload only what the main thread accepted */
+        if (d->worker == 0)
+            send_cmd(d, LR_CMD_RELOAD);
     }
-    lr_conf_free(c);
-    lr_info("%sreload: generation %llu serving; %u connections on older generations",
-            w, (unsigned long long)d->gen->id, d->nconns);
-    lr_script_reload_hook(d->gen);
-    return 0;
+    build_free(b);
+    if (d->reload_again) {
+        d->reload_again = 0;
+        reload_start(d);
+    }
 }
 
 static void hup_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
-    struct lr_daemon *d = w->data;
-    /* the workers reload only what the main thread accepted */
-    if (!d->stopping && reload(d) == 0)
-        send_cmd(d, LR_CMD_RELOAD);
+    reload_start(w->data);
 }
 
 void lr_daemon_describe(struct lr_daemon *d)
@@ -907,7 +1155,7 @@ static int loop_setup(struct lr_daemon *d)
         lr_error("cannot initialise the resolver");
         return -1;
     }
-    ev_timer_init(&d->tick, tick_cb, 10., 10.);
+    ev_timer_init(&d->tick, tick_cb, 1., 1.);
     d->tick.data = d;
     ev_timer_start(loop, &d->tick);
     ev_timer_init(&d->dyn_fill_w, dyn_fill_cb, 0., 0.01);
@@ -916,11 +1164,22 @@ static int loop_setup(struct lr_daemon *d)
     d->kick_w.data = d;
     ev_prepare_start(loop, &d->kick_w);
     ev_unref(loop);
+    ev_async_init(&d->built_w, built_cb);
+    d->built_w.data = d;
+    ev_async_start(loop, &d->built_w);
+    ev_unref(loop);
+    reaper_start();
     return 0;
 }
 
 static void loop_finish(struct lr_daemon *d)
 {
+    if (d->build) {
+        /* a reload still building: wait for it, install nothing */
+        pthread_join(d->build->thread, NULL);
+        build_free(d->build);
+        d->build = NULL;
+    }
     while (d->conns)
         lr_conn_close(d->conns, "shutdown");
     lr_dns_shutdown();
@@ -939,13 +1198,13 @@ static void cmd_cb(struct ev_loop *loop, ev_async *w, int revents)
     if ((cmds & LR_CMD_STOP) && !d->stopping)
         begin_stop(d, 0);
     if ((cmds & LR_CMD_RELOAD) && !d->stopping)
-        reload(d);
+        reload_start(d);
     if (cmds & LR_CMD_DUMP)
         dump(d);
 }
 
-/* Start-up handshake: the main thread waits for each worker to be
- * serving (or to have failed) before it starts the next. */
+/* Start-up handshake: the main thread starts every worker, then waits for
+ * each to be serving (or to have failed). */
 static pthread_mutex_t start_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t start_cond = PTHREAD_COND_INITIALIZER;
 
@@ -1056,12 +1315,16 @@ static int start_workers(struct lr_daemon *d)
         }
         d->workers[i] = w;
         d->nworkers = i + 1;
-        pthread_mutex_lock(&start_lock);
-        while (w->start_rc == 1)
-            pthread_cond_wait(&start_cond, &start_lock);
-        rc = w->start_rc;
-        pthread_mutex_unlock(&start_lock);
     }
+    /* they load the config at the same time; wait for every one */
+    pthread_mutex_lock(&start_lock);
+    for (uint32_t i = 1; i < d->nworkers; i++) {
+        while (d->workers[i]->start_rc == 1)
+            pthread_cond_wait(&start_cond, &start_lock);
+        if (d->workers[i]->start_rc != 0)
+            rc = -1;
+    }
+    pthread_mutex_unlock(&start_lock);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     return rc;
 }
@@ -1123,6 +1386,7 @@ void lr_daemon_free(struct lr_daemon *d)
         g->d = NULL;
         lr_gen_unref(g);
     }
+    reaper_stop();
     lr_replay_free(d->replay);
     free(d->config_path);
     lr_wipe(d->dyn_secret, sizeof(d->dyn_secret));

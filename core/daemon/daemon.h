@@ -53,7 +53,10 @@ struct lr_inbound {
     uint16_t dyn_lo, dyn_hi;
     uint32_t dyn_alter, dyn_minutes;
     int is_detour;
-    struct lr_cmd_switch *dyn_cmd;   /* main: port, alter_ids, valid_min */
+    struct lr_cmd_switch *dyn_cmd;
+    /* the user table comes from the running generation's inbound with
+     * this index when installed (the same users: shared, not rebuilt) */
+    int32_t users_from;   /* main: port, alter_ids, valid_min */
     struct lr_inbound *dyn_detour;   /* main: its detour listener */
     int64_t dyn_roll;                /* detour: the roll its IDs are for */
     uint32_t dyn_stale, dyn_fill_at; /* detour: legacy values still to fill */
@@ -111,6 +114,7 @@ struct lr_rule {
 };
 
 struct lr_script;
+struct lr_build;
 
 /* One loaded configuration: what a config script declared, built into
  * runtime objects, with its Lua state.  Refcounted: the daemon holds the
@@ -128,6 +132,7 @@ struct lr_gen {
     struct lr_script *script;    /* its Lua state (hooks), may be NULL */
     uint32_t hooks;              /* bit mask of the hooks it defines */
     int sniff;                   /* rules or hooks want the sniffed name */
+    struct lr_gen *reap_next;    /* released, queued for the reaper thread */
 };
 
 #define LR_MAX_WORKERS 64
@@ -173,6 +178,11 @@ struct lr_daemon {
     uint8_t dyn_secret[32];
     double dyn_t0;
     ev_timer dyn_fill_w;     /* fills rotated IDs' legacy values a bit at a time */
+    /* SIGHUP: the next generation is built by a thread of its own (config
+     * script, user tables, listeners) and installed here when ready */
+    struct lr_build *build;  /* the reload being built, or NULL */
+    ev_async built_w;
+    int reload_again;        /* another SIGHUP came meanwhile */
 };
 
 /* Destination of a connection, as the inbound decoded it. */

@@ -205,7 +205,8 @@ LR_API int lr_authid_make(const uint8_t *cmd_key, int64_t ts,
  * ID and every second of the window. */
 struct lr_users;
 
-/* Allocates an empty table; NULL on ENOMEM.  Free with lr_users_free. */
+/* Allocates an empty table; NULL on ENOMEM.  Free with lr_users_free (a
+ * table shared by several holders is freed with the last). */
 LR_API struct lr_users *lr_users_new(void);
 LR_API void lr_users_free(struct lr_users *u);
 
@@ -223,8 +224,9 @@ LR_API int lr_users_set_legacy(struct lr_users *u, int enabled);
 
 /* Brings the legacy auth table to `now`: adds the seconds up to now+120 and
  * drops the seconds before now-120.  Incremental: only new seconds cost
- * HMACs.  The daemon calls it every 10 s, as v2ray does; a table refreshed
- * at T accepts [T-120, T+120].  Returns LR_OK or LR_ENOMEM. */
+ * HMACs (two MD5 compressions per ID and second).  The daemon calls it
+ * every second, so each call adds one second of every ID; a table
+ * refreshed at T accepts [T-120, T+120].  Returns LR_OK or LR_ENOMEM. */
 LR_API int lr_users_refresh(struct lr_users *u, int64_t now);
 
 /* ------------------------------------------------------------------ */
