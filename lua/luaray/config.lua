@@ -56,7 +56,7 @@
 --     max_connections = n,    -- integer >= 0; 0 = unlimited (default)
 --     max_sessions = n,       -- vmess, socks: 1..1024 per client connection; nil = 256
 --     -- type "vmess":
---     allow_legacy = bool,    -- default true
+--     allow_legacy = bool,    -- default false (AEAD only, as v2fly and Xray since 2022)
 --     allow_private = bool,   -- default false
 --     users = { "email", ... } or nil,   -- nil: every user
 --     dynamic_port = { port = PORTRANGE, alter_id = 0..65535 (default 0),
@@ -652,7 +652,7 @@ local function decl_inbound(S, w, tag, t)
     max_sessions = opt_int(w, t, "max_sessions", ctx, 1, 1024, nil),
   }
   if typ == "vmess" then
-    ib.allow_legacy = opt_bool(w, t, "allow_legacy", ctx, true)
+    ib.allow_legacy = opt_bool(w, t, "allow_legacy", ctx, false)
     ib.allow_private = opt_bool(w, t, "allow_private", ctx, false)
     ib.users = opt_list(w, t, "users", ctx, as_name, "user emails")
     ib.dynamic_port = dynamic_port(w, t, ctx)

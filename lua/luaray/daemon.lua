@@ -58,7 +58,7 @@ local function apply(cfg, conf)
   for _, ib in ipairs(cfg.inbounds) do
     local s = ffi.new("struct lr_conf_inbound")
     s.tag, s.type, s.host, s.port = ib.tag, ib.type, ib.listen.host, ib.listen.port
-    s.allow_legacy = ib.allow_legacy == false and 0 or 1
+    s.allow_legacy = ib.allow_legacy and 1 or 0
     s.allow_private = ib.allow_private and 1 or 0
     s.udp = ib.udp and 1 or 0
     s.handshake_timeout = ib.handshake_timeout or 0

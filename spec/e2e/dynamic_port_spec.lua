@@ -223,8 +223,10 @@ local function server_config(o)
   for _, u in ipairs(o.users) do
     l[#l + 1] = ('luaray.user { id = %q, email = %q, level = %d }'):format(u.id, u.email, u.level or 0)
   end
+  -- allow_legacy: the detour's legacy IDs are tested too (default: AEAD only)
   l[#l + 1] = ('luaray.inbound "vmess-in" { type = "vmess", listen = "127.0.0.1:%d", allow_private = true, ' ..
-               'handshake_timeout = 2, dynamic_port = { port = "%d", minutes = 1, alter_id = %d } }')
+               'allow_legacy = true, handshake_timeout = 2, ' ..
+               'dynamic_port = { port = "%d", minutes = 1, alter_id = %d } }')
               :format(o.sp, o.dp, o.alter_id or 0)
   l[#l + 1] = 'luaray.outbound "direct" { type = "direct" }'
   l[#l + 1] = 'luaray.outbound "block" { type = "blackhole" }'

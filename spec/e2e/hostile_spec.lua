@@ -31,6 +31,7 @@ describe("hostile input on the luaray VMess inbound", function()
     srv_port = E.free_port()
     srv = h:luaray("luaray-server", E.luaray_server_script {
       port = srv_port, handshake_timeout = HT, log_level = "debug",
+      allow_legacy = true,   -- legacy replays and probes are tested too (default: AEAD only)
       users = { { id = ID0, alter_id = 0, email = "aead@e2e" },
                 { id = ID4, alter_id = 4, email = "legacy@e2e" } } })
     local function client(port, id, aid)

@@ -19,7 +19,7 @@ describe("luaray client <-> luaray server", function()
     http = h:http_server()
     srv_port = E.free_port()
     srv = h:luaray("luaray-server", E.luaray_server_script {
-      port = srv_port,
+      port = srv_port, allow_legacy = true,   -- the alter_id 4 cells (default: AEAD only)
       users = { { id = ID0, alter_id = 0, email = "aead@e2e" },
                 { id = ID4, alter_id = 4, email = "legacy@e2e" } } })
   end))

@@ -256,6 +256,7 @@ describe("soak", function()
     local server_port = E.free_port()
     local stext, sopts = E.luaray_server_script {
       port = server_port, access = false, log_level = "info",
+      allow_legacy = true,   -- the "legacy" route (default: AEAD only)
       extra = WORKERS > 1 and ("luaray.workers(%d)"):format(WORKERS) or nil,
       users = { { id = ID0, alter_id = 0, email = "aead@soak" },
                 { id = ID4, alter_id = 4, email = "legacy@soak" } } }

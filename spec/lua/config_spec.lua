@@ -58,7 +58,7 @@ describe("config loading", function()
     assert.same({ { tag = "vmess-in", type = "vmess", where = "cfg.lua:2",
                     listen = { host = "127.0.0.1", port = 10086 },
                     handshake_timeout = 60, idle_timeout = 300, max_connections = 0,
-                    allow_legacy = true, allow_private = false } }, cfg.inbounds)
+                    allow_legacy = false, allow_private = false } }, cfg.inbounds)
     assert.same({ { tag = "direct", type = "direct", where = "cfg.lua:3",
                     connect_timeout = 10, domain_strategy = "as_is" } }, cfg.outbounds)
     assert.same({}, cfg.routes)
