@@ -516,12 +516,40 @@ static void gen_install(struct lr_daemon *d, struct lr_gen *g)
     }
 }
 
-static void apply_logging(struct lr_daemon *d, struct lr_conf *c)
+/* The access log a config names, opened (or, for a check, probed) before
+ * anything else of the config is built, so a path that cannot be opened
+ * refuses the config with luaray.log's file:line, and on a reload the
+ * running log stays.  *f: the stream to install (NULL: off).  Each reload
+ * reopens the file (log rotation).  The main thread's alone: workers run
+ * the same config. */
+static int access_prepare(struct lr_daemon *d, struct lr_conf *c, int dry_run,
+                          FILE **f, char *err, size_t errlen)
+{
+    const char *path = c->access_set ? c->access : "";
+    *f = NULL;
+    if (d->worker != 0 || !path)
+        return 0;
+    if (!*path) {
+        *f = stderr;
+        return 0;
+    }
+    int rc = 0;
+    if (dry_run)
+        rc = lr_access_check(path);
+    else if (!(*f = lr_access_file(path)))
+        rc = -errno;
+    if (rc)
+        return errf(err, errlen, c->log_where, "cannot open access log '%s': %s",
+                    path, strerror(-rc));
+    return 0;
+}
+
+static void apply_logging(struct lr_daemon *d, struct lr_conf *c, FILE *access)
 {
     if (d->worker != 0)
         return; /* the main thread's; the same config */
     lr_log_level = c->log_level;
-    lr_access_open(c->access_set ? c->access : "");
+    lr_access_use(access);
 }
 
 int lr_daemon_commit(struct lr_daemon *d, struct lr_conf *c,
@@ -539,8 +567,14 @@ int lr_daemon_commit(struct lr_daemon *d, struct lr_conf *c,
                     c->workers, d->conf_workers);
         }
     }
-    if (gen_build(d, c, dry_run, &g, err, errlen) != 0)
+    FILE *access = NULL;
+    if (access_prepare(d, c, dry_run, &access, err, errlen) != 0)
         return -1;
+    if (gen_build(d, c, dry_run, &g, err, errlen) != 0) {
+        if (access && access != stderr)
+            fclose(access);
+        return -1;
+    }
     g->script = script;
     g->hooks = script ? lr_script_hooks(script) : 0;
     if ((g->hooks & (1u << LR_HOOK_ROUTE)) && (g->hooks & LR_HOOKS_SNIFFED))
@@ -550,7 +584,7 @@ int lr_daemon_commit(struct lr_daemon *d, struct lr_conf *c,
         gen_free(g);
         return 0;
     }
-    apply_logging(d, c);
+    apply_logging(d, c, access);
     gen_install(d, g);
     for (uint32_t i = 0; i < c->npolicies; i++)
         lr_policy_set(c->policies[i].email, &c->policies[i].p);

@@ -50,7 +50,7 @@ local function apply(cfg, conf)
   end
   local access = cfg.log.access
   if access == true then access = "" elseif access == false then access = nil end
-  check(C.lr_conf_log(conf, LEVELS[cfg.log.level] or 1, access))
+  check(C.lr_conf_log(conf, LEVELS[cfg.log.level] or 1, access, cfg.log_where))
   check(C.lr_conf_workers(conf, cfg.workers == "auto" and 0 or cfg.workers), cfg.workers_where)
   for _, u in ipairs(cfg.users) do
     check(C.lr_conf_user(conf, u.id, u.email, u.alter_id or 0, u.level or 0), u.where)

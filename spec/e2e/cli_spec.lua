@@ -129,4 +129,31 @@ luaray.route { default = "direct" }
     assert.are_not.equal(0, code, out)
     assert.truthy(out:find("-c", 1, true), out)
   end))
+
+  it("-t: an access log that cannot be opened fails with file:line; -t creates no file", h:guard(function()
+    local missing_dir = h:path("no-such-dir") .. "/access.log"
+    local file = h:write("access-bad.lua", ([[
+luaray.user { id = "%s" }
+
+luaray.log { level = "info", access = "%s" }
+luaray.inbound "v" { type = "vmess", listen = "127.0.0.1:%d" }
+luaray.outbound "d" { type = "direct" }
+]]):format(ID1, missing_dir, PORT))
+    local code, out = run("check-access-bad", { "-t", "-c", file })
+    assert.equal(1, code, out)
+    assert.truthy(out:find(("%s:3: cannot open access log '%s': No such file or directory"):format(file, missing_dir),
+                           1, true), out)
+    assert.falsy(out:find("configuration OK", 1, true), out)
+    -- a file that is not there yet but can be made: OK, and -t leaves it alone
+    local fresh = h:path("fresh-access.log")
+    file = h:write("access-fresh.lua", ([[
+luaray.user { id = "%s" }
+luaray.log { level = "info", access = "%s" }
+luaray.inbound "v" { type = "vmess", listen = "127.0.0.1:%d" }
+luaray.outbound "d" { type = "direct" }
+]]):format(ID1, fresh, PORT))
+    code, out = run("check-access-fresh", { "-t", "-c", file })
+    assert.equal(0, code, out)
+    assert.is_nil(io.open(fresh, "rb"), "-t created " .. fresh)
+  end))
 end)
