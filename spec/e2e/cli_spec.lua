@@ -156,4 +156,28 @@ luaray.outbound "d" { type = "direct" }
     assert.equal(0, code, out)
     assert.is_nil(io.open(fresh, "rb"), "-t created " .. fresh)
   end))
+
+  it("-t warns once per SOCKS/HTTP inbound without accounts on a non-loopback address", h:guard(function()
+    local file = h:write("open-proxy.lua", ([[
+luaray.user { id = "%s" }
+luaray.inbound "socks-any" { type = "socks", listen = "0.0.0.0:%d" }
+luaray.inbound "http-v6any" { type = "http", listen = "[::]:%d" }
+luaray.inbound "socks-lan" { type = "socks", listen = "192.0.2.1:%d" }
+luaray.inbound "http-locked" { type = "http", listen = "0.0.0.0:%d", accounts = { { user = "u", pass = "p" } } }
+luaray.inbound "socks-lo" { type = "socks", listen = "127.0.0.1:%d" }
+luaray.inbound "socks-lo2" { type = "socks", listen = "127.0.0.2:%d" }
+luaray.inbound "http-lo6" { type = "http", listen = "[::1]:%d" }
+luaray.inbound "http-localhost" { type = "http", listen = "localhost:%d" }
+luaray.inbound "vmess-any" { type = "vmess", listen = "0.0.0.0:%d" }
+luaray.outbound "d" { type = "direct" }
+]]):format(ID1, PORT, PORT, PORT, PORT + 1, PORT, PORT, PORT + 1, PORT + 2, PORT + 3))
+    local code, out = run("check-open-proxy", { "-t", "-c", file })
+    assert.equal(0, code, out)
+    assert.truthy(out:find("configuration OK", 1, true), out)
+    local warned = {}
+    for tag in out:gmatch("%[warn%] inbound (%S+) %(%a+%) on [^\n]* has no accounts: an open proxy") do
+      warned[#warned + 1] = tag
+    end
+    assert.same({ "socks-any", "http-v6any", "socks-lan" }, warned)
+  end))
 end)

@@ -2,6 +2,13 @@
 --
 --   * an access log that cannot be opened refuses the start with
 --     file:line; on a reload the running log stays and the reload says why;
+--   * a reload logs every listener in order: "listening on" for a new one,
+--     "kept" for one handed over, "removed" for one closed, then
+--     "reload: generation N serving";
+--   * a SOCKS or HTTP inbound without accounts on a non-loopback address is
+--     an open proxy: a warning at start and at each reload, once per
+--     inbound (that daemon runs in a network namespace of its own, so the
+--     wildcard listener it opens is reachable from nowhere);
 --
 -- Everything is driven by log lines and connection events, with generous
 -- deadlines (a busy machine, ASan).
@@ -132,6 +139,88 @@ luaray.log { level = "info", access = "%s" }
     assert(wait_lines(second, POKED, 1))
     E.sleep(0.2)
     assert.equal(2, E.count_matches(read_file(first), POKED), "a line went to the old log:\n" .. read_file(first))
+  end))
+
+  it("reload logs each listener in order: listening on (new), kept, removed, then serving", h:guard(function()
+    local keep, gone, new = E.free_port(), E.free_port(), E.free_port()
+    local p = start("reload-msgs", ([[
+luaray.inbound "keep-in" { type = "socks", listen = "127.0.0.1:%d" }
+luaray.inbound "gone-in" { type = "http", listen = "127.0.0.1:%d" }
+luaray.outbound "direct" { type = "direct" }
+luaray.log { level = "info", access = false }
+]]):format(keep, gone), { keep, gone })
+    local at_start = lines_of(read_file(p.log))
+    assert.truthy(index_of(at_start, ("inbound keep-in (socks) listening on 127.0.0.1:%d"):format(keep)),
+                  table.concat(at_start, "\n"))
+    assert.truthy(index_of(at_start, ("inbound gone-in (http) listening on 127.0.0.1:%d"):format(gone)),
+                  table.concat(at_start, "\n"))
+
+    write(p, ([[
+luaray.inbound "keep-in" { type = "socks", listen = "127.0.0.1:%d" }
+luaray.inbound "new-in" { type = "http", listen = "127.0.0.1:%d" }
+luaray.outbound "direct" { type = "direct" }
+luaray.log { level = "info", access = false }
+]]):format(keep, new))
+    local outcome, text = reload(p)
+    assert.equal("ok", outcome, text)
+    local l = lines_of(text)
+    local kept = index_of(l, ("inbound keep-in on 127.0.0.1:%d kept"):format(keep))
+    local opened = index_of(l, ("inbound new-in (http) listening on 127.0.0.1:%d"):format(new))
+    local removed = index_of(l, ("inbound gone-in on 127.0.0.1:%d removed"):format(gone))
+    local serving = index_of(l, "reload: generation 2 serving")
+    assert.truthy(kept and opened and removed and serving, "lines missing after the reload:\n" .. text)
+    assert.is_true(kept < opened and opened < removed and removed < serving,
+                   "lines out of order after the reload:\n" .. text)
+    assert.is_nil(index_of(l, "keep-in (socks) listening on"), "the kept listener is said to open:\n" .. text)
+    -- and it is so
+    assert(E.wait_port("127.0.0.1", new, 10))
+    assert.is_true(E.port_bindable("127.0.0.1", gone), "the removed listener is still open")
+  end))
+
+  it("an open SOCKS/HTTP proxy (no accounts, not loopback) is warned about at start and at each reload",
+     h:guard(function()
+    -- a network namespace of its own: the 0.0.0.0 listener is reachable
+    -- from nowhere (and the proxy only blackholes)
+    local ns
+    for _, flags in ipairs { { "-n" }, { "-r", "-n" } } do
+      local argv = { "unshare" }
+      for _, f in ipairs(flags) do argv[#argv + 1] = f end
+      argv[#argv + 1] = "true"
+      if h:exec("unshare-probe", argv) == 0 then ns = flags; break end
+    end
+    assert(ns, "unshare -n (or -r -n) cannot make a network namespace here; this spec needs one")
+    local open, locked, lo = E.free_port(), E.free_port(), E.free_port()
+    local file = h:write("open-proxy.lua", ([[
+luaray.inbound "socks-open" { type = "socks", listen = "0.0.0.0:%d" }
+luaray.inbound "http-locked" { type = "http", listen = "0.0.0.0:%d", accounts = { { user = "u", pass = "p" } } }
+luaray.inbound "socks-lo" { type = "socks", listen = "127.0.0.1:%d" }
+luaray.outbound "nothing" { type = "blackhole" }
+luaray.log { level = "info", access = false }
+]]):format(open, locked, lo))
+    local argv = { "unshare" }
+    for _, f in ipairs(ns) do argv[#argv + 1] = f end
+    for _, a in ipairs { E.luaray_bin(), "-c", file } do argv[#argv + 1] = a end
+    local env = {}
+    if os.getenv("LURAY_ASAN") then env.ASAN_OPTIONS = "detect_leaks=1:abort_on_error=1" end
+    local p = h:spawn("open-proxy", argv, { env = env, keep_preload = true })
+    p.luaray = true
+    assert(E.wait_log(p, "inbound socks%-lo %(socks%) listening on", 1, 20))
+    local WARN = "%[warn%] inbound (%S+) %(%a+%) on (%S+) has no accounts: an open proxy"
+    local function warned(text)
+      local out = {}
+      for tag, addr in text:gmatch(WARN) do out[#out + 1] = tag .. " " .. addr end
+      return out
+    end
+    local want = "socks-open 0.0.0.0:" .. open
+    assert.same({ want }, warned(read_file(p.log)))
+    assert(psignal.kill(p.pid, psignal.SIGHUP))
+    local text = assert(E.wait_log(p, "reload: generation 2 serving", 1, 20))
+    assert.same({ want, want }, warned(text))
+    -- the warning comes with its inbound's line, before the reload is done
+    local l = lines_of(text)
+    local kept = index_of(l, "inbound socks-open on 0.0.0.0:" .. open .. " kept")
+    local second = index_of(l, "has no accounts", index_of(l, "has no accounts") + 1)
+    assert.truthy(kept and second and kept < second and second < index_of(l, "reload: generation 2 serving"), text)
   end))
 
 end)
