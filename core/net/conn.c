@@ -909,11 +909,12 @@ void lr_conn_connect(struct lr_conn *c, const char *host, uint16_t port,
 void lr_conn_dial_failed(struct lr_conn *c, int err, const char *reason)
 {
     c->reason = reason;
-    if (c->obops && c->obops->failed)
-        c->obops->failed(c);
     if (err && !c->fail_detail[0])
         snprintf(c->fail_detail, sizeof(c->fail_detail), "%s",
                  strerror(err < 0 ? -err : err));
+    /* after the detail: the outbound may say where it was dialling */
+    if (c->obops && c->obops->failed)
+        c->obops->failed(c);
     if (c->ibops->dial_failed)
         c->ibops->dial_failed(c, err); /* may reply, then closes c */
     else

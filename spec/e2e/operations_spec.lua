@@ -9,6 +9,8 @@
 --     an open proxy: a warning at start and at each reload, once per
 --     inbound (that daemon runs in a network namespace of its own, so the
 --     wildcard listener it opens is reachable from nowhere);
+--   * a connect failure through a VMess outbound names the server in the
+--     access line, not only the destination.
 --
 -- Everything is driven by log lines and connection events, with generous
 -- deadlines (a busy machine, ASan).
@@ -223,4 +225,26 @@ luaray.log { level = "info", access = false }
     assert.truthy(kept and second and kept < second and second < index_of(l, "reload: generation 2 serving"), text)
   end))
 
+  it("a connect failure through a VMess outbound names the server in the access line", h:guard(function()
+    local socks = E.free_port()
+    local servers = { { "127.0.0.1", E.free_port() } }
+    if E.has_ipv6() then servers[2] = { "::1", E.free_port({ "::1" }) } end
+    for i, sv in ipairs(servers) do
+      local host = sv[1]:find(":", 1, true) and "[" .. sv[1] .. "]" or sv[1]
+      local port = i == 1 and socks or E.free_port()
+      local p = start("vmess-fail", ([[
+luaray.inbound "socks-in" { type = "socks", listen = "127.0.0.1:%d" }
+luaray.outbound "upstream" { type = "vmess", server = "%s:%d", id = "%s" }
+luaray.log { level = "info", access = true }
+]]):format(port, host, sv[2], E.uuid()), { port })
+      local s, err = E.socks5_connect("127.0.0.1", port, "127.0.0.1", 9, nil, nil, 10)
+      if s then s:close() end
+      assert.is_nil(s, "the CONNECT through a refused server succeeded")
+      local text = assert(E.wait_log(p, "socks%-in %- tcp 127%.0%.0%.1:9 upstream ", 1, 20))
+      local want = ("connect failed: server %s:%d (upstream): Connection refused"):format(host, sv[2])
+      assert.truthy(text:find(want, 1, true), ("%q not in the access line (client saw: %s):\n%s")
+        :format(want, tostring(err), text))
+      h:stop_luaray(p)
+    end
+  end))
 end)
