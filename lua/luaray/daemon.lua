@@ -364,29 +364,46 @@ function M.load(path, conf_ud, announce)
   return true, mask
 end
 
+-- A listen host that means "every address" (0.0.0.0, ::): no client can
+-- dial it.
+local function wildcard(h)
+  return h == "0.0.0.0" or (h:find(":", 1, true) and h:match("^[0:]+$")) ~= nil
+end
+
 -- links(path, host) prints one vmess:// link per user of each VMess inbound.
+-- Without host, an inbound listening on a wildcard address is an error
+-- (the link needs the address clients dial).  With several VMess inbounds
+-- each link is named "email (inbound tag)", so a client that imports them
+-- all can tell them apart; with one, just the email.
 function M.links(path, host)
   local cfg, err = config.load(path)
   if not cfg then return nil, err end
   local link = require "luaray.link"
-  local n = 0
+  local vmess = {}
   for _, ib in ipairs(cfg.inbounds) do
-    if ib.type == "vmess" then
-      local allowed
-      if ib.users then
-        allowed = {}
-        for _, e in ipairs(ib.users) do allowed[e] = true end
-      end
-      local h = host or ib.listen.host
-      for _, u in ipairs(cfg.users) do
-        if not allowed or allowed[u.email] then
-          io.stdout:write(link.vmess_link(u, h, ib.listen.port, {}), "\n")
-          n = n + 1
-        end
+    if ib.type == "vmess" then vmess[#vmess + 1] = ib end
+  end
+  local out = {}
+  for _, ib in ipairs(vmess) do
+    local allowed
+    if ib.users then
+      allowed = {}
+      for _, e in ipairs(ib.users) do allowed[e] = true end
+    end
+    local h = host or ib.listen.host
+    if wildcard(h) then
+      return nil, ("%s: inbound '%s' listens on %s: give the address clients dial with -H HOST")
+        :format(ib.where, ib.tag, h:find(":", 1, true) and "[" .. h .. "]" or h)
+    end
+    for _, u in ipairs(cfg.users) do
+      if not allowed or allowed[u.email] then
+        local name = #vmess > 1 and ("%s (%s)"):format(u.email, ib.tag) or u.email
+        out[#out + 1] = link.vmess_link(u, h, ib.listen.port, { ps = name })
       end
     end
   end
-  if n == 0 then return nil, path .. ": no VMess inbound with users" end
+  if #out == 0 then return nil, path .. ": no VMess inbound with users" end
+  io.stdout:write(table.concat(out, "\n"), "\n")
   return true
 end
 

@@ -130,6 +130,50 @@ luaray.route { default = "direct" }
     assert.truthy(out:find("-c", 1, true), out)
   end))
 
+  -- a VMess inbound on a wildcard address: the link needs -H
+  for _, wild in ipairs { { "0.0.0.0", "0.0.0.0" }, { "[::]", "[::]" } } do
+    it(("link on a %s listener without -H refuses, naming the inbound; with -H it works"):format(wild[1]),
+       h:guard(function()
+      local file = h:write("link-wild.lua", ([[
+luaray.user { id = "%s", email = "alice@example.com" }
+luaray.inbound "public-in" { type = "vmess", listen = "%s:%d" }
+luaray.outbound "direct" { type = "direct" }
+]]):format(ID1, wild[1], PORT))
+      local code, out = run("link-wild", { "link", "-c", file })
+      assert.equal(1, code, out)
+      assert.falsy(out:find("vmess://", 1, true), "a link was printed:\n" .. out)
+      assert.truthy(out:find(file .. ":2: inbound 'public-in' listens on " .. wild[2], 1, true), out)
+      assert.truthy(out:find("-H HOST", 1, true), out)
+      code, out = run("link-wild-h", { "link", "-c", file, "-H", "vpn.example.net" })
+      assert.equal(0, code, out)
+      local t = assert(link.parse_vmess_link(out:match("vmess://%S+")))
+      assert.equal("vpn.example.net", t.add)
+      assert.equal(tostring(PORT), tostring(t.port))
+    end))
+  end
+
+  it("link with several VMess inbounds: every link has its own name, 'email (inbound)'", h:guard(function()
+    local file = h:write("link-multi.lua", ([[
+luaray.user { id = "%s", email = "alice@example.com" }
+luaray.user { id = "%s", email = "bob@example.com" }
+luaray.inbound "vmess-a" { type = "vmess", listen = "127.0.0.1:%d" }
+luaray.inbound "vmess-b" { type = "vmess", listen = "127.0.0.1:%d", users = { "alice@example.com" } }
+luaray.outbound "direct" { type = "direct" }
+]]):format(ID1, ID2, PORT, PORT + 1))
+    local code, out = run("link-multi", { "link", "-c", file })
+    assert.equal(0, code, out)
+    local got, names = {}, {}
+    for l in out:gmatch("vmess://%S+") do
+      local t = assert(link.parse_vmess_link(l))
+      assert.is_nil(names[t.ps], "two links named " .. tostring(t.ps) .. ":\n" .. out)
+      names[t.ps] = true
+      got[#got + 1] = { t.ps, t.id, tostring(t.port) }
+    end
+    assert.same({ { "alice@example.com (vmess-a)", ID1, tostring(PORT) },
+                  { "bob@example.com (vmess-a)", ID2, tostring(PORT) },
+                  { "alice@example.com (vmess-b)", ID1, tostring(PORT + 1) } }, got)
+  end))
+
   it("-t: an access log that cannot be opened fails with file:line; -t creates no file", h:guard(function()
     local missing_dir = h:path("no-such-dir") .. "/access.log"
     local file = h:write("access-bad.lua", ([[
