@@ -29,12 +29,17 @@ LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 EMBED_LUA := luaray.config=lua/luaray/config.lua luaray.link=lua/luaray/link.lua \
              luaray.daemon=lua/luaray/daemon.lua luaray.cdef=$(BUILD)/lua/luaray/cdef.lua
 EMBED_SRC := $(BUILD)/gen/embedded_lua.c
-MAIN_OBJS := $(BUILD)/obj/core/main.o $(BUILD)/obj/core/script/bridge.o $(BUILD)/obj/gen/embedded_lua.o
+MAIN_OBJS := $(BUILD)/obj/core/main.o $(BUILD)/obj/core/script/bridge.o $(BUILD)/obj/gen/embedded_lua.o \
+             $(BUILD)/obj/gen/commit.o
+# the commit `luaray version` reports (git describe --always --dirty, or
+# "unknown" outside git): rewritten only when it changes, so a build
+# recompiles this one file and relinks the executable, nothing more
+COMMIT_SRC := $(BUILD)/gen/commit.c
 DEPS := $(LIB_OBJS:.o=.d) $(MAIN_OBJS:.o=.d)
 
 DEPS_STAMP := $(BUILD)/.deps-ok
 
-.PHONY: all deps test check asan asan-build tsan tsan-build soak run clean
+.PHONY: all deps test check asan asan-build tsan tsan-build soak run clean FORCE
 all: $(BUILD)/libluaray.so $(BUILD)/luaray $(BUILD)/lua/luaray/cdef.lua
 
 deps: $(DEPS_STAMP)
@@ -61,6 +66,16 @@ $(EMBED_SRC): scripts/embed-lua $(foreach m,$(EMBED_LUA),$(lastword $(subst =, ,
 	$(Q)luajit scripts/embed-lua $@ $(EMBED_LUA)
 
 $(BUILD)/obj/gen/embedded_lua.o: $(EMBED_SRC)
+	$(call say,CC,$<)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(CFLAGS_ALL) -c $< -o $@
+
+$(COMMIT_SRC): FORCE
+	$(Q)mkdir -p $(@D)
+	$(Q)line="const char lr_build_commit[] = \"$$(git -C '$(CURDIR)' describe --always --dirty 2>/dev/null || echo unknown)\";"; \
+	  if [ "$$(cat $@ 2>/dev/null)" != "$$line" ]; then printf '%s\n' "$$line" > $@; fi
+
+$(BUILD)/obj/gen/commit.o: $(COMMIT_SRC)
 	$(call say,CC,$<)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(CFLAGS_ALL) -c $< -o $@

@@ -4,9 +4,13 @@
  *   luaray                      run the embedded default config
  *   luaray -c FILE              run with a config script
  *   luaray -t -c FILE           check a config: exit 0, or file:line and exit 1
- *   luaray uuid | version
+ *   luaray uuid | version | --help
  *   luaray link -c FILE [-H HOST]  vmess:// share links, one per user
  */
+#include <ares.h>
+#include <ev.h>
+#include <openssl/crypto.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -16,13 +20,69 @@
 #include "daemon/daemon_api.h"
 #include "script/bridge.h"
 
+/* build/gen/commit.c (Makefile): git describe of the tree built */
+extern const char lr_build_commit[];
+
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: luaray [-c FILE]           run (no -c: the embedded default)\n"
-            "       luaray -t -c FILE          check a config\n"
-            "       luaray link -c FILE [-H HOST]  print vmess:// links\n"
-            "       luaray uuid | version\n");
+            "usage: luaray [-c FILE]                run (no -c: the embedded default)\n"
+            "       luaray -t -c FILE               check a config\n"
+            "       luaray link -c FILE [-H HOST]   print vmess:// share links\n"
+            "       luaray uuid | version | --help\n");
+}
+
+static void help(void)
+{
+    usage(stdout);
+    printf("\n"
+           "commands:\n"
+           "  (none)          run: the config of -c, else the embedded default (a VMess\n"
+           "                  server on 127.0.0.1:10086, SOCKS5 on 1080 and HTTP on 8080\n"
+           "                  reaching it; a fresh user UUID at each start)\n"
+           "  link            one vmess:// link (v2rayN format) per user of each VMess\n"
+           "                  inbound of the -c config\n"
+           "  uuid            print a fresh random UUID\n"
+           "  version         the version, the commit built and the library versions\n"
+           "\n"
+           "options:\n"
+           "  -c FILE         the config script\n"
+           "  -t              check the config (-c) and exit: 0 and \"configuration OK\",\n"
+           "                  or 1 and \"file:line: message\"\n"
+           "  -H HOST         link: the address clients dial (default: the listen\n"
+           "                  address; needed when that is 0.0.0.0 or [::])\n"
+           "  -h, --help      this text\n"
+           "\n"
+           "signals:\n"
+           "  HUP             reload the config and every included file; on any error the\n"
+           "                  running one stays and the error is logged; no connection drops\n"
+           "  TERM, INT       stop accepting, let open connections finish (10 s), exit;\n"
+           "                  a second signal exits at once\n"
+           "  USR1            log every connection's state (debugging)\n");
+}
+
+static int usage_error(const char *fmt, const char *arg)
+{
+    fprintf(stderr, "luaray: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\nTry 'luaray --help'.\n");
+    return 2;
+}
+
+static int version(void)
+{
+    char lj[128];
+    struct lr_script *s = lr_script_new(NULL);
+    if (!s || lr_script_daemon_call(s, "luajit_version", NULL, lj, sizeof(lj)) != 0)
+        snprintf(lj, sizeof(lj), "LuaJIT (unknown)");
+    lr_script_free(s);
+    printf("luaray %s (commit %s)\n", lr_version(), lr_build_commit);
+    printf("  %s\n", OpenSSL_version(OPENSSL_VERSION));
+    printf("  %s\n", lj);
+    printf("  libev %d.%d\n", ev_version_major(), ev_version_minor());
+    printf("  libsodium %s\n", sodium_version_string());
+    printf("  c-ares %s\n", ares_version(NULL));
+    return 0;
 }
 
 int main(int argc, char **argv)
@@ -39,10 +99,11 @@ int main(int argc, char **argv)
     }
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
+        /* an option's value: the next argument */
+        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "version") == 0 || strcmp(a, "-v") == 0 ||
             strcmp(a, "--version") == 0) {
-            printf("luaray %s\n", lr_version());
-            return 0;
+            return version();
         } else if (strcmp(a, "uuid") == 0) {
             uint8_t id[16];
             char s[37];
@@ -54,12 +115,16 @@ int main(int argc, char **argv)
             link = 1;
         } else if (strcmp(a, "-t") == 0) {
             check = 1;
-        } else if (strcmp(a, "-c") == 0 && i + 1 < argc) {
+        } else if (strcmp(a, "-c") == 0) {
+            if (!val)
+                return usage_error("option %s needs a config file (-c FILE)", a);
             config = argv[++i];
-        } else if (strcmp(a, "-H") == 0 && i + 1 < argc) {
+        } else if (strcmp(a, "-H") == 0) {
+            if (!val)
+                return usage_error("option %s needs the host clients dial (-H HOST)", a);
             host = argv[++i];
         } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-            usage(stdout);
+            help();
             return 0;
         } else {
             fprintf(stderr, "luaray: unknown argument '%s'\n", a);
@@ -79,6 +144,8 @@ int main(int argc, char **argv)
         lr_script_free(s);
         return rc ? 1 : 0;
     }
+    if (host)
+        return usage_error("%s is for link", "-H");
     struct lr_conf *conf = lr_conf_new();
     struct lr_daemon *d = lr_daemon_new();
     struct lr_script *script = d ? lr_script_new(d) : NULL;
@@ -94,13 +161,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "luaray: %s\n", err);
         goto out;
     }
-    if (!check)
-        script = NULL; /* the generation owns it now */
     if (check) {
         printf("configuration OK\n");
         rc = 0;
         goto out;
     }
+    script = NULL; /* the generation owns it now */
     lr_daemon_describe(d);
     rc = lr_daemon_run(d);
 out:

@@ -38,4 +38,9 @@ void lr_script_reload_hook(struct lr_gen *g);
 int lr_script_links(struct lr_script *s, const char *path, const char *host,
                     char *err, size_t errlen);
 
+/* runs Lua: require("luaray.daemon")[fn](arg) (arg may be NULL), which
+ * returns true[, string] or nil, "message".  0 with the string (or "")
+ * in out, or -1 with the message in out. */
+int lr_script_daemon_call(struct lr_script *s, const char *fn, const char *arg,
+                          char *out, size_t outlen);
 #endif

@@ -364,6 +364,11 @@ function M.load(path, conf_ud, announce)
   return true, mask
 end
 
+-- luajit_version(): the LuaJIT this state runs on ("LuaJIT 2.1.0-beta3").
+function M.luajit_version()
+  return true, jit and jit.version or _VERSION
+end
+
 -- A listen host that means "every address" (0.0.0.0, ::): no client can
 -- dial it.
 local function wildcard(h)

@@ -130,6 +130,63 @@ luaray.route { default = "direct" }
     assert.truthy(out:find("-c", 1, true), out)
   end))
 
+  -- (arguments, what the message must say)
+  local missing = {
+    { { "-c" }, "option -c needs a config file" },
+    { { "-t", "-c" }, "option -c needs a config file" },
+    { { "link", "-c", "x.lua", "-H" }, "option -H needs the host" },
+  }
+  for _, m in ipairs(missing) do
+    local args = table.concat(m[1], " ")
+    it(("'luaray %s' says what is missing and exits 2"):format(args), h:guard(function()
+      local code, out = run("missing-arg", m[1])
+      assert.equal(2, code, out)
+      assert.truthy(out:find("luaray: " .. m[2], 1, true), out)
+      assert.truthy(out:find("--help", 1, true), "no hint at --help:\n" .. out)
+      assert.falsy(out:find("unknown argument", 1, true), out)
+    end))
+  end
+
+  it("--help and -h: usage, commands, options and the signals; exit 0", h:guard(function()
+    for _, flag in ipairs { "--help", "-h" } do
+      local code, out = run("help", { flag })
+      assert.equal(0, code, out)
+      for _, want in ipairs { "usage: luaray", "-t -c FILE", "link -c FILE [-H HOST]", "uuid",
+                              "version" } do
+        assert.truthy(out:find(want, 1, true), ("%s: no %q in:\n%s"):format(flag, want, out))
+      end
+      -- each signal on a line of its own, with what it does
+      for _, sig in ipairs { { "HUP", "reload" }, { "TERM, INT", "stop" }, { "USR1", "connection" } } do
+        local line = out:match("\n%s*" .. sig[1]:gsub("%p", "%%%0") .. "%s+([^\n]+)")
+        assert.truthy(line and line:find(sig[2], 1, true),
+                      ("%s: signal %s (%s) not listed in:\n%s"):format(flag, sig[1], sig[2], out))
+      end
+    end
+  end))
+
+  it("version: the commit built and the OpenSSL, LuaJIT, libev, libsodium and c-ares versions",
+     h:guard(function()
+    local code, out = run("version-libs", { "version" })
+    assert.equal(0, code, out)
+    local commit = out:match("^luaray %d+%.%d+%.%d+ %(commit ([%w%.%-]+)%)\n")
+    assert.truthy(commit, "first line is not 'luaray X.Y.Z (commit C)':\n" .. out)
+    -- in a git checkout it names a commit of this repository
+    local root = (os.getenv("LURAY_BUILD") or "build"):match("^(.*)/build[^/]*$") or "."
+    local git_ok = os.execute(("git -C '%s' rev-parse --git-dir >/dev/null 2>&1"):format(root))
+    if git_ok == 0 or git_ok == true then
+      local hash = commit:match("^(%x+)") or commit:match("%-g(%x+)")
+      assert.truthy(hash and #hash >= 7, "no commit hash in " .. commit)
+      local known = os.execute(("git -C '%s' cat-file -e '%s^{commit}' 2>/dev/null"):format(root, hash))
+      assert.is_true(known == 0 or known == true, hash .. " is no commit of " .. root)
+    end
+    for _, lib in ipairs { "OpenSSL %d+%.%d+", "LuaJIT %d+%.%d+", "libev %d+%.%d+",
+                           "libsodium %d+%.%d+", "c%-ares %d+%.%d+" } do
+      assert.truthy(out:find("\n%s*" .. lib), ("no %q line in:\n%s"):format(lib, out))
+    end
+    -- the LuaJIT line is the runtime's own (this spec runs on the same one)
+    assert.truthy(out:find(jit.version, 1, true), jit.version .. " not in:\n" .. out)
+  end))
+
   -- a VMess inbound on a wildcard address: the link needs -H
   for _, wild in ipairs { { "0.0.0.0", "0.0.0.0" }, { "[::]", "[::]" } } do
     it(("link on a %s listener without -H refuses, naming the inbound; with -H it works"):format(wild[1]),
