@@ -118,8 +118,12 @@ soak: all
 	$(Q)LURAY_SOAK=1 LURAY_SOAK_MINUTES=$${LURAY_SOAK_MINUTES:-30} bash scripts/busted -o TAP \
 	    spec/e2e/soak_spec.lua spec/e2e/hardening_spec.lua 2>&1 | bash scripts/ci-summary
 
+# make run PORTS="10087 1081 8081": the embedded default on other ports
+# (VMess, SOCKS5, HTTP; spaces or commas), through `luaray --ports`
+comma := ,
+space := $(subst ,, )
 run: all
-	$(Q)$(BUILD)/luaray
+	$(Q)$(BUILD)/luaray$(if $(strip $(PORTS)), --ports '$(subst $(space),$(comma),$(strip $(PORTS)))')
 
 clean:
 	$(call say,RM,$(BUILD))

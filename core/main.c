@@ -1,9 +1,10 @@
 /*
  * The luaray executable: command line, then the daemon.
  *
- *   luaray                      run the embedded default config
+ *   luaray [--ports V,S,H]      run the embedded default config
  *   luaray -c FILE              run with a config script
  *   luaray -t -c FILE           check a config: exit 0, or file:line and exit 1
+ *   luaray --print-default      print the embedded default config
  *   luaray uuid | version | --help
  *   luaray link -c FILE [-H HOST]  vmess:// share links, one per user
  */
@@ -51,6 +52,10 @@ static void help(void)
            "                  or 1 and \"file:line: message\"\n"
            "  -H HOST         link: the address clients dial (default: the listen\n"
            "                  address; needed when that is 0.0.0.0 or [::])\n"
+           "  --ports V,S,H   the embedded default's VMess, SOCKS5 and HTTP ports\n"
+           "                  (default 10086,1080,8080; `make run PORTS=\"V S H\"`)\n"
+           "  --print-default print the embedded default config (with --ports applied\n"
+           "                  and a fresh UUID): a starting point for -c\n"
            "  -h, --help      this text\n"
            "\n"
            "signals:\n"
@@ -87,8 +92,8 @@ static int version(void)
 
 int main(int argc, char **argv)
 {
-    const char *config = NULL, *host = NULL;
-    int check = 0, link = 0;
+    const char *config = NULL, *host = NULL, *ports = NULL;
+    int check = 0, link = 0, print_default = 0;
     char err[1024];
 
     /* hooks may print; keep their lines in order with the log */
@@ -99,7 +104,7 @@ int main(int argc, char **argv)
     }
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        /* an option's value: the next argument */
+        /* an option's value: the next argument (--ports=V,S,H also) */
         const char *val = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "version") == 0 || strcmp(a, "-v") == 0 ||
             strcmp(a, "--version") == 0) {
@@ -123,6 +128,16 @@ int main(int argc, char **argv)
             if (!val)
                 return usage_error("option %s needs the host clients dial (-H HOST)", a);
             host = argv[++i];
+        } else if (strcmp(a, "--ports") == 0 || strncmp(a, "--ports=", 8) == 0) {
+            if (a[7] == '=') {
+                ports = a + 8;
+            } else if (!val) {
+                return usage_error("option %s needs VMESS,SOCKS,HTTP (e.g. --ports 10087,1081,8081)", a);
+            } else {
+                ports = argv[++i];
+            }
+        } else if (strcmp(a, "--print-default") == 0) {
+            print_default = 1;
         } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             help();
             return 0;
@@ -136,6 +151,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "luaray: %s needs -c FILE\n", check ? "-t" : "link");
         return 2;
     }
+    if ((ports || print_default) && (config || link || check))
+        return usage_error("%s is about the embedded default: not with -c, -t or link",
+                           ports && !print_default ? "--ports" : "--print-default");
     if (link) {
         struct lr_script *s = lr_script_new(NULL);
         int rc = s ? lr_script_links(s, config, host, err, sizeof(err)) : -1;
@@ -154,11 +172,26 @@ int main(int argc, char **argv)
         fprintf(stderr, "luaray: out of memory\n");
         goto out;
     }
+    if (ports && lr_script_daemon_call(script, "set_default_ports", ports, err,
+                                       sizeof(err)) != 0) {
+        rc = usage_error("%s", err);
+        goto out;
+    }
+    if (print_default) {
+        rc = lr_script_daemon_call(script, "print_default", NULL, err, sizeof(err)) ? 1 : 0;
+        if (rc)
+            fprintf(stderr, "luaray: %s\n", err);
+        goto out;
+    }
     if (config)
         d->config_path = strdup(config);
     if (lr_script_load_config(script, config, conf, !check, err, sizeof(err)) != 0 ||
         lr_daemon_commit(d, conf, script, check, err, sizeof(err)) != 0) {
         fprintf(stderr, "luaray: %s\n", err);
+        if (!config)
+            fprintf(stderr, "luaray: other ports for the embedded default: luaray --ports "
+                            "VMESS,SOCKS,HTTP (make run PORTS=\"VMESS SOCKS HTTP\"); "
+                            "or a config file: luaray -c FILE\n");
         goto out;
     }
     if (check) {
@@ -168,6 +201,10 @@ int main(int argc, char **argv)
     }
     script = NULL; /* the generation owns it now */
     lr_daemon_describe(d);
+    /* the default's UUID, link and addresses: only now that it listens */
+    if (!config && d->gen->script &&
+        lr_script_daemon_call(d->gen->script, "announce", NULL, err, sizeof(err)) != 0)
+        lr_warn("%s", err);
     rc = lr_daemon_run(d);
 out:
     lr_script_free(script);

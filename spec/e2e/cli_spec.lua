@@ -1,5 +1,9 @@
 -- The luaray command line (design.md 1; issue "The luaray daemon", cell 7):
--- -t -c FILE, link -c FILE [-H HOST], uuid, version.
+-- -t -c FILE, link -c FILE [-H HOST], uuid, version; and (issue
+-- "Renovation", section 3) what a missing option argument says, --help
+-- with the signals, version with the commit and the libraries, links for
+-- wildcard listeners and several inbounds, --print-default, an access log
+-- that cannot be opened and open proxies at -t.
 local E = require "e2e.support"
 local link = require "luaray.link"
 
@@ -135,6 +139,7 @@ luaray.route { default = "direct" }
     { { "-c" }, "option -c needs a config file" },
     { { "-t", "-c" }, "option -c needs a config file" },
     { { "link", "-c", "x.lua", "-H" }, "option -H needs the host" },
+    { { "--ports" }, "option --ports needs VMESS,SOCKS,HTTP" },
   }
   for _, m in ipairs(missing) do
     local args = table.concat(m[1], " ")
@@ -152,7 +157,7 @@ luaray.route { default = "direct" }
       local code, out = run("help", { flag })
       assert.equal(0, code, out)
       for _, want in ipairs { "usage: luaray", "-t -c FILE", "link -c FILE [-H HOST]", "uuid",
-                              "version" } do
+                              "version", "--ports", "--print-default" } do
         assert.truthy(out:find(want, 1, true), ("%s: no %q in:\n%s"):format(flag, want, out))
       end
       -- each signal on a line of its own, with what it does
@@ -229,6 +234,32 @@ luaray.outbound "direct" { type = "direct" }
     assert.same({ { "alice@example.com (vmess-a)", ID1, tostring(PORT) },
                   { "bob@example.com (vmess-a)", ID2, tostring(PORT) },
                   { "alice@example.com (vmess-b)", ID1, tostring(PORT + 1) } }, got)
+  end))
+
+  it("--print-default prints the embedded default, which -t accepts; --ports moves its ports",
+     h:guard(function()
+    local code, out = run("print-default", { "--print-default" })
+    assert.equal(0, code, out)
+    for _, want in ipairs { '"127.0.0.1:10086"', '"127.0.0.1:1080"', '"127.0.0.1:8080"',
+                            'type = "vmess"', 'type = "socks"', 'type = "http"' } do
+      assert.truthy(out:find(want, 1, true), want .. " not in:\n" .. out)
+    end
+    local id = out:match('luaray%.user { id = "([%x%-]+)"')
+    assert.truthy(id and id:match(UUID_PAT), "no fresh UUID in:\n" .. out)
+    local file = h:write("printed-default.lua", out)
+    code, out = run("check-printed", { "-t", "-c", file })
+    assert.equal(0, code, out)
+    assert.truthy(out:find("configuration OK", 1, true), out)
+    local p1, p2, p3 = E.free_port(), E.free_port(), E.free_port()
+    code, out = run("print-default-ports", { "--ports", ("%d,%d,%d"):format(p1, p2, p3), "--print-default" })
+    assert.equal(0, code, out)
+    for _, p in ipairs { p1, p2, p3 } do
+      assert.truthy(out:find(('"127.0.0.1:%d"'):format(p), 1, true), p .. " not in:\n" .. out)
+    end
+    assert.falsy(out:find("10086", 1, true), out)
+    -- --ports is for the default only
+    code, out = run("ports-with-c", { "--ports", "1,2,3", "-c", file })
+    assert.equal(2, code, out)
   end))
 
   it("-t: an access log that cannot be opened fails with file:line; -t creates no file", h:guard(function()
