@@ -30,12 +30,17 @@ EMBED_LUA := luaray.config=lua/luaray/config.lua luaray.link=lua/luaray/link.lua
              luaray.daemon=lua/luaray/daemon.lua luaray.cdef=$(BUILD)/lua/luaray/cdef.lua
 EMBED_SRC := $(BUILD)/gen/embedded_lua.c
 MAIN_OBJS := $(BUILD)/obj/core/main.o $(BUILD)/obj/core/script/bridge.o \
-             $(BUILD)/obj/core/script/pattern.o $(BUILD)/obj/gen/embedded_lua.o
+             $(BUILD)/obj/core/script/pattern.o $(BUILD)/obj/gen/embedded_lua.o \
+             $(BUILD)/obj/gen/commit.o
+# the commit `luaray version` reports (git describe --always --dirty, or
+# "unknown" outside git): rewritten only when it changes, so a build
+# recompiles this one file and relinks the executable, nothing more
+COMMIT_SRC := $(BUILD)/gen/commit.c
 DEPS := $(LIB_OBJS:.o=.d) $(MAIN_OBJS:.o=.d)
 
 DEPS_STAMP := $(BUILD)/.deps-ok
 
-.PHONY: all deps test check asan asan-build tsan tsan-build soak run clean
+.PHONY: all deps test check asan asan-build tsan tsan-build soak run clean FORCE
 all: $(BUILD)/libluaray.so $(BUILD)/luaray $(BUILD)/lua/luaray/cdef.lua
 
 deps: $(DEPS_STAMP)
@@ -62,6 +67,16 @@ $(EMBED_SRC): scripts/embed-lua $(foreach m,$(EMBED_LUA),$(lastword $(subst =, ,
 	$(Q)luajit scripts/embed-lua $@ $(EMBED_LUA)
 
 $(BUILD)/obj/gen/embedded_lua.o: $(EMBED_SRC)
+	$(call say,CC,$<)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(CFLAGS_ALL) -c $< -o $@
+
+$(COMMIT_SRC): FORCE
+	$(Q)mkdir -p $(@D)
+	$(Q)line="const char lr_build_commit[] = \"$$(git -C '$(CURDIR)' describe --always --dirty 2>/dev/null || echo unknown)\";"; \
+	  if [ "$$(cat $@ 2>/dev/null)" != "$$line" ]; then printf '%s\n' "$$line" > $@; fi
+
+$(BUILD)/obj/gen/commit.o: $(COMMIT_SRC)
 	$(call say,CC,$<)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(CFLAGS_ALL) -c $< -o $@
@@ -104,8 +119,12 @@ soak: all
 	$(Q)LURAY_SOAK=1 LURAY_SOAK_MINUTES=$${LURAY_SOAK_MINUTES:-30} bash scripts/busted -o TAP \
 	    spec/e2e/soak_spec.lua spec/e2e/hardening_spec.lua 2>&1 | bash scripts/ci-summary
 
+# make run PORTS="10087 1081 8081": the embedded default on other ports
+# (VMess, SOCKS5, HTTP; spaces or commas), through `luaray --ports`
+comma := ,
+space := $(subst ,, )
 run: all
-	$(Q)$(BUILD)/luaray
+	$(Q)$(BUILD)/luaray$(if $(strip $(PORTS)), --ports '$(subst $(space),$(comma),$(strip $(PORTS)))')
 
 clean:
 	$(call say,RM,$(BUILD))

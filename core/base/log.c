@@ -3,12 +3,14 @@
  * ever prints key material (callers shorten UUIDs, see lr_uuid_short).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "base/base.h"
 #include "base/log.h"
@@ -45,27 +47,44 @@ void lr_log_write(int level, const char *fmt, ...)
     funlockfile(stderr);
 }
 
-int lr_access_open(const char *path)
+FILE *lr_access_file(const char *path)
 {
-    FILE *f = NULL;
-    int rc = 0;
-    if (path && !*path) {
-        f = stderr;
-    } else if (path) {
-        f = fopen(path, "a");
-        if (!f)
-            rc = -errno;
-        else
-            setvbuf(f, NULL, _IOLBF, 0);
+    FILE *f = fopen(path, "ae");
+    if (f)
+        setvbuf(f, NULL, _IOLBF, 0);
+    return f;
+}
+
+int lr_access_check(const char *path)
+{
+    int fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
+    if (fd >= 0) {
+        close(fd);
+        return 0;
     }
+    if (errno != ENOENT)
+        return -errno;
+    /* not there yet: it can be made if its directory is writable */
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    if (!slash)
+        snprintf(dir, sizeof(dir), ".");
+    else if (slash == path)
+        snprintf(dir, sizeof(dir), "/");
+    else
+        snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
+    return access(dir, W_OK | X_OK) == 0 ? 0 : -errno;
+}
+
+void lr_access_use(FILE *f)
+{
     pthread_mutex_lock(&access_lock);
     FILE *old = access_f;
     access_f = f;
     access_on = f != NULL;
     pthread_mutex_unlock(&access_lock);
-    if (old && old != stderr)
+    if (old && old != stderr && old != f)
         fclose(old);
-    return rc;
 }
 
 int lr_access_enabled(void)

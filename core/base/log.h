@@ -7,6 +7,7 @@
 
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdio.h>
 
 enum lr_log_level { LR_LOG_DEBUG = 0, LR_LOG_INFO, LR_LOG_WARN, LR_LOG_ERROR };
 
@@ -27,8 +28,14 @@ void lr_log_write(int level, const char *fmt, ...)
 #define lr_warn(...) lr_log(LR_LOG_WARN, __VA_ARGS__)
 #define lr_error(...) lr_log(LR_LOG_ERROR, __VA_ARGS__)
 
-/* Access log: NULL path = off, "" = stderr, else a file (appended). */
-int lr_access_open(const char *path);
+/* Access log.  lr_access_file opens a file for appending, line buffered
+ * (NULL with errno set); lr_access_check says whether `path` could be
+ * opened so, without creating it (0 or -errno: for a config check);
+ * lr_access_use makes `f` the access log (stderr, a file from
+ * lr_access_file, or NULL: off) and closes the previous file. */
+FILE *lr_access_file(const char *path);
+int lr_access_check(const char *path);
+void lr_access_use(FILE *f);
 int lr_access_enabled(void);
 void lr_access_write(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

@@ -90,6 +90,7 @@ LR_API void lr_conf_free(struct lr_conf *c)
     free(c->rules);
     free(c->default_tag);
     free(c->access);
+    free(c->log_where);
     for (uint32_t i = 0; i < c->npolicies; i++)
         free(c->policies[i].email);
     free(c->policies);
@@ -102,7 +103,8 @@ LR_API const char *lr_conf_error(const struct lr_conf *c)
     return c->error;
 }
 
-LR_API int lr_conf_log(struct lr_conf *c, int level, const char *access)
+LR_API int lr_conf_log(struct lr_conf *c, int level, const char *access,
+                       const char *where)
 {
     if (level < 0 || level > 3)
         return fail(c, "log level out of range");
@@ -110,6 +112,8 @@ LR_API int lr_conf_log(struct lr_conf *c, int level, const char *access)
     free(c->access);
     c->access = dup_or_null(access);
     c->access_set = 1;
+    free(c->log_where);
+    c->log_where = dup_or_null(where);
     return LR_OK;
 }
 

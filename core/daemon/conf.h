@@ -40,6 +40,7 @@ struct lr_conf {
     int workers;                  /* 1.. (lr_conf_new: 1) */
     char *access;                 /* NULL off, "" stderr */
     int access_set;
+    char *log_where;              /* luaray.log's file:line, or NULL */
     struct lr_user_info *users;   uint32_t nusers;
     struct lr_conf_ib *ib;        uint32_t nib;
     struct lr_conf_ob *ob;        uint32_t nob;

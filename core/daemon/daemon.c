@@ -870,8 +870,36 @@ static int gen_build(struct lr_daemon *d, struct lr_conf *c, int dry_run,
     return 0;
 }
 
+static const char *ib_type_name(int type)
+{
+    static const char *names[] = {"?", "vmess", "socks", "http"};
+    return names[type & 3];
+}
+
+/* A SOCKS or HTTP inbound without accounts on an address other hosts may
+ * reach: anyone who reaches it can use it.  Said once per inbound each
+ * time a config is checked, started or reloaded. */
+static void warn_open_proxy(const struct lr_inbound *ib)
+{
+    uint8_t ip[16];
+    static const uint8_t v6_loopback[16] = {[15] = 1};
+    if ((ib->type != LR_IB_SOCKS && ib->type != LR_IB_HTTP) || ib->naccounts)
+        return;
+    int n = lr_addr_ip_bytes(&ib->addr, ip);
+    if ((n == 4 && ip[0] == 127) || (n == 16 && memcmp(ip, v6_loopback, 16) == 0))
+        return;
+    char a[80];
+    lr_addr_str(&ib->addr, a, sizeof(a));
+    lr_warn("inbound %s (%s) on %s has no accounts: an open proxy for anyone who "
+            "can reach that address (set accounts, or listen on 127.0.0.1)",
+            ib->tag, ib_type_name(ib->type), a);
+}
+
 /* Makes `g` the current generation: moves carried listeners over, closes
- * listeners the new config dropped, starts accepting. */
+ * listeners the new config dropped, starts accepting.  The main thread
+ * logs, in this order, each inbound of `g` ("listening on" when its
+ * socket is new, "kept" when it was handed over) and each listener
+ * closed ("removed"). */
 static void gen_install(struct lr_daemon *d, struct lr_gen *g)
 {
     struct lr_gen *old = d->gen;
@@ -882,11 +910,22 @@ static void gen_install(struct lr_daemon *d, struct lr_gen *g)
             ib->users = old->ib[ib->users_from].users;
             lr_users_ref(ib->users);
         }
-        if (ib->fd <= -2 && old) {
+        int kept = ib->fd <= -2 && old;
+        if (kept) {
             struct lr_inbound *o = &old->ib[-2 - ib->fd];
             ev_io_stop(d->loop, &o->accept_w);
             ib->fd = o->fd;
             o->fd = -1;
+        }
+        if (d->worker == 0) {
+            char a[80];
+            lr_addr_str(&ib->addr, a, sizeof(a));
+            if (kept)
+                lr_info("inbound %s on %s kept", ib->tag, a);
+            else
+                lr_info("inbound %s (%s) listening on %s", ib->tag,
+                        ib_type_name(ib->type), a);
+            warn_open_proxy(ib);
         }
     }
     if (old) {
@@ -896,7 +935,8 @@ static void gen_install(struct lr_daemon *d, struct lr_gen *g)
             if (o->fd >= 0) {
                 char a[80];
                 lr_addr_str(&o->addr, a, sizeof(a));
-                lr_info("inbound %s on %s removed", o->tag, a);
+                if (d->worker == 0)
+                    lr_info("inbound %s on %s removed", o->tag, a);
                 close(o->fd);
                 o->fd = -1;
             }
@@ -917,24 +957,52 @@ static void gen_install(struct lr_daemon *d, struct lr_gen *g)
     }
 }
 
-static void apply_logging(struct lr_daemon *d, struct lr_conf *c)
+/* The access log a config names, opened (or, for a check, probed) before
+ * anything else of the config is built, so a path that cannot be opened
+ * refuses the config with luaray.log's file:line, and on a reload the
+ * running log stays.  *f: the stream to install (NULL: off).  Each reload
+ * reopens the file (log rotation).  The main thread's alone: workers run
+ * the same config. */
+static int access_prepare(struct lr_daemon *d, struct lr_conf *c, int dry_run,
+                          FILE **f, char *err, size_t errlen)
+{
+    const char *path = c->access_set ? c->access : "";
+    *f = NULL;
+    if (d->worker != 0 || !path)
+        return 0;
+    if (!*path) {
+        *f = stderr;
+        return 0;
+    }
+    int rc = 0;
+    if (dry_run)
+        rc = lr_access_check(path);
+    else if (!(*f = lr_access_file(path)))
+        rc = -errno;
+    if (rc)
+        return errf(err, errlen, c->log_where, "cannot open access log '%s': %s",
+                    path, strerror(-rc));
+    return 0;
+}
+
+static void apply_logging(struct lr_daemon *d, struct lr_conf *c, FILE *access)
 {
     if (d->worker != 0)
         return; /* the main thread's; the same config */
     lr_log_level = c->log_level;
-    lr_access_open(c->access_set ? c->access : "");
+    lr_access_use(access);
 }
 
 /* Installs a built generation with its script: logging, listeners,
  * policies (on the loop, or before it runs). */
 static void gen_commit(struct lr_daemon *d, struct lr_conf *c, struct lr_gen *g,
-                       struct lr_script *script)
+                       struct lr_script *script, FILE *access)
 {
     g->script = script;
     g->hooks = script ? lr_script_hooks(script) : 0;
     if ((g->hooks & (1u << LR_HOOK_ROUTE)) && (g->hooks & LR_HOOKS_SNIFFED))
         g->sniff = 1;
-    apply_logging(d, c);
+    apply_logging(d, c, access);
     gen_install(d, g);
     for (uint32_t i = 0; i < c->npolicies; i++)
         lr_policy_set(c->policies[i].email, &c->policies[i].p);
@@ -950,13 +1018,22 @@ int lr_daemon_commit(struct lr_daemon *d, struct lr_conf *c,
         d->conf_workers = (uint32_t)c->workers;
         lr_sock_reuseport = c->workers > 1;
     }
-    if (gen_build(d, c, dry_run, &g, err, errlen) != 0)
+    FILE *access = NULL;
+    if (access_prepare(d, c, dry_run, &access, err, errlen) != 0)
         return -1;
+    if (gen_build(d, c, dry_run, &g, err, errlen) != 0) {
+        if (access && access != stderr)
+            fclose(access);
+        return -1;
+    }
     if (dry_run) {
+        if (d->worker == 0)
+            for (uint32_t i = 0; i < g->nib; i++)
+                warn_open_proxy(&g->ib[i]);
         gen_free(g);
         return 0;
     }
-    gen_commit(d, c, g, script);
+    gen_commit(d, c, g, script, access);
     return 0;
 }
 
@@ -976,6 +1053,7 @@ struct lr_build {
     struct lr_conf *c;
     struct lr_script *s;
     struct lr_gen *g;
+    FILE *access;                /* the access log it names, opened */
     int rc;
     char err[1024];
 };
@@ -990,6 +1068,7 @@ static void *build_main(void *arg)
         snprintf(b->err, sizeof(b->err), "out of memory");
     else if (lr_script_load_config(b->s, b->d->config_path, b->c, 0, b->err,
                                    sizeof(b->err)) == 0 &&
+             access_prepare(b->d, b->c, 0, &b->access, b->err, sizeof(b->err)) == 0 &&
              gen_build(b->d, b->c, 0, &b->g, b->err, sizeof(b->err)) == 0)
         b->rc = 0;
     lr_cipher_thread_end();
@@ -1007,6 +1086,8 @@ static void build_free(struct lr_build *b)
         b->g->d = NULL;
         gen_free(b->g);
     }
+    if (b->access && b->access != stderr)
+        fclose(b->access);
     lr_conf_free(b->c);
     if (b->s)
         lr_script_free(b->s);
@@ -1083,8 +1164,9 @@ static void built_cb(struct ev_loop *loop, ev_async *aw, int revents)
         if ((uint32_t)b->c->workers != d->conf_workers && d->worker == 0)
             lr_warn("reload: workers %d in the config; %u keep running until a restart",
                     b->c->workers, d->conf_workers);
-        gen_commit(d, b->c, g, b->s);
+        gen_commit(d, b->c, g, b->s, b->access);
         b->s = NULL; /* the generation owns it */
+        b->access = NULL; /* the log's now */
         lr_info("%sreload: generation %llu serving; %u connections on older generations",
                 w, (unsigned long long)d->gen->id, d->nconns);
         lr_script_reload_hook(d->gen);
@@ -1104,15 +1186,9 @@ static void hup_cb(struct ev_loop *loop, ev_signal *w, int revents)
     reload_start(w->data);
 }
 
+/* (the listeners were logged when the generation was installed) */
 void lr_daemon_describe(struct lr_daemon *d)
 {
-    for (uint32_t i = 0; i < d->gen->nib; i++) {
-        static const char *names[] = {"?", "vmess", "socks", "http"};
-        char a[80];
-        lr_addr_str(&d->gen->ib[i].addr, a, sizeof(a));
-        lr_info("inbound %s (%s) listening on %s", d->gen->ib[i].tag,
-                names[d->gen->ib[i].type & 3], a);
-    }
     if (d->conf_workers > 1)
         lr_info("%u workers", d->conf_workers);
 }

@@ -738,6 +738,20 @@ static void hin_dial_failed(struct lr_conn *c, int err)
     lr_conn_close(c, c->reason ? c->reason : "dial failed");
 }
 
+/* A plain request whose upstream ended before a byte of response (the
+ * origin closed or reset, or a VMess server closed without its response
+ * header because it could not reach the destination) gets 502, not an
+ * empty reply.  A tunnel has had its 200 already: it just closes. */
+static int hin_no_response(struct lr_conn *c, const char *reason)
+{
+    struct http_in *st = c->ib_state;
+    if (!st || st->tunnel || c->replied)
+        return 0;
+    respond(c, "502 Bad Gateway", NULL);
+    lr_conn_close(c, reason);
+    return 1;
+}
+
 static void hin_free(struct lr_conn *c)
 {
     free(c->ib_state);
@@ -749,5 +763,6 @@ const struct lr_ib_ops lr_http_in_ops = {
     .early_reply = hin_early_reply,
     .connected = hin_connected,
     .dial_failed = hin_dial_failed,
+    .no_response = hin_no_response,
     .free = hin_free,
 };

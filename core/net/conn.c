@@ -909,11 +909,12 @@ void lr_conn_connect(struct lr_conn *c, const char *host, uint16_t port,
 void lr_conn_dial_failed(struct lr_conn *c, int err, const char *reason)
 {
     c->reason = reason;
-    if (c->obops && c->obops->failed)
-        c->obops->failed(c);
     if (err && !c->fail_detail[0])
         snprintf(c->fail_detail, sizeof(c->fail_detail), "%s",
                  strerror(err < 0 ? -err : err));
+    /* after the detail: the outbound may say where it was dialling */
+    if (c->obops && c->obops->failed)
+        c->obops->failed(c);
     if (c->ibops->dial_failed)
         c->ibops->dial_failed(c, err); /* may reply, then closes c */
     else
@@ -1053,6 +1054,14 @@ static int emit(struct lr_conn *c, struct lr_pipe *p, struct lr_side *src,
     return 0;
 }
 
+/* The remote ended before a byte of response came down: 1 if the inbound
+ * answered the client itself and closed c (lr_ib_ops.no_response). */
+static int no_response(struct lr_conn *c, struct lr_pipe *p, const char *reason)
+{
+    return p == &c->down && !p->bytes && c->ibops->no_response &&
+           c->ibops->no_response(c, reason);
+}
+
 /* Decodes the next unit from `in` (in place).  1 = a unit is pending,
  * 0 = need more input, -1 = connection closed. */
 static int decode(struct lr_conn *c, struct lr_pipe *p)
@@ -1066,7 +1075,8 @@ static int decode(struct lr_conn *c, struct lr_pipe *p)
         if (rc == LR_AGAIN)
             return 0;
         if (rc != LR_OK)
-            return fatal(c, "bad response header");
+            return no_response(c, p, "bad response header") ? -1
+                   : fatal(c, "bad response header");
         p->pre = NULL;
         p->in->rd += (uint32_t)consumed;
         return decode(c, p);
@@ -1184,7 +1194,11 @@ static int pump(struct lr_conn *c, struct lr_pipe *p, struct lr_side *src,
     /* the server closed before its response header was complete: nothing
      * more can come, so the client must see the close */
     if (p->src_eof && p->pre)
-        return cut(c, "closed before the response header");
+        return no_response(c, p, "closed before the response header") ? -1
+               : cut(c, "closed before the response header");
+    if (p->src_eof && !p->pend_len && (!p->in || lr_buf_len(p->in) == 0) &&
+        !p->end_written && no_response(c, p, "closed without a response"))
+        return -1;
     /* the source ended and everything before it went out: end marker */
     if (p->src_eof && !p->pend_len && (!p->in || lr_buf_len(p->in) == 0) &&
         !p->pre && !p->end_written) {
@@ -1314,7 +1328,9 @@ static void side_readable(struct lr_conn *c, struct lr_pipe *p,
     } else if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
         return;
     } else {
-        lr_conn_close(c, errno == ECONNRESET ? "reset" : "read failed");
+        const char *why = errno == ECONNRESET ? "reset" : "read failed";
+        if (!no_response(c, p, why))
+            lr_conn_close(c, why);
         return;
     }
     if (pump(c, p, src, dst) < 0)

@@ -66,6 +66,11 @@ struct lr_ib_ops {
     int (*early_reply)(struct lr_conn *c);
     void (*connected)(struct lr_conn *c);    /* outbound ready */
     void (*dial_failed)(struct lr_conn *c, int err);
+    /* optional: the remote ended (closed, reset, or a VMess response
+     * header that did not decode) before a byte came back for the client;
+     * 1 if the inbound answered and closed c (an HTTP request: 502), 0 to
+     * end the relay as usual */
+    int (*no_response)(struct lr_conn *c, const char *reason);
     void (*free)(struct lr_conn *c);
     /* the client's bytes after the handshake are plain relay input: keep
      * reading them (into the up pipe, up to its buffer) while dialling */

@@ -171,6 +171,27 @@ static void vmess_free(struct lr_conn *c)
 static void vmess_failed(struct lr_conn *c)
 {
     struct vmess_out *st = c->ob_state;
+    struct lr_outbound *ob = c->ob;
+    if (st) {
+        /* the access line names the server that failed, not only the
+         * destination: "connect failed: server 192.0.2.5:10086
+         * (upstream): Connection refused" */
+        char pre[sizeof(c->fail_detail)];
+        const char *host = st->dynamic && ob->dyn_host[0] ? ob->dyn_host : ob->server_host;
+        int v6 = strchr(host, ':') != NULL;
+        int k = snprintf(pre, sizeof(pre), "server %s%s%s:%u (%s%s)%s", v6 ? "[" : "",
+                         host, v6 ? "]" : "",
+                         st->dynamic ? ob->dyn_port : ob->server_port, ob->tag,
+                         st->dynamic ? ", dynamic port" : "",
+                         c->fail_detail[0] ? ": " : "");
+        size_t n = k < 0 ? 0 : (size_t)k < sizeof(pre) ? (size_t)k : sizeof(pre) - 1;
+        size_t dl = strlen(c->fail_detail);
+        if (n + dl >= sizeof(c->fail_detail))
+            dl = sizeof(c->fail_detail) - 1 - n;
+        memmove(c->fail_detail + n, c->fail_detail, dl);
+        memcpy(c->fail_detail, pre, n);
+        c->fail_detail[n + dl] = 0;
+    }
     if (st && st->dynamic) {
         /* the announced port is gone: back to the main server */
         lr_warn("outbound %s: dynamic port %u failed; using the main port",

@@ -1029,3 +1029,21 @@ int lr_script_links(struct lr_script *s, const char *path, const char *host,
     lua_settop(L, base);
     return rc;
 }
+
+int lr_script_daemon_call(struct lr_script *s, const char *fn, const char *arg,
+                          char *out, size_t outlen)
+{
+    lua_State *L = s->L;
+    int base = lua_gettop(L);
+    if (arg)
+        lua_pushstring(L, arg);
+    else
+        lua_pushnil(L);
+    int rc = call_daemon(s, fn, 1, out, outlen);
+    if (rc == 0) {
+        const char *r = lua_tostring(L, -1);
+        snprintf(out, outlen, "%s", r ? r : "");
+    }
+    lua_settop(L, base);
+    return rc;
+}

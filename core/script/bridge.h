@@ -21,7 +21,8 @@ struct lr_script *lr_script_new(struct lr_daemon *d);
 void lr_script_free(struct lr_script *s);
 /* runs Lua: loads the config script at `path` (NULL: the embedded default)
  * into `conf`.  On error returns -1 with "file:line: message" in err.
- * With announce, the default config prints its UUID and share link. */
+ * With announce, the default config keeps its UUID and share link for
+ * "announce" (lr_script_daemon_call), once its listeners are open. */
 int lr_script_load_config(struct lr_script *s, const char *path,
                           struct lr_conf *conf, int announce, char *err,
                           size_t errlen);
@@ -37,5 +38,10 @@ void lr_script_reload_hook(struct lr_gen *g);
 /* runs Lua: prints a vmess:// link per user of the config at `path`. */
 int lr_script_links(struct lr_script *s, const char *path, const char *host,
                     char *err, size_t errlen);
+/* runs Lua: require("luaray.daemon")[fn](arg) (arg may be NULL), which
+ * returns true[, string] or nil, "message".  0 with the string (or "")
+ * in out, or -1 with the message in out. */
+int lr_script_daemon_call(struct lr_script *s, const char *fn, const char *arg,
+                          char *out, size_t outlen);
 
 #endif

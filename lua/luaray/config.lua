@@ -39,6 +39,7 @@
 --
 --   cfg.log = { level = "debug"|"info"|"warn"|"error",   -- default "info"
 --               access = true | false | "path" }           -- default true (stderr)
+--   cfg.log_where = "file:line" or nil   -- of luaray.log; nil when it is not called
 --   cfg.sniffed_used = bool          -- some config file mentions "sniffed"
 --   cfg.workers = 1..64 | "auto"     -- luaray.workers(n); default 1
 --   cfg.budget = { seconds = n, instructions = n, where = "file:line" or nil }
@@ -1181,6 +1182,7 @@ local function finish(S)
   end
   return {
     log = S.log or { level = "info", access = true },
+    log_where = S.log_where,
     workers = S.workers or 1,
     budget = S.budget or { seconds = BUDGET_DEFAULT.seconds, instructions = BUDGET_DEFAULT.instructions },
     workers_where = S.workers_where,

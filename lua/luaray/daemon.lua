@@ -18,20 +18,47 @@ local LEVELS = { debug = 0, info = 1, warn = 2, error = 3 }
 
 -- The embedded default (design.md 1): a VMess server on 127.0.0.1:10086
 -- with one fresh user, and SOCKS5/HTTP inbounds on loopback that reach it
--- through a VMess outbound.
+-- through a VMess outbound.  `luaray --ports VMESS,SOCKS,HTTP` (make run
+-- PORTS=...) moves the three listeners; `luaray --print-default` prints it.
 local DEFAULT = [[
 luaray.log { level = "info", access = true }
 luaray.user { id = "%s", email = "default@luaray" }
-luaray.inbound "vmess-in" { type = "vmess", listen = "127.0.0.1:10086",
+luaray.inbound "vmess-in" { type = "vmess", listen = "127.0.0.1:%d",
                             allow_private = true }
-luaray.inbound "socks-in" { type = "socks", listen = "127.0.0.1:1080", udp = true }
-luaray.inbound "http-in"  { type = "http",  listen = "127.0.0.1:8080" }
+luaray.inbound "socks-in" { type = "socks", listen = "127.0.0.1:%d", udp = true }
+luaray.inbound "http-in"  { type = "http",  listen = "127.0.0.1:%d" }
 luaray.outbound "direct" { type = "direct" }
-luaray.outbound "local-vmess" { type = "vmess", server = "127.0.0.1:10086",
+luaray.outbound "local-vmess" { type = "vmess", server = "127.0.0.1:%d",
                                 id = "%s", security = "aes-128-gcm" }
 luaray.route { inbound = { "socks-in", "http-in" }, to = "local-vmess" }
 luaray.route { default = "direct" }
 ]]
+-- what errors in it are attributed to (its line numbers mean nothing to
+-- whoever runs it)
+local DEFAULT_WHERE = "embedded default config"
+local default_ports = { 10086, 1080, 8080 }
+local banner -- the default's announcement, printed once it listens
+
+local function default_text(uuid)
+  local p = default_ports
+  return DEFAULT:format(uuid, p[1], p[2], p[3], p[1], uuid)
+end
+
+-- set_default_ports("VMESS,SOCKS,HTTP"): the embedded default's ports.
+function M.set_default_ports(s)
+  local a, b, c = tostring(s):match("^%s*(%d+)%s*[, ]%s*(%d+)%s*[, ]%s*(%d+)%s*$")
+  local p = { tonumber(a), tonumber(b), tonumber(c) }
+  for i = 1, 3 do
+    if not p[i] or p[i] < 1 or p[i] > 65535 then
+      return nil, ("--ports: want VMESS,SOCKS,HTTP, three ports 1-65535 (got '%s')"):format(tostring(s))
+    end
+  end
+  if p[1] == p[2] or p[1] == p[3] or p[2] == p[3] then
+    return nil, ("--ports: the three ports must differ (got '%s')"):format(tostring(s))
+  end
+  default_ports = p
+  return true
+end
 
 local function fresh_uuid()
   local id = ffi.new("uint8_t[16]")
@@ -50,7 +77,7 @@ local function apply(cfg, conf)
   end
   local access = cfg.log.access
   if access == true then access = "" elseif access == false then access = nil end
-  check(C.lr_conf_log(conf, LEVELS[cfg.log.level] or 1, access))
+  check(C.lr_conf_log(conf, LEVELS[cfg.log.level] or 1, access, cfg.log_where))
   check(C.lr_conf_workers(conf, cfg.workers == "auto" and 0 or cfg.workers), cfg.workers_where)
   for _, u in ipairs(cfg.users) do
     check(C.lr_conf_user(conf, u.id, u.email, u.alter_id or 0, u.level or 0), u.where)
@@ -389,7 +416,13 @@ function M.load(path, conf_ud, announce)
   if path then
     cfg, err = config.load(path, opts)
   else
-    cfg, err = config.load_string(DEFAULT:format(uuid, uuid), "=default", opts)
+    cfg, err = config.load_string(default_text(uuid), "=default", opts)
+    if cfg then
+      cfg.log_where = DEFAULT_WHERE
+      for _, list in ipairs { cfg.users, cfg.inbounds, cfg.outbounds, cfg.routes } do
+        for _, item in ipairs(list) do item.where = DEFAULT_WHERE end
+      end
+    end
   end
   load_end()
   loading = false
@@ -403,40 +436,87 @@ function M.load(path, conf_ud, announce)
   if cfg.sniffed_used then mask = bit.bor(mask, SNIFFED_USED) end
   if announce and not path then
     local link = require "luaray.link"
-    io.stdout:write("luaray default configuration\n",
+    local p = default_ports
+    banner = table.concat {
+      "luaray default configuration\n",
       "  user id:    ", uuid, "\n",
-      "  share link: ", link.vmess_link(cfg.users[1], "127.0.0.1", 10086, {}), "\n",
-      "  vmess  127.0.0.1:10086\n  socks5 127.0.0.1:1080\n  http   127.0.0.1:8080\n")
-    io.stdout:flush()
+      "  share link: ", link.vmess_link(cfg.users[1], "127.0.0.1", p[1], {}), "\n",
+      ("  vmess  127.0.0.1:%d\n  socks5 127.0.0.1:%d\n  http   127.0.0.1:%d\n"):format(p[1], p[2], p[3]) }
   end
   return true, mask
 end
 
+-- announce(): the embedded default's UUID, share link and addresses, once
+-- its listeners are open (main.c calls it after the commit).
+function M.announce()
+  if banner then
+    -- in one write, so that whoever reads the output never sees half of it
+    io.stdout:setvbuf("full")
+    io.stdout:write(banner)
+    io.stdout:flush()
+    io.stdout:setvbuf("line")
+    banner = nil
+  end
+  return true
+end
+
+-- print_default(): the embedded default as a config file (with the ports
+-- of --ports), with a fresh UUID: `luaray -c` runs it as it is.
+function M.print_default()
+  io.stdout:write("-- luaray's embedded default config (what `luaray` runs without -c).\n",
+    "-- The UUID here is a fresh one; `luaray` itself makes another at each start.\n",
+    default_text(fresh_uuid()))
+  io.stdout:flush()
+  return true
+end
+
+-- luajit_version(): the LuaJIT this state runs on ("LuaJIT 2.1.0-beta3").
+function M.luajit_version()
+  return true, jit and jit.version or _VERSION
+end
+
+-- A listen host that means "every address" (0.0.0.0, ::): no client can
+-- dial it.
+local function wildcard(h)
+  return h == "0.0.0.0" or (h:find(":", 1, true) and h:match("^[0:]+$")) ~= nil
+end
+
 -- links(path, host) prints one vmess:// link per user of each VMess inbound.
+-- Without host, an inbound listening on a wildcard address is an error
+-- (the link needs the address clients dial).  With several VMess inbounds
+-- each link is named "email (inbound tag)", so a client that imports them
+-- all can tell them apart; with one, just the email.
 function M.links(path, host)
   load_begin()
   local cfg, err = config.load(path)
   load_end()
   if not cfg then return nil, err end
   local link = require "luaray.link"
-  local n = 0
+  local vmess = {}
   for _, ib in ipairs(cfg.inbounds) do
-    if ib.type == "vmess" then
-      local allowed
-      if ib.users then
-        allowed = {}
-        for _, e in ipairs(ib.users) do allowed[e] = true end
-      end
-      local h = host or ib.listen.host
-      for _, u in ipairs(cfg.users) do
-        if not allowed or allowed[u.email] then
-          io.stdout:write(link.vmess_link(u, h, ib.listen.port, {}), "\n")
-          n = n + 1
-        end
+    if ib.type == "vmess" then vmess[#vmess + 1] = ib end
+  end
+  local out = {}
+  for _, ib in ipairs(vmess) do
+    local allowed
+    if ib.users then
+      allowed = {}
+      for _, e in ipairs(ib.users) do allowed[e] = true end
+    end
+    local h = host or ib.listen.host
+    if wildcard(h) then
+      return nil, ("%s: inbound '%s' listens on %s: give the address clients dial with -H HOST")
+        :format(ib.where, ib.tag, h:find(":", 1, true) and "[" .. h .. "]" or h)
+    end
+    for _, u in ipairs(cfg.users) do
+      if not allowed or allowed[u.email] then
+        local name = #vmess > 1 and ("%s (%s)"):format(u.email, ib.tag) or u.email
+        out[#out + 1] = link.vmess_link(u, h, ib.listen.port, { ps = name })
       end
     end
   end
-  if n == 0 then return nil, path .. ": no VMess inbound with users" end
+  if #out == 0 then return nil, path .. ": no VMess inbound with users" end
+  io.stdout:write(table.concat(out, "\n"), "\n")
   return true
 end
 

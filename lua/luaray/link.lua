@@ -14,6 +14,7 @@
 --   M.vmess_link(user, host, port [, opts]) -> "vmess://..."
 --       user: { id = "uuid", email = "...", alter_id = n } (a cfg.users entry)
 --       opts.security: the "scy" field, default "auto"
+--       opts.ps: the link's name ("ps"), default user.email
 --       Raises on misuse (a missing id, a bad port).
 --   M.parse_vmess_link(s) -> table of the JSON fields (strings and numbers
 --       as they appear), or nil, err.  Accepts standard or URL-safe base64,
@@ -224,7 +225,7 @@ function M.vmess_link(user, host, port, opts)
   local security = opts and opts.security or "auto"
   return "vmess://" .. M.base64_encode(M.json_encode_object({
     { "v", "2" },
-    { "ps", user.email or "" },
+    { "ps", opts and opts.ps or user.email or "" },
     { "add", host },
     { "port", tostring(p) },
     { "id", user.id },

@@ -26,7 +26,7 @@ describe("the embedded default config (luaray with no -c)", function()
     http = h:http_server { ipv6 = E.has_ipv6() }
     d = h:spawn("luaray-default", { E.luaray_bin() }, { ports = PORTS, keep_preload = true })
     d.luaray = true
-    -- the announcement is written (and flushed) before the listeners open
+    -- the announcement is written (in one write) once the listeners are open
     for _ = 1, 200 do
       local f = io.open(d.log, "rb")
       out = f and f:read("*a") or ""

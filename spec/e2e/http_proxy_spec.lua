@@ -444,3 +444,107 @@ describe("HTTP proxy inbound: requests", function()
     assert.is_true(h:alive(proxy), "the proxy died")
   end))
 end)
+
+-- What the client gets when there is no response to relay (issue
+-- "Renovation", section 3): 502 Bad Gateway for a destination that cannot
+-- be reached, whichever way it failed, never an empty reply or a reset;
+-- 504 for a connect timeout is in hardening_spec's territory, 403 for a
+-- hook's refusal in hooks_spec's.  "http-vm" goes through a VMess outbound
+-- to a VMess inbound of the same daemon (as in the embedded default), so
+-- there the destination's failure happens on the VMess server, after the
+-- HTTP inbound's side of the dial has succeeded.
+describe("HTTP proxy inbound: no response upstream", function()
+  local h = E.new("http-proxy-502")
+  local direct_port, vm_port, vmess_port
+  local N = 20  -- the failure was intermittent once: every request must get its 502
+
+  lazy_setup(h:guard(function()
+    direct_port, vm_port, vmess_port = E.free_port(), E.free_port(), E.free_port()
+    local id = E.uuid()
+    local script = table.concat({
+      'luaray.log { level = "info", access = true }',
+      ('luaray.user { id = "%s", email = "self@e2e" }'):format(id),
+      ('luaray.inbound "vmess-in" { type = "vmess", listen = "127.0.0.1:%d", allow_private = true }'):format(vmess_port),
+      ('luaray.inbound "http-direct" { type = "http", listen = "127.0.0.1:%d" }'):format(direct_port),
+      ('luaray.inbound "http-vm" { type = "http", listen = "127.0.0.1:%d" }'):format(vm_port),
+      'luaray.outbound "direct" { type = "direct" }',
+      ('luaray.outbound "upstream" { type = "vmess", server = "127.0.0.1:%d", id = "%s" }'):format(vmess_port, id),
+      'luaray.route { inbound = { "http-vm" }, to = "upstream" }',
+      'luaray.route { default = "direct" }',
+    }, "\n") .. "\n"
+    h:luaray("proxy-502", script, { ports = { direct_port, vm_port, vmess_port } })
+  end))
+
+  lazy_teardown(function() h:cleanup() end)
+
+  -- A plain GET for `target` through the proxy at `port`; `origin_does`
+  -- (optional) plays the origin's part -> what the client received, how
+  -- its connection ended
+  local function get(port, target, origin_does)
+    local cs = send_all(port, ("GET %s HTTP/1.1\r\nHost: x\r\n\r\n"):format(target))
+    if origin_does then origin_does() end
+    local back, how = read_to_eof(cs, 15)
+    cs:close()
+    return back, how
+  end
+
+  local function is_502(back, how)
+    return back:find("^HTTP/1%.1 502 Bad Gateway\r\n") ~= nil and how == "eof",
+           ("got %s, then %s"):format(show(back:sub(1, 60)), how)
+  end
+
+  it("a destination the VMess server cannot reach: 502 every time", h:guard(function()
+    local closed = E.free_port()
+    for i = 1, N do
+      local ok, what = is_502(get(vm_port, ("http://127.0.0.1:%d/%d"):format(closed, i)))
+      assert.is_true(ok, ("request %d: %s"):format(i, what))
+    end
+  end))
+
+  it("an origin that closes, or resets, without a byte of response: 502 (direct and through VMess)",
+     h:guard(function()
+    for _, port in ipairs { direct_port, vm_port } do
+      local o = origin()
+      for i = 1, N do
+        local reset = i % 2 == 0
+        local ok, what = is_502(get(port, ("http://127.0.0.1:%d/%d"):format(o.port, i), function()
+          local oc = assert(o:accept(10))
+          local got, st = read_until(oc, has_head(), 10)
+          assert(st == "done", "origin: no request head: " .. st .. " " .. show(got))
+          if reset then oc:setoption("linger", { on = true, timeout = 0 }) end
+          oc:close()
+        end))
+        assert.is_true(ok, ("%s, request %d (origin %s): %s"):format(port == vm_port and "via VMess" or "direct",
+                                                                    i, reset and "resets" or "closes", what))
+      end
+      o:close()
+    end
+  end))
+
+  it("a refused destination through the direct outbound, plain or CONNECT: 502", h:guard(function()
+    local closed = E.free_port()
+    local ok, what = is_502(get(direct_port, ("http://127.0.0.1:%d/"):format(closed)))
+    assert.is_true(ok, what)
+    local cs = send_all(direct_port, ("CONNECT 127.0.0.1:%d HTTP/1.1\r\n\r\n"):format(closed))
+    ok, what = is_502(read_to_eof(cs, 15))
+    cs:close()
+    assert.is_true(ok, "CONNECT: " .. what)
+  end))
+
+  it("an origin that answers and closes: its response, whole (the 502 is only for no response)",
+     h:guard(function()
+    for _, port in ipairs { direct_port, vm_port } do
+      local o = origin()
+      local back, how = get(port, ("http://127.0.0.1:%d/"):format(o.port), function()
+        local oc = assert(o:accept(10))
+        assert(select(2, read_until(oc, has_head(), 10)) == "done")
+        oc:settimeout(5)
+        assert(oc:send(response("fine")))
+        oc:close()
+      end)
+      assert.equal(response("fine"), back)
+      assert.equal("eof", how)
+      o:close()
+    end
+  end))
+end)

@@ -488,8 +488,10 @@ LR_API void lr_conf_free(struct lr_conf *c);
 LR_API const char *lr_conf_error(const struct lr_conf *c);
 
 /* level: 0 debug, 1 info, 2 warn, 3 error; access: NULL off, "" stderr,
- * else a file path. */
-LR_API int lr_conf_log(struct lr_conf *c, int level, const char *access);
+ * else a file path (opened when the config is committed; an error names
+ * `where`, "file:line" of luaray.log, or NULL). */
+LR_API int lr_conf_log(struct lr_conf *c, int level, const char *access,
+                       const char *where);
 
 /* Worker threads, each with its own loop and SO_REUSEPORT listeners:
  * 1..64, or 0 for one per online CPU. */
