@@ -440,6 +440,44 @@ LR_API int lr_conf_policy(struct lr_conf *c, const char *email,
     return LR_OK;
 }
 
+static int32_t ob_index(const struct lr_conf *c, const char *tag)
+{
+    for (uint32_t i = 0; i < c->nob; i++)
+        if (strcmp(c->ob[i].ob.tag, tag) == 0)
+            return (int32_t)i;
+    return -1;
+}
+
+LR_API int32_t lr_conf_route_pick(struct lr_conf *c, const struct lr_route_query *q,
+                                  int32_t *to_sniffed)
+{
+    int32_t def = c->default_tag ? ob_index(c, c->default_tag) : 0;
+    if (c->nob == 0 || def < 0) {
+        fail(c, "no default outbound");
+        return -1;
+    }
+    for (uint32_t i = 0; i < c->nrules; i++) {
+        c->rules[i].r.to = ob_index(c, c->rules[i].to);
+        if (c->rules[i].r.to < 0) {
+            fail(c, "route to unknown outbound '%s'", c->rules[i].to);
+            return -1;
+        }
+    }
+    struct lr_rule *rules = malloc(sizeof(*rules) * (c->nrules ? c->nrules : 1));
+    if (!rules) {
+        fail(c, "out of memory");
+        return -1;
+    }
+    for (uint32_t i = 0; i < c->nrules; i++)
+        rules[i] = c->rules[i].r;
+    int sn = 0;
+    int32_t ob = lr_route_pick(rules, c->nrules, def, q, &sn);
+    free(rules);
+    if (to_sniffed)
+        *to_sniffed = sn;
+    return ob;
+}
+
 LR_API int lr_conf_default(struct lr_conf *c, const char *tag)
 {
     free(c->default_tag);

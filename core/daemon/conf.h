@@ -6,6 +6,7 @@
 #define LR_CONF_H
 
 #include "daemon/daemon.h"
+#include "route/route.h"
 
 struct lr_conf_ib {
     struct lr_inbound ib;         /* tag, type, host, port, options */

@@ -843,10 +843,7 @@ static int gen_build(struct lr_daemon *d, struct lr_conf *c, int dry_run,
         memset(&c->rules[i].r, 0, sizeof(c->rules[i].r));
     }
     g->default_ob = def;
-    for (uint32_t i = 0; i < g->nrules; i++)
-        if (g->rules[i].protocol || g->rules[i].ndomain || g->rules[i].nsuffix ||
-            g->rules[i].nkeyword)
-            g->sniff = 1;
+    g->sniff = lr_route_wants_sniff(g->rules, g->nrules);
     g->nib = c->nib;
     g->ib = calloc(c->nib, sizeof(*g->ib));
     for (uint32_t i = 0; i < c->nib; i++) {

@@ -20,7 +20,6 @@ struct lr_daemon;
 
 enum lr_ib_type { LR_IB_VMESS = 1, LR_IB_SOCKS, LR_IB_HTTP };
 enum lr_ob_type { LR_OB_DIRECT = 1, LR_OB_BLACKHOLE, LR_OB_VMESS };
-enum lr_net { LR_NET_TCP = 1, LR_NET_UDP = 2 };
 
 struct lr_account {
     char *user, *pass;
@@ -91,26 +90,6 @@ struct lr_user_info {
     uint8_t id[16];
     char *email;
     uint32_t alter_id, level;
-};
-
-/* A compiled routing rule (first match wins). */
-struct lr_cidr {
-    uint8_t ip[16];
-    uint8_t len;                 /* 4 or 16 */
-    uint8_t bits;
-};
-
-struct lr_rule {
-    char **domain;      uint32_t ndomain;
-    char **suffix;      uint32_t nsuffix;
-    char **keyword;     uint32_t nkeyword;
-    struct lr_cidr *cidr; uint32_t ncidr;
-    uint16_t (*ports)[2]; uint32_t nports;
-    char **user;        uint32_t nuser;
-    char **inbound;     uint32_t ninbound;
-    uint8_t network;    /* bit mask of LR_NET_*, 0 = any */
-    uint8_t protocol;   /* bit mask of LR_PROTO_* (sniffed), 0 = any */
-    int32_t to;         /* outbound index */
 };
 
 struct lr_script;
@@ -196,6 +175,5 @@ struct lr_dest {
     char sniff_host[256];    /* the name sniffed (SNI / Host), or "" */
 };
 
-enum lr_proto { LR_PROTO_TLS = 1, LR_PROTO_HTTP = 2 };
 
 #endif

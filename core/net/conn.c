@@ -814,7 +814,15 @@ void lr_conn_dial(struct lr_conn *c)
     }
     if (ob < 0) {
         int to_sniffed = 0;
-        ob = lr_route_pick(d, c, &to_sniffed);
+        struct lr_route_query q = {
+            .network = c->dst.network, .atyp = c->dst.atyp, .port = c->dst.port,
+            .ip = c->dst.ip, .host = c->dst.host,
+            .user = c->user >= 0 ? c->gen->users[c->user].email : NULL,
+            .inbound = c->ib->tag, .sniff_proto = c->dst.sniff_proto,
+            .sniff_host = c->dst.sniff_host,
+        };
+        ob = lr_route_pick(c->gen->rules, c->gen->nrules, c->gen->default_ob, &q,
+                           &to_sniffed);
         if (to_sniffed) {
             /* the rule allowed the name the client sent in TLS/HTTP: that
              * name is what gets dialled (v2ray's destOverride) */

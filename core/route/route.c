@@ -14,7 +14,6 @@
 #include <string.h>
 #include <strings.h>
 
-#include "net/conn.h"
 #include "route/route.h"
 
 static int suffix_match(const char *host, size_t hl, const char *suf)
@@ -61,67 +60,73 @@ static int cidr_match(const struct lr_cidr *c, const uint8_t *ip, int len)
 
 /* 0 no match, 1 match, 2 match through the sniffed name only (the
  * connection must then go to that name). */
-static int rule_match(struct lr_daemon *d, const struct lr_rule *r,
-                      const struct lr_conn *c)
+static int rule_match(const struct lr_rule *r, const struct lr_route_query *q)
 {
-    const struct lr_dest *dst = &c->dst;
     int via_sniff = 0;
-    if (r->network && !(r->network & dst->network))
+    if (r->network && !(r->network & q->network))
         return 0;
-    if (r->protocol && !(r->protocol & dst->sniff_proto))
+    if (r->protocol && !(r->protocol & q->sniff_proto))
         return 0;
     if (r->ndomain + r->nsuffix + r->nkeyword) {
         /* the name the client asked for, else the one it sent in TLS/HTTP */
-        int ok = dst->atyp == LR_ATYP_DOMAIN && domain_group(r, dst->host);
-        if (!ok && dst->sniff_host[0] && domain_group(r, dst->sniff_host))
+        int ok = q->atyp == LR_ATYP_DOMAIN && q->host && domain_group(r, q->host);
+        if (!ok && q->sniff_host && q->sniff_host[0] && domain_group(r, q->sniff_host))
             ok = via_sniff = 1;
         if (!ok)
             return 0;
     }
     if (r->ncidr) {
-        int len = dst->atyp == LR_ATYP_IPV4 ? 4 : dst->atyp == LR_ATYP_IPV6 ? 16 : 0;
+        int len = q->atyp == LR_ATYP_IPV4 ? 4 : q->atyp == LR_ATYP_IPV6 ? 16 : 0;
         int ok = 0;
-        for (uint32_t i = 0; len && i < r->ncidr && !ok; i++)
-            ok = cidr_match(&r->cidr[i], dst->ip, len);
+        for (uint32_t i = 0; len && q->ip && i < r->ncidr && !ok; i++)
+            ok = cidr_match(&r->cidr[i], q->ip, len);
         if (!ok)
             return 0;
     }
     if (r->nports) {
         int ok = 0;
         for (uint32_t i = 0; i < r->nports && !ok; i++)
-            ok = dst->port >= r->ports[i][0] && dst->port <= r->ports[i][1];
+            ok = q->port >= r->ports[i][0] && q->port <= r->ports[i][1];
         if (!ok)
             return 0;
     }
     if (r->nuser) {
         int ok = 0;
-        for (uint32_t i = 0; c->user >= 0 && i < r->nuser && !ok; i++)
-            ok = strcmp(c->gen->users[c->user].email, r->user[i]) == 0;
+        for (uint32_t i = 0; q->user && i < r->nuser && !ok; i++)
+            ok = strcmp(q->user, r->user[i]) == 0;
         if (!ok)
             return 0;
     }
     if (r->ninbound) {
         int ok = 0;
-        for (uint32_t i = 0; i < r->ninbound && !ok; i++)
-            ok = strcmp(c->ib->tag, r->inbound[i]) == 0;
+        for (uint32_t i = 0; q->inbound && i < r->ninbound && !ok; i++)
+            ok = strcmp(q->inbound, r->inbound[i]) == 0;
         if (!ok)
             return 0;
     }
     return via_sniff ? 2 : 1;
 }
 
-int32_t lr_route_pick(struct lr_daemon *d, struct lr_conn *c, int *to_sniffed)
+int32_t lr_route_pick(const struct lr_rule *rules, uint32_t n, int32_t def,
+                      const struct lr_route_query *q, int *to_sniffed)
 {
-    struct lr_gen *g = c->gen;
     *to_sniffed = 0;
-    for (uint32_t i = 0; i < g->nrules; i++) {
-        int m = rule_match(d, &g->rules[i], c);
+    for (uint32_t i = 0; i < n; i++) {
+        int m = rule_match(&rules[i], q);
         if (m) {
             *to_sniffed = m == 2;
-            return g->rules[i].to;
+            return rules[i].to;
         }
     }
-    return g->default_ob;
+    return def;
+}
+
+int lr_route_wants_sniff(const struct lr_rule *rules, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++)
+        if (rules[i].protocol || rules[i].ndomain || rules[i].nsuffix || rules[i].nkeyword)
+            return 1;
+    return 0;
 }
 
 static void free_list(char **v, uint32_t n)

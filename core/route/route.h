@@ -1,19 +1,45 @@
 /*
  * Routing: ordered rules, first match wins, else the default outbound.
  * Domain filters (exact, suffix, keyword) form one group; within a group
- * any entry may match; every group a rule has must match.
+ * any entry may match; every group a rule has must match.  Pure: a rule
+ * table and a query in, an outbound index out (no connection, no daemon),
+ * so it is tested on its own (spec/core/route_spec.lua, through
+ * lr_conf_route_pick).
  */
 #ifndef LR_ROUTE_H
 #define LR_ROUTE_H
 
-#include "daemon/daemon.h"
+#include "base/base.h"
 
-struct lr_conn;
+/* A compiled routing rule (first match wins). */
+struct lr_cidr {
+    uint8_t ip[16];
+    uint8_t len;                 /* 4 or 16 */
+    uint8_t bits;
+};
 
-/* The outbound index for a connection whose destination is known.
+struct lr_rule {
+    char **domain;      uint32_t ndomain;
+    char **suffix;      uint32_t nsuffix;
+    char **keyword;     uint32_t nkeyword;
+    struct lr_cidr *cidr; uint32_t ncidr;
+    uint16_t (*ports)[2]; uint32_t nports;
+    char **user;        uint32_t nuser;
+    char **inbound;     uint32_t ninbound;
+    uint8_t network;    /* bit mask of LR_NET_*, 0 = any */
+    uint8_t protocol;   /* bit mask of LR_PROTO_* (sniffed), 0 = any */
+    int32_t to;         /* outbound index */
+};
+
+/* struct lr_route_query (what a rule looks at) is in api.h. */
+
+/* The outbound index for `q` under rules[0..n) (default `def`).
  * *to_sniffed is set when the rule matched only through the sniffed name:
  * the connection must then be dialled to that name. */
-int32_t lr_route_pick(struct lr_daemon *d, struct lr_conn *c, int *to_sniffed);
+int32_t lr_route_pick(const struct lr_rule *rules, uint32_t n, int32_t def,
+                      const struct lr_route_query *q, int *to_sniffed);
+/* Whether any rule needs the sniffed name or protocol. */
+int lr_route_wants_sniff(const struct lr_rule *rules, uint32_t n);
 /* Frees a rule's owned strings and arrays. */
 void lr_rule_free(struct lr_rule *r);
 

@@ -106,6 +106,18 @@ enum lr_addr_type {
     LR_ATYP_IPV6 = 3
 };
 
+/* A connection's network, and the protocols sniffing recognises (route
+ * rules' `network` and `protocol` filters are bit masks of these). */
+enum lr_net {
+    LR_NET_TCP = 1,
+    LR_NET_UDP = 2
+};
+
+enum lr_proto {
+    LR_PROTO_TLS = 1,
+    LR_PROTO_HTTP = 2
+};
+
 enum lr_header_mode {
     LR_MODE_LEGACY = 1,      /* HMAC-MD5 auth + AES-128-CFB command section */
     LR_MODE_AEAD = 2         /* VMessAEAD: AuthID + sealed length + header */
@@ -555,6 +567,28 @@ LR_API int lr_conf_route(struct lr_conf *c, const char *to, const char *where);
 LR_API int lr_conf_route_filter(struct lr_conf *c, const char *kind,
                                 const char *value);
 LR_API int lr_conf_default(struct lr_conf *c, const char *tag);
+
+/* What a routing rule looks at: the destination as the client asked for
+ * it, who asked (user email or NULL, inbound tag), and what sniffing saw. */
+struct lr_route_query {
+    uint8_t network;             /* LR_NET_* */
+    uint8_t atyp;                /* LR_ATYP_* of host / ip */
+    uint16_t port;
+    const uint8_t *ip;           /* 4 or 16 bytes for an IP destination */
+    const char *host;            /* the name, for LR_ATYP_DOMAIN */
+    const char *user;            /* NULL: no user */
+    const char *inbound;
+    uint8_t sniff_proto;         /* LR_PROTO_*, 0: none */
+    const char *sniff_host;      /* NULL or "": none */
+};
+
+/* Routes `q` through the rules declared so far (the daemon's matcher):
+ * the index of the outbound (in declaration order), or -1 with
+ * lr_conf_error set (a rule or the default names no outbound).  *to_sniffed
+ * is 1 when the rule matched only through the sniffed name (the connection
+ * is then dialled to that name).  For specs and tools. */
+LR_API int32_t lr_conf_route_pick(struct lr_conf *c, const struct lr_route_query *q,
+                                  int32_t *to_sniffed);
 
 /* ------------------------------------------------------------------ */
 /* Sniffing (pure parsers over the first client bytes)                 */
