@@ -202,8 +202,8 @@ int main(int argc, char **argv)
     script = NULL; /* the generation owns it now */
     lr_daemon_describe(d);
     /* the default's UUID, link and addresses: only now that it listens */
-    if (!config && d->gen->script &&
-        lr_script_daemon_call(d->gen->script, "announce", NULL, err, sizeof(err)) != 0)
+    if (!config && d->rt.gen->script &&
+        lr_script_daemon_call(d->rt.gen->script, "announce", NULL, err, sizeof(err)) != 0)
         lr_warn("%s", err);
     rc = lr_daemon_run(d);
 out:

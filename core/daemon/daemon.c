@@ -29,6 +29,8 @@
 #include "route/route.h"
 #include "script/bridge.h"
 #include "daemon/policy.h"
+#include "inbound/dynport.h"
+#include "inbound/inbound.h"
 #include "crypto/crypto.h"
 
 enum { LR_CMD_RELOAD = 1, LR_CMD_STOP = 2, LR_CMD_STOP_NOW = 4, LR_CMD_DUMP = 8 };
@@ -38,7 +40,7 @@ static void send_cmd(struct lr_daemon *d, uint32_t cmd)
     for (uint32_t i = 1; i < d->nworkers; i++) {
         struct lr_daemon *w = d->workers[i];
         atomic_fetch_or(&w->cmds, cmd);
-        ev_async_send(w->loop, &w->cmd_w);
+        ev_async_send(w->rt.net.loop, &w->cmd_w);
     }
 }
 
@@ -49,20 +51,10 @@ static const char *wtag(struct lr_daemon *d, char *buf, size_t n)
     const struct lr_daemon *m = d->main ? d->main : d;
     if (m->conf_workers <= 1)
         return "";
-    snprintf(buf, n, "worker %u: ", d->worker);
+    snprintf(buf, n, "worker %u: ", d->rt.worker);
     return buf;
 }
 
-extern const struct lr_ib_ops lr_vmess_in_ops, lr_socks_in_ops, lr_http_in_ops;
-
-static const struct lr_ib_ops *ib_ops(int type)
-{
-    switch (type) {
-    case LR_IB_VMESS: return &lr_vmess_in_ops;
-    case LR_IB_SOCKS: return &lr_socks_in_ops;
-    default: return &lr_http_in_ops;
-    }
-}
 
 static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
@@ -79,16 +71,16 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
                  * client has gone already (held only so their FIN comes at
                  * the deadline); else pause accepting briefly instead of
                  * spinning on a listener that stays readable */
-                if (lr_conn_shed(ib->d, NULL, 64) > 0)
+                if (lr_conn_shed(&ib->rt->net, NULL, 64) > 0)
                     continue;
                 lr_warn("inbound %s: %s; pausing accept", ib->tag, strerror(errno));
                 ev_io_stop(loop, w);
-                lr_daemon_pause_accept(ib->d, ib);
+                lr_daemon_pause_accept(lr_daemon_of(ib->rt), ib);
             }
             return;
         }
         if (ib->max_connections && ib->nconns >= ib->max_connections &&
-            lr_conn_shed(ib->d, ib, 1) == 0) {
+            lr_conn_shed(&ib->rt->net, ib, 1) == 0) {
             close(fd);
             continue;
         }
@@ -97,51 +89,51 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
             continue;
         }
         lr_sock_tune(fd);
-        if (!lr_conn_new(ib->d, ib, fd, &src, ib_ops(ib->type)))
+        if (!lr_conn_new(&ib->rt->net, ib, fd, &src, lr_inbound_ops(ib->type)))
             close(fd);
         else
-            ib->d->accepted++;
+            lr_daemon_of(ib->rt)->accepted++;
     }
 }
 
 static void resume_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct lr_daemon *d = w->data;
-    for (uint32_t i = 0; i < d->gen->nib; i++)
-        if (d->gen->ib[i].fd >= 0 && !d->stopping)
-            ev_io_start(loop, &d->gen->ib[i].accept_w);
+    for (uint32_t i = 0; i < d->rt.gen->nib; i++)
+        if (d->rt.gen->ib[i].fd >= 0 && !d->stopping)
+            ev_io_start(loop, &d->rt.gen->ib[i].accept_w);
 }
 
 void lr_daemon_pause_accept(struct lr_daemon *d, struct lr_inbound *ib)
 {
-    ev_timer_stop(d->loop, &d->resume);
+    ev_timer_stop(d->rt.net.loop, &d->resume);
     ev_timer_init(&d->resume, resume_cb, 0.5, 0.);
     d->resume.data = d;
-    ev_timer_start(d->loop, &d->resume);
+    ev_timer_start(d->rt.net.loop, &d->resume);
 }
 
 static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct lr_daemon *d = w->data;
     int64_t now = (int64_t)time(NULL);
-    for (uint32_t i = 0; i < d->gen->nib; i++) {
-        if (d->gen->ib[i].is_detour)
-            lr_dyn_roll(&d->gen->ib[i]);
-        if (d->gen->ib[i].users)
-            lr_users_refresh(d->gen->ib[i].users, now);
+    for (uint32_t i = 0; i < d->rt.gen->nib; i++) {
+        if (d->rt.gen->ib[i].is_detour)
+            lr_dyn_roll(&d->rt.gen->ib[i]);
+        if (d->rt.gen->ib[i].users)
+            lr_users_refresh(d->rt.gen->ib[i].users, now);
     }
-    if (d->worker == 0)
-        lr_replay_expire(d->replay, now);
+    if (d->rt.worker == 0)
+        lr_replay_expire(d->rt.replay, now);
 }
 
 static void stop_check_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct lr_daemon *d = w->data;
     char t[32];
-    if (d->nconns == 0 || ev_now(loop) >= d->stop_deadline) {
-        if (d->nconns)
+    if (d->rt.net.nconns == 0 || ev_now(loop) >= d->stop_deadline) {
+        if (d->rt.net.nconns)
             lr_info("%sstopping with %u connections still open",
-                    wtag(d, t, sizeof(t)), d->nconns);
+                    wtag(d, t, sizeof(t)), d->rt.net.nconns);
         ev_break(loop, EVBREAK_ALL);
     }
 }
@@ -149,20 +141,20 @@ static void stop_check_cb(struct ev_loop *loop, ev_timer *w, int revents)
 /* Listeners close at once; open connections get the grace period. */
 static void begin_stop(struct lr_daemon *d, int signum)
 {
-    struct ev_loop *loop = d->loop;
+    struct ev_loop *loop = d->rt.net.loop;
     char t[32];
-    if (d->worker == 0)
+    if (d->rt.worker == 0)
         lr_info("signal %d: no longer accepting; %u connections to finish",
-                signum, d->nconns);
+                signum, d->rt.net.nconns);
     else
         lr_info("%sno longer accepting; %u connections to finish",
-                wtag(d, t, sizeof(t)), d->nconns);
+                wtag(d, t, sizeof(t)), d->rt.net.nconns);
     d->stopping = 1;
-    for (uint32_t i = 0; i < d->gen->nib; i++) {
-        ev_io_stop(loop, &d->gen->ib[i].accept_w);
-        if (d->gen->ib[i].fd >= 0) {
-            close(d->gen->ib[i].fd);
-            d->gen->ib[i].fd = -1;
+    for (uint32_t i = 0; i < d->rt.gen->nib; i++) {
+        ev_io_stop(loop, &d->rt.gen->ib[i].accept_w);
+        if (d->rt.gen->ib[i].fd >= 0) {
+            close(d->rt.gen->ib[i].fd);
+            d->rt.gen->ib[i].fd = -1;
         }
     }
     /* refused handshakes held to their deadline carry nothing: they do
@@ -199,14 +191,14 @@ struct lr_daemon *lr_daemon_new(void)
     struct lr_daemon *d = calloc(1, sizeof(*d));
     if (!d)
         return NULL;
-    d->loop = EV_DEFAULT;
-    d->replay = lr_replay_new(0);
+    d->rt.net.loop = EV_DEFAULT;
+    d->rt.replay = lr_replay_new(0);
     d->grace_seconds = 10;
     d->nworkers = 1;
-    d->id_step = 1;
-    lr_random(d->dyn_secret, sizeof(d->dyn_secret));
-    d->dyn_t0 = mono_now();
-    if (!d->replay) {
+    d->rt.net.id_step = 1;
+    lr_random(d->rt.dyn_secret, sizeof(d->rt.dyn_secret));
+    d->rt.dyn_t0 = mono_now();
+    if (!d->rt.replay) {
         free(d);
         return NULL;
     }
@@ -236,104 +228,6 @@ static int find_ob(struct lr_conf *c, const char *tag)
     return -1;
 }
 
-
-/* ----------------------------------------------------------- dynamic port
- *
- * A VMess inbound with dynamic_port has a second listener, its detour, on
- * a port of the range.  Each response of the main inbound to user U
- * carries the SwitchAccount command (vmess-wire.md 10) naming the detour
- * port and U's own detour ID; on the detour that ID is U: its table entry
- * maps to U's user index, so policies, user rules, the access log and
- * hooks all see U.  (v2ray 4.34 likewise gives each email a random UUID in
- * its detour inbound, remade with it every `refresh` minutes.)
- *
- * IDs.  Time counts in epochs of L = minutes * 60 s on the monotonic clock
- * from the daemon's start (dyn_t0): epoch e is [t0 + eL, t0 + (e+1)L).
- * U's ID for epoch e is the first 16 bytes, as a version-4 UUID, of
- *   HMAC-SHA256(secret, "luaray dynamic-port id" 0 || detour tag || 0 ||
- *               BE32(minutes) || BE64(e) || U's id)
- * where the secret is 32 random bytes per process.  A keyed derivation
- * rather than random IDs in a table: nothing to store or carry across
- * reloads, any ID computed when needed, yet without the secret an ID can
- * neither be predicted nor linked to U's own ID or to U's other epochs.
- * A restart draws a new secret (v2ray forgets its IDs too).
- *
- * Validity.  A response in epoch e announces U's ID for e with valid_min
- * = minutes; the client uses it for that long from receipt, so until about
- * t0 + (e+2)L at most.  The detour accepts it from t0 + (e-1)L + G (before
- * its announcement, when nobody can know it) until t0 + (e+2)L + G, where
- * the grace G = 30 s covers the command's way to the client (it leaves
- * with the first response bytes).  So an ID is refused at most 2L + G
- * after it was first announced and L + G after it was last.  The table
- * holds three IDs per user, for epochs r-1, r and r+1 where r, the roll,
- * is the epoch of (now - G); U's ID for epoch e sits in U's slot e mod 3.
- * Once per epoch, at t0 + rL + G, one slot per user changes in place
- * (lr_users_set_id): a header half read under the outgoing ID then fails,
- * as any header under an expired ID does.
- *
- * Cost.  With allow_legacy every ID has an auth value per second of the
- * +-120 s window, refreshed every 10 s.  The incoming IDs' values are not
- * computed at the roll but from DYN_FILL_LEAD before their epoch begins,
- * 4 ms per 10 ms of loop (dyn_fill); lr_dyn_command completes them at once
- * if that is late, so an announced ID is always whole.  The detour then
- * refreshes 2 + (G + lead) / L IDs per user on average: 2.2 for the
- * default 5 minutes.
- *
- * Removal.  Each generation builds its detour's table from the users of
- * its main inbound, so a user removed (or given another id) by a reload
- * has no detour ID in the new generation: new connections are refused at
- * once; connections already open finish on their generation, as on the
- * main port.  A reload that changes `minutes` or the inbound's tag, and a
- * restart, change every ID.
- */
-
-#define DYN_GRACE 30.0
-#define DYN_SLOTS 3
-#define DYN_FILL_LEAD 20.0
-
-/* The epoch (rounded down) that monotonic time t falls in. */
-static int64_t dyn_epoch(const struct lr_daemon *d, uint32_t minutes, double t)
-{
-    int64_t ms = (int64_t)((t - d->dyn_t0) * 1000.0);
-    int64_t len = (int64_t)minutes * 60000;
-    return ms >= 0 ? ms / len : -((-ms + len - 1) / len);
-}
-
-/* The epoch of {r-1, r, r+1} that slot s (0..2) holds. */
-static int64_t slot_epoch(int64_t r, uint32_t s)
-{
-    int64_t base = r - 1;
-    int64_t m = ((base % DYN_SLOTS) + DYN_SLOTS) % DYN_SLOTS;
-    return base + (((int64_t)s - m + DYN_SLOTS) % DYN_SLOTS);
-}
-
-/* User `uid`'s detour ID for epoch e (see above). */
-static int dyn_id(const struct lr_daemon *d, const char *tag, uint32_t minutes,
-                  const uint8_t *uid, int64_t e, uint8_t *out)
-{
-    static const char label[] = "luaray dynamic-port id";
-    uint8_t msg[sizeof(label) + 256 + 1 + 4 + 8 + 16], mac[32];
-    size_t n = sizeof(label), tl = strlen(tag);
-    if (tl > 256)
-        tl = 256;
-    memcpy(msg, label, sizeof(label)); /* with its NUL */
-    memcpy(msg + n, tag, tl);
-    n += tl;
-    msg[n++] = 0;
-    lr_put_be32(msg + n, minutes);
-    n += 4;
-    lr_put_be64(msg + n, (uint64_t)e);
-    n += 8;
-    memcpy(msg + n, uid, 16);
-    n += 16;
-    int rc = lr_hmac_sha256(d->dyn_secret, sizeof(d->dyn_secret), msg, n, mac);
-    memcpy(out, mac, 16);
-    out[6] = (uint8_t)((out[6] & 0x0f) | 0x40);
-    out[8] = (uint8_t)((out[8] & 0x3f) | 0x80);
-    lr_wipe(mac, sizeof(mac));
-    lr_wipe(msg, sizeof(msg));
-    return rc;
-}
 
 /* Whether inbound `ci` accepts user `u` (its `users` list, or everyone). */
 static int cmp_str(const void *a, const void *b)
@@ -378,143 +272,6 @@ static int32_t shareable(const struct lr_gen *old, const struct lr_conf *c,
             return (int32_t)j;
     }
     return -1;
-}
-
-/* A detour's table: DYN_SLOTS IDs for each user of its main inbound, in
- * slots 3j, 3j+1, 3j+2 for the j-th of them, all mapping to that user. */
-static int dyn_table(struct lr_daemon *d, struct lr_conf *c, struct lr_conf_ib *ci)
-{
-    struct lr_inbound *ib = &ci->ib;
-    const struct lr_conf_ib *mi = &c->ib[ci->detour_of];
-    int64_t r = dyn_epoch(d, ib->dyn_minutes, mono_now() - DYN_GRACE);
-    ib->dyn_roll = r;
-    for (uint32_t k = 0; k < c->nusers; k++) {
-        if (!user_allowed(mi, &c->users[k]))
-            continue;
-        for (uint32_t s = 0; s < DYN_SLOTS; s++) {
-            uint8_t id[16];
-            int rc = dyn_id(d, ib->tag, ib->dyn_minutes, c->users[k].id,
-                            slot_epoch(r, s), id);
-            int idx = rc == LR_OK ? lr_users_add(ib->users, id, ib->dyn_alter) : rc;
-            lr_wipe(id, sizeof(id));
-            if (idx < 0)
-                return -1;
-            ib->user_map[idx] = (int32_t)k;
-        }
-    }
-    return 0;
-}
-
-/* Fills waiting legacy values of detour `ib` for at most `budget`
- * seconds (resuming where the last call stopped). */
-static void dyn_fill(struct lr_inbound *ib, double budget)
-{
-    uint32_t n = lr_users_count(ib->users);
-    double until = mono_now() + budget;
-    for (uint32_t k = 0; k < n && ib->dyn_stale; k++) {
-        uint32_t i = ib->dyn_fill_at++ % n;
-        if (lr_users_legacy_fill(ib->users, i)) {
-            ib->dyn_stale--;
-            if (mono_now() >= until)
-                break;
-        }
-    }
-    ib->dyn_fill_at %= n ? n : 1;
-}
-
-static void dyn_fill_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    struct lr_daemon *d = w->data;
-    int left = 0;
-    for (uint32_t i = 0; d->gen && i < d->gen->nib; i++) {
-        struct lr_inbound *ib = &d->gen->ib[i];
-        if (ib->is_detour && ib->dyn_stale) {
-            dyn_fill(ib, 0.004);
-            left |= ib->dyn_stale != 0;
-        }
-    }
-    if (!left)
-        ev_timer_stop(loop, w);
-}
-
-void lr_dyn_roll(struct lr_inbound *ib)
-{
-    if (!ib->is_detour || !ib->users || !ib->gen)
-        return;
-    int current = ib->d && ib->gen == ib->d->gen;
-    int64_t r = dyn_epoch(ib->d, ib->dyn_minutes, mono_now() - DYN_GRACE);
-    if (r != ib->dyn_roll) {
-        int rc = LR_OK;
-        int64_t from = INT64_MAX;
-        uint32_t n = lr_users_count(ib->users);
-        for (uint32_t i = 0; i < n; i++) {
-            uint32_t s = i % DYN_SLOTS;
-            int64_t e = slot_epoch(r, s);
-            if (e == slot_epoch(ib->dyn_roll, s))
-                continue;
-            uint8_t id[16];
-            int r2 = dyn_id(ib->d, ib->tag, ib->dyn_minutes,
-                            ib->gen->users[ib->user_map[i]].id, e, id);
-            /* the new IDs' legacy values (the bulk of the work: about 240
-             * HMAC-MD5s per ID) are filled a bit at a time, before they
-             * are announced (lr_dyn_command makes sure) */
-            if (r2 == LR_OK)
-                r2 = lr_users_set_id(ib->users, i, id, 1);
-            lr_wipe(id, sizeof(id));
-            if (r2 != LR_OK)
-                rc = r2;
-            if (e < from)
-                from = e;
-        }
-        if (!ib->dyn_stale || from < ib->dyn_stale_from)
-            ib->dyn_stale_from = from;
-        ib->dyn_stale = 0;
-        for (uint32_t i = 0; i < n; i++)
-            ib->dyn_stale += ib->users->v[i].legacy_stale;
-        if (rc != LR_OK)
-            /* tried again at the next call; a slot that failed refuses both
-             * its old and its new ID meanwhile (lr_users_set_id) */
-            lr_warn("inbound %s: rotating the dynamic-port IDs failed: %s",
-                    ib->tag, lr_strerror(rc));
-        else
-            ib->dyn_roll = r;
-    }
-    if (ib->dyn_stale && current && ib->d->loop) {
-        /* from DYN_FILL_LEAD before the first waiting epoch is announced:
-         * until then no client can use those IDs, and the legacy refresh
-         * every 10 s skips them */
-        if (!ev_is_active(&ib->d->dyn_fill_w)) {
-            double at = ib->d->dyn_t0 + 60.0 * ib->dyn_minutes *
-                        (double)ib->dyn_stale_from - DYN_FILL_LEAD;
-            double after = at - mono_now();
-            ev_timer_set(&ib->d->dyn_fill_w, after > 0 ? after : 0., 0.01);
-            ev_timer_start(ib->d->loop, &ib->d->dyn_fill_w);
-        }
-    }
-    /* An older generation's detour only finishes handshakes begun before
-     * the reload: it rotates (old IDs expire there too) but is not filled;
-     * clients told a new ID connect to the current generation's. */
-}
-
-const struct lr_cmd_switch *lr_dyn_command(struct lr_inbound *ib,
-                                           const struct lr_user_info *u,
-                                           struct lr_cmd_switch *buf)
-{
-    struct lr_inbound *dt = ib->dyn_detour;
-    if (!ib->dyn_cmd || !dt)
-        return NULL;
-    *buf = *ib->dyn_cmd;
-    int64_t e = dyn_epoch(ib->d, dt->dyn_minutes, mono_now());
-    /* the ID announced must be whole on the detour, legacy values too */
-    lr_dyn_roll(dt);
-    if (dt->dyn_stale && e >= dt->dyn_stale_from && dt->gen == dt->d->gen)
-        dyn_fill(dt, 1e9);
-    if (dyn_id(ib->d, dt->tag, dt->dyn_minutes, u->id, e, buf->id) != LR_OK) {
-        lr_wipe(buf, sizeof(*buf));
-        return NULL;
-    }
-    buf->level = (uint8_t)(u->level > 255 ? 255 : u->level);
-    return buf;
 }
 
 /* ------------------------------------------------------------ generations */
@@ -642,8 +399,8 @@ void lr_gen_unref(struct lr_gen *g)
 {
     if (--g->refs > 0)
         return;
-    if (g->d && g != g->d->gen) {
-        g->d->old_gens--;
+    if (g->rt && g != g->rt->gen) {
+        g->rt->old_gens--;
         lr_info("generation %llu released", (unsigned long long)g->id);
     }
     reap(g);
@@ -680,7 +437,7 @@ static int gen_build(struct lr_daemon *d, struct lr_conf *c, int dry_run,
                      struct lr_gen **out, char *err, size_t errlen)
 {
     int64_t now = (int64_t)time(NULL);
-    struct lr_gen *old = d->gen;
+    struct lr_gen *old = d->rt.gen;
     if (c->nib == 0)
         return errf(err, errlen, NULL, "no inbound declared");
     if (c->nob == 0)
@@ -718,7 +475,7 @@ static int gen_build(struct lr_daemon *d, struct lr_conf *c, int dry_run,
             }
         if (ci->nusers)
             qsort(ci->users, ci->nusers, sizeof(*ci->users), cmp_str);
-        ib->user_map = calloc(c->nusers ? c->nusers * (ib->is_detour ? DYN_SLOTS : 1)
+        ib->user_map = calloc(c->nusers ? c->nusers * (ib->is_detour ? LR_DYN_SLOTS : 1)
                                         : 1, sizeof(int32_t));
         if (!ib->user_map) {
             free(emails);
@@ -739,9 +496,19 @@ static int gen_build(struct lr_daemon *d, struct lr_conf *c, int dry_run,
             free(emails);
             return errf(err, errlen, ci->where, "out of memory");
         }
-        if (ib->is_detour && dyn_table(d, c, ci) != 0) {
-            free(emails);
-            return errf(err, errlen, ci->where, "cannot build the dynamic-port IDs");
+        if (ib->is_detour) {
+            /* the main inbound's users, LR_DYN_SLOTS IDs each */
+            const struct lr_conf_ib *mi = &c->ib[ci->detour_of];
+            uint32_t *which = malloc(sizeof(*which) * (c->nusers ? c->nusers : 1)), n = 0;
+            for (uint32_t k = 0; which && k < c->nusers; k++)
+                if (user_allowed(mi, &c->users[k]))
+                    which[n++] = k;
+            int rc = which ? lr_dyn_table(&d->rt, ib, c->users, which, n) : -1;
+            free(which);
+            if (rc != 0) {
+                free(emails);
+                return errf(err, errlen, ci->where, "cannot build the dynamic-port IDs");
+            }
         }
         for (uint32_t k = 0; k < c->nusers && !ib->is_detour; k++) {
             if (!user_allowed(ci, &c->users[k]))
@@ -824,7 +591,7 @@ static int gen_build(struct lr_daemon *d, struct lr_conf *c, int dry_run,
         free(carried);
         return errf(err, errlen, NULL, "out of memory");
     }
-    g->d = d;
+    g->rt = &d->rt;
     g->refs = 1;
     g->users = c->users;
     g->nusers = c->nusers;
@@ -852,7 +619,7 @@ static int gen_build(struct lr_daemon *d, struct lr_conf *c, int dry_run,
         c->ib[i].ib.fd = -1;
         struct lr_inbound *ib = &g->ib[i];
         ib->gen = g;
-        ib->d = d;
+        ib->rt = &d->rt;
         ib->nconns = 0;
         if (carried[i]) {
             /* the old listener's socket moves here when installed */
@@ -899,7 +666,7 @@ static void warn_open_proxy(const struct lr_inbound *ib)
  * closed ("removed"). */
 static void gen_install(struct lr_daemon *d, struct lr_gen *g)
 {
-    struct lr_gen *old = d->gen;
+    struct lr_gen *old = d->rt.gen;
     for (uint32_t i = 0; i < g->nib; i++) {
         struct lr_inbound *ib = &g->ib[i];
         if (ib->users_from >= 0 && old) {
@@ -910,11 +677,11 @@ static void gen_install(struct lr_daemon *d, struct lr_gen *g)
         int kept = ib->fd <= -2 && old;
         if (kept) {
             struct lr_inbound *o = &old->ib[-2 - ib->fd];
-            ev_io_stop(d->loop, &o->accept_w);
+            ev_io_stop(d->rt.net.loop, &o->accept_w);
             ib->fd = o->fd;
             o->fd = -1;
         }
-        if (d->worker == 0) {
+        if (d->rt.worker == 0) {
             char a[80];
             lr_addr_str(&ib->addr, a, sizeof(a));
             if (kept)
@@ -928,11 +695,11 @@ static void gen_install(struct lr_daemon *d, struct lr_gen *g)
     if (old) {
         for (uint32_t i = 0; i < old->nib; i++) {
             struct lr_inbound *o = &old->ib[i];
-            ev_io_stop(d->loop, &o->accept_w);
+            ev_io_stop(d->rt.net.loop, &o->accept_w);
             if (o->fd >= 0) {
                 char a[80];
                 lr_addr_str(&o->addr, a, sizeof(a));
-                if (d->worker == 0)
+                if (d->rt.worker == 0)
                     lr_info("inbound %s on %s removed", o->tag, a);
                 close(o->fd);
                 o->fd = -1;
@@ -943,13 +710,13 @@ static void gen_install(struct lr_daemon *d, struct lr_gen *g)
         struct lr_inbound *ib = &g->ib[i];
         if (ib->fd >= 0) {
             ev_io_init(&ib->accept_w, accept_cb, ib->fd, EV_READ);
-            ev_io_start(d->loop, &ib->accept_w);
+            ev_io_start(d->rt.net.loop, &ib->accept_w);
         }
     }
     g->id = ++d->gen_seq;
-    d->gen = g;
+    d->rt.gen = g;
     if (old) {
-        d->old_gens++;
+        d->rt.old_gens++;
         lr_gen_unref(old);
     }
 }
@@ -965,7 +732,7 @@ static int access_prepare(struct lr_daemon *d, struct lr_conf *c, int dry_run,
 {
     const char *path = c->access_set ? c->access : "";
     *f = NULL;
-    if (d->worker != 0 || !path)
+    if (d->rt.worker != 0 || !path)
         return 0;
     if (!*path) {
         *f = stderr;
@@ -984,7 +751,7 @@ static int access_prepare(struct lr_daemon *d, struct lr_conf *c, int dry_run,
 
 static void apply_logging(struct lr_daemon *d, struct lr_conf *c, FILE *access)
 {
-    if (d->worker != 0)
+    if (d->rt.worker != 0)
         return; /* the main thread's; the same config */
     lr_log_level = c->log_level;
     lr_access_use(access);
@@ -1010,7 +777,7 @@ int lr_daemon_commit(struct lr_daemon *d, struct lr_conf *c,
                      size_t errlen)
 {
     struct lr_gen *g = NULL;
-    if (!dry_run && d->worker == 0 && !d->gen) {
+    if (!dry_run && d->rt.worker == 0 && !d->rt.gen) {
         /* the first config fixes the number of workers */
         d->conf_workers = (uint32_t)c->workers;
         lr_sock_reuseport = c->workers > 1;
@@ -1024,7 +791,7 @@ int lr_daemon_commit(struct lr_daemon *d, struct lr_conf *c,
         return -1;
     }
     if (dry_run) {
-        if (d->worker == 0)
+        if (d->rt.worker == 0)
             for (uint32_t i = 0; i < g->nib; i++)
                 warn_open_proxy(&g->ib[i]);
         gen_free(g);
@@ -1046,7 +813,7 @@ int lr_daemon_commit(struct lr_daemon *d, struct lr_conf *c,
 struct lr_build {
     struct lr_daemon *d;
     pthread_t thread;
-    struct lr_gen *old;          /* d->gen when the build started */
+    struct lr_gen *old;          /* d->rt.gen when the build started */
     struct lr_conf *c;
     struct lr_script *s;
     struct lr_gen *g;
@@ -1071,7 +838,7 @@ static void *build_main(void *arg)
     lr_cipher_thread_end();
     lr_kdf_thread_end();
     lr_hdr_thread_end();
-    ev_async_send(b->d->loop, &b->d->built_w);
+    ev_async_send(b->d->rt.net.loop, &b->d->built_w);
     return NULL;
 }
 
@@ -1080,7 +847,7 @@ static void build_free(struct lr_build *b)
     if (b->g) {
         /* never installed: its new listeners close with it */
         b->g->script = NULL;
-        b->g->d = NULL;
+        b->g->rt = NULL;
         gen_free(b->g);
     }
     if (b->access && b->access != stderr)
@@ -1100,7 +867,7 @@ static void reload_start(struct lr_daemon *d)
     if (d->stopping)
         return;
     if (!d->config_path) {
-        if (d->worker == 0)
+        if (d->rt.worker == 0)
             lr_warn("reload: running the embedded default config; nothing to reload");
         return;
     }
@@ -1111,11 +878,11 @@ static void reload_start(struct lr_daemon *d)
     struct lr_build *b = calloc(1, sizeof(*b));
     if (!b) {
         lr_error("%sreload failed: out of memory; keeping generation %llu", w,
-                 (unsigned long long)d->gen->id);
+                 (unsigned long long)d->rt.gen->id);
         return;
     }
     b->d = d;
-    b->old = d->gen;
+    b->old = d->rt.gen;
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, &old);
@@ -1123,7 +890,7 @@ static void reload_start(struct lr_daemon *d)
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc != 0) {
         lr_error("%sreload failed: cannot start a thread (%s); keeping generation %llu",
-                 w, strerror(rc), (unsigned long long)d->gen->id);
+                 w, strerror(rc), (unsigned long long)d->rt.gen->id);
         free(b);
         return;
     }
@@ -1145,7 +912,7 @@ static void built_cb(struct ev_loop *loop, ev_async *aw, int revents)
         build_free(b);
         return;
     }
-    if (b->rc == 0 && b->old != d->gen) {
+    if (b->rc == 0 && b->old != d->rt.gen) {
         /* cannot happen (one build at a time), but a generation built
          * against another one must not be installed */
         b->rc = -1;
@@ -1154,21 +921,21 @@ static void built_cb(struct ev_loop *loop, ev_async *aw, int revents)
     }
     if (b->rc != 0) {
         lr_error("%sreload failed, keeping generation %llu: %s", w,
-                 (unsigned long long)d->gen->id, b->err);
+                 (unsigned long long)d->rt.gen->id, b->err);
     } else {
         struct lr_gen *g = b->g;
         b->g = NULL;
-        if ((uint32_t)b->c->workers != d->conf_workers && d->worker == 0)
+        if ((uint32_t)b->c->workers != d->conf_workers && d->rt.worker == 0)
             lr_warn("reload: workers %d in the config; %u keep running until a restart",
                     b->c->workers, d->conf_workers);
         gen_commit(d, b->c, g, b->s, b->access);
         b->s = NULL; /* the generation owns it */
         b->access = NULL; /* the log's now */
         lr_info("%sreload: generation %llu serving; %u connections on older generations",
-                w, (unsigned long long)d->gen->id, d->nconns);
-        lr_script_reload_hook(d->gen);
+                w, (unsigned long long)d->rt.gen->id, d->rt.net.nconns);
+        lr_script_reload_hook(d->rt.gen);
         /* the workers reload only what the main thread accepted */
-        if (d->worker == 0)
+        if (d->rt.worker == 0)
             send_cmd(d, LR_CMD_RELOAD);
     }
     build_free(b);
@@ -1195,7 +962,7 @@ static void dump(struct lr_daemon *d)
     char t[32];
     if (d->conf_workers > 1 || d->main)
         lr_info("%s%u connections, %llu accepted", wtag(d, t, sizeof(t)),
-                d->nconns, (unsigned long long)d->accepted);
+                d->rt.net.nconns, (unsigned long long)d->accepted);
     lr_conn_dump(d);
 }
 
@@ -1203,7 +970,7 @@ static void dump_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
     struct lr_daemon *d = w->data;
     struct lr_replay_stats rs;
-    lr_replay_stats(d->replay, &rs);
+    lr_replay_stats(d->rt.replay, &rs);
     lr_info("%zu connections, %zu buffers in use", lr_conn_count(),
             lr_buf_in_use());
     lr_info("replay state: %llu authids, %llu sessions, %llu kB; refused at the cap %llu, "
@@ -1223,7 +990,7 @@ static void kick_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 /* Watchers every worker's loop has. */
 static int loop_setup(struct lr_daemon *d)
 {
-    struct ev_loop *loop = d->loop;
+    struct ev_loop *loop = d->rt.net.loop;
     if (lr_dns_init(loop) != 0) {
         lr_error("cannot initialise the resolver");
         return -1;
@@ -1231,11 +998,11 @@ static int loop_setup(struct lr_daemon *d)
     ev_timer_init(&d->tick, tick_cb, 1., 1.);
     d->tick.data = d;
     ev_timer_start(loop, &d->tick);
-    ev_timer_init(&d->dyn_fill_w, dyn_fill_cb, 0., 0.01);
-    d->dyn_fill_w.data = d;
-    ev_prepare_init(&d->kick_w, kick_cb);
-    d->kick_w.data = d;
-    ev_prepare_start(loop, &d->kick_w);
+    ev_timer_init(&d->rt.dyn_fill_w, lr_dyn_fill_cb, 0., 0.01);
+    d->rt.dyn_fill_w.data = d;
+    ev_prepare_init(&d->rt.net.kick_w, kick_cb);
+    d->rt.net.kick_w.data = d;
+    ev_prepare_start(loop, &d->rt.net.kick_w);
     ev_unref(loop);
     ev_async_init(&d->built_w, built_cb);
     d->built_w.data = d;
@@ -1253,8 +1020,8 @@ static void loop_finish(struct lr_daemon *d)
         build_free(d->build);
         d->build = NULL;
     }
-    while (d->conns)
-        lr_conn_close(d->conns, "shutdown");
+    while (d->rt.net.conns)
+        lr_conn_close(d->rt.net.conns, "shutdown");
     lr_dns_shutdown();
 }
 
@@ -1311,9 +1078,9 @@ static void *worker_main(void *arg)
         goto fail;
     ev_async_init(&d->cmd_w, cmd_cb);
     d->cmd_w.data = d;
-    ev_async_start(d->loop, &d->cmd_w);
+    ev_async_start(d->rt.net.loop, &d->cmd_w);
     started(d, 0);
-    ev_run(d->loop, 0);
+    ev_run(d->rt.net.loop, 0);
     loop_finish(d);
     goto out;
 fail:
@@ -1321,10 +1088,10 @@ fail:
     lr_conf_free(c);
     started(d, -1);
 out:
-    if (d->gen) {
-        struct lr_gen *g = d->gen;
-        d->gen = NULL;
-        g->d = NULL;
+    if (d->rt.gen) {
+        struct lr_gen *g = d->rt.gen;
+        d->rt.gen = NULL;
+        g->rt = NULL;
         lr_gen_unref(g);
     }
     lr_buf_trim();
@@ -1338,8 +1105,8 @@ static void worker_free(struct lr_daemon *w)
 {
     if (!w)
         return;
-    lr_wipe(w->dyn_secret, sizeof(w->dyn_secret));
-    ev_loop_destroy(w->loop);
+    lr_wipe(w->rt.dyn_secret, sizeof(w->rt.dyn_secret));
+    ev_loop_destroy(w->rt.net.loop);
     free(w->config_path);
     free(w);
 }
@@ -1353,7 +1120,7 @@ static int start_workers(struct lr_daemon *d)
     if (!d->workers)
         return -1;
     d->workers[0] = d;
-    d->id_step = n;
+    d->rt.net.id_step = n;
     /* only the main thread takes signals */
     sigset_t all, old;
     sigfillset(&all);
@@ -1361,19 +1128,19 @@ static int start_workers(struct lr_daemon *d)
     int rc = 0;
     for (uint32_t i = 1; i < n && rc == 0; i++) {
         struct lr_daemon *w = calloc(1, sizeof(*w));
-        if (!w || !(w->loop = ev_loop_new(EVFLAG_AUTO))) {
+        if (!w || !(w->rt.net.loop = ev_loop_new(EVFLAG_AUTO))) {
             free(w);
             rc = -1;
             break;
         }
-        w->worker = i;
+        w->rt.worker = i;
         w->main = d;
-        w->replay = d->replay;
+        w->rt.replay = d->rt.replay;
         w->grace_seconds = d->grace_seconds;
-        memcpy(w->dyn_secret, d->dyn_secret, sizeof(w->dyn_secret));
-        w->dyn_t0 = d->dyn_t0;
-        w->id_step = n;
-        w->next_conn_id = i;
+        memcpy(w->rt.dyn_secret, d->rt.dyn_secret, sizeof(w->rt.dyn_secret));
+        w->rt.dyn_t0 = d->rt.dyn_t0;
+        w->rt.net.id_step = n;
+        w->rt.net.next_conn_id = i;
         w->start_rc = 1; /* starting */
         if (d->config_path && !(w->config_path = strdup(d->config_path))) {
             worker_free(w);
@@ -1417,7 +1184,7 @@ static void join_workers(struct lr_daemon *d, int now)
 
 int lr_daemon_run(struct lr_daemon *d)
 {
-    struct ev_loop *loop = d->loop;
+    struct ev_loop *loop = d->rt.net.loop;
     signal(SIGPIPE, SIG_IGN);
     if (loop_setup(d) != 0)
         return 1;
@@ -1453,16 +1220,16 @@ void lr_daemon_free(struct lr_daemon *d)
         return;
     join_workers(d, 1);
     free(d->workers);
-    if (d->gen) {
-        struct lr_gen *g = d->gen;
-        d->gen = NULL;
-        g->d = NULL;
+    if (d->rt.gen) {
+        struct lr_gen *g = d->rt.gen;
+        d->rt.gen = NULL;
+        g->rt = NULL;
         lr_gen_unref(g);
     }
     reaper_stop();
-    lr_replay_free(d->replay);
+    lr_replay_free(d->rt.replay);
     free(d->config_path);
-    lr_wipe(d->dyn_secret, sizeof(d->dyn_secret));
+    lr_wipe(d->rt.dyn_secret, sizeof(d->rt.dyn_secret));
     free(d);
     lr_buf_trim();
 }

@@ -30,7 +30,7 @@
 #include <unistd.h>
 
 #include "base/log.h"
-#include "net/conn.h"
+#include "inbound/inbound.h"
 
 #define HTTP_HEAD_MAX 16384
 /* Room kept free in front of the head while it is read: the rewritten head

@@ -22,7 +22,7 @@
 #include <string.h>
 
 #include "base/log.h"
-#include "net/conn.h"
+#include "inbound/inbound.h"
 
 #define META_MAX 512
 #define MUX_FRAME_DATA 16384 /* v2ray writes 8 KiB frames; any 16-bit size reads */
@@ -265,7 +265,7 @@ static int sess_new(struct mux *m, const uint8_t *meta, size_t n)
         m->sess_size = k;
     }
     struct mux_sess *s = calloc(1, sizeof(*s));
-    struct lr_conn *c = s ? lr_conn_new_virtual(p->d, p->ib, &p->src, &sess_ops,
+    struct lr_conn *c = s ? lr_conn_new_virtual(p->lp, p->ib, &p->src, &sess_ops,
                                                 sess_sink) : NULL;
     if (!c) {
         /* the inbound's session pool is full (max_connections) */
@@ -438,8 +438,6 @@ static void mux_free(struct lr_conn *p)
 }
 
 static const struct lr_ob_ops mux_parent_ops = {.free = mux_free};
-
-void lr_mux_start(struct lr_conn *c);
 
 void lr_mux_start(struct lr_conn *c)
 {

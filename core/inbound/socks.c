@@ -9,7 +9,7 @@
 #include <unistd.h>
 
 #include "base/log.h"
-#include "net/conn.h"
+#include "inbound/inbound.h"
 
 enum { S_GREET = 0, S_AUTH, S_REQUEST, S_WAIT };
 
@@ -17,8 +17,6 @@ struct socks_in {
     uint8_t stage;
 };
 
-int lr_socks_udp_associate(struct lr_conn *c);
-int lr_socks_parse_addr(const uint8_t *p, size_t n, struct lr_dest *d);
 
 static int reply(struct lr_conn *c, uint8_t rep)
 {

@@ -22,12 +22,10 @@
 #include <unistd.h>
 
 #include "base/log.h"
-#include "net/conn.h"
+#include "inbound/inbound.h"
 
 #define UDP_MAX 65535
 
-int lr_socks_udp_associate(struct lr_conn *c);
-int lr_socks_parse_addr(const uint8_t *p, size_t n, struct lr_dest *d);
 
 struct udp_assoc;
 
@@ -91,7 +89,7 @@ static size_t sess_sink(struct lr_conn *c, const uint8_t *data, size_t len)
     o += len;
     sendto(s->a->fd, dgram_buf, o, 0, (struct sockaddr *)&s->a->client.ss,
            s->a->client.len);
-    s->a->last = ev_now(c->d->loop);
+    s->a->last = ev_now(c->lp->loop);
     return len;
 }
 
@@ -181,7 +179,7 @@ static void assoc_read_cb(struct ev_loop *loop, ev_io *w, int revents)
             s = calloc(1, sizeof(*s));
             if (!s)
                 continue;
-            struct lr_conn *c = lr_conn_new_virtual(a->ctl->d, a->ctl->ib,
+            struct lr_conn *c = lr_conn_new_virtual(a->ctl->lp, a->ctl->ib,
                                                     &a->ctl->src, &sess_ops,
                                                     sess_sink);
             if (!c) { /* the inbound's session pool is full */
@@ -208,8 +206,8 @@ static void assoc_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 
 static void assoc_free(struct udp_assoc *a)
 {
-    ev_io_stop(a->ctl->d->loop, &a->io);
-    ev_timer_stop(a->ctl->d->loop, &a->idle);
+    ev_io_stop(a->ctl->lp->loop, &a->io);
+    ev_timer_stop(a->ctl->lp->loop, &a->idle);
     if (a->fd >= 0)
         close(a->fd);
     while (a->nsess) {
@@ -305,16 +303,16 @@ int lr_socks_udp_associate(struct lr_conn *c)
     c->ib_state = st;
     c->ibops = &ctl_ops;
     ev_io_init(&a->io, assoc_read_cb, a->fd, EV_READ);
-    ev_io_start(c->d->loop, &a->io);
+    ev_io_start(c->lp->loop, &a->io);
     /* the control connection lives until the client closes it, or until
      * idle_timeout passes without a datagram either way */
-    ev_timer_stop(c->d->loop, &c->timer);
-    a->last = ev_now(c->d->loop);
+    ev_timer_stop(c->lp->loop, &c->timer);
+    a->last = ev_now(c->lp->loop);
     ev_timer_init(&a->idle, assoc_idle_cb, c->idle_timeout, 0.);
     a->idle.data = a;
-    ev_timer_start(c->d->loop, &a->idle);
+    ev_timer_start(c->lp->loop, &a->idle);
     if (lr_conn_send_client(c, r, rl) < 0)
         return -1;
-    ev_io_start(c->d->loop, &c->cli.rio);
+    ev_io_start(c->lp->loop, &c->cli.rio);
     return 0;
 }

@@ -11,10 +11,9 @@
 #include <time.h>
 
 #include "base/log.h"
-#include "daemon/daemon_api.h"
-#include "net/conn.h"
+#include "inbound/dynport.h"
+#include "inbound/inbound.h"
 
-void lr_mux_start(struct lr_conn *c);
 
 struct vmess_in {
     struct lr_req_dec dec;
@@ -50,7 +49,7 @@ static void vin_readable(struct lr_conn *c)
     size_t used = 0;
     if (ib->is_detour)
         lr_dyn_roll(ib); /* its per-user IDs, up to the epoch */
-    int rc = lr_req_decode(&st->dec, ib->users, c->d->replay,
+    int rc = lr_req_decode(&st->dec, ib->users, c->ib->rt->replay,
                            lr_buf_head(c->up.in), lr_buf_len(c->up.in),
                            (int64_t)time(NULL), &req, &used);
     if (rc == LR_AGAIN)

@@ -24,7 +24,8 @@
 #include "base/log.h"
 #include "net/conn.h"
 #include "route/route.h"
-#include "daemon/daemon_api.h"
+#include "dispatch/model.h"
+#include "outbound/outbound.h"
 #include "daemon/policy.h"
 #include "script/bridge.h"
 
@@ -56,7 +57,7 @@ static int pump(struct lr_conn *c, struct lr_pipe *p, struct lr_side *src,
 #define CONN_OF(w, field) \
     ((struct lr_conn *)((char *)(w) - offsetof(struct lr_conn, field)))
 
-static struct lr_conn *conn_new(struct lr_daemon *d, struct lr_inbound *ib,
+static struct lr_conn *conn_new(struct lr_loop *lp, struct lr_inbound *ib,
                                  int fd, const struct lr_addr *src,
                                  const struct lr_ib_ops *ops, int session)
 {
@@ -65,8 +66,8 @@ static struct lr_conn *conn_new(struct lr_daemon *d, struct lr_inbound *ib,
     struct lr_conn *c = calloc(1, sizeof(*c));
     if (!c)
         return NULL;
-    c->id = d->next_conn_id += d->id_step;
-    c->d = d;
+    c->id = lp->next_conn_id += lp->id_step;
+    c->lp = lp;
     c->ib = ib;
     c->gen = ib->gen;
     lr_gen_ref(c->gen);
@@ -77,7 +78,7 @@ static struct lr_conn *conn_new(struct lr_daemon *d, struct lr_inbound *ib,
     c->cli.fd = fd;
     c->rem.fd = -1;
     c->dial.fd = -1;
-    c->t_start = c->t_last = ev_now(d->loop);
+    c->t_start = c->t_last = ev_now(lp->loop);
     c->idle_timeout = ib->idle_timeout;
     ev_io_init(&c->cli.rio, cli_read_cb, fd < 0 ? 0 : fd, EV_READ);
     ev_io_init(&c->cli.wio, cli_write_cb, fd < 0 ? 0 : fd, EV_WRITE);
@@ -88,14 +89,14 @@ static struct lr_conn *conn_new(struct lr_daemon *d, struct lr_inbound *ib,
     /* the handshake deadline counts from accept; bytes do not extend it */
     c->deadline = c->t_start + ib->handshake_timeout;
     ev_timer_set(&c->timer, ib->handshake_timeout, 0.);
-    ev_timer_start(d->loop, &c->timer);
+    ev_timer_start(lp->loop, &c->timer);
     if (fd >= 0)
-        ev_io_start(d->loop, &c->cli.rio);
-    c->next = d->conns;
-    if (d->conns)
-        d->conns->prev = c;
-    d->conns = c;
-    d->nconns++;
+        ev_io_start(lp->loop, &c->cli.rio);
+    c->next = lp->conns;
+    if (lp->conns)
+        lp->conns->prev = c;
+    lp->conns = c;
+    lp->nconns++;
     c->session = (uint8_t)session;
     if (session)
         ib->nsessions++;
@@ -105,22 +106,22 @@ static struct lr_conn *conn_new(struct lr_daemon *d, struct lr_inbound *ib,
     return c;
 }
 
-struct lr_conn *lr_conn_new(struct lr_daemon *d, struct lr_inbound *ib,
+struct lr_conn *lr_conn_new(struct lr_loop *lp, struct lr_inbound *ib,
                             int fd, const struct lr_addr *src,
                             const struct lr_ib_ops *ops)
 {
-    return conn_new(d, ib, fd, src, ops, 0);
+    return conn_new(lp, ib, fd, src, ops, 0);
 }
 
-struct lr_conn *lr_conn_new_virtual(struct lr_daemon *d, struct lr_inbound *ib,
+struct lr_conn *lr_conn_new_virtual(struct lr_loop *lp, struct lr_inbound *ib,
                                     const struct lr_addr *src,
                                     const struct lr_ib_ops *ops,
                                     size_t (*sink)(struct lr_conn *, const uint8_t *, size_t))
 {
-    struct lr_conn *c = conn_new(d, ib, -1, src, ops, 1);
+    struct lr_conn *c = conn_new(lp, ib, -1, src, ops, 1);
     if (!c)
         return NULL;
-    ev_io_stop(d->loop, &c->cli.rio);
+    ev_io_stop(lp->loop, &c->cli.rio);
     c->cli.dgram = 1;
     c->cli.sink = sink;
     c->dst.network = LR_NET_UDP;
@@ -141,7 +142,7 @@ int lr_conn_push_datagram(struct lr_conn *c, const uint8_t *data, size_t len)
         return 0;
     memcpy(lr_buf_tail(p->in), data, len);
     p->in->wr += (uint32_t)len;
-    c->t_last = ev_now(c->d->loop);
+    c->t_last = ev_now(c->lp->loop);
     if (c->state != LR_CS_RELAY)
         return 0; /* sent when the relay starts */
     return pump(c, p, &c->cli, &c->rem);
@@ -167,7 +168,7 @@ static size_t push_into(struct lr_conn *c, struct lr_pipe *p,
 
 size_t lr_conn_push_stream(struct lr_conn *c, const uint8_t *data, size_t len)
 {
-    c->t_last = ev_now(c->d->loop);
+    c->t_last = ev_now(c->lp->loop);
     return push_into(c, &c->up, &c->cli, &c->rem, data, len);
 }
 
@@ -196,9 +197,9 @@ void lr_conn_push_eof(struct lr_conn *c, int down)
 }
 
 /* One line per connection with its pipes' state (SIGUSR1). */
-void lr_conn_dump(struct lr_daemon *d)
+void lr_conn_dump(struct lr_loop *lp)
 {
-    for (struct lr_conn *c = d->conns; c; c = c->next) {
+    for (struct lr_conn *c = lp->conns; c; c = c->next) {
         struct lr_pipe *u = &c->up, *w = &c->down;
         lr_info("conn %llu state=%d cli=%d rem=%d kicked=%d "
                 "up[in=%zu pend=%u out=%zu eof=%d end=%d closed=%d rd=%d] "
@@ -222,22 +223,22 @@ void lr_conn_doom(struct lr_conn *c, const char *reason)
 
 void lr_conn_kick(struct lr_conn *c)
 {
-    struct lr_daemon *d = c->d;
+    struct lr_loop *lp = c->lp;
     if (c->kicked)
         return;
     c->kicked = 1;
-    c->kick_next = d->kicks;
-    d->kicks = c;
+    c->kick_next = lp->kicks;
+    lp->kicks = c;
 }
 
 static void update_reads(struct lr_conn *c);
 
-void lr_conn_run_kicks(struct lr_daemon *d)
+void lr_conn_run_kicks(struct lr_loop *lp)
 {
     /* bounded: a kick may queue further kicks; the rest wait a round */
-    for (int i = 0; i < 4096 && d->kicks; i++) {
-        struct lr_conn *c = d->kicks;
-        d->kicks = c->kick_next;
+    for (int i = 0; i < 4096 && lp->kicks; i++) {
+        struct lr_conn *c = lp->kicks;
+        lp->kicks = c->kick_next;
         c->kicked = 0;
         c->kick_next = NULL;
         if (c->doom) {
@@ -276,8 +277,8 @@ static void dest_str(const struct lr_dest *d, char *buf, size_t n)
 
 void lr_conn_close(struct lr_conn *c, const char *reason)
 {
-    struct lr_daemon *d = c->d;
-    struct ev_loop *loop = d->loop;
+    struct lr_loop *lp = c->lp;
+    struct ev_loop *loop = lp->loop;
     if (!c->reason)
         c->reason = reason;
     ev_io_stop(loop, &c->dial.io);
@@ -301,7 +302,7 @@ void lr_conn_close(struct lr_conn *c, const char *reason)
     ev_io_stop(loop, &c->rem.wio);
     ev_timer_stop(loop, &c->timer);
     if (c->kicked) {
-        struct lr_conn **pp = &d->kicks;
+        struct lr_conn **pp = &lp->kicks;
         while (*pp && *pp != c)
             pp = &(*pp)->kick_next;
         if (*pp)
@@ -337,10 +338,10 @@ void lr_conn_close(struct lr_conn *c, const char *reason)
     if (c->prev)
         c->prev->next = c->next;
     else
-        d->conns = c->next;
+        lp->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
-    d->nconns--;
+    lp->nconns--;
     if (c->session)
         c->ib->nsessions--;
     else
@@ -364,7 +365,7 @@ void lr_conn_abort(struct lr_conn *c, const char *reason)
 
 void lr_conn_set_deadline(struct lr_conn *c, double seconds)
 {
-    struct ev_loop *loop = c->d->loop;
+    struct ev_loop *loop = c->lp->loop;
     c->deadline = ev_now(loop) + seconds;
     ev_timer_stop(loop, &c->timer);
     ev_timer_set(&c->timer, seconds, 0.);
@@ -481,7 +482,7 @@ int lr_conn_send_client(struct lr_conn *c, const void *data, size_t len)
     memcpy(lr_buf_tail(p->out), data, len);
     p->out->wr += (uint32_t)len;
     /* written by the relay's flush, or right away by the write watcher */
-    ev_io_start(c->d->loop, &c->cli.wio);
+    ev_io_start(c->lp->loop, &c->cli.wio);
     return 0;
 }
 
@@ -499,7 +500,7 @@ void lr_conn_reply_close(struct lr_conn *c, const void *data, size_t len,
 
 void lr_conn_drain(struct lr_conn *c, const char *reason)
 {
-    struct ev_loop *loop = c->d->loop;
+    struct ev_loop *loop = c->lp->loop;
     c->reason = reason;
     c->state = LR_CS_DRAIN;
     lr_buf_put(c->up.in);
@@ -524,7 +525,7 @@ static void drain_read(struct lr_conn *c)
         if (n == 0) {
             /* the prober gave up; we still say nothing before the deadline */
             c->peer_gone = 1;
-            ev_io_stop(c->d->loop, &c->cli.rio);
+            ev_io_stop(c->lp->loop, &c->cli.rio);
             if (c->state == LR_CS_LINGER)
                 lr_conn_close(c, c->reason);
             return;
@@ -536,10 +537,10 @@ static void drain_read(struct lr_conn *c)
     }
 }
 
-int lr_conn_shed(struct lr_daemon *d, struct lr_inbound *ib, int max)
+int lr_conn_shed(struct lr_loop *lp, struct lr_inbound *ib, int max)
 {
     int n = 0;
-    for (struct lr_conn *c = d->conns, *next; c && n < max; c = next) {
+    for (struct lr_conn *c = lp->conns, *next; c && n < max; c = next) {
         next = c->next;
         if (c->peer_gone && (!ib || c->ib == ib) &&
             (c->state == LR_CS_DRAIN || c->state == LR_CS_LINGER)) {
@@ -550,9 +551,9 @@ int lr_conn_shed(struct lr_daemon *d, struct lr_inbound *ib, int max)
     return n;
 }
 
-void lr_conn_close_draining(struct lr_daemon *d)
+void lr_conn_close_draining(struct lr_loop *lp)
 {
-    for (struct lr_conn *c = d->conns, *next; c; c = next) {
+    for (struct lr_conn *c = lp->conns, *next; c; c = next) {
         next = c->next;
         if (c->state == LR_CS_DRAIN || c->state == LR_CS_LINGER)
             lr_conn_close(c, c->reason ? c->reason : "drained");
@@ -647,7 +648,7 @@ static int sniff_try(struct lr_conn *c)
 
 static void sniff_done(struct lr_conn *c)
 {
-    ev_io_stop(c->d->loop, &c->cli.rio);
+    ev_io_stop(c->lp->loop, &c->cli.rio);
     lr_conn_dial(c);
 }
 
@@ -685,7 +686,7 @@ static int sniff_start(struct lr_conn *c)
         return r < 0 ? -1 : 0;
     c->state = LR_CS_SNIFF;
     lr_conn_set_deadline(c, SNIFF_WAIT);
-    ev_io_start(c->d->loop, &c->cli.rio);
+    ev_io_start(c->lp->loop, &c->cli.rio);
     return 1;
 }
 
@@ -696,7 +697,7 @@ static int run_hook(struct lr_conn *c, int kind, struct lr_hook_ctx *x)
     if (kind == LR_HOOK_CLOSE) {
         x->up = c->up.bytes;
         x->down = c->down.bytes;
-        x->duration_ms = (ev_now(c->d->loop) - c->t_start) * 1000.0;
+        x->duration_ms = (ev_now(c->lp->loop) - c->t_start) * 1000.0;
         x->reason = c->reason;
     }
     int v = lr_script_call(c->gen->script, x);
@@ -716,7 +717,7 @@ int lr_conn_accept_hook(struct lr_inbound *ib, const struct lr_addr *src)
     char ip[64];
     memset(&x, 0, sizeof(x));
     x.kind = LR_HOOK_ACCEPT;
-    x.id = ib->d->next_conn_id + ib->d->id_step; /* the id it will get */
+    x.id = ib->rt->net.next_conn_id + ib->rt->net.id_step; /* the id it will get */
     x.generation = g->id;
     lr_addr_ip_str(src, ip, sizeof(ip));
     x.src_ip = ip;
@@ -751,7 +752,7 @@ static int dest_normalise(struct lr_dest *d)
 
 void lr_conn_dial(struct lr_conn *c)
 {
-    struct lr_daemon *d = c->d;
+    struct lr_loop *lp = c->lp;
     struct lr_hook_ctx x;
     int32_t ob = -1;
     if (!c->sniffed) {
@@ -760,7 +761,7 @@ void lr_conn_dial(struct lr_conn *c)
             return; /* waiting for bytes, or closed */
     }
     if (dest_normalise(&c->dst) < 0) {
-        ev_io_stop(d->loop, &c->cli.rio);
+        ev_io_stop(lp->loop, &c->cli.rio);
         c->state = LR_CS_DIAL;
         lr_conn_dial_failed(c, -EINVAL, "bad destination address");
         return;
@@ -771,7 +772,7 @@ void lr_conn_dial(struct lr_conn *c)
      * drops them. */
     if (!c->ibops->read_while_dialing || c->cli.fd < 0 || c->cli.dgram ||
         c->up.pend_len)
-        ev_io_stop(d->loop, &c->cli.rio);
+        ev_io_stop(lp->loop, &c->cli.rio);
     c->state = LR_CS_DIAL;
     c->dialed = 1;
     if (has_hook(c, LR_HOOK_AUTH)) {
@@ -880,7 +881,7 @@ static void try_next(struct lr_conn *c, int last_err)
         }
         dl->fd = fd;
         ev_io_init(&dl->io, dial_io_cb, fd, EV_WRITE);
-        ev_io_start(c->d->loop, &dl->io);
+        ev_io_start(c->lp->loop, &dl->io);
         return;
     }
     lr_conn_dial_failed(c, last_err, last_err == -EACCES
@@ -942,7 +943,7 @@ static void update_reads(struct lr_conn *c);
 
 void lr_conn_start_relay(struct lr_conn *c)
 {
-    struct ev_loop *loop = c->d->loop;
+    struct ev_loop *loop = c->lp->loop;
     if (has_hook(c, LR_HOOK_CONNECT)) {
         struct lr_hook_ctx x;
         run_hook(c, LR_HOOK_CONNECT, &x); /* failures are only logged */
@@ -988,7 +989,7 @@ static int emit(struct lr_conn *c, struct lr_pipe *p, struct lr_side *src,
             p->pend_off += (uint32_t)n;
             p->pend_len -= (uint32_t)n;
             p->bytes += n;
-            c->t_last = ev_now(c->d->loop);
+            c->t_last = ev_now(c->lp->loop);
         }
         return 0;
     }
@@ -1126,7 +1127,7 @@ static int decode(struct lr_conn *c, struct lr_pipe *p)
 
 static int flush(struct lr_conn *c, struct lr_pipe *p, struct lr_side *dst)
 {
-    struct ev_loop *loop = c->d->loop;
+    struct ev_loop *loop = c->lp->loop;
     if (dst->fd < 0)
         return 0;
     while (p->out && lr_buf_len(p->out)) {
@@ -1244,10 +1245,10 @@ static int pump(struct lr_conn *c, struct lr_pipe *p, struct lr_side *src,
              * UDP_LINGER seconds (v2ray's uplinkOnly), not the whole idle
              * timeout, which held 2 fds per ended session for 300 s */
             c->idle_timeout = UDP_LINGER;
-            c->t_last = ev_now(c->d->loop);
-            ev_timer_stop(c->d->loop, &c->timer);
+            c->t_last = ev_now(c->lp->loop);
+            ev_timer_stop(c->lp->loop, &c->timer);
             ev_timer_set(&c->timer, UDP_LINGER, 0.);
-            ev_timer_start(c->d->loop, &c->timer);
+            ev_timer_start(c->lp->loop, &c->timer);
         }
     }
     /* a virtual source can send more now */
@@ -1273,7 +1274,7 @@ static int pump(struct lr_conn *c, struct lr_pipe *p, struct lr_side *src,
 /* Reads are wanted while a pipe's input has room and nothing waits. */
 static void update_reads(struct lr_conn *c)
 {
-    struct ev_loop *loop = c->d->loop;
+    struct ev_loop *loop = c->lp->loop;
     struct lr_pipe *ps[2] = {&c->up, &c->down};
     struct lr_side *ss[2] = {&c->cli, &c->rem};
     if (c->state != LR_CS_RELAY)
@@ -1329,7 +1330,7 @@ static void side_readable(struct lr_conn *c, struct lr_pipe *p,
     ssize_t n = recv(src->fd, lr_buf_tail(p->in), room, 0);
     if (n > 0) {
         p->in->wr += (uint32_t)n;
-        c->t_last = ev_now(c->d->loop);
+        c->t_last = ev_now(c->lp->loop);
     } else if (n == 0) {
         if (!p->src_eof)
             p->src_eof = 1;
@@ -1359,7 +1360,7 @@ static void side_writable(struct lr_conn *c, struct lr_pipe *p,
  * stops the watcher, and lr_conn_start_relay's update_reads decides again. */
 static void dial_read(struct lr_conn *c)
 {
-    struct ev_loop *loop = c->d->loop;
+    struct ev_loop *loop = c->lp->loop;
     struct lr_pipe *p = &c->up;
     if (p->src_eof || p->pend_len || ensure_in(p) < 0) {
         ev_io_stop(loop, &c->cli.rio);

@@ -7,7 +7,43 @@
 #ifndef LR_CONN_H
 #define LR_CONN_H
 
-#include "daemon/daemon.h"
+#include <ev.h>
+#include <stdint.h>
+
+#include "base/buf.h"
+#include "net/dns.h"
+#include "net/sock.h"
+#include "vmess/vmess.h"
+
+struct lr_gen;
+struct lr_inbound;
+struct lr_outbound;
+struct lr_pol;
+
+/* Destination of a connection, as the inbound decoded it. */
+struct lr_dest {
+    uint8_t network;         /* LR_NET_* */
+    uint8_t atyp;            /* LR_ATYP_* (vmess numbering) */
+    uint16_t port;
+    uint8_t ip[16];          /* atyp IPv4/IPv6 */
+    char host[256];          /* domain, or the IP as text */
+    uint8_t sniff_proto;     /* LR_PROTO_* from the first client bytes */
+    char sniff_host[256];    /* the name sniffed (SNI / Host), or "" */
+};
+
+
+/* One worker's connections: its loop, the live connections and the
+ * deferred pumps (lr_conn_kick). */
+struct lr_loop {
+    struct ev_loop *loop;
+    struct lr_conn *conns;       /* all live connections */
+    struct lr_conn *kicks;       /* connections to pump again (deferred) */
+    ev_prepare kick_w;
+    uint32_t nconns;
+    uint64_t next_conn_id;
+    uint32_t id_step;            /* connection ids: worker + k * id_step */
+};
+
 
 enum lr_conn_state {
     LR_CS_HANDSHAKE = 1, /* the inbound reads its protocol header */
@@ -100,7 +136,7 @@ struct lr_conn {
     struct lr_conn *prev, *next;
     uint64_t id;
     int state;
-    struct lr_daemon *d;
+    struct lr_loop *lp;
     struct lr_gen *gen;          /* held until the connection closes */
     struct lr_inbound *ib;
     struct lr_outbound *ob;
@@ -133,7 +169,7 @@ struct lr_conn {
     uint8_t peer_gone;           /* drained, and the client sent its FIN */
 };
 
-struct lr_conn *lr_conn_new(struct lr_daemon *d, struct lr_inbound *ib,
+struct lr_conn *lr_conn_new(struct lr_loop *lp, struct lr_inbound *ib,
                             int fd, const struct lr_addr *src,
                             const struct lr_ib_ops *ops);
 /* A connection whose client side is virtual: datagrams are pushed in with
@@ -142,7 +178,7 @@ struct lr_conn *lr_conn_new(struct lr_daemon *d, struct lr_inbound *ib,
  * a Mux.Cool connection.  Counted in the inbound's session pool, not its
  * client connections; NULL when that pool is at max_connections (or on
  * ENOMEM). */
-struct lr_conn *lr_conn_new_virtual(struct lr_daemon *d, struct lr_inbound *ib,
+struct lr_conn *lr_conn_new_virtual(struct lr_loop *lp, struct lr_inbound *ib,
                                     const struct lr_addr *src,
                                     const struct lr_ib_ops *ops,
                                     size_t (*sink)(struct lr_conn *, const uint8_t *, size_t));
@@ -159,15 +195,15 @@ size_t lr_conn_push_down(struct lr_conn *c, const uint8_t *data, size_t len);
 size_t lr_conn_down_room(struct lr_conn *c);
 /* The virtual client (up) or virtual remote (down) finished sending. */
 void lr_conn_push_eof(struct lr_conn *c, int down);
-void lr_conn_dump(struct lr_daemon *d);
+void lr_conn_dump(struct lr_loop *lp);
 /* Closes the connections being drained or lingering after a refused
  * handshake (the daemon is stopping). */
-void lr_conn_close_draining(struct lr_daemon *d);
+void lr_conn_close_draining(struct lr_loop *lp);
 /* Out of descriptors or at an inbound's cap: closes up to `max` refused
  * handshakes held to their deadline whose client already sent its FIN
  * (of inbound `ib`, or any when NULL), before their deadline.  Returns how
  * many it closed. */
-int lr_conn_shed(struct lr_daemon *d, struct lr_inbound *ib, int max);
+int lr_conn_shed(struct lr_loop *lp, struct lr_inbound *ib, int max);
 /* Connections open in the process, every worker thread counted. */
 size_t lr_conn_count(void);
 /* Closes c at the next safe point (from code that must not free it). */
@@ -175,7 +211,7 @@ void lr_conn_doom(struct lr_conn *c, const char *reason);
 /* Pumps c again from the loop (never re-entrantly). */
 void lr_conn_kick(struct lr_conn *c);
 /* Runs the queued kicks; called by the daemon's prepare watcher. */
-void lr_conn_run_kicks(struct lr_daemon *d);
+void lr_conn_run_kicks(struct lr_loop *lp);
 /* Closes both sides, logs the access line and frees the connection. */
 void lr_conn_close(struct lr_conn *c, const char *reason);
 /* The same, with an RST on each socket (a cut stream must not look like a
@@ -204,8 +240,6 @@ void lr_conn_start_relay(struct lr_conn *c);
  * a destination in a loopback/private/link-local range is refused. */
 void lr_conn_connect(struct lr_conn *c, const char *host, uint16_t port,
                      int family, int forbid_private, lr_dial_fn done);
-/* The outbound ops table for an outbound type. */
-const struct lr_ob_ops *lr_outbound_ops(int type);
 
 /* runs Lua: the accept hook for a new client; 0 to go on, -1 refused. */
 int lr_conn_accept_hook(struct lr_inbound *ib, const struct lr_addr *src);

@@ -7,9 +7,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "net/conn.h"
+#include "outbound/outbound.h"
 
-extern const struct lr_ob_ops lr_vmess_out_ops;
 
 static void direct_done(struct lr_conn *c, int fd)
 {

@@ -12,7 +12,7 @@
 #include <time.h>
 
 #include "base/log.h"
-#include "net/conn.h"
+#include "outbound/outbound.h"
 
 struct vmess_out {
     uint8_t id[16];          /* the ID this connection signs with */
@@ -51,7 +51,7 @@ static int resp_pre(struct lr_conn *c, const uint8_t *in, size_t len,
         ob->dyn_alter = resp.sw.alter_ids;
         memcpy(ob->dyn_host, resp.sw.host, resp.sw.host_len);
         ob->dyn_host[resp.sw.host_len] = 0;
-        ob->dyn_until = ev_now(c->d->loop) + 60.0 * resp.sw.valid_min;
+        ob->dyn_until = ev_now(c->lp->loop) + 60.0 * resp.sw.valid_min;
         if (fresh)
             lr_info("outbound %s: server announced dynamic port %u for %u min",
                     ob->tag, resp.sw.port, resp.sw.valid_min);
@@ -146,7 +146,7 @@ static void vmess_dial(struct lr_conn *c)
         return;
     }
     c->ob_state = st;
-    if (ob->dyn_port && ev_now(c->d->loop) < ob->dyn_until) {
+    if (ob->dyn_port && ev_now(c->lp->loop) < ob->dyn_until) {
         st->dynamic = 1;
         memcpy(st->id, ob->dyn_id, 16);
         st->alter_id = ob->dyn_alter;
