@@ -31,6 +31,7 @@
 #include "daemon/policy.h"
 #include "inbound/dynport.h"
 #include "inbound/inbound.h"
+#include "dispatch/dispatch.h"
 #include "crypto/crypto.h"
 
 enum { LR_CMD_RELOAD = 1, LR_CMD_STOP = 2, LR_CMD_STOP_NOW = 4, LR_CMD_DUMP = 8 };
@@ -84,12 +85,12 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
             close(fd);
             continue;
         }
-        if (lr_conn_accept_hook(ib, &src) != 0) {
+        if (lr_dispatch_accept_hook(ib, &src) != 0) {
             close(fd);
             continue;
         }
         lr_sock_tune(fd);
-        if (!lr_conn_new(&ib->rt->net, ib, fd, &src, lr_inbound_ops(ib->type)))
+        if (!lr_dispatch_accept(ib, fd, &src, lr_inbound_ops(ib->type)))
             close(fd);
         else
             lr_daemon_of(ib->rt)->accepted++;
@@ -159,7 +160,7 @@ static void begin_stop(struct lr_daemon *d, int signum)
     }
     /* refused handshakes held to their deadline carry nothing: they do
      * not hold the stop up */
-    lr_conn_close_draining(d);
+    lr_conn_close_draining(&d->rt.net);
     d->stop_deadline = ev_now(loop) + d->grace_seconds;
     ev_timer_init(&d->grace, stop_check_cb, 0.05, 0.05);
     d->grace.data = d;
@@ -196,6 +197,7 @@ struct lr_daemon *lr_daemon_new(void)
     d->grace_seconds = 10;
     d->nworkers = 1;
     d->rt.net.id_step = 1;
+    d->rt.net.owner = &lr_dispatch_owner;
     lr_random(d->rt.dyn_secret, sizeof(d->rt.dyn_secret));
     d->rt.dyn_t0 = mono_now();
     if (!d->rt.replay) {
@@ -963,7 +965,7 @@ static void dump(struct lr_daemon *d)
     if (d->conf_workers > 1 || d->main)
         lr_info("%s%u connections, %llu accepted", wtag(d, t, sizeof(t)),
                 d->rt.net.nconns, (unsigned long long)d->accepted);
-    lr_conn_dump(d);
+    lr_conn_dump(&d->rt.net);
 }
 
 static void dump_cb(struct ev_loop *loop, ev_signal *w, int revents)
@@ -984,7 +986,7 @@ static void dump_cb(struct ev_loop *loop, ev_signal *w, int revents)
 
 static void kick_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 {
-    lr_conn_run_kicks(w->data);
+    lr_conn_run_kicks(&((struct lr_daemon *)w->data)->rt.net);
 }
 
 /* Watchers every worker's loop has. */
@@ -1140,6 +1142,7 @@ static int start_workers(struct lr_daemon *d)
         memcpy(w->rt.dyn_secret, d->rt.dyn_secret, sizeof(w->rt.dyn_secret));
         w->rt.dyn_t0 = d->rt.dyn_t0;
         w->rt.net.id_step = n;
+        w->rt.net.owner = &lr_dispatch_owner;
         w->rt.net.next_conn_id = i;
         w->start_rc = 1; /* starting */
         if (d->config_path && !(w->config_path = strdup(d->config_path))) {

@@ -655,7 +655,7 @@ static void hin_readable(struct lr_conn *c)
         }
         st->tunnel = 1;
         c->up.in->rd += (uint32_t)hlen;
-        lr_conn_dial(c);
+        lr_dispatch(c);
         return;
     }
     const char *target = rq.target;
@@ -701,7 +701,7 @@ static void hin_readable(struct lr_conn *c)
     st->body = rq.has_te ? BODY_CHUNKED : rq.has_cl && rq.cl ? BODY_LENGTH : BODY_NONE;
     st->left = rq.has_te ? 0 : rq.cl;
     c->up.frame = hin_frame;
-    lr_conn_dial(c);
+    lr_dispatch(c);
 }
 
 static int hin_early_reply(struct lr_conn *c)

@@ -5,7 +5,7 @@
 #ifndef LR_INBOUND_H
 #define LR_INBOUND_H
 
-#include "dispatch/model.h"
+#include "dispatch/dispatch.h"
 
 extern const struct lr_ib_ops lr_vmess_in_ops, lr_socks_in_ops, lr_http_in_ops;
 

@@ -265,8 +265,7 @@ static int sess_new(struct mux *m, const uint8_t *meta, size_t n)
         m->sess_size = k;
     }
     struct mux_sess *s = calloc(1, sizeof(*s));
-    struct lr_conn *c = s ? lr_conn_new_virtual(p->lp, p->ib, &p->src, &sess_ops,
-                                                sess_sink) : NULL;
+    struct lr_conn *c = s ? lr_dispatch_session(p, &sess_ops, sess_sink) : NULL;
     if (!c) {
         /* the inbound's session pool is full (max_connections) */
         lr_debug("conn %llu: mux stream refused: %u sessions on inbound %s",
@@ -286,7 +285,7 @@ static int sess_new(struct mux *m, const uint8_t *meta, size_t n)
     c->cli.sink_end = sess_sink_end;
     c->cli.room = sess_room;
     m->sess[m->nsess++] = s;
-    lr_conn_dial(c); /* may close c at once (no route, blackhole) */
+    lr_dispatch(c); /* may close c at once (no route, blackhole) */
     return 1;
 }
 

@@ -174,7 +174,7 @@ static void sin_readable(struct lr_conn *c)
             st->stage = S_WAIT;
             if (p[1] == 1) {
                 c->dst.network = LR_NET_TCP;
-                lr_conn_dial(c);
+                lr_dispatch(c);
             } else if (p[1] == 3 && ib->udp) {
                 lr_socks_udp_associate(c);
             } else {

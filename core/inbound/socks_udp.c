@@ -2,7 +2,7 @@
  * SOCKS5 UDP ASSOCIATE (RFC 1928 section 7).  The association is a UDP
  * socket bound to the inbound's address, alive as long as the client's TCP
  * control connection.  Each destination the client sends to gets its own
- * session: a connection with a virtual client side (lr_conn_new_virtual)
+ * session: a connection with a virtual client side (lr_dispatch_session)
  * that is routed and dialled like any other -- a connected UDP socket for
  * the direct outbound, a VMess UDP request (command 2, one datagram per
  * chunk) for a VMess outbound.  Replies are wrapped in the SOCKS UDP
@@ -179,9 +179,7 @@ static void assoc_read_cb(struct ev_loop *loop, ev_io *w, int revents)
             s = calloc(1, sizeof(*s));
             if (!s)
                 continue;
-            struct lr_conn *c = lr_conn_new_virtual(a->ctl->lp, a->ctl->ib,
-                                                    &a->ctl->src, &sess_ops,
-                                                    sess_sink);
+            struct lr_conn *c = lr_dispatch_session(a->ctl, &sess_ops, sess_sink);
             if (!c) { /* the inbound's session pool is full */
                 free(s);
                 continue;
@@ -197,7 +195,7 @@ static void assoc_read_cb(struct ev_loop *loop, ev_io *w, int revents)
             /* the first datagram waits in the session until it is dialled */
             if (lr_conn_push_datagram(c, payload, plen) < 0)
                 continue;
-            lr_conn_dial(c); /* may close c (no route, blackhole) */
+            lr_dispatch(c); /* may close c (no route, blackhole) */
             continue;
         }
         lr_conn_push_datagram(s->conn, payload, plen);

@@ -110,7 +110,7 @@ static void vin_readable(struct lr_conn *c)
         lr_mux_start(c);
         return;
     }
-    lr_conn_dial(c);
+    lr_dispatch(c);
 }
 
 static void vin_connected(struct lr_conn *c)

@@ -19,6 +19,7 @@ struct lr_gen;
 struct lr_inbound;
 struct lr_outbound;
 struct lr_pol;
+struct lr_conn_owner;
 
 /* Destination of a connection, as the inbound decoded it. */
 struct lr_dest {
@@ -42,6 +43,28 @@ struct lr_loop {
     uint32_t nconns;
     uint64_t next_conn_id;
     uint32_t id_step;            /* connection ids: worker + k * id_step */
+    const struct lr_conn_owner *owner;
+};
+
+/* What the layer above does at a connection's events (one table per loop,
+ * dispatch/dispatch.c's).  Every member is set. */
+struct lr_conn_owner {
+    /* about to relay (the connect hook) */
+    void (*relaying)(struct lr_conn *c);
+    /* `bytes` more payload moved for a connection with c->pol set: 1 to
+     * close it (over quota) */
+    int (*charge)(struct lr_conn *c, uint64_t bytes);
+    /* before reading for a connection with c->pol set: seconds to wait
+     * (rate limit), <= 0 none */
+    double (*wait)(struct lr_conn *c, double now);
+    /* LR_CS_SNIFF: client bytes came, or the wait for them ended */
+    void (*sniff_readable)(struct lr_conn *c);
+    void (*sniff_deadline)(struct lr_conn *c);
+    /* c closes: before its sockets do (the close hook, the policy), and
+     * after everything else, just before it is freed (the access line,
+     * the counts, the generation it held) */
+    void (*closing)(struct lr_conn *c);
+    void (*closed)(struct lr_conn *c);
 };
 
 
@@ -156,7 +179,7 @@ struct lr_conn {
     char fail_detail[300];
     struct lr_dial dial;
     const char *doom;            /* close at the next safe point */
-    struct lr_pol *pol;          /* the user's policy, once admitted */
+    struct lr_pol *pol;          /* the owner's: the user's policy, once admitted */
     uint64_t charged;            /* payload bytes charged to it */
     ev_timer throttle;           /* rate limit: resume reading */
     uint8_t throttled;
@@ -169,19 +192,15 @@ struct lr_conn {
     uint8_t peer_gone;           /* drained, and the client sent its FIN */
 };
 
-struct lr_conn *lr_conn_new(struct lr_loop *lp, struct lr_inbound *ib,
-                            int fd, const struct lr_addr *src,
-                            const struct lr_ib_ops *ops);
-/* A connection whose client side is virtual: datagrams are pushed in with
- * lr_conn_push_datagram and replies leave through `sink`.  Used for the
- * per-destination sessions of a SOCKS5 UDP association and the streams of
- * a Mux.Cool connection.  Counted in the inbound's session pool, not its
- * client connections; NULL when that pool is at max_connections (or on
- * ENOMEM). */
-struct lr_conn *lr_conn_new_virtual(struct lr_loop *lp, struct lr_inbound *ib,
-                                    const struct lr_addr *src,
-                                    const struct lr_ib_ops *ops,
-                                    size_t (*sink)(struct lr_conn *, const uint8_t *, size_t));
+/* A new connection of loop lp: a client socket fd, or (fd < 0) a virtual
+ * client whose datagrams or stream bytes are pushed in (lr_conn_push_*)
+ * and whose replies leave through cli.sink (the sessions of a SOCKS5 UDP
+ * association, the streams of a Mux.Cool connection).  Its handshake must
+ * end within handshake_timeout of now; NULL on ENOMEM.  The owner layer
+ * fills in what it means (dispatch/dispatch.c). */
+struct lr_conn *lr_conn_new(struct lr_loop *lp, int fd, const struct lr_addr *src,
+                            const struct lr_ib_ops *ops, double handshake_timeout,
+                            double idle_timeout);
 /* Queues one datagram from the virtual client; dropped when the previous
  * one is still waiting.  Returns -1 if it closed c. */
 int lr_conn_push_datagram(struct lr_conn *c, const uint8_t *data, size_t len);
@@ -228,8 +247,11 @@ void lr_conn_reply_close(struct lr_conn *c, const void *data, size_t len,
                          const char *reason);
 /* Bad VMess header: stay silent, discard input, close at the deadline. */
 void lr_conn_drain(struct lr_conn *c, const char *reason);
-/* The inbound knows the destination (c->dst, c->user): route and dial. */
-void lr_conn_dial(struct lr_conn *c);
+/* The first client bytes after the handshake, for sniffing: 1 and
+ * data and n set (a VMess chunk decoded in place when the client side is
+ * framed: *framed), 0 when nothing is there yet, 2 when the buffer is half
+ * full and still holds no whole chunk, -1 if it closed c. */
+int lr_conn_peek(struct lr_conn *c, const uint8_t **data, size_t *n, int *framed);
 /* Outbounds call these when the remote side is ready or failed. */
 void lr_conn_remote_ready(struct lr_conn *c, int fd, int dgram);
 void lr_conn_dial_failed(struct lr_conn *c, int err, const char *reason);
@@ -240,9 +262,6 @@ void lr_conn_start_relay(struct lr_conn *c);
  * a destination in a loopback/private/link-local range is refused. */
 void lr_conn_connect(struct lr_conn *c, const char *host, uint16_t port,
                      int family, int forbid_private, lr_dial_fn done);
-
-/* runs Lua: the accept hook for a new client; 0 to go on, -1 refused. */
-int lr_conn_accept_hook(struct lr_inbound *ib, const struct lr_addr *src);
 
 /* Arms the connection timer for `seconds` from now (dial phases). */
 void lr_conn_set_deadline(struct lr_conn *c, double seconds);

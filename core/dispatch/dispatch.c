@@ -1,0 +1,415 @@
+/*
+ * Dispatch: what a connection means once an inbound has decoded where it
+ * wants to go.  The step from destination to outbound: sniff the first
+ * client bytes (TLS SNI / HTTP Host) when rules or hooks want them, the
+ * auth hook, the user's policy, the route hook, the rules, the outbound's
+ * dial.  And the owner side of every connection (struct lr_conn_owner):
+ * the connect and close hooks, policy charging and rate limits, the
+ * access line, the inbound's counts and the generation a connection holds.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "base/log.h"
+#include "daemon/policy.h"
+#include "dispatch/dispatch.h"
+#include "outbound/outbound.h"
+#include "route/route.h"
+#include "script/bridge.h"
+
+/* ------------------------------------------------------------ hooks */
+
+static int has_hook(struct lr_conn *c, int kind)
+{
+    return c->gen->script && (c->gen->hooks & (1u << kind));
+}
+
+static void hook_ctx(struct lr_conn *c, int kind, struct lr_hook_ctx *x,
+                     char *srcip, size_t n)
+{
+    memset(x, 0, sizeof(*x));
+    x->kind = kind;
+    x->id = c->id;
+    x->generation = c->gen->id;
+    lr_addr_ip_str(&c->src, srcip, n);
+    x->src_ip = srcip;
+    x->src_port = lr_addr_port(&c->src);
+    x->inbound = c->ib->tag;
+    if (c->user >= 0) {
+        x->user_email = c->gen->users[c->user].email;
+        x->user_level = (int32_t)c->gen->users[c->user].level;
+    }
+    if (c->dst.host[0]) {
+        x->dst_host = c->dst.host;
+        x->dst_port = c->dst.port;
+    }
+    x->network = c->dst.network == LR_NET_UDP ? "udp" : "tcp";
+    x->outbound = c->ob ? c->ob->tag : NULL;
+    if (c->dst.sniff_host[0])
+        x->sniffed_host = c->dst.sniff_host;
+    if (c->dst.sniff_proto)
+        x->protocol = c->dst.sniff_proto == LR_PROTO_TLS ? "tls" : "http";
+}
+
+/* ------------------------------------------------------------ sniffing */
+
+#define SNIFF_WAIT 0.3    /* seconds to wait for the first client bytes */
+#define SNIFF_MAX 16384   /* bytes looked at */
+
+/* 1 when sniffing is over, 0 to wait for more bytes, -1 if c was closed. */
+static int sniff_try(struct lr_conn *c)
+{
+    const uint8_t *data;
+    size_t n;
+    int framed = 0;
+    int r = lr_conn_peek(c, &data, &n, &framed);
+    if (r <= 0)
+        return r;
+    if (r == 2)
+        return 1; /* no whole chunk in half a buffer: route as is */
+    int t = lr_sniff_tls_sni(data, n, c->dst.sniff_host, sizeof(c->dst.sniff_host));
+    if (t == 1) {
+        c->dst.sniff_proto = LR_PROTO_TLS;
+        return 1;
+    }
+    int h = lr_sniff_http_host(data, n, c->dst.sniff_host, sizeof(c->dst.sniff_host));
+    if (h == 1) {
+        c->dst.sniff_proto = LR_PROTO_HTTP;
+        return 1;
+    }
+    c->dst.sniff_host[0] = 0;
+    if (t < 0 && n >= 6 && data[0] == 0x16 && data[1] == 0x03 && data[5] == 0x01) {
+        c->dst.sniff_proto = LR_PROTO_TLS; /* a ClientHello without SNI */
+        return 1;
+    }
+    if ((t < 0 && h < 0) || n >= SNIFF_MAX || framed)
+        return 1; /* a VMess chunk is all we get before dialling */
+    return 0;
+}
+
+static void sniff_done(struct lr_conn *c)
+{
+    ev_io_stop(c->lp->loop, &c->cli.rio);
+    lr_dispatch(c);
+}
+
+static void sniff_readable(struct lr_conn *c)
+{
+    ssize_t n = lr_conn_read_client(c);
+    if (n == -EAGAIN)
+        return;
+    if (n == 0 || n == -ENOBUFS) {
+        if (n == 0)
+            c->up.src_eof = 1;
+        sniff_done(c);
+        return;
+    }
+    if (n < 0) {
+        lr_conn_close(c, "read failed");
+        return;
+    }
+    int r = sniff_try(c);
+    if (r > 0)
+        sniff_done(c);
+}
+
+/* Starts sniffing; 1 if it waits for bytes, 0 if routing goes on now,
+ * -1 if c was closed. */
+static int sniff_start(struct lr_conn *c)
+{
+    c->sniffed = 1;
+    if (!c->gen->sniff || c->dst.network != LR_NET_TCP || c->cli.fd < 0)
+        return 0;
+    if (c->ibops->early_reply && c->ibops->early_reply(c) < 0)
+        return -1;
+    int r = sniff_try(c);
+    if (r != 0)
+        return r < 0 ? -1 : 0;
+    c->state = LR_CS_SNIFF;
+    lr_conn_set_deadline(c, SNIFF_WAIT);
+    ev_io_start(c->lp->loop, &c->cli.rio);
+    return 1;
+}
+
+static int run_hook(struct lr_conn *c, int kind, struct lr_hook_ctx *x)
+{
+    char ip[64];
+    hook_ctx(c, kind, x, ip, sizeof(ip));
+    if (kind == LR_HOOK_CLOSE) {
+        x->up = c->up.bytes;
+        x->down = c->down.bytes;
+        x->duration_ms = (ev_now(c->lp->loop) - c->t_start) * 1000.0;
+        x->reason = c->reason;
+    }
+    int v = lr_script_call(c->gen->script, x);
+    if (v == LR_VERDICT_ERROR)
+        lr_warn("conn %llu: %s hook failed: %s", (unsigned long long)c->id,
+                kind == LR_HOOK_AUTH ? "auth" : kind == LR_HOOK_ROUTE ? "route"
+                : kind == LR_HOOK_CONNECT ? "connect" : "close", x->out_reason);
+    return v;
+}
+
+int lr_dispatch_accept_hook(struct lr_inbound *ib, const struct lr_addr *src)
+{
+    struct lr_gen *g = ib->gen;
+    if (!g->script || !(g->hooks & (1u << LR_HOOK_ACCEPT)))
+        return 0;
+    struct lr_hook_ctx x;
+    char ip[64];
+    memset(&x, 0, sizeof(x));
+    x.kind = LR_HOOK_ACCEPT;
+    x.id = ib->rt->net.next_conn_id + ib->rt->net.id_step; /* the id it will get */
+    x.generation = g->id;
+    lr_addr_ip_str(src, ip, sizeof(ip));
+    x.src_ip = ip;
+    x.src_port = lr_addr_port(src);
+    x.inbound = ib->tag;
+    x.network = "tcp";
+    int v = lr_script_call(g->script, &x);
+    if (v == LR_VERDICT_ERROR)
+        lr_warn("accept hook failed (client refused): %s", x.out_reason);
+    else if (v == LR_VERDICT_REFUSE)
+        lr_debug("client %s refused by the accept hook: %s", ip, x.out_reason);
+    return v == LR_VERDICT_CONTINUE ? 0 : -1;
+}
+
+/* A destination host in a numeric spelling becomes the address it spells
+ * (so rules, hooks, the private-range check and the dial all see the same
+ * thing); -1 if it looks numeric but is no address. */
+static int dest_normalise(struct lr_dest *d)
+{
+    struct lr_addr a;
+    if (d->atyp != LR_ATYP_DOMAIN)
+        return 0;
+    int r = lr_host_numeric(d->host, &a);
+    if (r <= 0)
+        return r;
+    int len = lr_addr_ip_bytes(&a, d->ip);
+    d->atyp = len == 4 ? LR_ATYP_IPV4 : LR_ATYP_IPV6;
+    lr_addr_from_bytes(d->ip, len, 0, &a);
+    lr_addr_ip_str(&a, d->host, sizeof(d->host));
+    return 0;
+}
+
+void lr_dispatch(struct lr_conn *c)
+{
+    struct lr_loop *lp = c->lp;
+    struct lr_hook_ctx x;
+    int32_t ob = -1;
+    if (!c->sniffed) {
+        int r = sniff_start(c);
+        if (r != 0)
+            return; /* waiting for bytes, or closed */
+    }
+    if (dest_normalise(&c->dst) < 0) {
+        ev_io_stop(lp->loop, &c->cli.rio);
+        c->state = LR_CS_DIAL;
+        lr_conn_dial_failed(c, -EINVAL, "bad destination address");
+        return;
+    }
+    /* Reading on while the outbound connects saves stopping and re-arming
+     * the client's watcher (an epoll_ctl each, and an extra loop pass when
+     * bytes arrive meanwhile); dial_read only buffers, so a refusal still
+     * drops them. */
+    if (!c->ibops->read_while_dialing || c->cli.fd < 0 || c->cli.dgram ||
+        c->up.pend_len)
+        ev_io_stop(lp->loop, &c->cli.rio);
+    c->state = LR_CS_DIAL;
+    c->dialed = 1;
+    if (has_hook(c, LR_HOOK_AUTH)) {
+        int v = run_hook(c, LR_HOOK_AUTH, &x);
+        if (v != LR_VERDICT_CONTINUE) {
+            snprintf(c->fail_detail, sizeof(c->fail_detail), "%s", x.out_reason);
+            lr_conn_dial_failed(c, -EACCES, v == LR_VERDICT_REFUSE
+                                ? "refused by auth hook" : "auth hook failed");
+            return;
+        }
+    }
+    if (c->user >= 0) {
+        uint8_t ip[16];
+        int il = lr_addr_ip_bytes(&c->src, ip);
+        const char *why = lr_policy_admit(c->gen->users[c->user].email, ip,
+                                          il, &c->pol);
+        if (why) {
+            lr_conn_dial_failed(c, -EACCES, why);
+            return;
+        }
+    }
+    if (has_hook(c, LR_HOOK_ROUTE)) {
+        int v = run_hook(c, LR_HOOK_ROUTE, &x);
+        if (v == LR_VERDICT_ERROR) {
+            snprintf(c->fail_detail, sizeof(c->fail_detail), "%s", x.out_reason);
+            lr_conn_dial_failed(c, -EACCES, "route hook failed");
+            return;
+        }
+        if (v == LR_VERDICT_ROUTE) {
+            for (uint32_t i = 0; i < c->gen->nob && ob < 0; i++)
+                if (strcmp(c->gen->ob[i].tag, x.out_tag) == 0)
+                    ob = (int32_t)i;
+            if (ob < 0) {
+                snprintf(c->fail_detail, sizeof(c->fail_detail),
+                         "no outbound '%s'", x.out_tag);
+                lr_conn_dial_failed(c, -EACCES, "route hook failed");
+                return;
+            }
+        }
+    }
+    if (ob < 0) {
+        int to_sniffed = 0;
+        struct lr_route_query q = {
+            .network = c->dst.network, .atyp = c->dst.atyp, .port = c->dst.port,
+            .ip = c->dst.ip, .host = c->dst.host,
+            .user = c->user >= 0 ? c->gen->users[c->user].email : NULL,
+            .inbound = c->ib->tag, .sniff_proto = c->dst.sniff_proto,
+            .sniff_host = c->dst.sniff_host,
+        };
+        ob = lr_route_pick(c->gen->rules, c->gen->nrules, c->gen->default_ob, &q,
+                           &to_sniffed);
+        if (to_sniffed) {
+            /* the rule allowed the name the client sent in TLS/HTTP: that
+             * name is what gets dialled (v2ray's destOverride) */
+            c->dst.atyp = LR_ATYP_DOMAIN;
+            memset(c->dst.ip, 0, sizeof(c->dst.ip));
+            memcpy(c->dst.host, c->dst.sniff_host, sizeof(c->dst.host));
+            if (dest_normalise(&c->dst) < 0) {
+                lr_conn_dial_failed(c, -EINVAL, "bad destination address");
+                return;
+            }
+        }
+    }
+    if (ob < 0) {
+        lr_conn_dial_failed(c, -EHOSTUNREACH, "no route");
+        return;
+    }
+    c->ob = &c->gen->ob[ob];
+    c->obops = lr_outbound_ops(c->ob->type);
+    lr_conn_set_deadline(c, c->ob->connect_timeout);
+    c->obops->dial(c);
+}
+
+
+/* ------------------------------------------------------------ new connections */
+
+/* The generation's counts and reference, set on a new connection of ib. */
+static void adopt(struct lr_conn *c, struct lr_inbound *ib, int session)
+{
+    c->ib = ib;
+    c->gen = ib->gen;
+    lr_gen_ref(c->gen);
+    c->session = (uint8_t)session;
+    if (session)
+        ib->nsessions++;
+    else
+        ib->nconns++;
+}
+
+struct lr_conn *lr_dispatch_accept(struct lr_inbound *ib, int fd, const struct lr_addr *src,
+                                   const struct lr_ib_ops *ops)
+{
+    struct lr_conn *c = lr_conn_new(&ib->rt->net, fd, src, ops, ib->handshake_timeout,
+                                    ib->idle_timeout);
+    if (c)
+        adopt(c, ib, 0);
+    return c;
+}
+
+struct lr_conn *lr_dispatch_session(struct lr_conn *parent, const struct lr_ib_ops *ops,
+                                    size_t (*sink)(struct lr_conn *, const uint8_t *, size_t))
+{
+    struct lr_inbound *ib = parent->ib;
+    if (ib->max_connections && ib->nsessions >= ib->max_connections)
+        return NULL; /* the inbound's session pool is full */
+    struct lr_conn *c = lr_conn_new(parent->lp, -1, &parent->src, ops, ib->handshake_timeout,
+                                    ib->idle_timeout);
+    if (!c)
+        return NULL;
+    c->cli.sink = sink;
+    adopt(c, ib, 1);
+    return c;
+}
+
+/* ------------------------------------------------------------ the owner */
+
+static void dest_str(const struct lr_dest *d, char *buf, size_t n)
+{
+    if (!d->host[0])
+        snprintf(buf, n, "-");
+    else if (strchr(d->host, ':'))
+        snprintf(buf, n, "[%s]:%u", d->host, d->port);
+    else
+        snprintf(buf, n, "%s:%u", d->host, d->port);
+}
+
+static void owner_relaying(struct lr_conn *c)
+{
+    if (has_hook(c, LR_HOOK_CONNECT)) {
+        struct lr_hook_ctx x;
+        run_hook(c, LR_HOOK_CONNECT, &x); /* failures are only logged */
+    }
+}
+
+static int owner_charge(struct lr_conn *c, uint64_t bytes)
+{
+    return lr_policy_charge(c->pol, (double)bytes);
+}
+
+static double owner_wait(struct lr_conn *c, double now)
+{
+    return lr_policy_wait(c->pol, now);
+}
+
+static void owner_sniff_deadline(struct lr_conn *c)
+{
+    sniff_done(c); /* nothing recognisable in time: route as is */
+}
+
+static void owner_closing(struct lr_conn *c)
+{
+    if (c->dialed && has_hook(c, LR_HOOK_CLOSE)) {
+        struct lr_hook_ctx x;
+        run_hook(c, LR_HOOK_CLOSE, &x); /* failures are only logged */
+    }
+    if (c->pol) {
+        uint8_t ip[16];
+        int il = lr_addr_ip_bytes(&c->src, ip);
+        lr_policy_charge(c->pol, (double)(c->up.bytes + c->down.bytes - c->charged));
+        lr_policy_release(c->pol, ip, il);
+        c->pol = NULL;
+    }
+}
+
+static void owner_closed(struct lr_conn *c)
+{
+    if (lr_access_enabled()) {
+        char src[64], dst[300];
+        lr_addr_str(&c->src, src, sizeof(src));
+        dest_str(&c->dst, dst, sizeof(dst));
+        lr_access_write("%s %s %s %s %s %s up=%llu down=%llu dur=%.3f %s%s%s",
+                        src, c->ib->tag,
+                        c->user >= 0 ? c->gen->users[c->user].email : "-",
+                        c->dst.network == LR_NET_UDP ? "udp" : "tcp", dst,
+                        c->ob ? c->ob->tag : "-",
+                        (unsigned long long)c->up.bytes,
+                        (unsigned long long)c->down.bytes,
+                        ev_now(c->lp->loop) - c->t_start, c->reason,
+                        c->fail_detail[0] ? ": " : "", c->fail_detail);
+    }
+    if (c->session)
+        c->ib->nsessions--;
+    else
+        c->ib->nconns--;
+    lr_gen_unref(c->gen); /* may hand the generation to its owner */
+}
+
+const struct lr_conn_owner lr_dispatch_owner = {
+    .relaying = owner_relaying,
+    .charge = owner_charge,
+    .wait = owner_wait,
+    .sniff_readable = sniff_readable,
+    .sniff_deadline = owner_sniff_deadline,
+    .closing = owner_closing,
+    .closed = owner_closed,
+};

@@ -1,0 +1,29 @@
+/*
+ * Dispatch (dispatch.c): from a decoded destination to an outbound, and
+ * the owner side of every connection.
+ */
+#ifndef LR_DISPATCH_H
+#define LR_DISPATCH_H
+
+#include "dispatch/model.h"
+
+/* The owner table every worker loop uses (net/conn.h). */
+extern const struct lr_conn_owner lr_dispatch_owner;
+
+/* A client accepted on inbound ib (its socket fd): counted in the
+ * inbound's client connections, holding ib's generation.  NULL on ENOMEM. */
+struct lr_conn *lr_dispatch_accept(struct lr_inbound *ib, int fd, const struct lr_addr *src,
+                                   const struct lr_ib_ops *ops);
+/* A session inside client connection `parent` (a Mux.Cool stream, a UDP
+ * ASSOCIATE destination): a virtual client side whose replies go to
+ * `sink`, counted in the inbound's session pool.  NULL when that pool is at
+ * max_connections (or on ENOMEM). */
+struct lr_conn *lr_dispatch_session(struct lr_conn *parent, const struct lr_ib_ops *ops,
+                                    size_t (*sink)(struct lr_conn *, const uint8_t *, size_t));
+/* runs Lua: the accept hook for a new client of ib; 0 to go on, -1 refused. */
+int lr_dispatch_accept_hook(struct lr_inbound *ib, const struct lr_addr *src);
+/* The inbound knows the destination (c->dst, c->user): sniff if wanted,
+ * the auth hook, policy, the route hook, the rules, the outbound's dial. */
+void lr_dispatch(struct lr_conn *c);
+
+#endif
