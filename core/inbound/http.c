@@ -89,7 +89,7 @@ static void respond(struct lr_conn *c, const char *status, const char *extra)
     char r[256];
     int n = snprintf(r, sizeof(r), "HTTP/1.1 %s\r\n%sContent-Length: 0\r\nConnection: close\r\n\r\n",
                      status, extra ? extra : "");
-    (void)!write(c->cli.fd, r, (size_t)n);
+    lr_conn_send_now(c, r, (size_t)n);
 }
 
 static void refuse(struct lr_conn *c, const char *status, const char *reason)

@@ -234,8 +234,8 @@ static void assoc_idle_cb(struct ev_loop *loop, ev_timer *w, int revents)
 static void ctl_readable(struct lr_conn *c)
 {
     uint8_t sink[512];
-    ssize_t n = read(c->cli.fd, sink, sizeof(sink));
-    if (n > 0 || (n < 0 && (errno == EAGAIN || errno == EINTR)))
+    ssize_t n = c->cli.ops->read(&c->cli, sink, sizeof(sink));
+    if (n > 0 || n == -EAGAIN)
         return;
     lr_conn_close(c, "udp association ended");
 }

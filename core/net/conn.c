@@ -64,6 +64,7 @@ struct lr_conn *lr_conn_new(struct lr_loop *lp, int fd, const struct lr_addr *sr
     ev_timer_set(&c->timer, handshake_timeout, 0.);
     ev_timer_start(lp->loop, &c->timer);
     if (fd >= 0) {
+        c->cli.ops = &lr_stream_tcp;
         ev_io_start(lp->loop, &c->cli.rio);
     } else {
         /* a virtual client: datagrams or stream bytes are pushed in */
@@ -297,7 +298,7 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         c->reason = "handshake timeout";
         lr_buf_put(c->up.in);
         c->up.in = NULL;
-        shutdown(c->cli.fd, SHUT_WR);
+        c->cli.ops->shutdown(&c->cli);
         c->state = LR_CS_LINGER;
         ev_timer_set(&c->timer, 2., 0.);
         ev_timer_start(loop, &c->timer);
@@ -313,7 +314,7 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         /* FIN now, at the deadline whatever was wrong; then give the peer
          * a moment to close so unread bytes do not turn our close into a
          * reset */
-        shutdown(c->cli.fd, SHUT_WR);
+        c->cli.ops->shutdown(&c->cli);
         c->state = LR_CS_LINGER;
         ev_timer_set(&c->timer, 2., 0.);
         ev_timer_start(loop, &c->timer);
@@ -354,16 +355,10 @@ ssize_t lr_conn_read_client(struct lr_conn *c)
     size_t room = lr_buf_room(c->up.in);
     if (room == 0)
         return -ENOBUFS;
-    ssize_t n = read(c->cli.fd, lr_buf_tail(c->up.in), room);
-    if (n > 0) {
+    ssize_t n = c->cli.ops->read(&c->cli, lr_buf_tail(c->up.in), room);
+    if (n > 0)
         c->up.in->wr += (uint32_t)n;
-        return n;
-    }
-    if (n == 0)
-        return 0;
-    if (errno == EAGAIN || errno == EINTR)
-        return -EAGAIN;
-    return -errno;
+    return n;
 }
 
 int lr_conn_send_client(struct lr_conn *c, const void *data, size_t len)
@@ -374,7 +369,7 @@ int lr_conn_send_client(struct lr_conn *c, const void *data, size_t len)
          * always fits), which saves arming the write watcher and a trip
          * through the loop.  Errors are left to the write watcher, which
          * closes the connection from its own callback. */
-        ssize_t n = send(c->cli.fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        ssize_t n = c->cli.ops->write(&c->cli, data, len);
         if (n == (ssize_t)len)
             return 0;
         if (n > 0) {
@@ -398,15 +393,20 @@ int lr_conn_send_client(struct lr_conn *c, const void *data, size_t len)
     return 0;
 }
 
+void lr_conn_send_now(struct lr_conn *c, const void *data, size_t len)
+{
+    if (c->cli.fd >= 0 && c->cli.ops)
+        (void)c->cli.ops->write(&c->cli, data, len);
+}
+
 void lr_conn_reply_close(struct lr_conn *c, const void *data, size_t len,
                          const char *reason)
 {
     struct lr_pipe *p = &c->down;
     if (p->out && lr_buf_len(p->out))
-        (void)!send(c->cli.fd, lr_buf_head(p->out), lr_buf_len(p->out),
-                    MSG_NOSIGNAL | MSG_DONTWAIT);
+        lr_conn_send_now(c, lr_buf_head(p->out), lr_buf_len(p->out));
     if (len)
-        (void)!send(c->cli.fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        lr_conn_send_now(c, data, len);
     lr_conn_close(c, reason);
 }
 
@@ -431,7 +431,7 @@ static void drain_read(struct lr_conn *c)
 {
     uint8_t sink[4096];
     for (int i = 0; i < 16; i++) {
-        ssize_t n = read(c->cli.fd, sink, sizeof(sink));
+        ssize_t n = c->cli.ops->read(&c->cli, sink, sizeof(sink));
         if (n > 0)
             continue;
         if (n == 0) {
@@ -442,9 +442,8 @@ static void drain_read(struct lr_conn *c)
                 lr_conn_close(c, c->reason);
             return;
         }
-        if (errno != EAGAIN && errno != EINTR) {
+        if (n != -EAGAIN)
             lr_conn_close(c, c->reason);
-        }
         return;
     }
 }

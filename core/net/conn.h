@@ -13,6 +13,7 @@
 #include "base/buf.h"
 #include "net/dns.h"
 #include "net/sock.h"
+#include "net/stream.h"
 #include "vmess/vmess.h"
 
 struct lr_gen;
@@ -82,8 +83,10 @@ struct lr_conn;
 struct lr_side {
     int fd;              /* -1 for a virtual side (see sink) */
     ev_io rio, wio;
+    const struct lr_stream_ops *ops; /* a stream side's layers (stream.h) */
+    void *stream;        /* their state; NULL for plain TCP */
     uint8_t dgram;       /* datagrams: one unit per datagram */
-    uint8_t want_read;
+    uint8_t want;        /* LR_STREAM_WANT_*: the layers need the socket */
     /* a virtual side (SOCKS5 UDP association, Mux.Cool): bytes written to
      * it go to `sink`, which returns how many it took (a datagram sink
      * takes all or drops); `sink_end` replaces the write shutdown; `room`
@@ -241,6 +244,9 @@ void lr_conn_abort(struct lr_conn *c, const char *reason);
 ssize_t lr_conn_read_client(struct lr_conn *c);
 /* Queues bytes for the client (handshake replies); -1 if it closed c. */
 int lr_conn_send_client(struct lr_conn *c, const void *data, size_t len);
+/* Writes `data` to the client now, best effort (what does not fit is
+ * lost): a protocol error reply just before a close. */
+void lr_conn_send_now(struct lr_conn *c, const void *data, size_t len);
 /* Sends what is queued for the client and `data` (best effort, without
  * waiting), then closes: for protocol error replies. */
 void lr_conn_reply_close(struct lr_conn *c, const void *data, size_t len,

@@ -189,20 +189,19 @@ int lr_relay_flush(struct lr_conn *c, struct lr_pipe *p, struct lr_side *dst)
     if (dst->fd < 0)
         return 0;
     while (p->out && lr_buf_len(p->out)) {
-        ssize_t n = send(dst->fd, lr_buf_head(p->out), lr_buf_len(p->out),
-                         MSG_NOSIGNAL);
+        ssize_t n = dst->ops->write(dst, lr_buf_head(p->out), lr_buf_len(p->out));
         if (n > 0) {
             p->out->rd += (uint32_t)n;
             c->t_last = ev_now(loop);
             continue;
         }
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        if (n == -EAGAIN) {
             ev_io_start(loop, &dst->wio);
             return 0;
         }
-        if (n < 0 && errno == EINTR)
-            continue;
-        return fatal(c, errno == EPIPE || errno == ECONNRESET ? "reset" : "write failed");
+        if (n == 0)
+            continue; /* interrupted */
+        return fatal(c, n == -EPIPE || n == -ECONNRESET ? "reset" : "write failed");
     }
     ev_io_stop(loop, &dst->wio);
     if (p->out) {
@@ -295,7 +294,7 @@ int lr_relay_pump(struct lr_conn *c, struct lr_pipe *p, struct lr_side *src,
         if (dst->sink_end) {
             dst->sink_end(c);
         } else if (!dst->dgram && dst->fd >= 0) {
-            shutdown(dst->fd, SHUT_WR);
+            dst->ops->shutdown(dst);
         } else if (dst->dgram && dst->fd >= 0 && c->idle_timeout > UDP_LINGER) {
             /* the client's side of a UDP session ended; the datagram
              * socket never will: replies still on their way get
@@ -356,6 +355,10 @@ void lr_relay_update_reads(struct lr_conn *c)
             continue;
         if (c->throttled)
             want = 0;
+        /* a layer of the stream that needs to read to go on (a TLS
+         * handshake, a WebSocket control frame) reads whatever the pipe */
+        if (ss[i]->want & LR_STREAM_WANT_READ)
+            want = 1;
         if (want)
             ev_io_start(loop, &ss[i]->rio);
         else
@@ -384,17 +387,25 @@ void lr_relay_side_readable(struct lr_conn *c, struct lr_pipe *p,
         lr_relay_update_reads(c);
         return;
     }
-    ssize_t n = recv(src->fd, lr_buf_tail(p->in), room, 0);
+    ssize_t n;
+    if (src->dgram) {
+        /* one datagram (a connected UDP socket) */
+        n = recv(src->fd, lr_buf_tail(p->in), room, 0);
+        if (n < 0)
+            n = errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? -EAGAIN : -errno;
+    } else {
+        n = src->ops->read(src, lr_buf_tail(p->in), room);
+    }
     if (n > 0) {
         p->in->wr += (uint32_t)n;
         c->t_last = ev_now(c->lp->loop);
     } else if (n == 0) {
         if (!p->src_eof)
             p->src_eof = 1;
-    } else if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+    } else if (n == -EAGAIN) {
         return;
     } else {
-        const char *why = errno == ECONNRESET ? "reset" : "read failed";
+        const char *why = n == -ECONNRESET ? "reset" : "read failed";
         if (!no_response(c, p, why))
             lr_conn_close(c, why);
         return;
@@ -430,7 +441,7 @@ void lr_relay_dial_read(struct lr_conn *c)
         ev_io_stop(loop, &c->cli.rio);
         return;
     }
-    ssize_t n = recv(c->cli.fd, lr_buf_tail(p->in), room, 0);
+    ssize_t n = c->cli.ops->read(&c->cli, lr_buf_tail(p->in), room);
     if (n > 0) {
         p->in->wr += (uint32_t)n;
         c->t_last = ev_now(loop);
@@ -439,8 +450,8 @@ void lr_relay_dial_read(struct lr_conn *c)
     } else if (n == 0) {
         p->src_eof = 1;
         ev_io_stop(loop, &c->cli.rio);
-    } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-        lr_conn_close(c, errno == ECONNRESET ? "reset" : "read failed");
+    } else if (n != -EAGAIN) {
+        lr_conn_close(c, n == -ECONNRESET ? "reset" : "read failed");
     }
 }
 
@@ -455,7 +466,6 @@ void lr_conn_start_relay(struct lr_conn *c)
     ev_timer_stop(loop, &c->timer);
     ev_timer_set(&c->timer, c->idle_timeout, 0.);
     ev_timer_start(loop, &c->timer);
-    c->cli.want_read = c->rem.want_read = 1;
     /* bytes that came with the handshake, and anything queued */
     if (lr_relay_pump(c, &c->up, &c->cli, &c->rem) < 0)
         return;

@@ -10,7 +10,6 @@
 
 struct fz_sim fz_sim;
 
-int lr_socks_udp_associate(struct lr_conn *c);
 void lr_conn_reply_close(struct lr_conn *c, const void *data, size_t len,
                          const char *reason);
 
@@ -81,7 +80,12 @@ void lr_conn_reply_close(struct lr_conn *c, const void *data, size_t len,
     lr_conn_close(c, reason);
 }
 
-void lr_conn_dial(struct lr_conn *c)
+void lr_conn_send_now(struct lr_conn *c, const void *data, size_t len)
+{
+    FZ_CHECK(c == fz_sim.c && data != NULL && len > 0 && len <= 4096);
+}
+
+void lr_dispatch(struct lr_conn *c)
 {
     FZ_CHECK(c == fz_sim.c && !fz_sim.dialed);
     struct lr_buf *b = c->up.in;

@@ -8,7 +8,7 @@
 #ifndef LR_FUZZ_CONN_H
 #define LR_FUZZ_CONN_H
 
-#include "net/conn.h"
+#include "inbound/inbound.h"
 
 struct fz_sim {
     const uint8_t *in;       /* the client's bytes */

@@ -56,9 +56,8 @@
 #include <errno.h>
 
 #include "fuzz_common.h"
-#include "net/conn.h"
+#include "inbound/inbound.h"
 
-void lr_mux_start(struct lr_conn *c);
 
 #define MAX_LIVE 1024          /* mux.c allows 256 sessions at once */
 #define TCP_FRAME_MAX 16384    /* mux.c: MUX_FRAME_DATA */
@@ -556,20 +555,20 @@ static void arrive(size_t want)
 
 /* ------------------------------------------------------------ net/conn.c */
 
-struct lr_conn *lr_conn_new_virtual(struct lr_daemon *d, struct lr_inbound *ib,
-                                    const struct lr_addr *src,
-                                    const struct lr_ib_ops *ops,
+struct lr_conn *lr_dispatch_session(struct lr_conn *parent, const struct lr_ib_ops *ops,
                                     size_t (*sink)(struct lr_conn *, const uint8_t *, size_t))
 {
     FZ_CHECK(W.cur_buf != NULL && W.parent != NULL); /* while parsing a New */
-    FZ_CHECK(ops != NULL && sink != NULL && src != NULL);
+    FZ_CHECK(parent == W.parent && ops != NULL && sink != NULL);
+    struct lr_inbound *ib = parent->ib;
+    const struct lr_addr *src = &parent->src;
     if ((W.ctrl & 2) && rnd() % 64 == 0)
         return NULL; /* out of memory */
     FZ_CHECK(W.nlive < MAX_LIVE);
     struct lr_conn *c = calloc(1, sizeof(*c));
     struct ss *s = calloc(1, sizeof(*s));
     FZ_CHECK(c && s);
-    c->d = d;
+    c->lp = parent->lp;
     c->ib = ib;
     c->ibops = ops;
     c->src = *src;
@@ -638,7 +637,7 @@ static void dial_frame(struct ss *s)
         learn_id(s, (uint16_t)id);
 }
 
-void lr_conn_dial(struct lr_conn *c)
+void lr_dispatch(struct lr_conn *c)
 {
     struct ss *s = sess_of(c);
     FZ_CHECK(s != NULL && !s->dialed);
@@ -977,6 +976,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     ib.tag = tag;
     ib.type = LR_IB_VMESS;
     ib.fd = -1;
+    /* the config's default, or (ctrl bit 6) a small cap the client meets */
+    ib.max_sessions = (W.ctrl & 0x40) ? 1 + (W.ctrl & 7) : 256;
     struct lr_conn *p = calloc(1, sizeof(*p));
     FZ_CHECK(p != NULL);
     p->ib = &ib;

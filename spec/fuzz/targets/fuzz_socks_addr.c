@@ -10,9 +10,8 @@
  * consistent (NUL-terminated host, port, atyp and IP bytes).
  */
 #include "fuzz_common.h"
-#include "net/conn.h"
+#include "inbound/inbound.h"
 
-int lr_socks_parse_addr(const uint8_t *p, size_t n, struct lr_dest *d);
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
