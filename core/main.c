@@ -98,6 +98,8 @@ int main(int argc, char **argv)
 
     /* hooks may print; keep their lines in order with the log */
     setvbuf(stdout, NULL, _IOLBF, 0);
+    /* the library reaches the Lua bridge, linked here, through this */
+    lr_scripts = &lr_bridge_scripts;
     if (lr_init() != LR_OK) {
         fprintf(stderr, "luaray: crypto libraries failed to initialise\n");
         return 1;

@@ -187,6 +187,8 @@ static double mono_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+static void gen_release(struct lr_gen *g);
+
 struct lr_daemon *lr_daemon_new(void)
 {
     struct lr_daemon *d = calloc(1, sizeof(*d));
@@ -198,6 +200,7 @@ struct lr_daemon *lr_daemon_new(void)
     d->nworkers = 1;
     d->rt.net.id_step = 1;
     d->rt.net.owner = &lr_dispatch_owner;
+    d->rt.release = gen_release;
     lr_random(d->rt.dyn_secret, sizeof(d->rt.dyn_secret));
     d->rt.dyn_t0 = mono_now();
     if (!d->rt.replay) {
@@ -278,50 +281,6 @@ static int32_t shareable(const struct lr_gen *old, const struct lr_conf *c,
 
 /* ------------------------------------------------------------ generations */
 
-static void inbound_free(struct lr_inbound *ib)
-{
-    if (ib->fd >= 0)
-        close(ib->fd);
-    free(ib->tag);
-    free(ib->host);
-    lr_users_free(ib->users);
-    free(ib->user_map);
-    for (uint32_t k = 0; k < ib->naccounts; k++) {
-        free(ib->accounts[k].user);
-        free(ib->accounts[k].pass);
-    }
-    free(ib->accounts);
-    free(ib->dyn_cmd);
-}
-
-static void gen_free(struct lr_gen *g)
-{
-    for (uint32_t i = 0; i < g->nib; i++)
-        inbound_free(&g->ib[i]);
-    free(g->ib);
-    for (uint32_t i = 0; i < g->nob; i++) {
-        free(g->ob[i].tag);
-        free(g->ob[i].server_host);
-    }
-    free(g->ob);
-    for (uint32_t i = 0; i < g->nrules; i++)
-        lr_rule_free(&g->rules[i]);
-    free(g->rules);
-    for (uint32_t i = 0; i < g->nusers; i++)
-        free(g->users[i].email);
-    if (g->users)
-        lr_wipe(g->users, sizeof(*g->users) * g->nusers);
-    free(g->users);
-    if (g->script)
-        lr_script_free(g->script);
-    free(g);
-}
-
-void lr_gen_ref(struct lr_gen *g)
-{
-    g->refs++;
-}
-
 /* The reaper: a thread that frees released generations, so closing a Lua
  * state and freeing 10,000 users' tables never holds a loop. */
 static struct {
@@ -344,7 +303,7 @@ static void *reaper_main(void *arg)
             break; /* quit, and nothing left */
         reaper.head = g->reap_next;
         pthread_mutex_unlock(&reaper.lock);
-        gen_free(g);
+        lr_gen_free(g);
         /* a generation of 10,000 users leaves tens of MB free in the heap */
         malloc_trim(0);
         pthread_mutex_lock(&reaper.lock);
@@ -394,13 +353,13 @@ static void reap(struct lr_gen *g)
     }
     pthread_mutex_unlock(&reaper.lock);
     if (g)
-        gen_free(g);
+        lr_gen_free(g);
 }
 
-void lr_gen_unref(struct lr_gen *g)
+/* lr_worker.release: a generation whose last connection closed (or that
+ * the daemon let go) is freed by the reaper thread. */
+static void gen_release(struct lr_gen *g)
 {
-    if (--g->refs > 0)
-        return;
     if (g->rt && g != g->rt->gen) {
         g->rt->old_gens--;
         lr_info("generation %llu released", (unsigned long long)g->id);
@@ -765,7 +724,7 @@ static void gen_commit(struct lr_daemon *d, struct lr_conf *c, struct lr_gen *g,
                        struct lr_script *script, FILE *access)
 {
     g->script = script;
-    g->hooks = script ? lr_script_hooks(script) : 0;
+    g->hooks = script ? lr_scripts->hooks(script) : 0;
     if ((g->hooks & (1u << LR_HOOK_ROUTE)) && (g->hooks & LR_HOOKS_SNIFFED))
         g->sniff = 1;
     apply_logging(d, c, access);
@@ -796,7 +755,7 @@ int lr_daemon_commit(struct lr_daemon *d, struct lr_conf *c,
         if (d->rt.worker == 0)
             for (uint32_t i = 0; i < g->nib; i++)
                 warn_open_proxy(&g->ib[i]);
-        gen_free(g);
+        lr_gen_free(g);
         return 0;
     }
     gen_commit(d, c, g, script, access);
@@ -829,10 +788,10 @@ static void *build_main(void *arg)
     struct lr_build *b = arg;
     b->rc = -1;
     b->c = lr_conf_new();
-    b->s = lr_script_new(b->d);
+    b->s = lr_scripts->create(b->d);
     if (!b->c || !b->s)
         snprintf(b->err, sizeof(b->err), "out of memory");
-    else if (lr_script_load_config(b->s, b->d->config_path, b->c, 0, b->err,
+    else if (lr_scripts->load_config(b->s, b->d->config_path, b->c, 0, b->err,
                                    sizeof(b->err)) == 0 &&
              access_prepare(b->d, b->c, 0, &b->access, b->err, sizeof(b->err)) == 0 &&
              gen_build(b->d, b->c, 0, &b->g, b->err, sizeof(b->err)) == 0)
@@ -850,13 +809,13 @@ static void build_free(struct lr_build *b)
         /* never installed: its new listeners close with it */
         b->g->script = NULL;
         b->g->rt = NULL;
-        gen_free(b->g);
+        lr_gen_free(b->g);
     }
     if (b->access && b->access != stderr)
         fclose(b->access);
     lr_conf_free(b->c);
     if (b->s)
-        lr_script_free(b->s);
+        lr_scripts->destroy(b->s);
     free(b);
 }
 
@@ -935,7 +894,7 @@ static void built_cb(struct ev_loop *loop, ev_async *aw, int revents)
         b->access = NULL; /* the log's now */
         lr_info("%sreload: generation %llu serving; %u connections on older generations",
                 w, (unsigned long long)d->rt.gen->id, d->rt.net.nconns);
-        lr_script_reload_hook(d->rt.gen);
+        lr_scripts->reload_hook(d->rt.gen);
         /* the workers reload only what the main thread accepted */
         if (d->rt.worker == 0)
             send_cmd(d, LR_CMD_RELOAD);
@@ -1063,12 +1022,12 @@ static void *worker_main(void *arg)
     struct lr_daemon *d = arg;
     char err[1024], t[32];
     struct lr_conf *c = lr_conf_new();
-    struct lr_script *s = lr_script_new(d);
+    struct lr_script *s = lr_scripts->create(d);
     if (!c || !s) {
         lr_error("%sout of memory", wtag(d, t, sizeof(t)));
         goto fail;
     }
-    if (lr_script_load_config(s, d->config_path, c, 0, err, sizeof(err)) != 0 ||
+    if (lr_scripts->load_config(s, d->config_path, c, 0, err, sizeof(err)) != 0 ||
         lr_daemon_commit(d, c, s, 0, err, sizeof(err)) != 0) {
         lr_error("%s%s", wtag(d, t, sizeof(t)), err);
         goto fail;
@@ -1086,7 +1045,8 @@ static void *worker_main(void *arg)
     loop_finish(d);
     goto out;
 fail:
-    lr_script_free(s);
+    if (s)
+        lr_scripts->destroy(s);
     lr_conf_free(c);
     started(d, -1);
 out:
@@ -1143,6 +1103,7 @@ static int start_workers(struct lr_daemon *d)
         w->rt.dyn_t0 = d->rt.dyn_t0;
         w->rt.net.id_step = n;
         w->rt.net.owner = &lr_dispatch_owner;
+        w->rt.release = gen_release;
         w->rt.net.next_conn_id = i;
         w->start_rc = 1; /* starting */
         if (d->config_path && !(w->config_path = strdup(d->config_path))) {

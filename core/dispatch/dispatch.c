@@ -144,7 +144,7 @@ static int run_hook(struct lr_conn *c, int kind, struct lr_hook_ctx *x)
         x->duration_ms = (ev_now(c->lp->loop) - c->t_start) * 1000.0;
         x->reason = c->reason;
     }
-    int v = lr_script_call(c->gen->script, x);
+    int v = lr_scripts->call(c->gen->script, x);
     if (v == LR_VERDICT_ERROR)
         lr_warn("conn %llu: %s hook failed: %s", (unsigned long long)c->id,
                 kind == LR_HOOK_AUTH ? "auth" : kind == LR_HOOK_ROUTE ? "route"
@@ -168,7 +168,7 @@ int lr_dispatch_accept_hook(struct lr_inbound *ib, const struct lr_addr *src)
     x.src_port = lr_addr_port(src);
     x.inbound = ib->tag;
     x.network = "tcp";
-    int v = lr_script_call(g->script, &x);
+    int v = lr_scripts->call(g->script, &x);
     if (v == LR_VERDICT_ERROR)
         lr_warn("accept hook failed (client refused): %s", x.out_reason);
     else if (v == LR_VERDICT_REFUSE)
@@ -403,6 +403,8 @@ static void owner_closed(struct lr_conn *c)
         c->ib->nconns--;
     lr_gen_unref(c->gen); /* may hand the generation to its owner */
 }
+
+const struct lr_scripts *lr_scripts;
 
 const struct lr_conn_owner lr_dispatch_owner = {
     .relaying = owner_relaying,

@@ -1047,3 +1047,12 @@ int lr_script_daemon_call(struct lr_script *s, const char *fn, const char *arg,
     lua_settop(L, base);
     return rc;
 }
+
+const struct lr_scripts lr_bridge_scripts = {
+    .create = lr_script_new,
+    .destroy = lr_script_free,
+    .load_config = lr_script_load_config,
+    .hooks = lr_script_hooks,
+    .call = lr_script_call,
+    .reload_hook = lr_script_reload_hook,
+};

@@ -2,6 +2,11 @@
  * The only way C enters Lua (style.md 4).  Functions marked "runs Lua"
  * call into a generation's LuaJIT state, always from the loop and never
  * from inside an API call made by Lua.
+ *
+ * The bridge (and LuaJIT) is linked into the executable only; the library
+ * (libluaray.so: daemon, dispatch) reaches it through struct lr_scripts,
+ * the table main.c installs (lr_scripts), so the library has no Lua in it
+ * and no undefined lr_ symbol.
  */
 #ifndef LR_BRIDGE_H
 #define LR_BRIDGE_H
@@ -38,6 +43,23 @@ void lr_script_reload_hook(struct lr_gen *g);
 /* runs Lua: prints a vmess:// link per user of the config at `path`. */
 int lr_script_links(struct lr_script *s, const char *path, const char *host,
                     char *err, size_t errlen);
+/* What the library needs of scripts: the functions above, through a
+ * table.  lr_scripts is NULL until the executable sets it (a library used
+ * without it runs configs without scripts: no hooks). */
+struct lr_scripts {
+    struct lr_script *(*create)(struct lr_daemon *d);
+    void (*destroy)(struct lr_script *s);
+    int (*load_config)(struct lr_script *s, const char *path,
+                       struct lr_conf *conf, int announce, char *err,
+                       size_t errlen);
+    uint32_t (*hooks)(const struct lr_script *s);
+    int (*call)(struct lr_script *s, struct lr_hook_ctx *ctx);
+    void (*reload_hook)(struct lr_gen *g);
+};
+extern const struct lr_scripts *lr_scripts;
+/* The bridge's table (bridge.c), for main.c to install. */
+extern const struct lr_scripts lr_bridge_scripts;
+
 /* runs Lua: require("luaray.daemon")[fn](arg) (arg may be NULL), which
  * returns true[, string] or nil, "message".  0 with the string (or "")
  * in out, or -1 with the message in out. */

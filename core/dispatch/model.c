@@ -1,0 +1,66 @@
+/*
+ * Generations (model.h): reference counts, and freeing one with all it
+ * owns.  Who frees a released generation, and where, is its worker's
+ * owner's choice (lr_worker.release: the daemon's reaper thread).
+ */
+#include <unistd.h>
+
+#include "dispatch/model.h"
+#include "route/route.h"
+#include "script/bridge.h"
+
+void lr_gen_ref(struct lr_gen *g)
+{
+    g->refs++;
+}
+
+void lr_gen_unref(struct lr_gen *g)
+{
+    if (--g->refs > 0)
+        return;
+    if (g->rt && g->rt->release)
+        g->rt->release(g);
+    else
+        lr_gen_free(g);
+}
+
+static void inbound_free(struct lr_inbound *ib)
+{
+    if (ib->fd >= 0)
+        close(ib->fd);
+    free(ib->tag);
+    free(ib->host);
+    lr_users_free(ib->users);
+    free(ib->user_map);
+    for (uint32_t k = 0; k < ib->naccounts; k++) {
+        free(ib->accounts[k].user);
+        free(ib->accounts[k].pass);
+    }
+    free(ib->accounts);
+    free(ib->dyn_cmd);
+}
+
+void lr_gen_free(struct lr_gen *g)
+{
+    for (uint32_t i = 0; i < g->nib; i++)
+        inbound_free(&g->ib[i]);
+    free(g->ib);
+    for (uint32_t i = 0; i < g->nob; i++) {
+        free(g->ob[i].tag);
+        free(g->ob[i].server_host);
+    }
+    free(g->ob);
+    for (uint32_t i = 0; i < g->nrules; i++)
+        lr_rule_free(&g->rules[i]);
+    free(g->rules);
+    for (uint32_t i = 0; i < g->nusers; i++)
+        free(g->users[i].email);
+    if (g->users)
+        lr_wipe(g->users, sizeof(*g->users) * g->nusers);
+    free(g->users);
+    if (g->script)
+        lr_scripts->destroy(g->script);
+    free(g);
+}
+
+
