@@ -392,19 +392,16 @@ static struct lr_inbound *old_listener(struct lr_gen *old, struct lr_inbound *ib
     return NULL;
 }
 
-/* Builds a generation from a staging config.  With dry_run nothing
- * listens.  On error nothing changes and `err` says what and where. */
-static int gen_build(struct lr_daemon *d, struct lr_conf *c, int dry_run,
-                     struct lr_gen **out, char *err, size_t errlen)
+/* What the rules and the default route name exists: *def is the default
+ * outbound's index. */
+static int gen_validate(struct lr_conf *c, int *def, char *err, size_t errlen)
 {
-    int64_t now = (int64_t)time(NULL);
-    struct lr_gen *old = d->rt.gen;
     if (c->nib == 0)
         return errf(err, errlen, NULL, "no inbound declared");
     if (c->nob == 0)
         return errf(err, errlen, NULL, "no outbound declared");
-    int def = c->default_tag ? find_ob(c, c->default_tag) : 0;
-    if (def < 0)
+    *def = c->default_tag ? find_ob(c, c->default_tag) : 0;
+    if (*def < 0)
         return errf(err, errlen, NULL, "default route: no outbound '%s'", c->default_tag);
     for (uint32_t i = 0; i < c->nrules; i++) {
         struct lr_conf_rule *r = &c->rules[i];
@@ -412,8 +409,68 @@ static int gen_build(struct lr_daemon *d, struct lr_conf *c, int dry_run,
         if (r->r.to < 0)
             return errf(err, errlen, r->where, "route to unknown outbound '%s'", r->to);
     }
-    if (lr_conf_expand_dynamic(c, err, errlen) != 0)
-        return -1;
+    return 0;
+}
+
+/* One VMess inbound's user table: its users (or, for a detour, theirs
+ * LR_DYN_SLOTS times), the map to the config's user indices, the legacy
+ * table when enabled; or, when its users are the running generation's
+ * inbound's, a mark to share that table at install. */
+static int inbound_users(struct lr_daemon *d, struct lr_conf *c, struct lr_gen *old,
+                         struct lr_conf_ib *ci, int dry_run, int64_t now,
+                         char *err, size_t errlen)
+{
+    struct lr_inbound *ib = &ci->ib;
+    if (ci->nusers)
+        qsort(ci->users, ci->nusers, sizeof(*ci->users), cmp_str);
+    ib->user_map = calloc(c->nusers ? c->nusers * (ib->is_detour ? LR_DYN_SLOTS : 1) : 1,
+                          sizeof(int32_t));
+    if (!ib->user_map)
+        return errf(err, errlen, ci->where, "out of memory");
+    if (!dry_run && !ib->is_detour && (ci->share = shareable(old, c, ci)) >= 0) {
+        /* the same users as the running generation's inbound: its table
+         * is taken over when installed */
+        ib->users_from = ci->share;
+        uint32_t n = 0;
+        for (uint32_t k = 0; k < c->nusers; k++)
+            if (user_allowed(ci, &c->users[k]))
+                ib->user_map[n++] = (int32_t)k;
+        return 0;
+    }
+    if (!(ib->users = lr_users_new()))
+        return errf(err, errlen, ci->where, "out of memory");
+    if (ib->is_detour) {
+        /* the main inbound's users, LR_DYN_SLOTS IDs each */
+        const struct lr_conf_ib *mi = &c->ib[ci->detour_of];
+        uint32_t *which = malloc(sizeof(*which) * (c->nusers ? c->nusers : 1)), n = 0;
+        for (uint32_t k = 0; which && k < c->nusers; k++)
+            if (user_allowed(mi, &c->users[k]))
+                which[n++] = k;
+        int rc = which ? lr_dyn_table(&d->rt, ib, c->users, which, n) : -1;
+        free(which);
+        if (rc != 0)
+            return errf(err, errlen, ci->where, "cannot build the dynamic-port IDs");
+    } else {
+        for (uint32_t k = 0; k < c->nusers; k++) {
+            if (!user_allowed(ci, &c->users[k]))
+                continue;
+            int idx = lr_users_add(ib->users, c->users[k].id, c->users[k].alter_id);
+            if (idx < 0)
+                return errf(err, errlen, ci->where, "cannot add user '%s'", c->users[k].email);
+            ib->user_map[idx] = (int32_t)k;
+        }
+    }
+    lr_users_set_legacy(ib->users, ib->allow_legacy);
+    if (lr_users_refresh(ib->users, now) != LR_OK)
+        return errf(err, errlen, ci->where, "out of memory");
+    return 0;
+}
+
+/* Every VMess inbound's user table (inbound_users). */
+static int gen_users(struct lr_daemon *d, struct lr_conf *c, struct lr_gen *old,
+                     int dry_run, char *err, size_t errlen)
+{
+    int64_t now = (int64_t)time(NULL);
     /* the users' emails, sorted, for the inbounds' `users` lists */
     char **emails = calloc(c->nusers ? c->nusers : 1, sizeof(*emails));
     if (!emails)
@@ -421,78 +478,40 @@ static int gen_build(struct lr_daemon *d, struct lr_conf *c, int dry_run,
     for (uint32_t k = 0; k < c->nusers; k++)
         emails[k] = c->users[k].email;
     qsort(emails, c->nusers, sizeof(*emails), cmp_str);
-    /* per-inbound user tables */
-    for (uint32_t i = 0; i < c->nib; i++) {
+    int rc = 0;
+    for (uint32_t i = 0; i < c->nib && rc == 0; i++) {
         struct lr_conf_ib *ci = &c->ib[i];
-        struct lr_inbound *ib = &ci->ib;
         ci->share = -1;
-        ib->users_from = -1;
-        if (ib->type != LR_IB_VMESS)
+        ci->ib.users_from = -1;
+        if (ci->ib.type != LR_IB_VMESS)
             continue;
-        for (uint32_t j = 0; j < ci->nusers; j++)
-            if (!bsearch(&ci->users[j], emails, c->nusers, sizeof(*emails), cmp_str)) {
-                free(emails);
-                return errf(err, errlen, ci->where, "unknown user '%s'", ci->users[j]);
-            }
-        if (ci->nusers)
-            qsort(ci->users, ci->nusers, sizeof(*ci->users), cmp_str);
-        ib->user_map = calloc(c->nusers ? c->nusers * (ib->is_detour ? LR_DYN_SLOTS : 1)
-                                        : 1, sizeof(int32_t));
-        if (!ib->user_map) {
-            free(emails);
-            return errf(err, errlen, ci->where, "out of memory");
-        }
-        if (!dry_run && !ib->is_detour && (ci->share = shareable(old, c, ci)) >= 0) {
-            /* the same users as the running generation's inbound: its
-             * table is taken over when installed */
-            ib->users_from = ci->share;
-            uint32_t n = 0;
-            for (uint32_t k = 0; k < c->nusers; k++)
-                if (user_allowed(ci, &c->users[k]))
-                    ib->user_map[n++] = (int32_t)k;
-            continue;
-        }
-        ib->users = lr_users_new();
-        if (!ib->users) {
-            free(emails);
-            return errf(err, errlen, ci->where, "out of memory");
-        }
-        if (ib->is_detour) {
-            /* the main inbound's users, LR_DYN_SLOTS IDs each */
-            const struct lr_conf_ib *mi = &c->ib[ci->detour_of];
-            uint32_t *which = malloc(sizeof(*which) * (c->nusers ? c->nusers : 1)), n = 0;
-            for (uint32_t k = 0; which && k < c->nusers; k++)
-                if (user_allowed(mi, &c->users[k]))
-                    which[n++] = k;
-            int rc = which ? lr_dyn_table(&d->rt, ib, c->users, which, n) : -1;
-            free(which);
-            if (rc != 0) {
-                free(emails);
-                return errf(err, errlen, ci->where, "cannot build the dynamic-port IDs");
-            }
-        }
-        for (uint32_t k = 0; k < c->nusers && !ib->is_detour; k++) {
-            if (!user_allowed(ci, &c->users[k]))
-                continue;
-            int idx = lr_users_add(ib->users, c->users[k].id, c->users[k].alter_id);
-            if (idx < 0) {
-                free(emails);
-                return errf(err, errlen, ci->where, "cannot add user '%s'", c->users[k].email);
-            }
-            ib->user_map[idx] = (int32_t)k;
-        }
-        lr_users_set_legacy(ib->users, ib->allow_legacy);
-        if (lr_users_refresh(ib->users, now) != LR_OK) {
-            free(emails);
-            return errf(err, errlen, ci->where, "out of memory");
-        }
+        for (uint32_t j = 0; j < ci->nusers && rc == 0; j++)
+            if (!bsearch(&ci->users[j], emails, c->nusers, sizeof(*emails), cmp_str))
+                rc = errf(err, errlen, ci->where, "unknown user '%s'", ci->users[j]);
+        if (rc == 0)
+            rc = inbound_users(d, c, old, ci, dry_run, now, err, errlen);
     }
     free(emails);
-    /* listeners: carried over from the running generation, or opened */
-    struct lr_inbound **carried = calloc(c->nib, sizeof(*carried));
-    if (!carried)
-        return errf(err, errlen, NULL, "out of memory");
-    for (uint32_t i = 0; i < c->nib && !dry_run; i++) {
+    return rc;
+}
+
+/* Closes the listeners gen_listeners opened (not those carried over). */
+static void close_listeners(struct lr_conf *c, struct lr_inbound **carried)
+{
+    for (uint32_t k = 0; k < c->nib; k++)
+        if (!carried[k] && c->ib[k].ib.fd >= 0) {
+            close(c->ib[k].ib.fd);
+            c->ib[k].ib.fd = -1;
+        }
+}
+
+/* Each inbound's listener: the running generation's socket for the same
+ * address and type (carried[i], handed over at install), or a new one;
+ * on failure nothing it opened stays open. */
+static int gen_listeners(struct lr_conf *c, struct lr_gen *old, struct lr_inbound **carried,
+                         char *err, size_t errlen)
+{
+    for (uint32_t i = 0; i < c->nib; i++) {
         struct lr_conf_ib *ci = &c->ib[i];
         int fd = -1;
         struct lr_inbound *o = old_listener(old, &ci->ib);
@@ -519,38 +538,48 @@ static int gen_build(struct lr_daemon *d, struct lr_conf *c, int dry_run,
         if (fd < 0) {
             char a[80];
             lr_addr_str(&ci->ib.addr, a, sizeof(a));
-            for (uint32_t k = 0; k < i; k++)
-                if (!carried[k] && c->ib[k].ib.fd >= 0) {
-                    close(c->ib[k].ib.fd);
-                    c->ib[k].ib.fd = -1;
-                }
-            free(carried);
+            close_listeners(c, carried);
             return errf(err, errlen, ci->where, "cannot listen on %s: %s", a,
                         strerror(-fd));
         }
         ci->ib.fd = fd;
     }
-    /* each main inbound announces its detour's port; the ID is per user
-     * and per epoch (lr_dyn_command) */
+    return 0;
+}
+
+/* Each main inbound announces its detour's port; the ID is per user and
+ * per epoch (lr_dyn_command). */
+static int gen_announce(struct lr_conf *c, char *err, size_t errlen)
+{
     for (uint32_t i = 0; i < c->nib; i++) {
         struct lr_conf_ib *ci = &c->ib[i];
         if (ci->ib.is_detour || ci->detour < 0)
             continue;
         struct lr_inbound *dt = &c->ib[ci->detour].ib;
-        ci->ib.dyn_cmd = calloc(1, sizeof(*ci->ib.dyn_cmd));
-        if (!ci->ib.dyn_cmd) {
-            free(carried);
+        if (!(ci->ib.dyn_cmd = calloc(1, sizeof(*ci->ib.dyn_cmd))))
             return errf(err, errlen, ci->where, "out of memory");
-        }
         ci->ib.dyn_cmd->port = dt->port;
         ci->ib.dyn_cmd->alter_ids = (uint16_t)dt->dyn_alter;
         ci->ib.dyn_cmd->valid_min = (uint8_t)dt->dyn_minutes;
     }
-    /* take ownership of everything */
+    return 0;
+}
+
+/* A generation that takes over everything the config built; NULL (and
+ * the config untouched) when out of memory. */
+static struct lr_gen *gen_adopt(struct lr_daemon *d, struct lr_conf *c, struct lr_gen *old,
+                                struct lr_inbound **carried, int def)
+{
     struct lr_gen *g = calloc(1, sizeof(*g));
-    if (!g) {
-        free(carried);
-        return errf(err, errlen, NULL, "out of memory");
+    struct lr_outbound *ob = calloc(c->nob ? c->nob : 1, sizeof(*ob));
+    struct lr_rule *rules = calloc(c->nrules ? c->nrules : 1, sizeof(*rules));
+    struct lr_inbound *ib = calloc(c->nib ? c->nib : 1, sizeof(*ib));
+    if (!g || !ob || !rules || !ib) {
+        free(g);
+        free(ob);
+        free(rules);
+        free(ib);
+        return NULL;
     }
     g->rt = &d->rt;
     g->refs = 1;
@@ -558,41 +587,64 @@ static int gen_build(struct lr_daemon *d, struct lr_conf *c, int dry_run,
     g->nusers = c->nusers;
     c->users = NULL;
     c->nusers = 0;
+    g->ob = ob;
     g->nob = c->nob;
-    g->ob = calloc(c->nob, sizeof(*g->ob));
     for (uint32_t i = 0; i < c->nob; i++) {
         g->ob[i] = c->ob[i].ob;
         memset(&c->ob[i].ob, 0, sizeof(c->ob[i].ob));
     }
+    g->rules = rules;
     g->nrules = c->nrules;
-    g->rules = calloc(c->nrules ? c->nrules : 1, sizeof(*g->rules));
     for (uint32_t i = 0; i < c->nrules; i++) {
         g->rules[i] = c->rules[i].r;
         memset(&c->rules[i].r, 0, sizeof(c->rules[i].r));
     }
     g->default_ob = def;
     g->sniff = lr_route_wants_sniff(g->rules, g->nrules);
+    g->ib = ib;
     g->nib = c->nib;
-    g->ib = calloc(c->nib, sizeof(*g->ib));
     for (uint32_t i = 0; i < c->nib; i++) {
         g->ib[i] = c->ib[i].ib;
         memset(&c->ib[i].ib, 0, sizeof(c->ib[i].ib));
         c->ib[i].ib.fd = -1;
-        struct lr_inbound *ib = &g->ib[i];
-        ib->gen = g;
-        ib->rt = &d->rt;
-        ib->nconns = 0;
-        if (carried[i]) {
-            /* the old listener's socket moves here when installed */
-            ib->fd = -2 - (int)(carried[i] - old->ib);
-        }
+        g->ib[i].gen = g;
+        g->ib[i].rt = &d->rt;
+        g->ib[i].nconns = 0;
+        if (carried[i]) /* the old listener's socket moves here when installed */
+            g->ib[i].fd = -2 - (int)(carried[i] - old->ib);
     }
     for (uint32_t i = 0; i < c->nib; i++)
         if (!g->ib[i].is_detour && c->ib[i].detour >= 0)
             g->ib[i].dyn_detour = &g->ib[c->ib[i].detour];
+    return g;
+}
+
+/* Builds a generation from a staging config: validate, user tables,
+ * listeners (not with dry_run), dynamic-port commands, adopt.  On error
+ * nothing changes, nothing it opened stays open, and `err` says what and
+ * where.  Runs on the reload thread: it reads of the running generation
+ * only what never changes. */
+static int gen_build(struct lr_daemon *d, struct lr_conf *c, int dry_run,
+                     struct lr_gen **out, char *err, size_t errlen)
+{
+    struct lr_gen *old = d->rt.gen;
+    int def = 0;
+    if (gen_validate(c, &def, err, errlen) != 0 ||
+        lr_conf_expand_dynamic(c, err, errlen) != 0 ||
+        gen_users(d, c, old, dry_run, err, errlen) != 0)
+        return -1;
+    struct lr_inbound **carried = calloc(c->nib, sizeof(*carried));
+    if (!carried)
+        return errf(err, errlen, NULL, "out of memory");
+    int rc = dry_run ? 0 : gen_listeners(c, old, carried, err, errlen);
+    if (rc == 0 && gen_announce(c, err, errlen) != 0)
+        rc = -1;
+    if (rc == 0 && !(*out = gen_adopt(d, c, old, carried, def)))
+        rc = errf(err, errlen, NULL, "out of memory");
+    if (rc != 0 && !dry_run)
+        close_listeners(c, carried);
     free(carried);
-    *out = g;
-    return 0;
+    return rc;
 }
 
 static const char *ib_type_name(int type)
