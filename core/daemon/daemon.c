@@ -28,7 +28,7 @@
 #include "net/conn.h"
 #include "route/route.h"
 #include "script/bridge.h"
-#include "daemon/policy.h"
+#include "dispatch/policy.h"
 #include "inbound/dynport.h"
 #include "inbound/inbound.h"
 #include "dispatch/dispatch.h"

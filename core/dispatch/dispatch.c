@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 #include "base/log.h"
-#include "daemon/policy.h"
+#include "dispatch/policy.h"
 #include "dispatch/dispatch.h"
 #include "outbound/outbound.h"
 #include "route/route.h"

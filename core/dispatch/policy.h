@@ -1,12 +1,13 @@
 /*
  * Per-user policy (rate, quota, concurrent connections, distinct source
- * IPs), set from Lua, enforced by the relay.  Entries are keyed by user
+ * IPs), set from Lua, enforced by dispatch (admission) and the relay
+ * (charging and rate, through the connection owner).  Entries are keyed by user
  * email and belong to the process: a reload keeps usage and limits.
  */
 #ifndef LR_POLICY_H
 #define LR_POLICY_H
 
-#include "daemon/daemon.h"
+#include "base/base.h"
 
 struct lr_pol;
 

@@ -12,7 +12,7 @@
 #include <string.h>
 
 #include "base/base.h"
-#include "daemon/policy.h"
+#include "dispatch/policy.h"
 
 #define MAX_IPS_TRACKED 1024
 
