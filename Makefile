@@ -61,7 +61,7 @@ $(BUILD)/luaray: $(LIB_OBJS) $(MAIN_OBJS)
 	$(call say,LD,$@)
 	$(Q)$(CC) $(SAN) -Wl,-E -o $@ $^ $(LIBS) $(LDFLAGS)
 
-$(EMBED_SRC): scripts/embed-lua $(foreach m,$(EMBED_LUA),$(lastword $(subst =, ,$(m))))
+$(EMBED_SRC): scripts/embed-lua $(foreach m,$(EMBED_LUA),$(lastword $(subst =, ,$(m)))) | $(DEPS_STAMP)
 	$(call say,GEN,$@)
 	$(Q)mkdir -p $(@D)
 	$(Q)luajit scripts/embed-lua $@ $(EMBED_LUA)
@@ -81,7 +81,7 @@ $(BUILD)/obj/gen/commit.o: $(COMMIT_SRC)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(CFLAGS_ALL) -c $< -o $@
 
-$(BUILD)/lua/luaray/cdef.lua: core/include/luaray/api.h scripts/gen-cdef
+$(BUILD)/lua/luaray/cdef.lua: core/include/luaray/api.h scripts/gen-cdef | $(DEPS_STAMP)
 	$(call say,GEN,$@)
 	$(Q)mkdir -p $(@D)
 	$(Q)luajit scripts/gen-cdef $< $@
@@ -213,7 +213,7 @@ $(FUZZ_DIR)/$(1)/obj/%.o: %.c | $(DEPS_STAMP)
 	$$(call say,CC,$$<)
 	$$(Q)mkdir -p $$(@D)
 	$$(Q)$(2) $$(FUZZ_CFLAGS) $$(FUZZ_SAN) $(3) -MMD -MP -c $$< -o $$@
-FUZZ_DEPS += $(FUZZ_DIR)/$(1)/obj/*/*.d $(FUZZ_DIR)/$(1)/obj/*/*/*.d $(FUZZ_DIR)/$(1)/main/*.d
+FUZZ_DEPS += $(FUZZ_DIR)/$(1)/obj/*/*.d $(FUZZ_DIR)/$(1)/obj/*/*/*.d $(FUZZ_DIR)/$(1)/obj/*/*/*/*.d $(FUZZ_DIR)/$(1)/main/*.d
 endef
 $(eval $(call fuzz_flavour,lf,$$(FUZZ_CC),-fsanitize=fuzzer-no-link))
 $(eval $(call fuzz_flavour,rp,$$(CC),))

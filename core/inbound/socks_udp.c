@@ -234,7 +234,7 @@ static void assoc_idle_cb(struct ev_loop *loop, ev_timer *w, int revents)
 static void ctl_readable(struct lr_conn *c)
 {
     uint8_t sink[512];
-    ssize_t n = c->cli.ops->read(&c->cli, sink, sizeof(sink));
+    ssize_t n = lr_side_read(&c->cli, sink, sizeof(sink));
     if (n > 0 || n == -EAGAIN)
         return;
     lr_conn_close(c, "udp association ended");

@@ -64,7 +64,7 @@ struct lr_conn *lr_conn_new(struct lr_loop *lp, int fd, const struct lr_addr *sr
     ev_timer_set(&c->timer, handshake_timeout, 0.);
     ev_timer_start(lp->loop, &c->timer);
     if (fd >= 0) {
-        c->cli.ops = &lr_stream_tcp;
+        lr_side_set_fd(&c->cli, fd);
         ev_io_start(lp->loop, &c->cli.rio);
     } else {
         /* a virtual client: datagrams or stream bytes are pushed in */
@@ -215,6 +215,16 @@ static void pipe_free(struct lr_pipe *p)
     memset(p, 0, sizeof(*p));
 }
 
+/* The layers above a side's socket (TLS, WebSocket...), top down. */
+static void side_free_layers(struct lr_side *s)
+{
+    while (s->top && s->top != &s->tcp) {
+        struct lr_stream *l = s->top;
+        s->top = l->lower;
+        l->ops->free(l);
+    }
+}
+
 void lr_conn_close(struct lr_conn *c, const char *reason)
 {
     struct lr_loop *lp = c->lp;
@@ -242,6 +252,8 @@ void lr_conn_close(struct lr_conn *c, const char *reason)
     }
     if (c->dns)
         lr_dns_cancel(c->dns);
+    side_free_layers(&c->cli);
+    side_free_layers(&c->rem);
     if (c->cli.fd >= 0)
         close(c->cli.fd);
     if (c->rem.fd >= 0)
@@ -298,7 +310,7 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         c->reason = "handshake timeout";
         lr_buf_put(c->up.in);
         c->up.in = NULL;
-        c->cli.ops->shutdown(&c->cli);
+        lr_side_shutdown(&c->cli);
         c->state = LR_CS_LINGER;
         ev_timer_set(&c->timer, 2., 0.);
         ev_timer_start(loop, &c->timer);
@@ -314,7 +326,7 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         /* FIN now, at the deadline whatever was wrong; then give the peer
          * a moment to close so unread bytes do not turn our close into a
          * reset */
-        c->cli.ops->shutdown(&c->cli);
+        lr_side_shutdown(&c->cli);
         c->state = LR_CS_LINGER;
         ev_timer_set(&c->timer, 2., 0.);
         ev_timer_start(loop, &c->timer);
@@ -355,7 +367,7 @@ ssize_t lr_conn_read_client(struct lr_conn *c)
     size_t room = lr_buf_room(c->up.in);
     if (room == 0)
         return -ENOBUFS;
-    ssize_t n = c->cli.ops->read(&c->cli, lr_buf_tail(c->up.in), room);
+    ssize_t n = lr_side_read(&c->cli, lr_buf_tail(c->up.in), room);
     if (n > 0)
         c->up.in->wr += (uint32_t)n;
     return n;
@@ -369,7 +381,7 @@ int lr_conn_send_client(struct lr_conn *c, const void *data, size_t len)
          * always fits), which saves arming the write watcher and a trip
          * through the loop.  Errors are left to the write watcher, which
          * closes the connection from its own callback. */
-        ssize_t n = c->cli.ops->write(&c->cli, data, len);
+        ssize_t n = lr_side_write(&c->cli, data, len);
         if (n == (ssize_t)len)
             return 0;
         if (n > 0) {
@@ -395,8 +407,8 @@ int lr_conn_send_client(struct lr_conn *c, const void *data, size_t len)
 
 void lr_conn_send_now(struct lr_conn *c, const void *data, size_t len)
 {
-    if (c->cli.fd >= 0 && c->cli.ops)
-        (void)c->cli.ops->write(&c->cli, data, len);
+    if (c->cli.fd >= 0 && c->cli.top)
+        (void)lr_side_write(&c->cli, data, len);
 }
 
 void lr_conn_reply_close(struct lr_conn *c, const void *data, size_t len,
@@ -431,7 +443,7 @@ static void drain_read(struct lr_conn *c)
 {
     uint8_t sink[4096];
     for (int i = 0; i < 16; i++) {
-        ssize_t n = c->cli.ops->read(&c->cli, sink, sizeof(sink));
+        ssize_t n = lr_side_read(&c->cli, sink, sizeof(sink));
         if (n > 0)
             continue;
         if (n == 0) {

@@ -83,10 +83,9 @@ struct lr_conn;
 struct lr_side {
     int fd;              /* -1 for a virtual side (see sink) */
     ev_io rio, wio;
-    const struct lr_stream_ops *ops; /* a stream side's layers (stream.h) */
-    void *stream;        /* their state; NULL for plain TCP */
+    struct lr_stream tcp; /* the socket, the bottom of the stream stack */
+    struct lr_stream *top; /* the stack's top: &tcp, or a layer above it */
     uint8_t dgram;       /* datagrams: one unit per datagram */
-    uint8_t want;        /* LR_STREAM_WANT_*: the layers need the socket */
     /* a virtual side (SOCKS5 UDP association, Mux.Cool): bytes written to
      * it go to `sink`, which returns how many it took (a datagram sink
      * takes all or drops); `sink_end` replaces the write shutdown; `room`
@@ -96,6 +95,41 @@ struct lr_side {
     void (*sink_end)(struct lr_conn *c);
     void (*room)(struct lr_conn *c);
 };
+
+/* A stream side's I/O through the top of its stack (net/stream.h). */
+static inline ssize_t lr_side_read(struct lr_side *s, void *buf, size_t n)
+{
+    return s->top->ops->read(s->top, buf, n);
+}
+
+static inline ssize_t lr_side_write(struct lr_side *s, const void *buf, size_t n)
+{
+    return s->top->ops->write(s->top, buf, n);
+}
+
+static inline void lr_side_shutdown(struct lr_side *s)
+{
+    s->top->ops->shutdown(s->top);
+}
+
+/* Makes `fd` the bottom of side s's stack, plain TCP on top. */
+static inline void lr_side_set_fd(struct lr_side *s, int fd)
+{
+    s->fd = fd;
+    s->tcp.ops = &lr_stream_tcp;
+    s->tcp.lower = NULL;
+    s->tcp.fd = fd;
+    s->tcp.want = 0;
+    s->top = &s->tcp;
+}
+
+/* Puts layer l (its ops and state set) on top of side s's stack. */
+static inline void lr_side_push(struct lr_side *s, struct lr_stream *l)
+{
+    l->lower = s->top;
+    l->fd = s->fd;
+    s->top = l;
+}
 
 /* One direction.  `in` holds bytes from the source; decoded payload that is
  * not yet encoded stays inside `in` at [pend_off, pend_off + pend_len). */

@@ -97,9 +97,8 @@ void lr_conn_dial_failed(struct lr_conn *c, int err, const char *reason)
 
 void lr_conn_remote_ready(struct lr_conn *c, int fd, int dgram)
 {
-    c->rem.fd = fd;
+    lr_side_set_fd(&c->rem, fd);
     c->rem.dgram = (uint8_t)dgram;
-    c->rem.ops = dgram ? NULL : &lr_stream_tcp;
     ev_io_set(&c->rem.rio, fd, EV_READ);
     ev_io_set(&c->rem.wio, fd, EV_WRITE);
     c->ibops->connected(c);

@@ -189,7 +189,7 @@ int lr_relay_flush(struct lr_conn *c, struct lr_pipe *p, struct lr_side *dst)
     if (dst->fd < 0)
         return 0;
     while (p->out && lr_buf_len(p->out)) {
-        ssize_t n = dst->ops->write(dst, lr_buf_head(p->out), lr_buf_len(p->out));
+        ssize_t n = lr_side_write(dst, lr_buf_head(p->out), lr_buf_len(p->out));
         if (n > 0) {
             p->out->rd += (uint32_t)n;
             c->t_last = ev_now(loop);
@@ -294,7 +294,7 @@ int lr_relay_pump(struct lr_conn *c, struct lr_pipe *p, struct lr_side *src,
         if (dst->sink_end) {
             dst->sink_end(c);
         } else if (!dst->dgram && dst->fd >= 0) {
-            dst->ops->shutdown(dst);
+            lr_side_shutdown(dst);
         } else if (dst->dgram && dst->fd >= 0 && c->idle_timeout > UDP_LINGER) {
             /* the client's side of a UDP session ended; the datagram
              * socket never will: replies still on their way get
@@ -357,7 +357,7 @@ void lr_relay_update_reads(struct lr_conn *c)
             want = 0;
         /* a layer of the stream that needs to read to go on (a TLS
          * handshake, a WebSocket control frame) reads whatever the pipe */
-        if (ss[i]->want & LR_STREAM_WANT_READ)
+        if (ss[i]->top && (ss[i]->top->want & LR_STREAM_WANT_READ))
             want = 1;
         if (want)
             ev_io_start(loop, &ss[i]->rio);
@@ -394,7 +394,7 @@ void lr_relay_side_readable(struct lr_conn *c, struct lr_pipe *p,
         if (n < 0)
             n = errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? -EAGAIN : -errno;
     } else {
-        n = src->ops->read(src, lr_buf_tail(p->in), room);
+        n = lr_side_read(src, lr_buf_tail(p->in), room);
     }
     if (n > 0) {
         p->in->wr += (uint32_t)n;
@@ -441,7 +441,7 @@ void lr_relay_dial_read(struct lr_conn *c)
         ev_io_stop(loop, &c->cli.rio);
         return;
     }
-    ssize_t n = c->cli.ops->read(&c->cli, lr_buf_tail(p->in), room);
+    ssize_t n = lr_side_read(&c->cli, lr_buf_tail(p->in), room);
     if (n > 0) {
         p->in->wr += (uint32_t)n;
         c->t_last = ev_now(loop);

@@ -1,16 +1,15 @@
 /*
- * Plain TCP behind the stream seam (stream.h): recv / send / shutdown on
- * the side's socket, nothing more.
+ * Plain TCP, the bottom of every stream stack (stream.h): recv / send /
+ * shutdown on the side's socket, nothing more.
  */
 #include <errno.h>
 #include <sys/socket.h>
 
-#include "net/conn.h"
 #include "net/stream.h"
 
-static ssize_t tcp_read(struct lr_side *s, void *buf, size_t n)
+static ssize_t tcp_read(struct lr_stream *l, void *buf, size_t n)
 {
-    ssize_t r = recv(s->fd, buf, n, 0);
+    ssize_t r = recv(l->fd, buf, n, 0);
     if (r >= 0)
         return r;
     if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
@@ -18,9 +17,9 @@ static ssize_t tcp_read(struct lr_side *s, void *buf, size_t n)
     return -errno;
 }
 
-static ssize_t tcp_write(struct lr_side *s, const void *buf, size_t n)
+static ssize_t tcp_write(struct lr_stream *l, const void *buf, size_t n)
 {
-    ssize_t r = send(s->fd, buf, n, MSG_NOSIGNAL);
+    ssize_t r = send(l->fd, buf, n, MSG_NOSIGNAL);
     if (r >= 0)
         return r;
     if (errno == EAGAIN || errno == EWOULDBLOCK)
@@ -30,9 +29,9 @@ static ssize_t tcp_write(struct lr_side *s, const void *buf, size_t n)
     return -errno;
 }
 
-static void tcp_shutdown(struct lr_side *s)
+static void tcp_shutdown(struct lr_stream *l)
 {
-    shutdown(s->fd, SHUT_WR);
+    shutdown(l->fd, SHUT_WR);
 }
 
 const struct lr_stream_ops lr_stream_tcp = {
