@@ -40,7 +40,7 @@ LR_API struct lr_conf *lr_conf_new(void)
 {
     struct lr_conf *c = calloc(1, sizeof(*c));
     if (c) {
-        c->log_level = 1;
+        c->log_level = LR_LOG_INFO;
         c->workers = 1;
     }
     return c;
@@ -106,7 +106,7 @@ LR_API const char *lr_conf_error(const struct lr_conf *c)
 LR_API int lr_conf_log(struct lr_conf *c, int level, const char *access,
                        const char *where)
 {
-    if (level < 0 || level > 3)
+    if (level < LR_LOG_DEBUG || level > LR_LOG_ERROR)
         return fail(c, "log level out of range");
     c->log_level = level;
     free(c->access);

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "base/buf.h"
+#include "luaray/api.h"
 #include "net/dns.h"
 #include "net/sock.h"
 #include "vmess/vmess.h"
@@ -20,7 +21,6 @@ struct lr_daemon;
 
 enum lr_ib_type { LR_IB_VMESS = 1, LR_IB_SOCKS, LR_IB_HTTP };
 enum lr_ob_type { LR_OB_DIRECT = 1, LR_OB_BLACKHOLE, LR_OB_VMESS };
-enum lr_net { LR_NET_TCP = 1, LR_NET_UDP = 2 };
 
 struct lr_account {
     char *user, *pass;
@@ -195,7 +195,5 @@ struct lr_dest {
     uint8_t sniff_proto;     /* LR_PROTO_* from the first client bytes */
     char sniff_host[256];    /* the name sniffed (SNI / Host), or "" */
 };
-
-enum lr_proto { LR_PROTO_TLS = 1, LR_PROTO_HTTP = 2 };
 
 #endif

@@ -487,9 +487,17 @@ LR_API void lr_conf_free(struct lr_conf *c);
 /* The last error message (empty string when none). */
 LR_API const char *lr_conf_error(const struct lr_conf *c);
 
-/* level: 0 debug, 1 info, 2 warn, 3 error; access: NULL off, "" stderr,
- * else a file path (opened when the config is committed; an error names
- * `where`, "file:line" of luaray.log, or NULL). */
+/* Log levels (lr_conf_log, and the C logger's threshold). */
+enum lr_log_level {
+    LR_LOG_DEBUG = 0,
+    LR_LOG_INFO = 1,
+    LR_LOG_WARN = 2,
+    LR_LOG_ERROR = 3
+};
+
+/* level: LR_LOG_*; access: NULL off, "" stderr, else a file path (opened
+ * when the config is committed; an error names `where`, "file:line" of
+ * luaray.log, or NULL). */
 LR_API int lr_conf_log(struct lr_conf *c, int level, const char *access,
                        const char *where);
 
@@ -547,6 +555,18 @@ struct lr_conf_outbound {
 
 LR_API int lr_conf_outbound(struct lr_conf *c, const struct lr_conf_outbound *ob);
 
+/* Bit masks of the route filters on a connection's network and on the
+ * protocol sniffed from its first client bytes (also the values the
+ * daemon stores per connection). */
+enum lr_net {
+    LR_NET_TCP = 1,
+    LR_NET_UDP = 2
+};
+enum lr_proto {
+    LR_PROTO_TLS = 1,
+    LR_PROTO_HTTP = 2
+};
+
 /* Starts a routing rule to outbound `to`; filters apply to the last rule.
  * kind: "domain" | "domain_suffix" | "domain_keyword" | "user" |
  * "inbound" | "network" ("tcp" / "udp") | "ip_cidr" ("10.0.0.0/8") |
@@ -581,6 +601,14 @@ enum lr_hook_kind {
     LR_HOOK_CLOSE = 4,
     LR_HOOK_RELOAD = 5,
     LR_HOOK_COUNT = 6
+};
+
+/* The hook mask a loaded config reports (lua/luaray/daemon.lua's load):
+ * bit (1 << LR_HOOK_*) per hook defined, plus this bit when config code
+ * mentions ctx.sniffed (only then does a route hook make connections wait
+ * for their first bytes to sniff). */
+enum lr_hook_mask {
+    LR_HOOKS_SNIFFED = 1 << 6
 };
 
 /* What a hook answered (lr_hook_ctx.verdict). */
