@@ -14,6 +14,10 @@ local bit = require "bit"
 -- config is committed; from a hook they apply at once.
 local loading, staged = false, {}
 
+-- config.lua's names for api.h's route masks
+local NETWORKS = { tcp = C.LR_NET_TCP, udp = C.LR_NET_UDP }
+local PROTOCOLS = { tls = C.LR_PROTO_TLS, http = C.LR_PROTO_HTTP }
+
 local LEVELS = { debug = C.LR_LOG_DEBUG, info = C.LR_LOG_INFO, warn = C.LR_LOG_WARN,
                  error = C.LR_LOG_ERROR }
 
@@ -124,24 +128,31 @@ local function apply(cfg, conf)
   end
   local function each(kind, list, where)
     if not list then return end
-    for _, v in ipairs(list) do check(C.lr_conf_route_filter(conf, kind, v), where) end
+    for _, v in ipairs(list) do check(C.lr_conf_route_string(conf, kind, v), where) end
   end
   for _, r in ipairs(cfg.routes) do
-    check(C.lr_conf_route(conf, r.to, r.where), r.where)
-    each("domain", r.domain, r.where)
-    each("domain_suffix", r.domain_suffix, r.where)
-    each("domain_keyword", r.domain_keyword, r.where)
-    each("user", r.user, r.where)
-    each("inbound", r.inbound, r.where)
-    each("protocol", r.protocol, r.where)
+    local w = r.where
+    check(C.lr_conf_route(conf, r.to, w), w)
+    each(C.LR_ROUTE_DOMAIN, r.domain, w)
+    each(C.LR_ROUTE_DOMAIN_SUFFIX, r.domain_suffix, w)
+    each(C.LR_ROUTE_DOMAIN_KEYWORD, r.domain_keyword, w)
+    each(C.LR_ROUTE_USER, r.user, w)
+    each(C.LR_ROUTE_INBOUND, r.inbound, w)
     for _, c in ipairs(r.ip_cidr or {}) do
-      check(C.lr_conf_route_filter(conf, "ip_cidr", c.addr .. "/" .. c.bits), r.where)
+      check(C.lr_conf_route_cidr(conf, c.ip, #c.ip, c.bits), w)
     end
     for _, p in ipairs(r.port or {}) do
-      check(C.lr_conf_route_filter(conf, "port", p[1] .. "-" .. p[2]), r.where)
+      check(C.lr_conf_route_ports(conf, p[1], p[2]), w)
     end
     if r.network then
-      for net in pairs(r.network) do check(C.lr_conf_route_filter(conf, "network", net), r.where) end
+      local mask = 0
+      for net in pairs(r.network) do mask = bit.bor(mask, NETWORKS[net]) end
+      check(C.lr_conf_route_network(conf, mask), w)
+    end
+    if r.protocol then
+      local mask = 0
+      for _, proto in ipairs(r.protocol) do mask = bit.bor(mask, PROTOCOLS[proto]) end
+      check(C.lr_conf_route_protocol(conf, mask), w)
     end
   end
   check(C.lr_conf_default(conf, cfg.default_outbound))

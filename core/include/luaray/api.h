@@ -567,13 +567,33 @@ enum lr_proto {
     LR_PROTO_HTTP = 2
 };
 
-/* Starts a routing rule to outbound `to`; filters apply to the last rule.
- * kind: "domain" | "domain_suffix" | "domain_keyword" | "user" |
- * "inbound" | "network" ("tcp" / "udp") | "ip_cidr" ("10.0.0.0/8") |
- * "port" ("lo-hi"). */
+/* The route filters that take a string (lr_conf_route_string). */
+enum lr_route_kind {
+    LR_ROUTE_DOMAIN = 1,         /* exact name, lower case */
+    LR_ROUTE_DOMAIN_SUFFIX = 2,  /* the name or any name below it */
+    LR_ROUTE_DOMAIN_KEYWORD = 3, /* a substring of the name */
+    LR_ROUTE_USER = 4,           /* a user's email */
+    LR_ROUTE_INBOUND = 5         /* an inbound's tag */
+};
+
+/* Starts a routing rule to outbound `to`; the lr_conf_route_* calls after
+ * it add filters to the last rule started.  Every call adds to what the
+ * rule has (a list grows, a mask gains bits). */
 LR_API int lr_conf_route(struct lr_conf *c, const char *to, const char *where);
-LR_API int lr_conf_route_filter(struct lr_conf *c, const char *kind,
+/* A string filter of `kind` (enum lr_route_kind). */
+LR_API int lr_conf_route_string(struct lr_conf *c, uint32_t kind,
                                 const char *value);
+/* An address block: `len` 4 (IPv4) or 16 (IPv6) bytes at `ip`, network
+ * order, and a prefix of `bits` (<= len * 8); bits past the prefix are
+ * ignored when matching. */
+LR_API int lr_conf_route_cidr(struct lr_conf *c, const uint8_t *ip,
+                              uint32_t len, uint32_t bits);
+/* A destination port range [lo, hi], lo <= hi <= 65535. */
+LR_API int lr_conf_route_ports(struct lr_conf *c, uint32_t lo, uint32_t hi);
+/* Networks: a non-zero mask of LR_NET_* bits. */
+LR_API int lr_conf_route_network(struct lr_conf *c, uint32_t mask);
+/* Sniffed protocols: a non-zero mask of LR_PROTO_* bits. */
+LR_API int lr_conf_route_protocol(struct lr_conf *c, uint32_t mask);
 LR_API int lr_conf_default(struct lr_conf *c, const char *tag);
 
 /* ------------------------------------------------------------------ */
