@@ -346,9 +346,26 @@ static int push_str(char ***v, uint32_t *n, const char *s)
     return LR_OK;
 }
 
+/* The rule filters go to (the last one started), or NULL with the error
+ * set. */
 static struct lr_rule *last_rule(struct lr_conf *c)
 {
-    return c->nrules ? &c->rules[c->nrules - 1].r : NULL;
+    if (!c->nrules) {
+        fail(c, "filter without a route");
+        return NULL;
+    }
+    return &c->rules[c->nrules - 1].r;
+}
+
+/* Adds the bits of `mask` to a rule's bit set: a non-zero mask of the
+ * `known` bits only (`names` spells them for the error). */
+static int add_mask(struct lr_conf *c, uint8_t *set, uint32_t mask,
+                    uint32_t known, const char *what, const char *names)
+{
+    if (mask == 0 || (mask & ~known))
+        return fail(c, "bad %s mask 0x%x (%s)", what, mask, names);
+    *set |= (uint8_t)mask;
+    return LR_OK;
 }
 
 LR_API int lr_conf_route_string(struct lr_conf *c, uint32_t kind,
@@ -356,7 +373,7 @@ LR_API int lr_conf_route_string(struct lr_conf *c, uint32_t kind,
 {
     struct lr_rule *r = last_rule(c);
     if (!r)
-        return fail(c, "filter without a route");
+        return LR_EINVAL;
     if (!value)
         return fail(c, "route filter %u without a value", kind);
     switch (kind) {
@@ -380,7 +397,7 @@ LR_API int lr_conf_route_cidr(struct lr_conf *c, const uint8_t *ip,
 {
     struct lr_rule *r = last_rule(c);
     if (!r)
-        return fail(c, "filter without a route");
+        return LR_EINVAL;
     if (!ip || (len != 4 && len != 16))
         return fail(c, "bad CIDR: the address must be 4 or 16 bytes (got %u)", len);
     if (bits > len * 8)
@@ -399,7 +416,7 @@ LR_API int lr_conf_route_ports(struct lr_conf *c, uint32_t lo, uint32_t hi)
 {
     struct lr_rule *r = last_rule(c);
     if (!r)
-        return fail(c, "filter without a route");
+        return LR_EINVAL;
     if (lo > hi || hi > 65535)
         return fail(c, "bad port range %u-%u", lo, hi);
     if (!GROW(r->ports, r->nports))
@@ -413,23 +430,17 @@ LR_API int lr_conf_route_ports(struct lr_conf *c, uint32_t lo, uint32_t hi)
 LR_API int lr_conf_route_network(struct lr_conf *c, uint32_t mask)
 {
     struct lr_rule *r = last_rule(c);
-    if (!r)
-        return fail(c, "filter without a route");
-    if (mask == 0 || (mask & ~(uint32_t)(LR_NET_TCP | LR_NET_UDP)))
-        return fail(c, "bad network mask 0x%x (LR_NET_TCP | LR_NET_UDP)", mask);
-    r->network |= (uint8_t)mask;
-    return LR_OK;
+    return r ? add_mask(c, &r->network, mask, LR_NET_TCP | LR_NET_UDP, "network",
+                        "LR_NET_TCP | LR_NET_UDP")
+             : LR_EINVAL;
 }
 
 LR_API int lr_conf_route_protocol(struct lr_conf *c, uint32_t mask)
 {
     struct lr_rule *r = last_rule(c);
-    if (!r)
-        return fail(c, "filter without a route");
-    if (mask == 0 || (mask & ~(uint32_t)(LR_PROTO_TLS | LR_PROTO_HTTP)))
-        return fail(c, "bad protocol mask 0x%x (LR_PROTO_TLS | LR_PROTO_HTTP)", mask);
-    r->protocol |= (uint8_t)mask;
-    return LR_OK;
+    return r ? add_mask(c, &r->protocol, mask, LR_PROTO_TLS | LR_PROTO_HTTP,
+                        "protocol", "LR_PROTO_TLS | LR_PROTO_HTTP")
+             : LR_EINVAL;
 }
 
 LR_API int lr_conf_policy(struct lr_conf *c, const char *email,
