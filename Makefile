@@ -40,7 +40,7 @@ DEPS := $(LIB_OBJS:.o=.d) $(MAIN_OBJS:.o=.d)
 
 DEPS_STAMP := $(BUILD)/.deps-ok
 
-.PHONY: all deps test check asan asan-build tsan tsan-build soak run clean FORCE
+.PHONY: all deps test check check-layering asan asan-build tsan tsan-build soak run clean FORCE
 all: $(BUILD)/libluaray.so $(BUILD)/luaray $(BUILD)/lua/luaray/cdef.lua
 
 deps: $(DEPS_STAMP)
@@ -91,6 +91,13 @@ test: all
 
 check: all
 	$(Q)luajit scripts/gen-cdef core/include/luaray/api.h /dev/stdout >/dev/null
+
+# The include layering of core/ (base < crypto < vmess < net < inbound/outbound
+# < daemon < main.c; script/ only through script/bridge.h): the rank table is
+# in scripts/check-layering, known violations in scripts/layering-allow.
+# `make test` runs it as a TAP stream of its own.
+check-layering:
+	$(Q)luajit scripts/check-layering
 
 # AddressSanitizer + UBSan build of the library and the daemon (build/asan),
 # then every spec against it (scripts/asan-specs.sh; `make test` runs it too).

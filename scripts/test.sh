@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Every test, as TAP, summarised for CI by scripts/ci-summary:
-#  1. the busted specs (spec/: codec, config DSL, daemon e2e with v2ray, JIT);
+#  1. the busted specs (spec/: codec, config DSL, daemon e2e with v2ray, JIT),
+#     then the include layering of core/ (scripts/check-layering, one test;
+#     known violations are listed in scripts/layering-allow);
 #  2. the fuzz corpora and saved findings (spec/fuzz) replayed through
 #     engine-less ASan+UBSan builds of every fuzz target;
 #  3. every libFuzzer target run for a short budget (`make fuzz`,
@@ -64,6 +66,8 @@ fuzz_stream() {
 
 {
   bash scripts/busted -o TAP spec 2>&1 || true
+  echo "# TAP stream: layering (scripts/check-layering)"
+  luajit scripts/check-layering --tap 2>&1
   echo "# TAP stream: fuzz corpus replay"
   FUZZ_REPLAY_CRASHES=1 make --no-print-directory -s fuzz-replay 2>&1 | awk '
     { print "# " $0 }

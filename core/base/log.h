@@ -9,9 +9,10 @@
 #include <stdatomic.h>
 #include <stdio.h>
 
-enum lr_log_level { LR_LOG_DEBUG = 0, LR_LOG_INFO, LR_LOG_WARN, LR_LOG_ERROR };
+#include "luaray/api.h"
 
-/* Set by the main thread (config, reload), read by every worker. */
+/* The threshold, an enum lr_log_level (LR_LOG_DEBUG..LR_LOG_ERROR, api.h).
+ * Set by the main thread (config, reload), read by every worker. */
 extern _Atomic int lr_log_level;
 
 void lr_log_write(int level, const char *fmt, ...)

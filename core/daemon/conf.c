@@ -4,7 +4,6 @@
  * copied (C never keeps a pointer into Lua memory).  Values were already
  * checked by the Lua DSL; what is checked again here is what C relies on.
  */
-#include <arpa/inet.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -40,7 +39,7 @@ LR_API struct lr_conf *lr_conf_new(void)
 {
     struct lr_conf *c = calloc(1, sizeof(*c));
     if (c) {
-        c->log_level = 1;
+        c->log_level = LR_LOG_INFO;
         c->workers = 1;
     }
     return c;
@@ -106,7 +105,7 @@ LR_API const char *lr_conf_error(const struct lr_conf *c)
 LR_API int lr_conf_log(struct lr_conf *c, int level, const char *access,
                        const char *where)
 {
-    if (level < 0 || level > 3)
+    if (level < LR_LOG_DEBUG || level > LR_LOG_ERROR)
         return fail(c, "log level out of range");
     c->log_level = level;
     free(c->access);
@@ -347,84 +346,101 @@ static int push_str(char ***v, uint32_t *n, const char *s)
     return LR_OK;
 }
 
-LR_API int lr_conf_route_filter(struct lr_conf *c, const char *kind,
+/* The rule filters go to (the last one started), or NULL with the error
+ * set. */
+static struct lr_rule *last_rule(struct lr_conf *c)
+{
+    if (!c->nrules) {
+        fail(c, "filter without a route");
+        return NULL;
+    }
+    return &c->rules[c->nrules - 1].r;
+}
+
+/* Adds the bits of `mask` to a rule's bit set: a non-zero mask of the
+ * `known` bits only (`names` spells them for the error). */
+static int add_mask(struct lr_conf *c, uint8_t *set, uint32_t mask,
+                    uint32_t known, const char *what, const char *names)
+{
+    if (mask == 0 || (mask & ~known))
+        return fail(c, "bad %s mask 0x%x (%s)", what, mask, names);
+    *set |= (uint8_t)mask;
+    return LR_OK;
+}
+
+LR_API int lr_conf_route_string(struct lr_conf *c, uint32_t kind,
                                 const char *value)
 {
-    if (!c->nrules)
-        return fail(c, "filter without a route");
-    struct lr_rule *r = &c->rules[c->nrules - 1].r;
-    if (!kind || !value)
-        return fail(c, "bad route filter");
-    if (strcmp(kind, "domain") == 0)
+    struct lr_rule *r = last_rule(c);
+    if (!r)
+        return LR_EINVAL;
+    if (!value)
+        return fail(c, "route filter %u without a value", kind);
+    switch (kind) {
+    case LR_ROUTE_DOMAIN:
         return push_str(&r->domain, &r->ndomain, value);
-    if (strcmp(kind, "domain_suffix") == 0)
+    case LR_ROUTE_DOMAIN_SUFFIX:
         return push_str(&r->suffix, &r->nsuffix, value);
-    if (strcmp(kind, "domain_keyword") == 0)
+    case LR_ROUTE_DOMAIN_KEYWORD:
         return push_str(&r->keyword, &r->nkeyword, value);
-    if (strcmp(kind, "user") == 0)
+    case LR_ROUTE_USER:
         return push_str(&r->user, &r->nuser, value);
-    if (strcmp(kind, "inbound") == 0)
+    case LR_ROUTE_INBOUND:
         return push_str(&r->inbound, &r->ninbound, value);
-    if (strcmp(kind, "network") == 0) {
-        if (strcmp(value, "tcp") == 0)
-            r->network |= LR_NET_TCP;
-        else if (strcmp(value, "udp") == 0)
-            r->network |= LR_NET_UDP;
-        else
-            return fail(c, "bad network '%s'", value);
-        return LR_OK;
+    default:
+        return fail(c, "unknown route filter kind %u", kind);
     }
-    if (strcmp(kind, "port") == 0) {
-        unsigned lo, hi;
-        if (sscanf(value, "%u-%u", &lo, &hi) != 2 || lo > hi || hi > 65535)
-            return fail(c, "bad port range '%s'", value);
-        void *p = realloc(r->ports, sizeof(*r->ports) * (r->nports + 1));
-        if (!p)
-            return LR_ENOMEM;
-        r->ports = p;
-        r->ports[r->nports][0] = (uint16_t)lo;
-        r->ports[r->nports][1] = (uint16_t)hi;
-        r->nports++;
-        return LR_OK;
-    }
-    if (strcmp(kind, "ip_cidr") == 0) {
-        char ip[64];
-        unsigned bits;
-        struct lr_cidr cd;
-        const char *slash = strchr(value, '/');
-        size_t il = slash ? (size_t)(slash - value) : strlen(value);
-        if (il >= sizeof(ip))
-            return fail(c, "bad CIDR '%s'", value);
-        memcpy(ip, value, il);
-        ip[il] = 0;
-        memset(&cd, 0, sizeof(cd));
-        if (inet_pton(AF_INET, ip, cd.ip) == 1)
-            cd.len = 4;
-        else if (inet_pton(AF_INET6, ip, cd.ip) == 1)
-            cd.len = 16;
-        else
-            return fail(c, "bad CIDR '%s'", value);
-        bits = cd.len * 8u;
-        if (slash && (sscanf(slash + 1, "%u", &bits) != 1 || bits > cd.len * 8u))
-            return fail(c, "bad CIDR '%s'", value);
-        cd.bits = (uint8_t)bits;
-        void *p = realloc(r->cidr, sizeof(*r->cidr) * (r->ncidr + 1));
-        if (!p)
-            return LR_ENOMEM;
-        r->cidr = p;
-        r->cidr[r->ncidr++] = cd;
-        return LR_OK;
-    }
-    if (strcmp(kind, "protocol") == 0) {
-        if (strcmp(value, "tls") == 0)
-            r->protocol |= LR_PROTO_TLS;
-        else if (strcmp(value, "http") == 0)
-            r->protocol |= LR_PROTO_HTTP;
-        else
-            return fail(c, "bad protocol '%s' (tls or http)", value);
-        return LR_OK;
-    }
-    return fail(c, "unknown route filter '%s'", kind);
+}
+
+LR_API int lr_conf_route_cidr(struct lr_conf *c, const uint8_t *ip,
+                              uint32_t len, uint32_t bits)
+{
+    struct lr_rule *r = last_rule(c);
+    if (!r)
+        return LR_EINVAL;
+    if (!ip || (len != 4 && len != 16))
+        return fail(c, "bad CIDR: the address must be 4 or 16 bytes (got %u)", len);
+    if (bits > len * 8)
+        return fail(c, "bad CIDR: /%u is longer than an IPv%c address", bits,
+                    len == 4 ? '4' : '6');
+    if (!GROW(r->cidr, r->ncidr))
+        return LR_ENOMEM;
+    struct lr_cidr *cd = &r->cidr[r->ncidr++];
+    memcpy(cd->ip, ip, len);
+    cd->len = (uint8_t)len;
+    cd->bits = (uint8_t)bits;
+    return LR_OK;
+}
+
+LR_API int lr_conf_route_ports(struct lr_conf *c, uint32_t lo, uint32_t hi)
+{
+    struct lr_rule *r = last_rule(c);
+    if (!r)
+        return LR_EINVAL;
+    if (lo > hi || hi > 65535)
+        return fail(c, "bad port range %u-%u", lo, hi);
+    if (!GROW(r->ports, r->nports))
+        return LR_ENOMEM;
+    r->ports[r->nports][0] = (uint16_t)lo;
+    r->ports[r->nports][1] = (uint16_t)hi;
+    r->nports++;
+    return LR_OK;
+}
+
+LR_API int lr_conf_route_network(struct lr_conf *c, uint32_t mask)
+{
+    struct lr_rule *r = last_rule(c);
+    return r ? add_mask(c, &r->network, mask, LR_NET_TCP | LR_NET_UDP, "network",
+                        "LR_NET_TCP | LR_NET_UDP")
+             : LR_EINVAL;
+}
+
+LR_API int lr_conf_route_protocol(struct lr_conf *c, uint32_t mask)
+{
+    struct lr_rule *r = last_rule(c);
+    return r ? add_mask(c, &r->protocol, mask, LR_PROTO_TLS | LR_PROTO_HTTP,
+                        "protocol", "LR_PROTO_TLS | LR_PROTO_HTTP")
+             : LR_EINVAL;
 }
 
 LR_API int lr_conf_policy(struct lr_conf *c, const char *email,

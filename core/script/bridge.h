@@ -32,9 +32,7 @@ int lr_script_load_config(struct lr_script *s, const char *path,
                           struct lr_conf *conf, int announce, char *err,
                           size_t errlen);
 /* The hooks the loaded config defines: bit (1 << LR_HOOK_*), plus
- * LR_HOOKS_SNIFFED when config code mentions ctx.sniffed (only then does a
- * route hook make connections wait for their first bytes to sniff). */
-#define LR_HOOKS_SNIFFED (1u << 6)
+ * LR_HOOKS_SNIFFED (api.h) when config code mentions ctx.sniffed. */
 uint32_t lr_script_hooks(const struct lr_script *s);
 /* runs Lua: calls a hook; the answer is in ctx->verdict (also returned). */
 int lr_script_call(struct lr_script *s, struct lr_hook_ctx *ctx);

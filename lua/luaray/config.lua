@@ -83,8 +83,9 @@
 --     domain = { "exact.name", ... } or nil,         -- lower case, no trailing dot
 --     domain_suffix = { "example.com", ... } or nil, -- lower case, no leading dot
 --     domain_keyword = { "word", ... } or nil,       -- lower case
---     ip_cidr = { { addr = "10.0.0.0", bits = 8, family = 4 }, ... } or nil,
+--     ip_cidr = { { addr = "10.0.0.0", bits = 8, family = 4, ip = "\10\0\0\0" }, ... } or nil,
 --               -- addr is canonical (host bits cleared; IPv6 in RFC 5952 form);
+--               -- ip is the same address as 4 or 16 bytes (network order);
 --               -- a bare address means /32 or /128
 --     port = { PORTRANGE, ... } or nil,  -- in the order given, not merged
 --     user = { "email", ... } or nil,
@@ -108,7 +109,7 @@
 local M = {}
 
 local getinfo = debug.getinfo
-local fmt, concat, sort = string.format, table.concat, table.sort
+local fmt, concat, sort, char = string.format, table.concat, table.sort, string.char
 local floor, huge = math.floor, math.huge
 
 local HOOKS = { "accept", "auth", "route", "connect", "close", "reload" }
@@ -350,7 +351,7 @@ local function parse_cidr(s)
     n = n - n % size
     local o = {}
     for i = 4, 1, -1 do o[i] = n % 256; n = (n - o[i]) / 256 end
-    return { addr = concat(o, "."), bits = bits, family = 4 }
+    return { addr = concat(o, "."), bits = bits, family = 4, ip = char(o[1], o[2], o[3], o[4]) }
   end
   local g = parse_ipv6(addr)
   if not g then return nil end
@@ -364,7 +365,9 @@ local function parse_cidr(s)
       g[i] = g[i] - g[i] % size
     end
   end
-  return { addr = format_ipv6(g), bits = bits, family = 6 }
+  local b = {}
+  for i = 1, 8 do b[2 * i - 1], b[2 * i] = (g[i] - g[i] % 256) / 256, g[i] % 256 end
+  return { addr = format_ipv6(g), bits = bits, family = 6, ip = char(unpack(b)) }
 end
 
 -- "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" or 32 hex digits -> lower-case 36-char form

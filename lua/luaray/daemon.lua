@@ -14,7 +14,12 @@ local bit = require "bit"
 -- config is committed; from a hook they apply at once.
 local loading, staged = false, {}
 
-local LEVELS = { debug = 0, info = 1, warn = 2, error = 3 }
+-- config.lua's names for api.h's route masks
+local NETWORKS = { tcp = C.LR_NET_TCP, udp = C.LR_NET_UDP }
+local PROTOCOLS = { tls = C.LR_PROTO_TLS, http = C.LR_PROTO_HTTP }
+
+local LEVELS = { debug = C.LR_LOG_DEBUG, info = C.LR_LOG_INFO, warn = C.LR_LOG_WARN,
+                 error = C.LR_LOG_ERROR }
 
 -- The embedded default (design.md 1): a VMess server on 127.0.0.1:10086
 -- with one fresh user, and SOCKS5/HTTP inbounds on loopback that reach it
@@ -77,7 +82,7 @@ local function apply(cfg, conf)
   end
   local access = cfg.log.access
   if access == true then access = "" elseif access == false then access = nil end
-  check(C.lr_conf_log(conf, LEVELS[cfg.log.level] or 1, access, cfg.log_where))
+  check(C.lr_conf_log(conf, LEVELS[cfg.log.level] or C.LR_LOG_INFO, access, cfg.log_where))
   check(C.lr_conf_workers(conf, cfg.workers == "auto" and 0 or cfg.workers), cfg.workers_where)
   for _, u in ipairs(cfg.users) do
     check(C.lr_conf_user(conf, u.id, u.email, u.alter_id or 0, u.level or 0), u.where)
@@ -123,24 +128,31 @@ local function apply(cfg, conf)
   end
   local function each(kind, list, where)
     if not list then return end
-    for _, v in ipairs(list) do check(C.lr_conf_route_filter(conf, kind, v), where) end
+    for _, v in ipairs(list) do check(C.lr_conf_route_string(conf, kind, v), where) end
   end
   for _, r in ipairs(cfg.routes) do
-    check(C.lr_conf_route(conf, r.to, r.where), r.where)
-    each("domain", r.domain, r.where)
-    each("domain_suffix", r.domain_suffix, r.where)
-    each("domain_keyword", r.domain_keyword, r.where)
-    each("user", r.user, r.where)
-    each("inbound", r.inbound, r.where)
-    each("protocol", r.protocol, r.where)
+    local w = r.where
+    check(C.lr_conf_route(conf, r.to, w), w)
+    each(C.LR_ROUTE_DOMAIN, r.domain, w)
+    each(C.LR_ROUTE_DOMAIN_SUFFIX, r.domain_suffix, w)
+    each(C.LR_ROUTE_DOMAIN_KEYWORD, r.domain_keyword, w)
+    each(C.LR_ROUTE_USER, r.user, w)
+    each(C.LR_ROUTE_INBOUND, r.inbound, w)
     for _, c in ipairs(r.ip_cidr or {}) do
-      check(C.lr_conf_route_filter(conf, "ip_cidr", c.addr .. "/" .. c.bits), r.where)
+      check(C.lr_conf_route_cidr(conf, c.ip, #c.ip, c.bits), w)
     end
     for _, p in ipairs(r.port or {}) do
-      check(C.lr_conf_route_filter(conf, "port", p[1] .. "-" .. p[2]), r.where)
+      check(C.lr_conf_route_ports(conf, p[1], p[2]), w)
     end
     if r.network then
-      for net in pairs(r.network) do check(C.lr_conf_route_filter(conf, "network", net), r.where) end
+      local mask = 0
+      for net in pairs(r.network) do mask = bit.bor(mask, NETWORKS[net]) end
+      check(C.lr_conf_route_network(conf, mask), w)
+    end
+    if r.protocol then
+      local mask = 0
+      for _, proto in ipairs(r.protocol) do mask = bit.bor(mask, PROTOCOLS[proto]) end
+      check(C.lr_conf_route_protocol(conf, mask), w)
     end
   end
   check(C.lr_conf_default(conf, cfg.default_outbound))
@@ -244,10 +256,19 @@ local function reset(email) return C.lr_policy_reset(email) == 0 end
 ---------------------------------------------------------------------------
 -- Hooks
 
-local HOOK_NAMES = { [0] = "accept", "auth", "route", "connect", "close", "reload" }
-local HOOK_BITS = { accept = 1, auth = 2, route = 4, connect = 8, close = 16, reload = 32 }
-local SNIFFED_USED = 64   -- LR_HOOKS_SNIFFED (core/script/bridge.h)
+-- hook name -> enum lr_hook_kind, and back (ctx.kind)
+local HOOK_KINDS = { accept = C.LR_HOOK_ACCEPT, auth = C.LR_HOOK_AUTH, route = C.LR_HOOK_ROUTE,
+                     connect = C.LR_HOOK_CONNECT, close = C.LR_HOOK_CLOSE, reload = C.LR_HOOK_RELOAD }
+local HOOK_NAMES = {}
+for name, kind in pairs(HOOK_KINDS) do HOOK_NAMES[kind] = name end
 local hooks = {}
+
+-- the sizes of the hook context's answer buffers
+local OUT_TAG_SIZE, OUT_REASON_SIZE
+do
+  local ctx = ffi.new("struct lr_hook_ctx")
+  OUT_TAG_SIZE, OUT_REASON_SIZE = ffi.sizeof(ctx.out_tag), ffi.sizeof(ctx.out_reason)
+end
 
 -- Budget per hook call (and per config load).  In the daemon it is
 -- enforced in C (core/script/bridge.c, module "luaray.budget"): a count
@@ -377,34 +398,34 @@ function M.call_hook(ptr)
     end
   end
   if not ok then
-    ctx.verdict = 3
-    copy_out(ctx.out_reason, 256, r1)
+    ctx.verdict = C.LR_VERDICT_ERROR
+    copy_out(ctx.out_reason, OUT_REASON_SIZE, r1)
     return
   end
   if name == "accept" or name == "auth" then
     if r1 == false then
-      ctx.verdict = 1
-      copy_out(ctx.out_reason, 256, r2 or ("refused by the " .. name .. " hook"))
+      ctx.verdict = C.LR_VERDICT_REFUSE
+      copy_out(ctx.out_reason, OUT_REASON_SIZE, r2 or ("refused by the " .. name .. " hook"))
     elseif r1 ~= nil and r1 ~= true then
-      ctx.verdict = 3
-      copy_out(ctx.out_reason, 256, name .. " hook returned " .. type(r1) .. " (want true, false or nil)")
+      ctx.verdict = C.LR_VERDICT_ERROR
+      copy_out(ctx.out_reason, OUT_REASON_SIZE, name .. " hook returned " .. type(r1) .. " (want true, false or nil)")
     end
   elseif name == "route" then
     if r1 ~= nil then
-      if type(r1) ~= "string" or #r1 == 0 or #r1 >= 128 then
-        ctx.verdict = 3
-        copy_out(ctx.out_reason, 256, "route hook returned " .. type(r1) .. " (want an outbound tag or nil)")
+      if type(r1) ~= "string" or #r1 == 0 or #r1 >= OUT_TAG_SIZE then
+        ctx.verdict = C.LR_VERDICT_ERROR
+        copy_out(ctx.out_reason, OUT_REASON_SIZE, "route hook returned " .. type(r1) .. " (want an outbound tag or nil)")
       else
-        ctx.verdict = 2
-        copy_out(ctx.out_tag, 128, r1)
+        ctx.verdict = C.LR_VERDICT_ROUTE
+        copy_out(ctx.out_tag, OUT_TAG_SIZE, r1)
       end
     end
   end
 end
 
 -- load(path or nil, conf lightuserdata, announce) -> true, hook mask | nil, "file:line: msg"
--- (mask: 1 << kind per hook defined, plus SNIFFED_USED when config code
--- mentions ctx.sniffed)
+-- (mask: 1 << kind per hook defined, plus C.LR_HOOKS_SNIFFED when config
+-- code mentions ctx.sniffed)
 function M.load(path, conf_ud, announce)
   local cfg, err, uuid
   local opts = { luaray = { shared = shared, policy = policy, usage = usage, reset_usage = reset } }
@@ -432,8 +453,8 @@ function M.load(path, conf_ud, announce)
   if not ok then return nil, tostring(e) end
   hooks = cfg.hooks or {}
   local mask = 0
-  for name in pairs(hooks) do mask = bit.bor(mask, HOOK_BITS[name]) end
-  if cfg.sniffed_used then mask = bit.bor(mask, SNIFFED_USED) end
+  for name in pairs(hooks) do mask = bit.bor(mask, bit.lshift(1, HOOK_KINDS[name])) end
+  if cfg.sniffed_used then mask = bit.bor(mask, C.LR_HOOKS_SNIFFED) end
   if announce and not path then
     local link = require "luaray.link"
     local p = default_ports

@@ -28,9 +28,7 @@ describe("the embedded default config (luaray with no -c)", function()
     d.luaray = true
     -- the announcement is written (in one write) once the listeners are open
     for _ = 1, 200 do
-      local f = io.open(d.log, "rb")
-      out = f and f:read("*a") or ""
-      if f then f:close() end
+      out = E.read_file(d.log)
       uuid = out:match("user id:%s*(%x+%-%x+%-%x+%-%x+%-%x+)")
       if uuid then break end
       E.sleep(0.01)

@@ -201,20 +201,6 @@ end
 ----------------------------------------------------------------------------
 -- Servers
 
--- Starts luaray with its standard output (hook print lines) in p.out;
--- p.config is the config file, rewritten for reloads.
-local function luaray_obs(h, name, script, opts)
-  name = h:unique(name)
-  local file = h:write(name .. ".lua", script)
-  local out = h:path(name .. ".out")
-  local p = h:spawn(name, { "/bin/sh", "-c", 'exec "$0" -c "$1" >>"$2"', E.luaray_bin(), file, out },
-                    { ports = opts.ports, timeout = opts.timeout, keep_preload = true, unique = true })
-  p.luaray = true
-  p.out = out
-  p.config = file
-  return p
-end
-
 -- A server config: users {{email, id, level}}, main port sp, detour port dp.
 local function server_config(o)
   local l = {
@@ -276,12 +262,12 @@ describe("dynamic port: per-user detour IDs", function()
     echo = h:echo_server()
     -- the clock server first: its first epoch starts now
     P.clk, P.clk_d = E.free_port(), E.free_port()
-    clk = luaray_obs(h, "clock", server_config {
+    clk = h:luaray_obs("clock", server_config {
       sp = P.clk, dp = P.clk_d, alter_id = 2,
       users = { { email = em "a", id = U.a }, { email = em "v", id = U.v } } },
       { ports = { P.clk, P.clk_d } })
     P.main, P.main_d = E.free_port(), E.free_port()
-    main = luaray_obs(h, "main", server_config {
+    main = h:luaray_obs("main", server_config {
       sp = P.main, dp = P.main_d,
       users = { { email = em "a", id = U.a, level = 2 }, { email = em "b", id = U.b },
                 { email = em "mc", id = U.mc }, { email = em "q1", id = U.q1 },
@@ -297,7 +283,7 @@ describe("dynamic port: per-user detour IDs", function()
         'end)',
       }, "\n") }, { ports = { P.main, P.main_d } })
     P.rl, P.rl_d = E.free_port(), E.free_port()
-    rl = luaray_obs(h, "reload", server_config {
+    rl = h:luaray_obs("reload", server_config {
       sp = P.rl, dp = P.rl_d,
       users = { { email = em "a", id = U.a }, { email = em "b", id = U.b } } },
       { ports = { P.rl, P.rl_d } })

@@ -80,13 +80,7 @@ local function pct(t, p)
 end
 local function median(t) return pct(t, 50) end
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local d = f:read("*a") or ""
-  f:close()
-  return d
-end
+local read_file = E.read_file
 
 local urandom = assert(io.open("/dev/urandom", "rb"))
 local function rand(n) return urandom:read(n) end

@@ -12,7 +12,7 @@
 -- without reaching the target" is observable).
 --
 -- Hooks report what they saw with print("OBS", ...), which the server
--- writes to a file of its own (luaray_obs below); the specs read it once
+-- writes to a file of its own (h:luaray_obs); the specs read it once
 -- the server has stopped, and one spec checks that hook output is written
 -- while the daemon runs (not held in a buffer until it exits).
 local E = require "e2e.support"
@@ -24,52 +24,12 @@ local KiB = 1024
 ---------------------------------------------------------------------------
 -- Helpers
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local t = f:read("*a") or ""
-  f:close()
-  return t
-end
-
-local function count_matches(text, pattern, plain)
-  local n, init = 0, 1
-  for _ = 1, 100000 do
-    local s, e = text:find(pattern, init, plain)
-    if not s then break end
-    n, init = n + 1, e + 1
-  end
-  return n
-end
-
--- Waits (bounded) until p's log has at least n matches of a Lua pattern.
--- 15 s by default: a reload under AddressSanitizer on a loaded 2-core
--- machine has taken more than 5 (what is checked is what the log says)
-local function wait_log(p, pattern, n, timeout)
-  local deadline = E.now() + (timeout or 15)
-  local text
-  for _ = 1, 10000 do
-    text = read_file(p.log)
-    if count_matches(text, pattern) >= (n or 1) then return text end
-    if E.now() >= deadline then break end
-    E.sleep(0.02)
-  end
-  return nil, ("log of %s: %d match(es) of %q, wanted %d"):format(p.name,
-    count_matches(text or "", pattern), pattern, n or 1)
-end
-
--- The OBS lines of a log: a list of field lists (tab-separated).
-local function observations(text, kind)
-  local out = {}
-  for line in text:gmatch("[^\n]+") do
-    if line:sub(1, 4) == "OBS\t" then
-      local f = {}
-      for field in (line:sub(5) .. "\t"):gmatch("([^\t]*)\t") do f[#f + 1] = field end
-      if not kind or f[1] == kind then out[#out + 1] = f end
-    end
-  end
-  return out
-end
+local read_file, count_matches, wait_log = E.read_file, E.count_matches, E.wait_log
+local observations = E.observations
+-- How long a wait_log below waits for the log: 15 s, more than E.wait_log's
+-- default (a reload under AddressSanitizer on a loaded 2-core machine has
+-- taken more than 5; what is checked is what the log says)
+local LOG_WAIT = 15
 
 -- Access-log lines (one per connection).
 local function access_lines(text)
@@ -113,22 +73,6 @@ end
 
 local function hup(p) assert(psignal.kill(p.pid, psignal.SIGHUP)) end
 
--- Starts luaray like h:luaray, but with its standard output (hook print()
--- lines) in a file of its own, p.out, so that those lines can never be cut
--- into the stderr log (a buffered stdout is written in blocks).  p.config is
--- the config file (rewritten for reloads).
-local function luaray_obs(h, name, script, opts)
-  opts = opts or {}
-  name = h:unique(name)
-  local file = h:write(name .. ".lua", script)
-  local out = h:path(name .. ".out")
-  local p = h:spawn(name, { "/bin/sh", "-c", 'exec "$0" -c "$1" >>"$2"', E.luaray_bin(), file, out },
-                    { ports = opts.ports, timeout = opts.timeout, keep_preload = true, unique = true })
-  p.luaray = true
-  p.out = out
-  p.config = file
-  return p
-end
 
 ---------------------------------------------------------------------------
 
@@ -193,7 +137,7 @@ end
       OBS,
       fill(hooks or ""),
     }
-    srv = luaray_obs(h, "server", table.concat(lines, "\n") .. "\n", { ports = { sp, ssocks } })
+    srv = h:luaray_obs("server", table.concat(lines, "\n") .. "\n", { ports = { sp, ssocks } })
     return srv
   end
 
@@ -382,7 +326,7 @@ end)
 ]]
       local s = assert(E.socks5_connect("127.0.0.1", cbob, "127.0.0.1", echo.port))
       s:send("hello\n")
-      assert(wait_log(srv, "refused by auth hook", 1))
+      assert(wait_log(srv, "refused by auth hook", 1, LOG_WAIT))
       local how = wait_closed(s, 3)
       s:close()
       assert.equal("closed", how, "the server refused the connection at once, but the luaray " ..
@@ -501,7 +445,7 @@ end)
       assert.is_true(E.transfer_echo(s, N1, { timeout = 10 }))
       s = assert(E.socks5_connect("127.0.0.1", ssocks, "localhost", echo.port))
       assert.is_true(E.transfer_echo(s, N2, { timeout = 10, half_close = true }))
-      assert(wait_log(srv, " up=%d+ down=%d+ dur=", 2))
+      assert(wait_log(srv, " up=%d+ down=%d+ dur=", 2, LOG_WAIT))
       local text = finish()
       local conns = {}
       for _, o in ipairs(observations(text, "connect")) do conns[o[2]] = o end
@@ -540,7 +484,7 @@ luaray.on("reload", function(gen) obs("reload", type(gen), gen) end)
 ]]
       for i = 1, 2 do
         hup(srv)
-        assert(wait_log(srv, "reload: generation %d+ serving", i))
+        assert(wait_log(srv, "reload: generation %d+ serving", i, LOG_WAIT))
       end
       assert.is_true(echo_via(ssocks, 4 * KiB))
       local text = finish()
@@ -578,7 +522,7 @@ luaray.on("close", function(ctx, s) error("close boom") end)
       -- connect and close fail on every connection, which still works
       assert.is_true(echo_via(calice, 64 * KiB))
       assert.is_true(echo_via(ssocks, 64 * KiB))
-      assert(wait_log(srv, "close hook failed", 2))
+      assert(wait_log(srv, "close hook failed", 2, LOG_WAIT))
       assert_alive()
       local text = finish()
       for _, what in ipairs { "accept hook failed", "accept boom", "auth boom", "route boom",
@@ -655,7 +599,7 @@ end)
       start(RUNAWAY)
       local took = refused_then_served("spin.test")
       assert.is_true(took < 2.5, ("refusal took %.2f s"):format(took))
-      local text = assert(wait_log(srv, "hook exceeded its budget", 1))
+      local text = assert(wait_log(srv, "hook exceeded its budget", 1, LOG_WAIT))
       assert.is_truthy(text:find("server[-%d]*%.lua:%d+: luaray: hook exceeded its budget"))
     end))
 
@@ -663,7 +607,7 @@ end)
       start(RUNAWAY)
       refused_then_served("pspin.test")
       refused_then_served("xspin.test")
-      assert(wait_log(srv, "hook exceeded its budget", 2))
+      assert(wait_log(srv, "hook exceeded its budget", 2, LOG_WAIT))
     end))
 
     it("a runaway accept hook and a runaway auth hook are stopped; the daemon stays responsive",
@@ -677,7 +621,7 @@ end)
       assert.is_true(echo_via(ssocks, 16 * KiB))
       assert.is_false(reaches(cbob, t1, nil, { log_pattern = "auth hook failed" }))
       assert.is_true(echo_via(calice, 16 * KiB))
-      assert(wait_log(srv, "hook exceeded its budget", 2))
+      assert(wait_log(srv, "hook exceeded its budget", 2, LOG_WAIT))
       assert_alive()
     end))
 
@@ -685,7 +629,7 @@ end)
       h:guard(function()
       start(RUNAWAY)
       for _ = 1, 3 do refused_then_served("strbomb.test", "route hook failed") end
-      assert(wait_log(srv, "not enough memory", 3))
+      assert(wait_log(srv, "not enough memory", 3, LOG_WAIT))
     end))
 
     it("a memory bomb (a table of tables) hits the 64 MiB cap: refused, the daemon serves on",
@@ -704,7 +648,7 @@ end)
         assert.is_true(ok, "connection " .. i .. " after the bomb: " .. tostring(err))
       end
       refused_then_served("tblbomb.test", "route hook failed")
-      assert(wait_log(srv, "not enough memory", 2))
+      assert(wait_log(srv, "not enough memory", 2, LOG_WAIT))
     end))
 
     it("the restricted environment at run time: io, os.execute, require 'ffi', loadstring and " ..
@@ -811,7 +755,7 @@ end)
       local text = example("slow_hooks.lua")
       local ex_socks = E.free_port()
       text = once(text, 'listen = "127.0.0.1:1080"', ('listen = "127.0.0.1:%d"'):format(ex_socks))
-      srv = luaray_obs(h, "example-slow", text, { ports = { ex_socks } })
+      srv = h:luaray_obs("example-slow", text, { ports = { ex_socks } })
       -- the route hook scans 2,000 patterns per connection: cheap enough,
       -- so nothing is logged at the example's 20 ms ...
       assert.is_true(echo_via(ex_socks, 8 * KiB, "localhost"))
@@ -821,7 +765,7 @@ end)
       assert.equal(0, count_matches(quiet, "slow hook:", true), quiet)
       -- ... and every call is logged at 0 ms, with the hook's name
       text = once(text, "local SLOW_MS = 20", "local SLOW_MS = 0")
-      srv = luaray_obs(h, "example-slow", text, { ports = { ex_socks } })
+      srv = h:luaray_obs("example-slow", text, { ports = { ex_socks } })
       assert.is_true(echo_via(ex_socks, 8 * KiB, "localhost"))
       assert.is_false(reaches(ex_socks, t1, "ad7.y.example", { log_pattern = "ad7%.y%.example:%d+" }))
       local log = finish()

@@ -165,12 +165,7 @@ describe("luaray client <-> luaray server", function()
     end
 
     local function data_path(n, seed) return ("/data/%d/%d"):format(n, seed) end
-    local function requests()
-      local f = io.open(http.log, "rb")
-      local t = f and f:read("*a") or ""
-      if f then f:close() end
-      return t
-    end
+    local function requests() return E.read_file(http.log) end
 
     it("CONNECT tunnel to the echo server: 1 MiB both ways", h:guard(function()
       proxy():close()

@@ -17,7 +17,7 @@
 local E = require "e2e.support"
 local psignal = require "posix.signal"
 
-local function read_file(path) return E.read_file(path) end
+local read_file = E.read_file
 
 local function lines_of(text)
   local out = {}

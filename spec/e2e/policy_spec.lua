@@ -15,55 +15,11 @@ local psignal = require "posix.signal"
 
 local KiB, MiB = 1024, 1024 * 1024
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local t = f:read("*a") or ""
-  f:close()
-  return t
-end
-
-local function count_matches(text, pattern)
-  local n, init = 0, 1
-  for _ = 1, 100000 do
-    local s, e = text:find(pattern, init)
-    if not s then break end
-    n, init = n + 1, e + 1
-  end
-  return n
-end
-
-local function wait_log(p, pattern, n, timeout)
-  local deadline = E.now() + (timeout or 5)
-  local text
-  for _ = 1, 10000 do
-    text = read_file(p.log)
-    if count_matches(text, pattern) >= (n or 1) then return text end
-    if E.now() >= deadline then break end
-    E.sleep(0.02)
-  end
-  return nil, ("log of %s: %d match(es) of %q, wanted %d"):format(p.name,
-    count_matches(text or "", pattern), pattern, n or 1)
-end
+-- (E.wait_log waits 10 s by default; these waits were 5 s)
+local read_file, count_matches, wait_log = E.read_file, E.count_matches, E.wait_log
 
 local function hup(p) assert(psignal.kill(p.pid, psignal.SIGHUP)) end
 
--- Starts luaray like h:luaray, but with its standard output (hook print()
--- lines) in a file of its own, p.out, so that those lines can never be cut
--- into the stderr log (a buffered stdout is written in blocks).  p.config is
--- the config file (rewritten for reloads).
-local function luaray_obs(h, name, script, opts)
-  opts = opts or {}
-  name = h:unique(name)
-  local file = h:write(name .. ".lua", script)
-  local out = h:path(name .. ".out")
-  local p = h:spawn(name, { "/bin/sh", "-c", 'exec "$0" -c "$1" >>"$2"', E.luaray_bin(), file, out },
-                    { ports = opts.ports, timeout = opts.timeout, keep_preload = true, unique = true })
-  p.luaray = true
-  p.out = out
-  p.config = file
-  return p
-end
 
 -- Rewrites a luaray's config file and reloads it; waits for the outcome.
 local function reload(h, p, text, want_fail)
@@ -113,7 +69,7 @@ describe("per-user policies", function()
     echo = h:echo_server()
     target = h:capture_server { name = "target" }
     sp = E.free_port()
-    srv = luaray_obs(h, "server", server_config(), { ports = { sp } })
+    srv = h:luaray_obs("server", server_config(), { ports = { sp } })
     for _, u in ipairs { "rl", "mc", "q" } do
       socks[u] = E.free_port()
       local text, o = E.luaray_client_script { socks_port = socks[u], server_port = sp, id = ID[u],

@@ -14,7 +14,7 @@
 --     counters kept by a close hook equal the bytes moved, before and after
 --     100 reloads under traffic (and agree with luaray.usage).
 --
--- Hooks report with print("OBS", ...) into a file of their own (luaray_obs),
+-- Hooks report with print("OBS", ...) into a file of their own (h:luaray_obs),
 -- read after the server stops.
 local E = require "e2e.support"
 local psignal = require "posix.signal"
@@ -22,53 +22,10 @@ local socket = require "socket"
 
 local KiB = 1024
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local t = f:read("*a") or ""
-  f:close()
-  return t
-end
-
-local function count_matches(text, pattern)
-  local n, init = 0, 1
-  for _ = 1, 1000000 do
-    local s, e = text:find(pattern, init)
-    if not s then break end
-    n, init = n + 1, e + 1
-  end
-  return n
-end
-
-local function observations(text, kind)
-  local out = {}
-  for line in text:gmatch("[^\n]+") do
-    if line:sub(1, 4) == "OBS\t" then
-      local f = {}
-      for field in (line:sub(5) .. "\t"):gmatch("([^\t]*)\t") do f[#f + 1] = field end
-      if not kind or f[1] == kind then out[#out + 1] = f end
-    end
-  end
-  return out
-end
+local read_file, count_matches, observations = E.read_file, E.count_matches, E.observations
 
 
--- Starts luaray like h:luaray, but with its standard output (hook print()
--- lines) in a file of its own, p.out, so that those lines can never be cut
--- into the stderr log (a buffered stdout is written in blocks).  p.config is
--- the config file (rewritten for reloads).
-local function luaray_obs(h, name, script, opts)
-  opts = opts or {}
-  name = h:unique(name)
-  local file = h:write(name .. ".lua", script)
-  local out = h:path(name .. ".out")
-  local p = h:spawn(name, { "/bin/sh", "-c", 'exec "$0" -c "$1" >>"$2"', E.luaray_bin(), file, out },
-                    { ports = opts.ports, timeout = opts.timeout, keep_preload = true, unique = true })
-  p.luaray = true
-  p.out = out
-  p.config = file
-  return p
-end
+
 
 local function write_config(p, text)
   local f = assert(io.open(p.config, "wb"))
@@ -299,7 +256,7 @@ describe("reload (SIGHUP)", function()
       return table.concat(l, "\n") .. "\n"
     end
 
-    local srv = luaray_obs(h, "server", config(0), { ports = { A, V } })
+    local srv = h:luaray_obs("server", config(0), { ports = { A, V } })
     local text, o = E.luaray_client_script { socks_port = E.free_port(), server_port = V, id = ALICE,
                                              security = "aes-128-gcm" }
     local alice_port = o.ports[1][2]
@@ -532,7 +489,7 @@ end)
     lazy_setup(h:guard(function()
       S, V = E.free_port(), E.free_port()
       local text = CONFIG:gsub("@(%u+)@", { ALICE = ALICE, BOB = BOB, V = tostring(V), S = tostring(S) })
-      srv = luaray_obs(h, "shared-server", text, { ports = { S, V } })
+      srv = h:luaray_obs("shared-server", text, { ports = { S, V } })
       local t, o = E.luaray_client_script { socks_port = E.free_port(), server_port = V, id = ALICE }
       ca = o.ports[1][2]
       h:luaray("shared-client-alice", t, o)

@@ -55,6 +55,9 @@ Harness (one per spec file; creating it is cheap, nothing starts yet):
                                `$LURAY_BUILD/luaray -c FILE`, waits for opts.ports.
                                The luaray_*_script generators return (script, opts),
                                so h:luaray(name, E.luaray_server_script{...}) works.
+  h:luaray_obs(name, script [, opts])  the same, with the daemon's stdout (hook
+                               print() lines) in a file of its own, proc.out;
+                               proc.config is the config file (for reloads)
   h:capture_server([opts])     starts tools/capture_server.lua: records every
                                connection's bytes, never answers ->
                                cap {host, port, dir, proc}; cap:count(),
@@ -133,6 +136,13 @@ Network (luasocket; every call takes an optional timeout, default 5 s):
   E.recv_nb(sock)              -> bytes, nil | "eof" | "reset" | "errno N": a
                                non-blocking read that tells a FIN from an RST
   E.port_bindable(host, port)  true when host:port can be bound for TCP
+Logs:
+  E.read_file(path)            a file's whole text ("" when it cannot be read)
+  E.count_matches(text, pattern [, plain])  non-overlapping matches
+  E.wait_log(proc, pattern [, n [, timeout]]) -> the log text once it has n (1)
+                               matches, or nil, err after timeout (10 s)
+  E.observations(text [, kind])  the "OBS\t..." lines hooks print (luaray_obs):
+                               a list of tab-separated field lists, of `kind` only
 Data:
   E.stream(seed)               deterministic byte stream; s:next(n) -> n bytes
   E.pattern(n [, seed])        the first n bytes of E.stream(seed)
@@ -188,11 +198,12 @@ function M.read_file(path)
   return t
 end
 
--- How many non-overlapping matches of `pattern` `text` has.
-function M.count_matches(text, pattern)
+-- How many non-overlapping matches of `pattern` `text` has (with plain, of
+-- the plain string `pattern`).
+function M.count_matches(text, pattern, plain)
   local n, init = 0, 1
   for _ = 1, 1000000 do
-    local s, e = text:find(pattern, init)
+    local s, e = text:find(pattern, init, plain)
     if not s then break end
     n, init = n + 1, e + 1
   end
@@ -212,6 +223,20 @@ function M.wait_log(p, pattern, n, timeout)
   end
   return nil, ("log of %s: %d match(es) of %q, wanted %d"):format(p.name,
     M.count_matches(text or "", pattern), pattern, n or 1)
+end
+
+-- The lines "OBS\tkind\tfield..." that hooks print (see H:luaray_obs): a
+-- list of field lists, only those of `kind` when given.
+function M.observations(text, kind)
+  local out = {}
+  for line in text:gmatch("[^\n]+") do
+    if line:sub(1, 4) == "OBS\t" then
+      local f = {}
+      for field in (line:sub(5) .. "\t"):gmatch("([^\t]*)\t") do f[#f + 1] = field end
+      if not kind or f[1] == kind then out[#out + 1] = f end
+    end
+  end
+  return out
 end
 
 ----------------------------------------------------------------------------
@@ -1324,6 +1349,23 @@ function H:luaray(name, script, opts)
   local p = self:spawn(name, argv, { env = env, ports = opts.ports, timeout = opts.timeout,
                                      keep_preload = true, unique = true })
   p.luaray = true
+  return p
+end
+
+-- Starts luaray like H:luaray, but with its standard output (hook print()
+-- lines) in a file of its own, p.out, so that those lines can never be cut
+-- into the stderr log (a buffered stdout is written in blocks).  p.config is
+-- the config file (rewritten for reloads).
+function H:luaray_obs(name, script, opts)
+  opts = opts or {}
+  name = self:unique(name)
+  local file = self:write(name .. ".lua", script)
+  local out = self:path(name .. ".out")
+  local p = self:spawn(name, { "/bin/sh", "-c", 'exec "$0" -c "$1" >>"$2"', M.luaray_bin(), file, out },
+                       { ports = opts.ports, timeout = opts.timeout, keep_preload = true, unique = true })
+  p.luaray = true
+  p.out = out
+  p.config = file
   return p
 end
 

@@ -49,6 +49,11 @@ local function raw_fails(expected, s, chunkname)
   assert.equal(expected, err)
 end
 
+-- Bytes from hex ("0a000000" -> "\10\0\0\0"): a CIDR's `ip` field.
+local function bytes(hex)
+  return (hex:gsub("%x%x", function(h) return string.char(tonumber(h, 16)) end))
+end
+
 describe("config loading", function()
   it("loads the smallest config and fills in every default", function()
     local cfg = ok()
@@ -96,7 +101,7 @@ describe("config loading", function()
     assert.same({ where = path .. ":20", to = "block", domain_suffix = { "ads.example" } },
                 cfg.routes[1])
     assert.same({ where = path .. ":21", to = "block",
-                  ip_cidr = { { addr = "10.0.0.0", bits = 8, family = 4 } },
+                  ip_cidr = { { addr = "10.0.0.0", bits = 8, family = 4, ip = bytes("0a000000") } },
                   port = { { 1, 1024, lo = 1, hi = 1024 } } }, cfg.routes[2])
     assert.same({ where = path .. ":22", to = "direct", user = { "alice@example.com" },
                   inbound = { "vmess-in" }, network = { tcp = true } }, cfg.routes[3])
@@ -725,20 +730,28 @@ describe("luaray.route", function()
   end)
 
   it("parses and normalises ip_cidr", function()
-    assert.same({ { addr = "10.0.0.0", bits = 8, family = 4 },
-                  { addr = "192.168.1.0", bits = 24, family = 4 },
-                  { addr = "203.0.113.9", bits = 32, family = 4 },
-                  { addr = "0.0.0.0", bits = 0, family = 4 },
-                  { addr = "2001:db8::", bits = 32, family = 6 },
-                  { addr = "::1", bits = 128, family = 6 },
-                  { addr = "fe80::", bits = 10, family = 6 },
-                  { addr = "::ffff:c000:200", bits = 120, family = 6 },
-                  { addr = "2001:db8:0:1::", bits = 64, family = 6 },
-                  { addr = "::", bits = 0, family = 6 } },
+    -- ip: the canonical address as bytes, what daemon.lua hands to C
+    assert.same({ { addr = "10.0.0.0", bits = 8, family = 4, ip = bytes("0a000000") },
+                  { addr = "192.168.1.0", bits = 24, family = 4, ip = bytes("c0a80100") },
+                  { addr = "203.0.113.9", bits = 32, family = 4, ip = bytes("cb007109") },
+                  { addr = "0.0.0.0", bits = 0, family = 4, ip = bytes("00000000") },
+                  { addr = "2001:db8::", bits = 32, family = 6,
+                    ip = bytes("20010db8000000000000000000000000") },
+                  { addr = "::1", bits = 128, family = 6,
+                    ip = bytes("00000000000000000000000000000001") },
+                  { addr = "fe80::", bits = 10, family = 6,
+                    ip = bytes("fe800000000000000000000000000000") },
+                  { addr = "::ffff:c000:200", bits = 120, family = 6,
+                    ip = bytes("00000000000000000000ffffc0000200") },
+                  { addr = "2001:db8:0:1::", bits = 64, family = 6,
+                    ip = bytes("20010db8000000010000000000000000") },
+                  { addr = "::", bits = 0, family = 6,
+                    ip = bytes("00000000000000000000000000000000") } },
                 route('ip_cidr = { "10.0.0.0/8", "192.168.1.77/24", "203.0.113.9", "1.2.3.4/0", ' ..
                       '"2001:DB8::/32", "::1", "fe80::1/10", "::ffff:192.0.2.1/120", ' ..
                       '"2001:db8:0:1:2:3:4:5/64", "::/0" }').ip_cidr)
-    assert.same({ { addr = "10.0.0.0", bits = 8, family = 4 } }, route('ip_cidr = "10.0.0.0/8"').ip_cidr)
+    assert.same({ { addr = "10.0.0.0", bits = 8, family = 4, ip = bytes("0a000000") } },
+                route('ip_cidr = "10.0.0.0/8"').ip_cidr)
     for _, bad in ipairs({ "10.0.0.0/33", "2001:db8::/129", "10.0.0/8", "10.0.0.0/", "10.0.0.0/-1",
                            "2001:db8:::/32", "10.0.0.256/8", "/8", "example.com/8", "10.0.0.0/8/8",
                            "1:2:3:4:5:6:7::8:9/64", "10.0.0.0/0008" }) do
@@ -806,7 +819,7 @@ describe("luaray.route", function()
     assert.same({ "a.example" }, r.domain)
     assert.same({ "b.example" }, r.domain_suffix)
     assert.same({ "c" }, r.domain_keyword)
-    assert.same({ { addr = "10.0.0.0", bits = 8, family = 4 } }, r.ip_cidr)
+    assert.same({ { addr = "10.0.0.0", bits = 8, family = 4, ip = bytes("0a000000") } }, r.ip_cidr)
     assert.same({ "alice@example.com" }, r.user)
     assert.same({ "vmess-in" }, r.inbound)
     assert.same({ "http" }, r.protocol)

@@ -106,18 +106,6 @@ enum lr_addr_type {
     LR_ATYP_IPV6 = 3
 };
 
-/* A connection's network, and the protocols sniffing recognises (route
- * rules' `network` and `protocol` filters are bit masks of these). */
-enum lr_net {
-    LR_NET_TCP = 1,
-    LR_NET_UDP = 2
-};
-
-enum lr_proto {
-    LR_PROTO_TLS = 1,
-    LR_PROTO_HTTP = 2
-};
-
 enum lr_header_mode {
     LR_MODE_LEGACY = 1,      /* HMAC-MD5 auth + AES-128-CFB command section */
     LR_MODE_AEAD = 2         /* VMessAEAD: AuthID + sealed length + header */
@@ -499,9 +487,17 @@ LR_API void lr_conf_free(struct lr_conf *c);
 /* The last error message (empty string when none). */
 LR_API const char *lr_conf_error(const struct lr_conf *c);
 
-/* level: 0 debug, 1 info, 2 warn, 3 error; access: NULL off, "" stderr,
- * else a file path (opened when the config is committed; an error names
- * `where`, "file:line" of luaray.log, or NULL). */
+/* Log levels (lr_conf_log, and the C logger's threshold). */
+enum lr_log_level {
+    LR_LOG_DEBUG = 0,
+    LR_LOG_INFO = 1,
+    LR_LOG_WARN = 2,
+    LR_LOG_ERROR = 3
+};
+
+/* level: LR_LOG_*; access: NULL off, "" stderr, else a file path (opened
+ * when the config is committed; an error names `where`, "file:line" of
+ * luaray.log, or NULL). */
 LR_API int lr_conf_log(struct lr_conf *c, int level, const char *access,
                        const char *where);
 
@@ -559,13 +555,45 @@ struct lr_conf_outbound {
 
 LR_API int lr_conf_outbound(struct lr_conf *c, const struct lr_conf_outbound *ob);
 
-/* Starts a routing rule to outbound `to`; filters apply to the last rule.
- * kind: "domain" | "domain_suffix" | "domain_keyword" | "user" |
- * "inbound" | "network" ("tcp" / "udp") | "ip_cidr" ("10.0.0.0/8") |
- * "port" ("lo-hi"). */
+/* Bit masks of the route filters on a connection's network and on the
+ * protocol sniffed from its first client bytes (also the values the
+ * daemon stores per connection). */
+enum lr_net {
+    LR_NET_TCP = 1,
+    LR_NET_UDP = 2
+};
+enum lr_proto {
+    LR_PROTO_TLS = 1,
+    LR_PROTO_HTTP = 2
+};
+
+/* The route filters that take a string (lr_conf_route_string). */
+enum lr_route_kind {
+    LR_ROUTE_DOMAIN = 1,         /* exact name, lower case */
+    LR_ROUTE_DOMAIN_SUFFIX = 2,  /* the name or any name below it */
+    LR_ROUTE_DOMAIN_KEYWORD = 3, /* a substring of the name */
+    LR_ROUTE_USER = 4,           /* a user's email */
+    LR_ROUTE_INBOUND = 5         /* an inbound's tag */
+};
+
+/* Starts a routing rule to outbound `to`; the lr_conf_route_* calls after
+ * it add filters to the last rule started.  Every call adds to what the
+ * rule has (a list grows, a mask gains bits). */
 LR_API int lr_conf_route(struct lr_conf *c, const char *to, const char *where);
-LR_API int lr_conf_route_filter(struct lr_conf *c, const char *kind,
+/* A string filter of `kind` (enum lr_route_kind). */
+LR_API int lr_conf_route_string(struct lr_conf *c, uint32_t kind,
                                 const char *value);
+/* An address block: `len` 4 (IPv4) or 16 (IPv6) bytes at `ip`, network
+ * order, and a prefix of `bits` (<= len * 8); bits past the prefix are
+ * ignored when matching. */
+LR_API int lr_conf_route_cidr(struct lr_conf *c, const uint8_t *ip,
+                              uint32_t len, uint32_t bits);
+/* A destination port range [lo, hi], lo <= hi <= 65535. */
+LR_API int lr_conf_route_ports(struct lr_conf *c, uint32_t lo, uint32_t hi);
+/* Networks: a non-zero mask of LR_NET_* bits. */
+LR_API int lr_conf_route_network(struct lr_conf *c, uint32_t mask);
+/* Sniffed protocols: a non-zero mask of LR_PROTO_* bits. */
+LR_API int lr_conf_route_protocol(struct lr_conf *c, uint32_t mask);
 LR_API int lr_conf_default(struct lr_conf *c, const char *tag);
 
 /* What a routing rule looks at: the destination as the client asked for
@@ -615,6 +643,14 @@ enum lr_hook_kind {
     LR_HOOK_CLOSE = 4,
     LR_HOOK_RELOAD = 5,
     LR_HOOK_COUNT = 6
+};
+
+/* The hook mask a loaded config reports (lua/luaray/daemon.lua's load):
+ * bit (1 << LR_HOOK_*) per hook defined, plus this bit when config code
+ * mentions ctx.sniffed (only then does a route hook make connections wait
+ * for their first bytes to sniff). */
+enum lr_hook_mask {
+    LR_HOOKS_SNIFFED = 1 << 6
 };
 
 /* What a hook answered (lr_hook_ctx.verdict). */

@@ -1,6 +1,6 @@
 /*
  * The HTTP proxy inbound (core/inbound/http.c) driven through its ops
- * table, with net/conn.c replaced by fuzz_conn.c (see fuzz_socks.c for the
+ * table, with net/conn.c replaced by fuzz_conn.c (see fuzz_conn.h for the
  * input's control bytes): the request head (request line, the strict
  * framing checks, Proxy-Authorization, CONNECT target, the absolute-form
  * rewrite), then, once connected, the up pipe's framing (hin_frame: the
@@ -310,22 +310,10 @@ static void drive_frame(struct lr_conn *c, struct result *res)
     }
 }
 
-static void run(struct lr_inbound *ib, const uint8_t *in, size_t len,
-                uint64_t seed, unsigned fail_send, int after, int err,
-                int then_fail, struct result *res)
+static void run(struct fz_inbound *x, uint64_t seed, struct result *res)
 {
-    memset(&fz_sim, 0, sizeof(fz_sim) - sizeof(fz_sim.head));
-    fz_sim.seed = seed;
-    fz_sim.fail_send = fail_send;
-    fz_sim.in = in;
-    fz_sim.len = len;
-    fz_conn_new(ib, &lr_http_in_ops);
-    const struct lr_ib_ops *ops = fz_sim.c->ibops;
-    /* every call reads at least one byte or ends the input (EOF closes) */
-    for (size_t i = 0; fz_sim.c && !fz_sim.dialed; i++) {
-        FZ_CHECK(i <= fz_sim.len + 2);
-        ops->readable(fz_sim.c);
-    }
+    fz_inbound_start(x, seed, &lr_http_in_ops);
+    fz_conn_feed();
     res->dialed = fz_sim.dialed;
     res->dst = fz_sim.dst;
     res->head_len = fz_sim.head_len;
@@ -336,44 +324,19 @@ static void run(struct lr_inbound *ib, const uint8_t *in, size_t len,
         memcpy(res->stream + fz_sim.head_len, fz_sim.in + fz_sim.pos,
                fz_sim.len - fz_sim.pos);
     }
-    if (fz_sim.c && fz_sim.dialed) {
-        /* 3: the early reply sniffing asks for, then the dial's outcome */
-        if (after == 3 && ops->early_reply) {
-            int rc = ops->early_reply(fz_sim.c);
-            FZ_CHECK(rc == 0 || rc == -1);
-            FZ_CHECK((rc == -1) == (fz_sim.c == NULL));
-            after = then_fail ? 2 : 1;
-        }
-        if (fz_sim.c && after == 1) {
-            ops->connected(fz_sim.c);
-            if (fz_sim.c && fz_sim.relay)
-                drive_frame(fz_sim.c, res);
-        } else if (fz_sim.c && after == 2) {
-            ops->dial_failed(fz_sim.c, err);
-        }
-    }
-    if (fz_sim.c)
-        lr_conn_close(fz_sim.c, "fuzz: end of input");
+    if (fz_conn_settle(x->after, x->err, x->then_fail) && fz_sim.c && fz_sim.relay)
+        drive_frame(fz_sim.c, res);
+    fz_conn_end();
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static char user[] = "user", pass[] = "pass", tag[] = "http-fuzz";
-    static struct lr_account acct = {user, pass};
-    struct fz f = {data, size};
-    uint8_t ctrl = fz_u8(&f);
-    struct lr_inbound ib;
-    memset(&ib, 0, sizeof(ib));
-    ib.tag = tag;
-    ib.type = LR_IB_HTTP;
-    ib.fd = -1;
-    ib.accounts = (ctrl & 1) ? &acct : NULL;
-    ib.naccounts = (ctrl & 1) ? 1 : 0;
-    uint64_t seed = fz_u8(&f) + 1;
-    uint8_t eb = fz_u8(&f);
-    int err = errs[eb & 3];
-    size_t len;
-    const uint8_t *in = fz_take(&f, (size_t)-1, &len);
+    static char tag[] = "http-fuzz";
+    struct fz_inbound x;
+    fz_inbound_parse(&x, data, size, LR_IB_HTTP, tag, errs);
+    const uint8_t *in = x.in;
+    size_t len = x.len;
+    uint64_t seed = x.seed;
     /* up.in at the dial plus the rest: at most the input and the rewrite's
      * growth; the framing passes on at most that */
     size_t cap = len + LR_BUF_CAP + 1;
@@ -384,8 +347,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         r[k].out = malloc(cap);
         FZ_CHECK(r[k].stream && r[k].out);
         /* the second run reads in other pieces */
-        run(&ib, in, len, k ? seed * 0x9e3779b97f4a7c15ULL + 7 : seed,
-            ctrl >> 4, (ctrl >> 2) & 3, err, eb & 4, &r[k]);
+        run(&x, k ? seed * 0x9e3779b97f4a7c15ULL + 7 : seed, &r[k]);
     }
     if (fz_verbose())
         fprintf(stderr, "http: dialed %d (%s:%u atyp %d) relay %d framed %d "
@@ -405,17 +367,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         /* what the relay starts from: the (rewritten) head and the bytes
          * after it, however they were read */
         FZ_CHECK(r[0].n == r[1].n && memcmp(r[0].stream, r[1].stream, r[0].n) == 0);
-        FZ_CHECK(d->network == LR_NET_TCP && d->port != 0);
-        FZ_CHECK(memchr(d->host, 0, sizeof(d->host)) != NULL);
+        fz_check_dialed(d);
+        FZ_CHECK(d->port != 0);
         /* the authority a client named is taken whole or refused: a NUL
          * inside it must not cut it short (spec/fuzz/crashes/fuzz_http/) */
         size_t alen;
         const uint8_t *auth = authority(in, len, &alen);
         FZ_CHECK(auth != NULL);
         FZ_CHECK(memchr(auth, 0, alen) == NULL);
-        FZ_CHECK(d->host[0] != 0);
-        FZ_CHECK(d->atyp == LR_ATYP_IPV4 || d->atyp == LR_ATYP_IPV6 ||
-                 d->atyp == LR_ATYP_DOMAIN);
         check_client_head(in, len);
         if (len < 8 || memcmp(in, "CONNECT ", 8) != 0) {
             /* a plain request: rewritten, and framed once connected */
