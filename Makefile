@@ -22,7 +22,7 @@ CFLAGS_ALL = -std=c11 -D_GNU_SOURCE $(OPT) $(SAN) $(WARN) -Werror=implicit-funct
 	           -fPIC -fvisibility=hidden -Icore -Icore/include $(PKG_CFLAGS) $(CFLAGS)
 LIBS = $(PKG_LIBS) -lev -lm
 
-LIB_DIRS := base crypto vmess net route dispatch inbound outbound daemon
+LIB_DIRS := base crypto vmess net stream route dispatch inbound outbound daemon
 LIB_SRCS := $(sort $(foreach d,$(LIB_DIRS),$(wildcard core/$(d)/*.c))) core/api.c
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 # the executable adds the CLI, the Lua bridge and the embedded Lua modules

@@ -16,6 +16,7 @@
 #include "base/log.h"
 #include "dispatch/policy.h"
 #include "dispatch/dispatch.h"
+#include "inbound/front.h"
 #include "outbound/outbound.h"
 #include "route/route.h"
 #include "script/bridge.h"
@@ -306,14 +307,85 @@ static void adopt(struct lr_conn *c, struct lr_inbound *ib, int session)
         ib->nconns++;
 }
 
-struct lr_conn *lr_dispatch_accept(struct lr_inbound *ib, int fd, const struct lr_addr *src,
-                                   const struct lr_ib_ops *ops)
+int lr_dispatch_accept(struct lr_inbound *ib, int fd, const struct lr_addr *src,
+                       const struct lr_ib_ops *ops)
 {
     struct lr_conn *c = lr_conn_new(&ib->rt->net, fd, src, ops, ib->handshake_timeout,
                                     ib->idle_timeout);
-    if (c)
-        adopt(c, ib, 0);
-    return c;
+    if (!c)
+        return -1;
+    adopt(c, ib, 0);
+    c->peer = *src;
+    if (lr_front_start(c) != 0)
+        lr_conn_close(c, "out of memory"); /* closes fd too */
+    return 0;
+}
+
+/* ------------------------------------------------------------ fallback */
+
+static void fallback_connected(struct lr_conn *c)
+{
+    lr_conn_start_relay(c);
+}
+
+static void fallback_dial_failed(struct lr_conn *c, int err)
+{
+    lr_conn_close(c, c->reason ? c->reason : "fallback unreachable");
+}
+
+static const struct lr_ib_ops fallback_ib_ops = {
+    .connected = fallback_connected,
+    .dial_failed = fallback_dial_failed,
+};
+
+static void fallback_done(struct lr_conn *c, int fd)
+{
+    lr_conn_remote_ready(c, fd, 0);
+}
+
+static void fallback_dial(struct lr_conn *c)
+{
+    /* the operator's own web server, usually on loopback */
+    lr_conn_connect(c, c->dst.host, c->dst.port, 0, 0, fallback_done);
+}
+
+static const struct lr_ob_ops fallback_ob_ops = {.dial = fallback_dial};
+static struct lr_outbound fallback_ob = {.tag = (char *)"fallback", .connect_timeout = 10};
+
+void lr_dispatch_fallback(struct lr_conn *c, const char *why)
+{
+    struct lr_inbound *ib = c->ib;
+    if (!ib->fallback_host) {
+        lr_conn_close(c, why);
+        return;
+    }
+    lr_debug("conn %llu: to the fallback: %s", (unsigned long long)c->id, why);
+    /* whatever the client sent so far goes on as it came: no codec on
+     * either side, whatever the inbound had set up */
+    lr_body_free(c->up.dec);
+    c->up.dec = NULL;
+    lr_body_free(c->down.enc);
+    c->down.enc = NULL;
+    free(c->down.prefix);
+    c->down.prefix = NULL;
+    c->up.pre = NULL;
+    if (c->ibops && c->ibops->free)
+        c->ibops->free(c);
+    c->ibops = &fallback_ib_ops;
+    snprintf(c->fail_detail, sizeof(c->fail_detail), "fallback: %s", why);
+    memset(&c->dst, 0, sizeof(c->dst));
+    c->dst.network = LR_NET_TCP;
+    c->dst.atyp = LR_ATYP_DOMAIN;
+    c->dst.port = ib->fallback_port;
+    snprintf(c->dst.host, sizeof(c->dst.host), "%s", ib->fallback_host);
+    c->user = -1;
+    c->state = LR_CS_DIAL;
+    c->ob = &fallback_ob;
+    c->obops = &fallback_ob_ops;
+    /* the client's bytes wait in up.in; read on while dialling */
+    ev_io_stop(c->lp->loop, &c->cli.rio);
+    lr_conn_set_deadline(c, fallback_ob.connect_timeout);
+    fallback_dial(c);
 }
 
 struct lr_conn *lr_dispatch_session(struct lr_conn *parent, const struct lr_ib_ops *ops,
@@ -327,6 +399,7 @@ struct lr_conn *lr_dispatch_session(struct lr_conn *parent, const struct lr_ib_o
     if (!c)
         return NULL;
     c->cli.sink = sink;
+    c->peer = parent->peer;
     adopt(c, ib, 1);
     return c;
 }

@@ -11,9 +11,17 @@
 extern const struct lr_conn_owner lr_dispatch_owner;
 
 /* A client accepted on inbound ib (its socket fd): counted in the
- * inbound's client connections, holding ib's generation.  NULL on ENOMEM. */
-struct lr_conn *lr_dispatch_accept(struct lr_inbound *ib, int fd, const struct lr_addr *src,
-                                   const struct lr_ib_ops *ops);
+ * inbound's client connections, holding ib's generation, its front (TLS,
+ * transport) first when it has one.  -1 if no connection could be made
+ * (the caller closes fd); 0 otherwise (fd is the connection's, even if it
+ * closed at once). */
+int lr_dispatch_accept(struct lr_inbound *ib, int fd, const struct lr_addr *src,
+                       const struct lr_ib_ops *ops);
+/* c is not for this inbound's protocol (a prober, a browser, a bad VMess
+ * header): with a fallback configured, everything it sent so far and
+ * everything after goes unchanged to the fallback address; without one it
+ * closes.  `why` goes to the debug log. */
+void lr_dispatch_fallback(struct lr_conn *c, const char *why);
 /* A session inside client connection `parent` (a Mux.Cool stream, a UDP
  * ASSOCIATE destination): a virtual client side whose replies go to
  * `sink`, counted in the inbound's session pool.  NULL when that pool is at

@@ -36,8 +36,14 @@ static void vin_readable(struct lr_conn *c)
     if (n == 0 || n == -ENOBUFS) {
         /* an early EOF is the prober's own half-close: like a bad header
          * it is held to the handshake deadline and gets its FIN then, so
-         * when we close says nothing about how many bytes came first */
-        lr_conn_drain(c, n == 0 ? "eof in handshake" : "handshake too long");
+         * when we close says nothing about how many bytes came first (or,
+         * with a fallback, it goes there like any other non-VMess client) */
+        if (n == 0)
+            c->up.src_eof = 1;
+        if (c->ib->fallback_host)
+            lr_dispatch_fallback(c, n == 0 ? "eof in handshake" : "handshake too long");
+        else
+            lr_conn_drain(c, n == 0 ? "eof in handshake" : "handshake too long");
         return;
     }
     if (n < 0) {
@@ -55,7 +61,12 @@ static void vin_readable(struct lr_conn *c)
     if (rc == LR_AGAIN)
         return;
     if (rc != LR_OK) {
-        lr_conn_drain(c, lr_strerror(rc));
+        /* not a VMess client of ours: silence until the deadline, or, with
+         * a fallback, whatever web server the operator put there answers */
+        if (ib->fallback_host)
+            lr_dispatch_fallback(c, lr_strerror(rc));
+        else
+            lr_conn_drain(c, lr_strerror(rc));
         return;
     }
     c->up.in->rd += (uint32_t)used;

@@ -362,6 +362,13 @@ int lr_pipe_ensure_in(struct lr_pipe *p)
 
 ssize_t lr_conn_read_client(struct lr_conn *c)
 {
+    if (c->handoff) {
+        /* bytes an earlier stage (a transport's front) left in up.in: the
+         * protocol that takes over sees them as its first read */
+        c->handoff = 0;
+        if (c->up.in && lr_buf_len(c->up.in))
+            return (ssize_t)lr_buf_len(c->up.in);
+    }
     if (lr_pipe_ensure_in(&c->up) < 0)
         return -ENOMEM;
     size_t room = lr_buf_room(c->up.in);
@@ -524,7 +531,11 @@ static void rem_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     struct lr_conn *c = CONN_OF(w, rem.rio);
     if (c->state != LR_CS_RELAY) {
-        ev_io_stop(loop, w);
+        /* the outbound's own handshake above the socket (TLS, an upgrade) */
+        if (c->obops && c->obops->remote_io)
+            c->obops->remote_io(c, EV_READ);
+        else
+            ev_io_stop(loop, w);
         return;
     }
     lr_relay_side_readable(c, &c->down, &c->rem, &c->cli);
@@ -534,7 +545,10 @@ static void rem_write_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     struct lr_conn *c = CONN_OF(w, rem.wio);
     if (c->state != LR_CS_RELAY) {
-        ev_io_stop(loop, w);
+        if (c->obops && c->obops->remote_io)
+            c->obops->remote_io(c, EV_WRITE);
+        else
+            ev_io_stop(loop, w);
         return;
     }
     lr_relay_side_writable(c, &c->up, &c->cli, &c->rem);

@@ -95,12 +95,17 @@ void lr_conn_dial_failed(struct lr_conn *c, int err, const char *reason)
         lr_conn_close(c, reason);
 }
 
-void lr_conn_remote_ready(struct lr_conn *c, int fd, int dgram)
+void lr_conn_remote_attach(struct lr_conn *c, int fd, int dgram)
 {
     lr_side_set_fd(&c->rem, fd);
     c->rem.dgram = (uint8_t)dgram;
     ev_io_set(&c->rem.rio, fd, EV_READ);
     ev_io_set(&c->rem.wio, fd, EV_WRITE);
+}
+
+void lr_conn_remote_ready(struct lr_conn *c, int fd, int dgram)
+{
+    lr_conn_remote_attach(c, fd, dgram);
     c->ibops->connected(c);
 }
 

@@ -359,10 +359,16 @@ void lr_relay_update_reads(struct lr_conn *c)
          * handshake, a WebSocket control frame) reads whatever the pipe */
         if (ss[i]->top && (ss[i]->top->want & LR_STREAM_WANT_READ))
             want = 1;
-        if (want)
+        if (want) {
             ev_io_start(loop, &ss[i]->rio);
-        else
+            /* bytes a layer already took off the socket will not make it
+             * readable again: read them now */
+            struct lr_stream *t = ss[i]->top;
+            if (t && t->ops->pending && t->ops->pending(t))
+                ev_feed_event(loop, &ss[i]->rio, EV_READ);
+        } else {
             ev_io_stop(loop, &ss[i]->rio);
+        }
     }
 }
 

@@ -12,7 +12,7 @@
 #include <time.h>
 
 #include "base/log.h"
-#include "outbound/outbound.h"
+#include "outbound/front.h"
 
 struct vmess_out {
     uint8_t id[16];          /* the ID this connection signs with */
@@ -134,7 +134,10 @@ static void vmess_connected(struct lr_conn *c, int fd)
     c->up.prefix_len = (uint16_t)n;
     c->down.pre = resp_pre;
     lr_wipe(&req, sizeof(req));
-    lr_conn_remote_ready(c, fd, 0);
+    if (lr_cfront_wanted(ob))
+        lr_cfront_start(c, fd); /* TLS, an upgrade: then connected */
+    else
+        lr_conn_remote_ready(c, fd, 0);
 }
 
 static void vmess_dial(struct lr_conn *c)
@@ -161,6 +164,7 @@ static void vmess_dial(struct lr_conn *c)
 
 static void vmess_free(struct lr_conn *c)
 {
+    lr_cfront_free(c);
     if (c->ob_state) {
         lr_wipe(c->ob_state, sizeof(struct vmess_out));
         free(c->ob_state);
@@ -204,4 +208,5 @@ const struct lr_ob_ops lr_vmess_out_ops = {
     .dial = vmess_dial,
     .failed = vmess_failed,
     .free = vmess_free,
+    .remote_io = lr_cfront_io,
 };

@@ -520,6 +520,7 @@ struct lr_conf_inbound {
     double idle_timeout;
     uint32_t max_connections;
     uint32_t max_sessions;        /* per client connection; 0: 256 */
+    int32_t proxy_protocol;       /* a PROXY protocol v1/v2 header first */
     const char *where;            /* "file:line" for later errors */
 };
 
@@ -554,6 +555,48 @@ struct lr_conf_outbound {
 };
 
 LR_API int lr_conf_outbound(struct lr_conf *c, const struct lr_conf_outbound *ob);
+
+/* Transports (design.md 6).  Each applies to the last inbound / outbound
+ * declared. */
+enum lr_transport_type {
+    LR_TP_TCP = 0,               /* bare TCP (with or without TLS) */
+    LR_TP_WS = 1,                /* WebSocket (RFC 6455), binary frames */
+    LR_TP_HTTPUPGRADE = 2,       /* HTTP/1.1 Upgrade, then raw bytes */
+    LR_TP_GRPC = 3               /* gRPC "gun" over HTTP/2 */
+};
+
+struct lr_conf_transport {
+    uint32_t type;               /* LR_TP_* */
+    const char *path;            /* ws, httpupgrade: "/ray" (an outbound's may carry ?ed=N) */
+    const char *host;            /* ws, httpupgrade: Host to require / send; NULL: any / the server's */
+    uint32_t max_early_data;     /* ws inbound: early data accepted (bytes) */
+    uint32_t early_data;         /* ws outbound: early data sent with the upgrade (?ed=N) */
+    const char *service_name;    /* grpc */
+    int32_t multi;               /* grpc: TunMulti */
+};
+
+/* An inbound's TLS certificate (cert chain and key files, PEM); the first
+ * one turns TLS on; several are chosen by SNI. */
+LR_API int lr_conf_inbound_tls_cert(struct lr_conf *c, const char *cert, const char *key);
+/* One ALPN protocol the last TLS inbound offers, in preference order. */
+LR_API int lr_conf_inbound_alpn(struct lr_conf *c, const char *proto);
+LR_API int lr_conf_inbound_transport(struct lr_conf *c, const struct lr_conf_transport *t);
+/* Where what is not VMess on this inbound goes (a real web server). */
+LR_API int lr_conf_inbound_fallback(struct lr_conf *c, const char *host, uint16_t port);
+/* A peer whose PROXY header / X-Forwarded-For / X-Real-IP is believed. */
+LR_API int lr_conf_inbound_trusted(struct lr_conf *c, const uint8_t *ip, uint32_t len,
+                                   uint32_t bits);
+
+struct lr_conf_tls {
+    const char *server_name;     /* SNI and the name verified; NULL: none (an IP server) */
+    const char *ca;              /* extra CA file (PEM); the system store is always used */
+    const uint8_t *pinned_sha256; /* NULL, or 32 bytes: the server leaf certificate's SHA-256 */
+};
+
+/* TLS on the last (VMess) outbound; it always verifies the server. */
+LR_API int lr_conf_outbound_tls(struct lr_conf *c, const struct lr_conf_tls *t);
+LR_API int lr_conf_outbound_alpn(struct lr_conf *c, const char *proto);
+LR_API int lr_conf_outbound_transport(struct lr_conf *c, const struct lr_conf_transport *t);
 
 /* Bit masks of the route filters on a connection's network and on the
  * protocol sniffed from its first client bytes (also the values the
