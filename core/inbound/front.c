@@ -7,6 +7,7 @@
 
 #include "base/log.h"
 #include "inbound/front.h"
+#include "route/route.h"
 
 struct lr_front {
     const struct lr_ib_ops *real;    /* the inbound's own ops */
@@ -77,6 +78,24 @@ static const struct lr_ib_ops front_ops = {
     .dial_failed = front_dial_failed,
     .free = front_free,
 };
+
+int lr_front_trusted(const struct lr_inbound *ib, const struct lr_addr *peer)
+{
+    uint8_t ip[16];
+    int len = lr_addr_ip_bytes(peer, ip);
+    for (uint32_t i = 0; i < ib->ntrusted; i++) {
+        const struct lr_cidr *cd = &ib->trusted[i];
+        if (cd->len != len)
+            continue;
+        int full = cd->bits / 8, rest = cd->bits % 8;
+        if (memcmp(cd->ip, ip, (size_t)full) != 0)
+            continue;
+        if (rest && ((cd->ip[full] ^ ip[full]) & (uint8_t)(0xff << (8 - rest))))
+            continue;
+        return 1;
+    }
+    return 0;
+}
 
 int lr_front_check(const struct lr_inbound *ib, char *err, size_t errlen)
 {

@@ -40,6 +40,10 @@ struct lr_front_stage {
     void (*free_st)(void *st);
 };
 
+/* Whether `peer` (the TCP peer) is one of ib's trusted_proxies: only then
+ * are its PROXY header, X-Forwarded-For and X-Real-IP believed. */
+int lr_front_trusted(const struct lr_inbound *ib, const struct lr_addr *peer);
+
 /* Whether this build can serve inbound ib's front; -1 with err if not. */
 int lr_front_check(const struct lr_inbound *ib, char *err, size_t errlen);
 /* Puts the front before the inbound's own ops on a new connection, if its
