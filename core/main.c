@@ -10,6 +10,8 @@
  */
 #include <ares.h>
 #include <ev.h>
+#include <pthread.h>
+#include <signal.h>
 #include <openssl/crypto.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -166,6 +168,20 @@ int main(int argc, char **argv)
     }
     if (host)
         return usage_error("%s is for link", "-H");
+    /* A signal during start-up (SIGHUP from a deploy script that saw the
+     * port open, Ctrl-C while 10,000 users load) must not find the default
+     * action: it is held here and handled once lr_daemon_run has its
+     * watchers (a SIGHUP then reloads, a SIGTERM stops gracefully).  The
+     * threads started meanwhile inherit the mask. */
+    if (!check && !print_default) {
+        sigset_t held;
+        sigemptyset(&held);
+        sigaddset(&held, SIGHUP);
+        sigaddset(&held, SIGTERM);
+        sigaddset(&held, SIGINT);
+        sigaddset(&held, SIGUSR1);
+        pthread_sigmask(SIG_BLOCK, &held, NULL);
+    }
     struct lr_conf *conf = lr_conf_new();
     struct lr_daemon *d = lr_daemon_new();
     struct lr_script *script = d ? lr_script_new(d) : NULL;

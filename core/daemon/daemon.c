@@ -1227,6 +1227,15 @@ int lr_daemon_run(struct lr_daemon *d)
     ev_signal_init(&d->sigusr1, dump_cb, SIGUSR1);
     d->sigusr1.data = d;
     ev_signal_start(loop, &d->sigusr1);
+    /* main() holds these during start-up; the watchers take them now
+     * (one that came meanwhile is delivered here, and handled) */
+    sigset_t held;
+    sigemptyset(&held);
+    sigaddset(&held, SIGHUP);
+    sigaddset(&held, SIGTERM);
+    sigaddset(&held, SIGINT);
+    sigaddset(&held, SIGUSR1);
+    pthread_sigmask(SIG_UNBLOCK, &held, NULL);
     if (d->conf_workers > 1 && start_workers(d) != 0) {
         lr_error("not all %u workers started; stopping", d->conf_workers);
         join_workers(d, 1);

@@ -594,3 +594,80 @@ end)
     end))
   end)
 end)
+
+---------------------------------------------------------------------------
+-- A signal during start-up (a deploy script's SIGHUP as soon as it sees
+-- the process, Ctrl-C while a big config loads) must not meet the default
+-- action, which kills the process: it is held until the daemon serves, and
+-- then handled.  The config spends a second of CPU loading, so that the
+-- signal lands in the middle of the start-up however loaded the machine is.
+
+-- -> the mask of signals blocked by pid's main thread, or nil once it is gone
+local function sig_blocked(pid)
+  local f = io.open("/proc/" .. pid .. "/status", "rb")
+  if not f then return nil end
+  local text = f:read("*a")
+  f:close()
+  local hex = text:match("\nSigBlk:%s*(%x+)")
+  return hex and tonumber(hex:sub(-8), 16) or nil
+end
+
+local function bit_set(mask, sig) return math.floor(mask / 2 ^ (sig - 1)) % 2 == 1 end
+
+describe("signals during start-up", function()
+  local h = E.new("startsig")
+  local echo
+  setup(function() echo = h:echo_server() end)
+  teardown(function() h:cleanup() end)
+
+  for _, case in ipairs {
+    { sig = "SIGHUP", want = "reload: generation 2 serving", alive = true },
+    { sig = "SIGTERM", want = "%[info%] stopped", alive = false },
+  } do
+    it(case.sig .. " sent while the config loads is held, then handled (" ..
+       (case.alive and "a reload" or "a graceful stop") .. ")", h:guard(function()
+      local sp = E.free_port()
+      local p = h:luaray("server", ([[
+local t0 = os.clock()
+while os.clock() - t0 < 1.0 do end   -- a slow start-up: a second of CPU
+luaray.log { level = "info", access = true }
+luaray.inbound "socks-in" { type = "socks", listen = "127.0.0.1:%d" }
+luaray.outbound "direct" { type = "direct" }
+]]):format(sp))
+      local signo = psignal[case.sig]
+      local exe = E.luaray_bin()
+      local sent = false
+      local deadline = E.now() + 30
+      -- wait for luaray itself (not the exec before it) to hold the signal
+      for _ = 1, 100000 do
+        if E.now() > deadline then break end
+        local mask = sig_blocked(p.pid)
+        if not mask then break end
+        local image = require("posix.unistd").readlink("/proc/" .. p.pid .. "/exe")
+        if image and image:find(exe:match("[^/]+$"), 1, true) and bit_set(mask, signo) then
+          assert(psignal.kill(p.pid, signo))
+          sent = true
+          break
+        end
+        if E.wait_port("127.0.0.1", sp, 0) then break end
+        E.sleep(0.002)
+      end
+      assert.is_true(sent, case.sig .. " was not held during start-up")
+      assert(E.wait_log(p, case.want, 1, 30))
+      if case.alive then
+        assert.is_true(h:alive(p), "the daemon died of a " .. case.sig .. " during start-up")
+        local s = assert(E.socks5_connect("127.0.0.1", sp, "127.0.0.1", echo.port))
+        assert.is_true(E.transfer_echo(s, 4 * KiB))
+        s:close()
+      else
+        for _ = 1, 500 do
+          if not h:alive(p) then break end
+          E.sleep(0.01)
+        end
+        assert.is_false(h:alive(p))
+        assert.equal("exited", p.status)
+        assert.equal(0, p.code)
+      end
+    end))
+  end
+end)

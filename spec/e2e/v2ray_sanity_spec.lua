@@ -223,8 +223,11 @@ describe("e2e harness with v2ray 4.34", function()
     -- the daemon itself is not started here.
     local config = require "luaray.config"
     local id = E.uuid()
+    -- allow_legacy is off by default (design.md 2): the generator emits it when asked
+    local text0 = E.luaray_server_script { port = 12345, users = { { id = id, alter_id = 4 } } }
+    assert.is_false(assert(config.load_string(text0, "=server0")).inbounds[1].allow_legacy)
     local text, opts = E.luaray_server_script { port = 12345, users = { { id = id, alter_id = 4 } },
-                                                handshake_timeout = 2 }
+                                                handshake_timeout = 2, allow_legacy = true }
     local cfg = assert(config.load_string(text, "=server"))
     assert.same({ level = "info", access = true }, cfg.log)
     assert.equal(1, #cfg.users)
