@@ -131,6 +131,34 @@ describe("PROXY protocol v1", function()
   end)
 end)
 
+describe("PROXY headers Debian's HAProxy 2.6 sent", function()
+  -- captured on loopback (the seeds of spec/fuzz/corpus/fuzz_proxyproto):
+  -- the client, then "hello"
+  it("reads send-proxy, send-proxy-v2 and v2 with TLVs (crc32c, unique-id)", function()
+    local cases = {
+      { "50524f58592054435034203132372e302e302e31203132372e302e302e312035313635342031383535310d0a",
+        { version = 1, src = "127.0.0.1", dst = "127.0.0.1", sport = 51654, dport = 18551 } },
+      { "50524f58592054435036203a3a31203a3a312033363235302031383535350d0a",
+        { version = 1, src = "0:0:0:0:0:0:0:1", dst = "0:0:0:0:0:0:0:1", sport = 36250, dport = 18555 } },
+      { "0d0a0d0a000d0a515549540a2111000c7f0000017f000001be8c4878",
+        { version = 2, src = "127.0.0.1", dst = "127.0.0.1", sport = 48780, dport = 18552 } },
+      { "0d0a0d0a000d0a515549540a2111003f7f0000017f000001dfc648790300048d02e10805002937463030303030313a44" ..
+        "4643365f37463030303030313a343837395f36423136363635435f30303032",
+        { version = 2, src = "127.0.0.1", dst = "127.0.0.1", sport = 57286, dport = 18553 } },
+      { "0d0a0d0a000d0a515549540a2121002400000000000000000000000000000001000000000000000000000000000000018bc8487a",
+        { version = 2, src = "0:0:0:0:0:0:0:1", dst = "0:0:0:0:0:0:0:1", sport = 35784, dport = 18554 } },
+    }
+    for i, c in ipairs(cases) do
+      local bytes = H.unhex(c[1])
+      local rc, t = parse(bytes .. "hello")
+      assert.equal(C.LR_PP_OK, rc, "case " .. i)
+      c[2].len, c[2]["local"] = #bytes, false
+      assert.same(c[2], t, "case " .. i)
+      prefixes_agree(bytes)
+    end
+  end)
+end)
+
 describe("PROXY protocol v2", function()
   it("reads TCP over IPv4 and IPv6, and counts the TLVs after the addresses", function()
     local body = ip4(198, 51, 100, 7) .. ip4(203, 0, 113, 9) .. be16(40000) .. be16(443)
