@@ -582,7 +582,8 @@ function M.links(path, host)
     for _, u in ipairs(cfg.users) do
       if not allowed or allowed[u.email] then
         local name = #vmess > 1 and ("%s (%s)"):format(u.email, ib.tag) or u.email
-        out[#out + 1] = link.vmess_link(u, h, ib.listen.port, { ps = name })
+        out[#out + 1] = link.vmess_link(u, h, ib.listen.port,
+                                        { ps = name, transport = ib.transport, tls = ib.tls })
       end
     end
   end
