@@ -3,7 +3,8 @@
 -- real HAProxy (Debian's haproxy, TCP mode, `send-proxy` and
 -- `send-proxy-v2`), with real v2ray 4.34 clients.
 --
--- Topology, all on loopback:
+-- Topology, all on loopback (and a SOCKS5 and an HTTP inbound with
+-- proxy_protocol behind their own HAProxy frontends):
 --   v2ray client (sendThrough 127.0.0.1 or 127.0.0.3)
 --     -> HAProxy frontends on 127.0.0.1: fe-v1 (send-proxy), fe-v2
 --        (send-proxy-v2), both dialling from 127.0.0.2; fe-untrusted
@@ -71,7 +72,9 @@ describe("PROXY protocol behind HAProxy", function()
   local ALICE, CAROL = E.uuid(), E.uuid()
   local echo, web, srv, hap, v2
   local SP                          -- luaray's PROXY-protocol VMess port
+  local SS, SH                      -- its PROXY-protocol SOCKS5 and HTTP ports
   local H1, H2, H3                  -- HAProxy: send-proxy, send-proxy-v2, untrusted sender
+  local HS, HH                      -- HAProxy in front of SS (send-proxy-v2) and SH (send-proxy)
   local socks = {}                  -- v2ray client SOCKS5 ports by name
 
   local function obs(kind)
@@ -120,6 +123,7 @@ describe("PROXY protocol behind HAProxy", function()
     web = h:http_server { name = "fallback-web" }
     SP = E.free_port({ "127.0.0.1" })
     H1, H2, H3 = E.free_port(), E.free_port(), E.free_port()
+    SS, SH, HS, HH = E.free_port(), E.free_port(), E.free_port(), E.free_port()
     local script = table.concat({
       'luaray.log { level = "debug", access = true }',
       ('luaray.user { id = %q, email = "alice@e2e" }'):format(ALICE),
@@ -128,6 +132,10 @@ describe("PROXY protocol behind HAProxy", function()
       ('luaray.inbound "pp-in" { type = "vmess", listen = "127.0.0.1:%d", allow_private = true, ' ..
        'handshake_timeout = 4, proxy_protocol = true, trusted_proxies = { "127.0.0.2/32" }, ' ..
        'fallback = "127.0.0.1:%d" }'):format(SP, web.port),
+      ('luaray.inbound "socks-pp" { type = "socks", listen = "127.0.0.1:%d", proxy_protocol = true, ' ..
+       'trusted_proxies = { "127.0.0.2" } }'):format(SS),
+      ('luaray.inbound "http-pp" { type = "http", listen = "127.0.0.1:%d", proxy_protocol = true, ' ..
+       'trusted_proxies = { "127.0.0.2" } }'):format(SH),
       'luaray.outbound "direct" { type = "direct" }',
       [[
 local function obs(...)
@@ -146,7 +154,8 @@ luaray.on("close", function(ctx, s)
 end)
 ]],
     }, "\n") .. "\n"
-    srv = h:luaray_obs("server", script, { ports = { { "127.0.0.1", SP } } })
+    srv = h:luaray_obs("server", script, { ports = { { "127.0.0.1", SP }, { "127.0.0.1", SS },
+                                                      { "127.0.0.1", SH } } })
 
     local cfg = table.concat({
       "global",
@@ -163,11 +172,16 @@ end)
       ("backend be-v2\n    server luaray 127.0.0.1:%d send-proxy-v2 source 127.0.0.2"):format(SP),
       ("frontend fe-untrusted\n    bind 127.0.0.1:%d\n    default_backend be-untrusted"):format(H3),
       ("backend be-untrusted\n    server luaray 127.0.0.1:%d send-proxy-v2 source 127.0.0.4"):format(SP),
+      ("frontend fe-socks\n    bind 127.0.0.1:%d\n    default_backend be-socks"):format(HS),
+      ("backend be-socks\n    server luaray 127.0.0.1:%d send-proxy-v2 source 127.0.0.2"):format(SS),
+      ("frontend fe-http\n    bind 127.0.0.1:%d\n    default_backend be-http"):format(HH),
+      ("backend be-http\n    server luaray 127.0.0.1:%d send-proxy source 127.0.0.2"):format(SH),
     }, "\n") .. "\n"
     local path = h:write("haproxy.cfg", cfg)
     -- -db: foreground, no daemon; stopped by PID like every child
     hap = h:spawn("haproxy", { haproxy_bin(), "-db", "-f", path },
-                  { ports = { { "127.0.0.1", H1 }, { "127.0.0.1", H2 }, { "127.0.0.1", H3 } } })
+                  { ports = { { "127.0.0.1", H1 }, { "127.0.0.1", H2 }, { "127.0.0.1", H3 },
+                              { "127.0.0.1", HS }, { "127.0.0.1", HH } } })
 
     -- one v2ray 4.34 client, a SOCKS5 inbound per (user, frontend, source address)
     local routes = {
@@ -247,6 +261,36 @@ end)
       assert.equal("tcp", f[8])
       assert.equal("nil", f[9])   -- ctx.tls: only for a client that came over TLS
     end
+  end))
+
+  it("SOCKS5 and HTTP CONNECT inbounds behind HAProxy see the client too", h:guard(function()
+    -- SOCKS5 (RFC 1928, no auth) from 127.0.0.3 through HAProxy send-proxy-v2
+    local a0 = #access_lines(E.read_file(srv.log))
+    local s = assert(tcp_from("127.0.0.3", "127.0.0.1", HS))
+    local _, lport = s:getsockname()
+    s:settimeout(5)
+    assert(s:send("\5\1\0"))
+    assert.equal("\5\0", s:receive(2))
+    assert(s:send("\5\1\0\1\127\0\0\1" .. be16(echo.port)))
+    local rep = assert(s:receive(10))
+    assert.equal("\5\0", rep:sub(1, 2))
+    local ok, err = E.transfer_echo(s, 256 * KiB, { timeout = 20 })
+    assert(ok, err)
+    local line, seen = find_access(a0, " 127%.0%.0%.3:" .. lport .. " socks%-pp %- tcp 127%.0%.0%.1:" .. echo.port)
+    assert(line, "no access line naming the SOCKS5 client:\n" .. tostring(seen))
+    -- HTTP CONNECT from 127.0.0.3 through HAProxy send-proxy
+    a0 = #access_lines(E.read_file(srv.log))
+    s = assert(tcp_from("127.0.0.3", "127.0.0.1", HH))
+    _, lport = s:getsockname()
+    s:settimeout(5)
+    assert(s:send(("CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n"):format(echo.port, echo.port)))
+    local status = assert(s:receive("*l"))
+    assert.truthy(status:find("^HTTP/1.1 200"), status)
+    for _ = 1, 20 do if s:receive("*l") == "" then break end end
+    ok, err = E.transfer_echo(s, 256 * KiB, { timeout = 20 })
+    assert(ok, err)
+    line, seen = find_access(a0, " 127%.0%.0%.3:" .. lport .. " http%-pp %- tcp 127%.0%.0%.1:" .. echo.port)
+    assert(line, "no access line naming the HTTP client:\n" .. tostring(seen))
   end))
 
   it("two clients behind one proxy are two source addresses for max_ips", h:guard(function()
