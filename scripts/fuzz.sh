@@ -44,6 +44,7 @@ max_len() {
     fuzz_socks) echo 1024 ;;
     fuzz_vmess_link) echo 2048 ;;
     fuzz_sniff) echo 9000 ;;
+    fuzz_proxyproto) echo 700 ;;
     fuzz_http) echo 20000 ;;
     fuzz_mux) echo 32768 ;;
     *) echo 4096 ;;

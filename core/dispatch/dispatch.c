@@ -28,17 +28,55 @@ static int has_hook(struct lr_conn *c, int kind)
     return c->gen->script && (c->gen->hooks & (1u << kind));
 }
 
+/* Text a hook context points into (lives for the call). */
+struct hook_text {
+    char src[64], peer[64];
+};
+
+static const char *const transport_names[] = {
+    [LR_TP_TCP] = "tcp", [LR_TP_WS] = "ws", [LR_TP_HTTPUPGRADE] = "httpupgrade",
+    [LR_TP_GRPC] = "grpc",
+};
+
+static int same_addr(const struct lr_addr *a, const struct lr_addr *b)
+{
+    uint8_t x[16], y[16];
+    int n = lr_addr_ip_bytes(a, x);
+    return n == lr_addr_ip_bytes(b, y) && memcmp(x, y, (size_t)n) == 0 &&
+           lr_addr_port(a) == lr_addr_port(b);
+}
+
+/* What every hook of a client of ib sees about where it came from: the
+ * client (src), the TCP peer, the transport and TLS. */
+static void hook_where(struct lr_hook_ctx *x, const struct lr_inbound *ib,
+                       const struct lr_addr *src, const struct lr_addr *peer,
+                       struct hook_text *t)
+{
+    lr_addr_ip_str(src, t->src, sizeof(t->src));
+    x->src_ip = t->src;
+    x->src_port = lr_addr_port(src);
+    if (same_addr(src, peer)) {
+        x->peer_ip = x->src_ip; /* one string for both in Lua */
+    } else {
+        lr_addr_ip_str(peer, t->peer, sizeof(t->peer));
+        x->peer_ip = t->peer;
+    }
+    x->peer_port = lr_addr_port(peer);
+    x->inbound = ib->tag;
+    x->transport = ib->tp.type < sizeof(transport_names) / sizeof(*transport_names)
+                   ? transport_names[ib->tp.type] : "tcp";
+    x->tls = ib->tls.on;
+    x->tls_sni = NULL; /* the TLS stage's, once it records what the client sent */
+}
+
 static void hook_ctx(struct lr_conn *c, int kind, struct lr_hook_ctx *x,
-                     char *srcip, size_t n)
+                     struct hook_text *t)
 {
     memset(x, 0, sizeof(*x));
     x->kind = kind;
     x->id = c->id;
     x->generation = c->gen->id;
-    lr_addr_ip_str(&c->src, srcip, n);
-    x->src_ip = srcip;
-    x->src_port = lr_addr_port(&c->src);
-    x->inbound = c->ib->tag;
+    hook_where(x, c->ib, &c->src, &c->peer, t);
     if (c->user >= 0) {
         x->user_email = c->gen->users[c->user].email;
         x->user_level = (int32_t)c->gen->users[c->user].level;
@@ -137,8 +175,8 @@ static int sniff_start(struct lr_conn *c)
 
 static int run_hook(struct lr_conn *c, int kind, struct lr_hook_ctx *x)
 {
-    char ip[64];
-    hook_ctx(c, kind, x, ip, sizeof(ip));
+    struct hook_text t;
+    hook_ctx(c, kind, x, &t);
     if (kind == LR_HOOK_CLOSE) {
         x->up = c->up.bytes;
         x->down = c->down.bytes;
@@ -153,28 +191,43 @@ static int run_hook(struct lr_conn *c, int kind, struct lr_hook_ctx *x)
     return v;
 }
 
+static int accept_verdict(int v, const struct lr_hook_ctx *x)
+{
+    if (v == LR_VERDICT_ERROR)
+        lr_warn("accept hook failed (client refused): %s", x->out_reason);
+    else if (v == LR_VERDICT_REFUSE)
+        lr_debug("client %s refused by the accept hook: %s", x->src_ip, x->out_reason);
+    return v == LR_VERDICT_CONTINUE ? 0 : -1;
+}
+
 int lr_dispatch_accept_hook(struct lr_inbound *ib, const struct lr_addr *src)
 {
     struct lr_gen *g = ib->gen;
     if (!g->script || !(g->hooks & (1u << LR_HOOK_ACCEPT)))
         return 0;
+    /* behind a PROXY-protocol sender the client is known only once its
+     * header is read: the front runs the hook then (lr_dispatch_accept_hook_conn) */
+    if (ib->proxy_protocol)
+        return 0;
     struct lr_hook_ctx x;
-    char ip[64];
+    struct hook_text t;
     memset(&x, 0, sizeof(x));
     x.kind = LR_HOOK_ACCEPT;
     x.id = ib->rt->net.next_conn_id + ib->rt->net.id_step; /* the id it will get */
     x.generation = g->id;
-    lr_addr_ip_str(src, ip, sizeof(ip));
-    x.src_ip = ip;
-    x.src_port = lr_addr_port(src);
-    x.inbound = ib->tag;
+    hook_where(&x, ib, src, src, &t);
     x.network = "tcp";
-    int v = lr_scripts->call(g->script, &x);
-    if (v == LR_VERDICT_ERROR)
-        lr_warn("accept hook failed (client refused): %s", x.out_reason);
-    else if (v == LR_VERDICT_REFUSE)
-        lr_debug("client %s refused by the accept hook: %s", ip, x.out_reason);
-    return v == LR_VERDICT_CONTINUE ? 0 : -1;
+    return accept_verdict(lr_scripts->call(g->script, &x), &x);
+}
+
+int lr_dispatch_accept_hook_conn(struct lr_conn *c)
+{
+    if (!has_hook(c, LR_HOOK_ACCEPT))
+        return 0;
+    struct lr_hook_ctx x;
+    struct hook_text t;
+    hook_ctx(c, LR_HOOK_ACCEPT, &x, &t);
+    return accept_verdict(lr_scripts->call(c->gen->script, &x), &x);
 }
 
 /* A destination host in a numeric spelling becomes the address it spells

@@ -28,8 +28,13 @@ void lr_dispatch_fallback(struct lr_conn *c, const char *why);
  * max_connections (or on ENOMEM). */
 struct lr_conn *lr_dispatch_session(struct lr_conn *parent, const struct lr_ib_ops *ops,
                                     size_t (*sink)(struct lr_conn *, const uint8_t *, size_t));
-/* runs Lua: the accept hook for a new client of ib; 0 to go on, -1 refused. */
+/* runs Lua: the accept hook for a new client of ib; 0 to go on, -1 refused.
+ * An inbound with proxy_protocol skips it here: its front runs
+ * lr_dispatch_accept_hook_conn once the PROXY header has said who the
+ * client is. */
 int lr_dispatch_accept_hook(struct lr_inbound *ib, const struct lr_addr *src);
+/* The accept hook for connection c as it is now (its src, peer, id). */
+int lr_dispatch_accept_hook_conn(struct lr_conn *c);
 /* The inbound knows the destination (c->dst, c->user): sniff if wanted,
  * the auth hook, policy, the route hook, the rules, the outbound's dial. */
 void lr_dispatch(struct lr_conn *c);

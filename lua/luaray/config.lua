@@ -658,12 +658,16 @@ local function opt_string(w, t, k, ctx, check, expect)
 end
 
 local function is_http_path(p) return p:sub(1, 1) == "/" and not p:find("[%s#]") end
-local function is_service_name(s) return not s:find("[%s/?#]") end
+-- the name goes into the HTTP/2 :path as it is (/<name>/Tun): nothing a
+-- client would percent-encode (v2fly and Xray escape it), nothing that
+-- would end or split the path
+local function is_service_name(s) return not s:find("[%s/?#%%\128-\255]") end
 local function is_host(s) return is_hostname(s) or parse_ipv4(s) ~= nil end
 
 -- transport = { type = ..., ... } -> normalised table, or nil (bare TCP).
--- `client`: an outbound's (its path may carry ?ed=N).
-local function transport(w, t, ctx)
+-- `outbound`: an outbound's (its path may carry ?ed=N, it has no
+-- max_early_data).
+local function transport(w, t, ctx, outbound)
   local v = t.transport
   if v == nil then return nil end
   local tctx = "transport of " .. ctx
@@ -676,15 +680,33 @@ local function transport(w, t, ctx)
     out.path = opt_string(w, v, "path", tctx, is_http_path,
                           "an absolute path (\"/ray\"; no spaces or '#')") or "/"
     out.host = opt_string(w, v, "host", tctx, is_host, "a host name")
+    out.host = out.host and out.host:lower()
     if typ == "ws" then
-      out.max_early_data = opt_int(w, v, "max_early_data", tctx, 0, 65536, 0)
+      if outbound and v.max_early_data ~= nil then
+        fail(w, "'max_early_data' in %s is an inbound's: an outbound sends early data with " ..
+             "path = \"...?ed=N\"", tctx)
+      end
+      out.max_early_data = not outbound and opt_int(w, v, "max_early_data", tctx, 0, 65536, 0) or nil
     end
   else
     out.service_name = opt_string(w, v, "service_name", tctx, is_service_name,
-                                  "a gRPC service name (no spaces, '/', '?' or '#')") or ""
+                                  "a gRPC service name (no spaces, '/', '?', '#', '%' or non-ASCII)")
+    if not out.service_name then req(w, v, "service_name", tctx) end
     out.multi = opt_bool(w, v, "multi", tctx, false)
   end
   return out
+end
+
+-- The ALPN a transport over TLS needs: gRPC is HTTP/2, a WebSocket or
+-- HTTP upgrade is an HTTP/1.1 request.
+local function check_alpn(w, ctx, tp, alpn)
+  if not tp or not alpn then return end
+  local want = tp.type == "grpc" and "h2" or "http/1.1"
+  for _, a in ipairs(alpn) do
+    if a == want then return end
+  end
+  local what = tp.type == "grpc" and "a gRPC transport" or ("a %s transport"):format(tp.type)
+  fail(w, "%s: %s over TLS needs %q in tls.alpn", ctx, what, want)
 end
 
 local function pem_file(w, k, ctx, v)
@@ -713,7 +735,11 @@ local function tls_server(w, t, ctx)
                  key = pem_file(w, "key", tctx, req(w, v, "key", tctx)) }
   end
   if v.certs ~= nil then
-    if type(v.certs) ~= "table" or #v.certs == 0 then
+    local count = 0
+    if type(v.certs) == "table" then
+      for _ in pairs(v.certs) do count = count + 1 end
+    end
+    if type(v.certs) ~= "table" or #v.certs == 0 or count ~= #v.certs then
       bad(w, "certs", tctx, "a list of { cert = ..., key = ... }", v.certs)
     end
     for i, c in ipairs(v.certs) do
@@ -743,8 +769,9 @@ local function tls_client(w, t, ctx, server_host)
     if not pin:match("^%x+$") or #pin ~= 64 then bad(w, "pinned_sha256", tctx, "64 hex digits", v.pinned_sha256) end
   end
   local sni = opt_string(w, v, "server_name", tctx, is_host, "a host name")
+  sni = sni and sni:lower()
   if not sni and server_host and not parse_ipv4(server_host) and not server_host:find(":", 1, true) then
-    sni = server_host
+    sni = server_host:lower()
   end
   return { server_name = sni,
            alpn = opt_list(w, v, "alpn", tctx, as_alpn, "ALPN protocol names"),
@@ -787,19 +814,25 @@ local function decl_inbound(S, w, tag, t)
       if not fh then bad(w, "fallback", ctx, "\"host:port\" (IPv6 in brackets, port 1-65535)", t.fallback) end
       ib.fallback = { host = fh, port = fp }
     end
-    if ib.transport and ib.transport.type == "grpc" and ib.tls then
-      local h2 = false
-      for _, a in ipairs(ib.tls.alpn) do h2 = h2 or a == "h2" end
-      if not h2 then fail(w, "%s: a gRPC transport over TLS needs \"h2\" in tls.alpn", ctx) end
-    end
-    if ib.dynamic_port and (ib.tls or ib.transport) then
-      fail(w, "%s: dynamic_port works on bare TCP only (no tls or transport)", ctx)
+    check_alpn(w, ctx, ib.transport, ib.tls and ib.tls.alpn)
+    if ib.dynamic_port and (ib.tls or ib.transport or ib.proxy_protocol) then
+      -- the detour port is dialled directly, with none of these in front
+      fail(w, "%s: dynamic_port works on bare TCP only (no tls, transport or proxy_protocol)", ctx)
     end
   elseif typ == "socks" then
     ib.udp = opt_bool(w, t, "udp", ctx, false)
     ib.accounts = accounts_list(w, t, ctx)
   else
     ib.accounts = accounts_list(w, t, ctx)
+  end
+  -- the real client address: a PROXY header or X-Forwarded-For is
+  -- believed only from trusted_proxies, so each needs the other
+  if ib.proxy_protocol and not ib.trusted_proxies then
+    fail(w, "%s: proxy_protocol needs trusted_proxies (the proxies whose PROXY header is believed)", ctx)
+  end
+  if ib.trusted_proxies and not ib.proxy_protocol and not ib.transport then
+    fail(w, "%s: trusted_proxies without proxy_protocol or a ws/httpupgrade/grpc transport " ..
+         "has nothing to believe", ctx)
   end
   local other = S.inbound_by_tag[tag]
   if other then fail(w, "duplicate inbound tag '%s' (first declared at %s)", tag, other.where) end
@@ -858,7 +891,8 @@ local function decl_outbound(S, w, tag, t)
     ob.authenticated_length = opt_bool(w, t, "authenticated_length", ctx, false)
     ob.udp = opt_bool(w, t, "udp", ctx, true)
     ob.tls = tls_client(w, t, ctx, host)
-    ob.transport = transport(w, t, ctx)
+    ob.transport = transport(w, t, ctx, true)
+    check_alpn(w, ctx, ob.transport, ob.tls and ob.tls.alpn)
     if ob.transport and ob.transport.path then
       -- ?ed=N: send up to N bytes of early data with the WebSocket upgrade
       local ed = ob.transport.path:match("[?&]ed=(%d+)")

@@ -410,13 +410,22 @@ function M.call_hook(ptr)
   if name == "reload" then
     ok, r1, r2 = budgeted(fn, tonumber(ctx.generation))
   else
+    local src_ip = ctx.src_ip ~= nil and ffi.string(ctx.src_ip) or nil
     local t = {
       id = tonumber(ctx.id),
       generation = tonumber(ctx.generation),
-      src = { ip = (ctx.src_ip ~= nil and ffi.string(ctx.src_ip) or nil), port = ctx.src_port },
+      src = { ip = src_ip, port = ctx.src_port },
+      -- the TCP peer: C passes src's own string when they are the same
+      peer = { ip = (ctx.peer_ip == ctx.src_ip and src_ip
+                     or (ctx.peer_ip ~= nil and ffi.string(ctx.peer_ip) or nil)),
+               port = ctx.peer_port },
       inbound = (ctx.inbound ~= nil and ffi.string(ctx.inbound) or nil),
       network = (ctx.network ~= nil and ffi.string(ctx.network) or nil),
+      transport = (ctx.transport ~= nil and ffi.string(ctx.transport) or nil),
     }
+    if ctx.tls ~= 0 then
+      t.tls = { sni = ctx.tls_sni ~= nil and ffi.string(ctx.tls_sni) or nil }
+    end
     if ctx.user_email ~= nil then
       t.user = { email = ffi.string(ctx.user_email), level = ctx.user_level }
     end
@@ -573,7 +582,8 @@ function M.links(path, host)
     for _, u in ipairs(cfg.users) do
       if not allowed or allowed[u.email] then
         local name = #vmess > 1 and ("%s (%s)"):format(u.email, ib.tag) or u.email
-        out[#out + 1] = link.vmess_link(u, h, ib.listen.port, { ps = name })
+        out[#out + 1] = link.vmess_link(u, h, ib.listen.port,
+                                        { ps = name, transport = ib.transport, tls = ib.tls })
       end
     end
   end

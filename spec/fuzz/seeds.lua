@@ -322,6 +322,32 @@ seed("fuzz_sniff", "http-host-tabs", "\1\255POST / HTTP/1.0\r\nhost:\t a.b \t\r\
 seed("fuzz_sniff", "http-no-host", "\1\255GET / HTTP/1.1\r\nAccept: */*\r\n\r\n")
 seed("fuzz_sniff", "http-ipv6-host", "\1\255CONNECT [::1]:443 HTTP/1.1\r\nHost: [::1]:443\r\n\r\n")
 
+---------------------------------------------------------------- PROXY protocol
+-- the bytes a proxy sends first.  haproxy-*: what Debian's HAProxy 2.6 sent
+-- (send-proxy, send-proxy-v2, and v2 with proxy-v2-options
+-- crc32c,unique-id,authority), client on 127.0.0.1 / ::1, then "hello".
+local PP_SIG = "\r\n\r\n\0\r\nQUIT\n"
+seed("fuzz_proxyproto", "haproxy-v1-tcp4",
+     hex("50524f58592054435034203132372e302e302e31203132372e302e302e312035313635342031383535310d0a68656c6c6f"))
+seed("fuzz_proxyproto", "haproxy-v1-tcp6",
+     hex("50524f58592054435036203a3a31203a3a312033363235302031383535350d0a68656c6c6f"))
+seed("fuzz_proxyproto", "haproxy-v2-tcp4",
+     hex("0d0a0d0a000d0a515549540a2111000c7f0000017f000001be8c487868656c6c6f"))
+seed("fuzz_proxyproto", "haproxy-v2-tcp4-tlvs",
+     hex("0d0a0d0a000d0a515549540a2111003f7f0000017f000001dfc648790300048d02e10805002937463030303030313a44" ..
+         "4643365f37463030303030313a343837395f36423136363635435f3030303268656c6c6f"))
+seed("fuzz_proxyproto", "haproxy-v2-tcp6",
+     hex("0d0a0d0a000d0a515549540a2121002400000000000000000000000000000001000000000000000000000000000000018bc8487a68656c6c6f"))
+seed("fuzz_proxyproto", "v1-unknown", "PROXY UNKNOWN\r\nGET / HTTP/1.1\r\n\r\n")
+seed("fuzz_proxyproto", "v1-unknown-long", "PROXY UNKNOWN " .. ("ffff:"):rep(7) .. "ffff " ..
+     ("ffff:"):rep(7) .. "ffff 65535 65535\r\n")
+seed("fuzz_proxyproto", "v1-tcp6-full", "PROXY TCP6 2001:db8:0:0:1:0:0:1 ::ffff:192.0.2.1 0 65535\r\nx")
+seed("fuzz_proxyproto", "v1-lf-only", "PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n")
+seed("fuzz_proxyproto", "v2-local", PP_SIG .. "\32\0\0\0")
+seed("fuzz_proxyproto", "v2-udp4", PP_SIG .. "\33\18\0\12" .. ("\1"):rep(12))
+seed("fuzz_proxyproto", "v2-unix", PP_SIG .. "\33\49\0\216" .. ("/"):rep(216))
+seed("fuzz_proxyproto", "v2-short-block", PP_SIG .. "\33\33\0\35" .. ("\2"):rep(35))
+
 ---------------------------------------------------------------- vmess links
 -- mode (0 link, 1 link of base64(bytes), 2 JSON, 3 base64), the bytes
 local link = dofile("lua/luaray/link.lua")

@@ -674,6 +674,46 @@ LR_API int lr_sniff_http_host(const uint8_t *p, size_t n, char *out,
                               size_t cap);
 
 /* ------------------------------------------------------------------ */
+/* The PROXY protocol (HAProxy's proxy-protocol.txt, v1 and v2): a pure */
+/* parser over the first bytes a proxy sends (core/stream/proxyproto.c) */
+/* ------------------------------------------------------------------ */
+
+enum lr_pp_status {
+    LR_PP_BAD = -1,              /* cannot be a PROXY header */
+    LR_PP_AGAIN = 0,             /* a prefix of one: more bytes needed */
+    LR_PP_OK = 1                 /* a header (struct lr_pp_hdr) */
+};
+
+enum lr_pp_limits {
+    LR_PP_V1_MAX = 107,          /* a version 1 line, CRLF included */
+    LR_PP_V2_FIXED = 16,         /* signature, version/command, family, length */
+    LR_PP_PEEK = 108             /* bytes that always decide: a v1 line, or v2's
+                                    fixed part and its IPv6 addresses */
+};
+
+struct lr_pp_hdr {
+    uint8_t version;             /* 1 or 2 */
+    uint8_t local;               /* 1: use the connection's own addresses (v2
+                                    LOCAL, v1 UNKNOWN, or a family/transport
+                                    other than TCP over IPv4/IPv6) */
+    uint8_t ip_len;              /* 4 or 16; 0 when local */
+    uint8_t src_ip[16], dst_ip[16];
+    uint16_t src_port, dst_port;
+    uint32_t len;                /* the header's bytes on the wire (v2: 16 + its
+                                    length field, TLVs included: may be more
+                                    than were given) */
+};
+
+/* Reads a PROXY header at p[0..n): LR_PP_OK with *h set once the addresses
+ * are there (the v1 line up to its CRLF; v2's fixed part and address
+ * block: its TLVs may follow, h->len counts them), LR_PP_AGAIN while p is a
+ * prefix of a header, LR_PP_BAD when it cannot be one.  The answer for a
+ * prefix is AGAIN or the answer for the whole.  *why (optional) says what
+ * was wrong. */
+LR_API int lr_pp_parse(const uint8_t *p, size_t n, struct lr_pp_hdr *h,
+                       const char **why);
+
+/* ------------------------------------------------------------------ */
 /* Hooks: the context C fills before a hook runs (read by               */
 /* lua/luaray/daemon.lua through the FFI; borrowed for the call only)   */
 /* ------------------------------------------------------------------ */
@@ -719,6 +759,13 @@ struct lr_hook_ctx {
     const char *outbound;      /* connect/close: the outbound tag */
     const char *sniffed_host;  /* TLS SNI / HTTP Host, NULL if none */
     const char *protocol;      /* "tls" | "http" | NULL (sniffed) */
+    const char *peer_ip;       /* the TCP peer: a proxy when src came from a PROXY
+                                  header or X-Forwarded-For; else src's address
+                                  (the same pointer as src_ip) */
+    uint16_t peer_port;
+    const char *transport;     /* the inbound's: "tcp" | "ws" | "httpupgrade" | "grpc" */
+    uint8_t tls;               /* 1: the client came over TLS (ctx.tls) */
+    const char *tls_sni;       /* the server name it asked for, NULL if none */
     uint64_t up, down;         /* close: payload bytes */
     double duration_ms;        /* close */
     const char *reason;        /* close: why it closed */
