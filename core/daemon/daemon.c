@@ -631,7 +631,21 @@ static struct lr_gen *gen_adopt(struct lr_daemon *d, struct lr_conf *c, struct l
     return g;
 }
 
-/* Builds a generation from a staging config: validate, user tables,
+/* TLS contexts (certificates and keys read now, on this thread): a bad
+ * file fails the build, and the running generation keeps its own. */
+static int gen_tls(struct lr_conf *c, char *err, size_t errlen)
+{
+    char why[700];
+    for (uint32_t i = 0; i < c->nib; i++)
+        if (lr_front_tls_build(&c->ib[i].ib, why, sizeof(why)) != 0)
+            return errf(err, errlen, c->ib[i].where, "%s", why);
+    for (uint32_t i = 0; i < c->nob; i++)
+        if (lr_cfront_tls_build(&c->ob[i].ob, why, sizeof(why)) != 0)
+            return errf(err, errlen, c->ob[i].where, "%s", why);
+    return 0;
+}
+
+/* Builds a generation from a staging config: validate, user tables, TLS,
  * listeners (not with dry_run), dynamic-port commands, adopt.  On error
  * nothing changes, nothing it opened stays open, and `err` says what and
  * where.  Runs on the reload thread: it reads of the running generation
@@ -643,7 +657,8 @@ static int gen_build(struct lr_daemon *d, struct lr_conf *c, int dry_run,
     int def = 0;
     if (gen_validate(c, &def, err, errlen) != 0 ||
         lr_conf_expand_dynamic(c, err, errlen) != 0 ||
-        gen_users(d, c, old, dry_run, err, errlen) != 0)
+        gen_users(d, c, old, dry_run, err, errlen) != 0 ||
+        gen_tls(c, err, errlen) != 0)
         return -1;
     struct lr_inbound **carried = calloc(c->nib, sizeof(*carried));
     if (!carried)

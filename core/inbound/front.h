@@ -50,6 +50,11 @@ int lr_front_check(const struct lr_inbound *ib, char *err, size_t errlen);
  * inbound has one; 0 (c as it was) or -1 if it closed c. */
 int lr_front_start(struct lr_conn *c);
 
+/* Builds inbound ib's TLS context (ib->tls.ctx) from its certificate files
+ * (front_tls.c); -1 with err on a missing, bad or mismatched file.  Called
+ * when a generation is built. */
+int lr_front_tls_build(struct lr_inbound *ib, char *err, size_t errlen);
+
 /* The stages (each in its own file; a stage not built yet says so). */
 extern const struct lr_front_stage lr_front_proxy_stage;
 extern const struct lr_front_stage lr_front_tls_stage;

@@ -39,6 +39,10 @@ void lr_cfront_start(struct lr_conn *c, int fd);
 void lr_cfront_io(struct lr_conn *c, int revents);
 void lr_cfront_free(struct lr_conn *c);
 
+/* Builds outbound ob's TLS context (ob->tls.ctx: verification, ALPN, its
+ * session cache) (cfront_tls.c); -1 with err (an unreadable `ca`). */
+int lr_cfront_tls_build(struct lr_outbound *ob, char *err, size_t errlen);
+
 extern const struct lr_cfront_stage lr_cfront_tls_stage;
 extern const struct lr_cfront_stage lr_cfront_http_stage;
 extern const struct lr_cfront_stage lr_cfront_grpc_stage;
