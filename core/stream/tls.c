@@ -105,7 +105,7 @@ static int init(char *err, size_t errlen)
  * mismatch"), then the queue cleared. */
 static const char *ossl_reason(char *buf, size_t n)
 {
-    unsigned long e = ERR_peek_last_error();
+    unsigned long e = ERR_peek_error();
     const char *r = e ? ERR_reason_error_string(e) : NULL;
     snprintf(buf, n, "%s", r ? r : "unknown error");
     ERR_clear_error();
@@ -266,8 +266,13 @@ static SSL_CTX *server_ctx(struct tls_ctx *t, const struct lr_tls_pem *pem, X509
         goto fail;
     }
     if (SSL_CTX_use_PrivateKey_file(s, pem->key, SSL_FILETYPE_PEM) != 1) {
-        snprintf(err, errlen, "cannot load key '%s': %s", pem->key,
-                 ossl_reason(why, sizeof(why)));
+        if (ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH)
+            snprintf(err, errlen, "key '%s' does not match certificate '%s'", pem->key,
+                     pem->cert);
+        else
+            snprintf(err, errlen, "cannot load key '%s': %s", pem->key,
+                     ossl_reason(why, sizeof(why)));
+        ERR_clear_error();
         goto fail;
     }
     if (SSL_CTX_check_private_key(s) != 1) {

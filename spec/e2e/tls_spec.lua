@@ -1,0 +1,398 @@
+-- TLS on its own (design.md 6; issue 12): VMess inside TLS, server and
+-- client, against real peers: Debian's v2ray 4.34 both ways, luaray with
+-- itself, curl and Python's ssl module (spec/e2e/tools/tls_probe.py) as TLS
+-- clients that are not luaray's code. Certificates are made here with the
+-- openssl command: a CA, leaves for localhost and example.test (with SAN),
+-- a second CA that signed nothing of ours, a self-signed leaf to pin.
+--
+--   * v2ray 4.34 client -> luaray server, luaray client -> v2ray 4.34
+--     server, luaray <-> luaray: 1 MiB both ways (aes-128-gcm), upload and
+--     download checked.
+--   * SNI picks the certificate (the client verifies the name it asked
+--     for); an unknown or absent SNI gets the first; ALPN is the server's
+--     preference among the client's, none when they share none.
+--   * A client with a wrong ca, a wrong name or a wrong pin fails, and the
+--     access line says which; the right pin reaches a self-signed server.
+--   * Fallback: curl --cacert to the TLS port gets the fallback web
+--     server's page; an unknown SNI or an ALPN list without ours goes there
+--     too, whatever the client sends after the handshake.
+--   * Reload: a SIGHUP with new certificate files serves them to new
+--     connections; a broken file fails the reload and the old one is still
+--     served.  Resumption: a second connection resumes (Python's client,
+--     and luaray's own client by its debug log), also across a reload.
+--   * Probes through TLS: bad VMess inside TLS is drained silently to the
+--     handshake deadline, then close_notify and FIN, like bare TCP.
+--   * Idle memory: 1,000 VMess-over-TLS connections held cost at most
+--     16 KiB each on the server (RSS delta / count).
+local E = require "e2e.support"
+local cjson = require "cjson"
+local socket = require "socket"
+
+local MiB = 1024 * 1024
+local HT = 2          -- the probed inbound's handshake_timeout, seconds
+
+describe("TLS", function()
+  local h = E.new("tls")
+  local echo, http
+  local ID = E.uuid()
+  local D                      -- the temp dir
+  local pin_self, pin_other    -- SHA-256 of the self-signed leaf / of the localhost leaf
+
+  local function sh(name, cmd)
+    local code, out = h:exec(name, { "sh", "-c", "set -e; cd '" .. D .. "'; " .. cmd }, { timeout = 30 })
+    assert(code == 0, ("%s failed (%s): %s"):format(name, tostring(code), out))
+    return out
+  end
+
+  -- A leaf for `names` (the first is the CN) signed by CA `ca` -> files
+  -- <file>.pem (leaf + issuer: the chain) and <file>.key.
+  local function leaf(file, ca, names)
+    local san = {}
+    for i, n in ipairs(names) do san[i] = "DNS:" .. n end
+    sh("leaf-" .. file, ([[
+      openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=%s" \
+        -keyout %s.key -out %s.csr 2>/dev/null
+      printf 'subjectAltName=%s\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > %s.ext
+      openssl x509 -req -in %s.csr -CA %s.pem -CAkey %s.key -set_serial 0x%s -days 3 \
+        -extfile %s.ext -out %s.crt 2>/dev/null
+      cat %s.crt %s.pem > %s.pem]]):format(names[1], file, file, table.concat(san, ","), file,
+      file, ca, ca, E.uuid():gsub("-", ""):sub(1, 16), file, file, file, ca, file))
+    return D .. "/" .. file .. ".pem", D .. "/" .. file .. ".key"
+  end
+
+  local function pin_of(file)
+    local out = sh("pin-" .. file, "openssl x509 -in " .. file .. " -outform DER | openssl dgst -sha256 -r")
+    return assert(out:match("^(%x+)"))
+  end
+
+  -- Python's TLS client: one connection per payload at once -> results
+  -- (see tools/tls_probe.py).
+  local nprobe = 0
+  local function tls_probe(port, payloads, opts)
+    opts = opts or {}
+    nprobe = nprobe + 1
+    local hex = {}
+    for i, p in ipairs(payloads) do hex[i] = (p:gsub(".", function(c) return ("%02x"):format(c:byte()) end)) end
+    local pf = h:write(("probe%d.json"):format(nprobe), cjson.encode(hex))
+    local argv = { "python3", E.tools .. "/tls_probe.py", "127.0.0.1", tostring(port),
+                   tostring(opts.max_wait or 3), pf }
+    for _, k in ipairs { "sni", "alpn", "ca" } do
+      if opts[k] then argv[#argv + 1] = "--" .. k; argv[#argv + 1] = opts[k] end
+    end
+    if opts.resume then argv[#argv + 1] = "--resume" end
+    local code, out = h:exec("tls-probe", argv, { timeout = (opts.max_wait or 3) + 25 })
+    assert(code == 0, "tls_probe: " .. tostring(out))
+    local line = out:match("(%[.-%])%s*$")
+    return cjson.decode((assert(line, "tls_probe output: " .. out)))
+  end
+
+  local function one(port, opts) return tls_probe(port, { "" }, opts)[1] end
+
+  -- A VMess server over TLS.
+  local function tls_server(name, o)
+    local port = E.free_port()
+    local text, so = E.luaray_server_script {
+      port = port, users = { { id = ID } }, log_level = o.log_level or "debug",
+      handshake_timeout = o.handshake_timeout, tls = o.tls, fallback = o.fallback }
+    local p = h:luaray(name, text, so)
+    return p, port
+  end
+
+  -- A luaray SOCKS5 client whose VMess outbound goes over TLS.
+  local function tls_client(name, server_port, tls, o)
+    o = o or {}
+    local socks = E.free_port()
+    local text, co = E.luaray_client_script {
+      socks_port = socks, server_port = server_port, id = ID, security = "aes-128-gcm",
+      tls = tls, log_level = o.log_level or "debug" }
+    return h:luaray(name, text, co), socks
+  end
+
+  lazy_setup(h:guard(function()
+    D = h:tmpdir()
+    for _, ca in ipairs { "ca", "other-ca" } do
+      sh("ca-" .. ca, ([[openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+        -days 3 -subj "/CN=luaray e2e %s" -keyout %s.key -out %s.pem 2>/dev/null]]):format(ca, ca, ca))
+    end
+    -- leaves are signed by an intermediate; a chain file is the leaf and
+    -- the intermediate (a "fullchain.pem"), the root is the clients' CA
+    sh("intermediate", ([[openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+        -subj "/CN=luaray e2e intermediate" -keyout int.key -out int.csr 2>/dev/null
+      printf 'basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n' > int.ext
+      openssl x509 -req -in int.csr -CA ca.pem -CAkey ca.key -set_serial 0x%s -days 3 \
+        -extfile int.ext -out int.pem 2>/dev/null]]):format(E.uuid():gsub("-", ""):sub(1, 16)))
+    leaf("localhost", "int", { "localhost" })
+    leaf("example", "int", { "example.test", "*.example.test" })
+    sh("self-signed", [[openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3 \
+      -subj "/CN=pinned.test" -addext subjectAltName=DNS:pinned.test \
+      -keyout self.key -out self.pem 2>/dev/null]])
+    pin_self = pin_of("self.pem")
+    pin_other = pin_of("localhost.crt")
+    echo = h:echo_server()
+    http = h:http_server()
+  end))
+
+  lazy_teardown(function() h:cleanup() end)
+
+  local function certs()
+    return { certs = { { cert = D .. "/localhost.pem", key = D .. "/localhost.key" },
+                       { cert = D .. "/example.pem", key = D .. "/example.key" } } }
+  end
+
+  it("v2ray 4.34 client -> luaray server over TLS: 1 MiB each way", h:guard(function()
+    local srv, port = tls_server("srv-v2ray-in", { tls = certs() })
+    local socks = E.free_port()
+    local cfg = E.v2ray_client_config { socks_port = socks, server_port = port, id = ID,
+                                        security = "aes-128-gcm" }
+    cfg.outbounds[1].streamSettings = {
+      network = "tcp", security = "tls",
+      tlsSettings = { serverName = "example.test", allowInsecure = false,
+                      certificates = { { usage = "verify", certificateFile = D .. "/ca.pem" } } } }
+    h:v2ray("v2ray-tls-client", cfg)
+    local ok, err = E.check_socks_tcp("127.0.0.1", socks, echo, MiB)
+    assert.is_true(ok, err)
+    -- v2ray asked for example.test and verified it: the second certificate
+    assert.truthy(E.wait_log(srv, "tls TLSv1%.3 sni=example%.test alpn=h2"))
+  end))
+
+  it("luaray client -> v2ray 4.34 server over TLS: 1 MiB each way", h:guard(function()
+    local port = E.free_port()
+    local cfg = E.v2ray_server_config { port = port, users = { { id = ID } } }
+    cfg.inbounds[1].streamSettings = {
+      network = "tcp", security = "tls",
+      tlsSettings = { alpn = { "h2", "http/1.1" },
+                      certificates = { { certificateFile = D .. "/localhost.pem",
+                                         keyFile = D .. "/localhost.key" } } } }
+    h:v2ray("v2ray-tls-server", cfg)
+    local cli, socks = tls_client("cli-v2ray-out", port, { server_name = "localhost", ca = D .. "/ca.pem",
+                                                           alpn = { "http/1.1" } })
+    local ok, err = E.check_socks_tcp("127.0.0.1", socks, echo, MiB)
+    assert.is_true(ok, err)
+    assert.truthy(E.wait_log(cli, "tls to upstream: TLSv1%.3 alpn=http/1%.1"))
+  end))
+
+  it("luaray <-> luaray over TLS: 1 MiB each way; the second connection resumes", h:guard(function()
+    local srv, port = tls_server("srv-pair", { tls = certs() })
+    local cli, socks = tls_client("cli-pair", port, { server_name = "example.test", ca = D .. "/ca.pem",
+                                                      alpn = { "http/1.1", "h2" } })
+    local ok, err = E.check_socks_tcp("127.0.0.1", socks, echo, MiB)
+    assert.is_true(ok, err)
+    -- three connections (echo, source, sink): the first is a full
+    -- handshake, the later ones resume the session it left
+    assert.truthy(E.wait_log(cli, "tls to upstream: TLSv1%.3 alpn=h2 resumed", 2))
+    assert.truthy(E.wait_log(srv, "sni=example%.test alpn=h2 resumed", 2))
+    local text = E.read_file(cli.log)
+    assert.equal(1, E.count_matches(text, "tls to upstream: TLSv1%.3 alpn=h2\n"), text)
+  end))
+
+  it("SNI picks the certificate; ALPN is the server's preference, or none", h:guard(function()
+    local _, port = tls_server("srv-sni", { tls = certs() })
+    local ca = D .. "/ca.pem"
+    local r = one(port, { sni = "example.test", ca = ca, alpn = "http/1.1,h2" })
+    assert.is_true(r.handshake, r.error)
+    assert.same({ "example.test", "*.example.test" }, r.names)
+    assert.equal("h2", r.alpn)  -- ours first: h2, though the client put http/1.1 first
+    r = one(port, { sni = "www.example.test", ca = ca })
+    assert.same({ "example.test", "*.example.test" }, r.names)
+    r = one(port, { sni = "localhost", ca = ca, alpn = "http/1.1" })
+    assert.same({ "localhost" }, r.names)
+    assert.equal("http/1.1", r.alpn)
+    -- an SNI none of ours names, and none at all: the first certificate
+    r = one(port, { sni = "unknown.test", ca = ca })
+    assert.same({ "localhost" }, r.names)
+    r = one(port, { ca = ca, alpn = "spdy/3,acme-tls/1" })
+    assert.same({ "localhost" }, r.names)
+    assert.equal("", r.alpn)    -- no overlap: the handshake completes without ALPN
+    assert.equal("TLSv1.3", r.version)
+    -- configured ALPN
+    local _, port2 = tls_server("srv-alpn", { tls = { cert = D .. "/localhost.pem", key = D .. "/localhost.key",
+                                                      alpn = { "http/1.1" } } })
+    r = one(port2, { sni = "localhost", ca = ca, alpn = "h2,http/1.1" })
+    assert.equal("http/1.1", r.alpn)
+  end))
+
+  it("a client with a wrong ca, name or pin fails and says why; the right pin works", h:guard(function()
+    local _, port = tls_server("srv-verify", { tls = certs() })
+    local _, pport = tls_server("srv-pinned", { tls = { cert = D .. "/self.pem", key = D .. "/self.key" } })
+    local cases = {
+      { "wrong-ca", port, { server_name = "localhost", ca = D .. "/other-ca.pem" },
+        "tls: server certificate not trusted: unable to get local issuer certificate" },
+      { "no-ca", port, { server_name = "localhost" },
+        "tls: server certificate not trusted: unable to get local issuer certificate" },
+      { "wrong-name", port, { server_name = "wrong.test", ca = D .. "/ca.pem" },
+        "tls: server certificate is not for wrong.test" },
+      { "wrong-pin", port, { server_name = "localhost", pinned_sha256 = pin_self },
+        "tls: server certificate does not match pinned_sha256" },
+      { "self-signed-unpinned", pport, { server_name = "pinned.test" },
+        "tls: server certificate not trusted: self%-signed certificate" },
+      { "pin-other-leaf", pport, { server_name = "pinned.test", pinned_sha256 = pin_other },
+        "tls: server certificate does not match pinned_sha256" },
+    }
+    for _, cs in ipairs(cases) do
+      local cli, socks = tls_client("cli-" .. cs[1], cs[2], cs[3])
+      local s = E.socks5_connect("127.0.0.1", socks, "127.0.0.1", echo.port, nil, nil, 10)
+      if s then s:close() end
+      assert.is_nil(s, cs[1] .. ": the connection went through")
+      local text = assert(E.wait_log(cli, "transport handshake failed: server 127%.0%.0%.1:%d+ %(upstream%): " ..
+                                          cs[4]))
+      assert.truthy(text)
+      h:stop_luaray(cli)
+    end
+    -- the right pin reaches the self-signed server (no CA, any name)
+    local _, socks = tls_client("cli-pinned", pport, { server_name = "pinned.test", pinned_sha256 = pin_self })
+    local ok, err = E.check_socks_tcp("127.0.0.1", socks, echo, 64 * 1024, { steps = { echo = true } })
+    assert.is_true(ok, err)
+  end))
+
+  it("fallback: curl --cacert gets the web server's page; so do an unknown SNI and foreign ALPN", h:guard(function()
+    local srv, port = tls_server("srv-fallback", {
+      tls = { cert = D .. "/localhost.pem", key = D .. "/localhost.key", alpn = { "http/1.1" } },
+      fallback = "127.0.0.1:" .. http.port })
+    local function curl(name, args)
+      local argv = { "curl", "-sS", "--max-time", "10", "-o", "-", "-w", "\n%{http_code}" }
+      for _, a in ipairs(args) do argv[#argv + 1] = a end
+      local code, out = h:exec("curl-" .. name, argv, { timeout = 15 })
+      return code, out
+    end
+    local url = ("https://localhost:%d/data/100/5"):format(port)
+    local code, out = curl("ok", { "--cacert", D .. "/ca.pem", url })
+    assert.equal(0, code, out)
+    assert.equal(E.pattern(100, 5) .. "\n200", out)
+    -- an SNI none of our certificates names (curl -k: it gets the default one)
+    code, out = curl("sni", { "-k", "--resolve", "unknown.test:" .. port .. ":127.0.0.1",
+                              ("https://unknown.test:%d/data/10/6"):format(port) })
+    assert.equal(0, code, out)
+    assert.equal(E.pattern(10, 6) .. "\n200", out)
+    -- a client offering only h2 (ours is http/1.1): not ours, to the
+    -- fallback, whatever it sends (here an HTTP/1.1 request)
+    local res = tls_probe(port, { "GET /data/7/8 HTTP/1.1\r\nHost: localhost\r\n\r\n" },
+                          { sni = "localhost", alpn = "h2", max_wait = 5 })
+    assert.is_true(res[1].handshake, res[1].error)
+    assert.equal("", res[1].alpn)
+    assert.truthy(res[1].received > 7, "no answer from the fallback")
+    assert.truthy(E.wait_log(srv, "to the fallback: tls", 2))
+    local text = E.read_file(srv.log)
+    assert.truthy(text:find("alpn=- (none of ours offered)", 1, true), text)
+    assert.truthy(E.read_file(http.log):find("GET /data/7/8 host=localhost", 1, true))
+    -- and a VMess client is not served there: it is no client of ours
+    -- without ALPN in common (luaray's client offering h2 only)
+    local cli, socks = tls_client("cli-fallback-alpn", port, { server_name = "localhost", ca = D .. "/ca.pem",
+                                                               alpn = { "h2" } })
+    local s = E.socks5_connect("127.0.0.1", socks, "127.0.0.1", echo.port, nil, nil, 10)
+    if s then
+      local ok = E.transfer_echo(s, 1000, { timeout = 3 })
+      assert.is_false(ok, "a VMess client with foreign ALPN was served")
+    end
+    assert.truthy(E.wait_log(cli, "tls to upstream: TLSv1%.3 alpn=-"))
+  end))
+
+  it("SIGHUP serves new certificate files; a broken one keeps the old", h:guard(function()
+    local cert, key = leaf("reload", "int", { "old.test" })
+    local srv, port = tls_server("srv-reload", { tls = { cert = cert, key = key } })
+    local ca = D .. "/ca.pem"
+    local r = one(port, { sni = "old.test", ca = ca })
+    assert.same({ "old.test" }, r.names)
+    -- a ticket from before the reload
+    local res = tls_probe(port, { "" }, { sni = "old.test", ca = ca, resume = true })
+    assert.is_true(res[1].resumed, "no resumption before the reload")
+    -- new files at the same paths
+    leaf("reload-new", "int", { "new.test" })
+    sh("swap", "cp reload-new.pem reload.pem; cp reload-new.key reload.key")
+    assert(require("posix.signal").kill(srv.pid, require("posix.signal").SIGHUP) == 0)
+    assert.truthy(E.wait_log(srv, "reload: generation 2 serving"))
+    r = one(port, { sni = "new.test", ca = ca })
+    assert.same({ "new.test" }, r.names)
+    -- tickets outlive a reload (keys per process)
+    res = tls_probe(port, { "" }, { sni = "new.test", ca = ca, resume = true })
+    assert.is_true(res[1].resumed, "no resumption after the reload")
+    -- a broken certificate, then a key that does not match: both refused
+    sh("break", "printf 'not a certificate\\n' > reload.pem")
+    assert(require("posix.signal").kill(srv.pid, require("posix.signal").SIGHUP) == 0)
+    assert.truthy(E.wait_log(srv, "reload failed, keeping generation 2: .*srv%-reload%.lua:%d+: " ..
+                                  "inbound 'vmess%-in': cannot load certificate '[^']*reload%.pem': no start line"))
+    sh("mismatch", "cp reload-new.pem reload.pem; cp example.key reload.key")
+    assert(require("posix.signal").kill(srv.pid, require("posix.signal").SIGHUP) == 0)
+    assert.truthy(E.wait_log(srv, "reload failed, keeping generation 2: .*key '[^']*reload%.key' does not match"))
+    r = one(port, { sni = "new.test", ca = ca })
+    assert.is_true(r.handshake, r.error)
+    assert.same({ "new.test" }, r.names)
+    -- and -t refuses it too, with file:line
+    local code, out = h:exec("check-mismatch", { E.luaray_bin(), "-t", "-c", h:path("srv-reload.lua") })
+    assert.equal(1, code, out)
+    assert.truthy(out:find("srv%-reload%.lua:%d+: inbound 'vmess%-in': key '[^']*' does not match"), out)
+  end))
+
+  it("bad VMess inside TLS: no answer, close_notify and FIN at the handshake timeout", h:guard(function()
+    local srv, port = tls_server("srv-probe", { tls = certs(), handshake_timeout = HT })
+    local f = assert(io.open("/dev/urandom", "rb"))
+    local payloads, labels = {}, {}
+    for _, n in ipairs { 0, 1, 16, 100, 1000, 5000 } do
+      payloads[#payloads + 1] = n > 0 and f:read(n) or ""
+      labels[#labels + 1] = ("%d random bytes in TLS"):format(n)
+    end
+    f:close()
+    local res = tls_probe(port, payloads, { sni = "localhost", alpn = "h2,http/1.1", max_wait = HT + 4 })
+    local bad = {}
+    for i, r in ipairs(res) do
+      if not r.handshake then bad[#bad + 1] = labels[i] .. ": no handshake: " .. tostring(r.error) end
+      if r.received > 0 then bad[#bad + 1] = ("%s: %d bytes back"):format(labels[i], r.received) end
+      if r.how ~= "close_notify" then
+        bad[#bad + 1] = ("%s: ended by %s (expected close_notify at %d s)"):format(labels[i], r.how, HT)
+      elseif r.closed_after < HT - 0.1 or r.closed_after > HT + 1 then
+        bad[#bad + 1] = ("%s: closed after %.2f s (expected %d s)"):format(labels[i], r.closed_after, HT)
+      end
+    end
+    assert.is_true(#bad == 0, table.concat(bad, "\n"))
+    assert.truthy(h:alive(srv))
+  end))
+
+  it("1,000 idle VMess-over-TLS connections cost at most 16 KiB each on the server", h:guard(function()
+    local N = 1000
+    local srv, port = tls_server("srv-idle", { tls = certs(), log_level = "warn" })
+    local _, socks = tls_client("cli-idle", port, { server_name = "localhost", ca = D .. "/ca.pem" },
+                                { log_level = "warn" })
+    -- the destination: a listener here that accepts and holds
+    local lst = assert(socket.bind("127.0.0.1", 0, 2048))
+    local _, dport = lst:getsockname()
+    lst:settimeout(0)
+    local held, accepted = {}, {}
+    local function accept_all()
+      for _ = 1, N do
+        local a = lst:accept()
+        if not a then break end
+        accepted[#accepted + 1] = a
+      end
+    end
+    local function open(n)
+      for _ = 1, n do
+        local s = assert(E.socks5_connect("127.0.0.1", socks, "127.0.0.1", dport, nil, nil, 10))
+        assert(s:send("x"))
+        held[#held + 1] = s
+        accept_all()
+      end
+    end
+    local function rss(pid)
+      return tonumber(E.read_file(("/proc/%d/status"):format(pid)):match("VmRSS:%s+(%d+)"))
+    end
+    -- warm up (allocator arenas, buffer free lists), then measure N more
+    open(50)
+    E.sleep(0.5)
+    local r0 = rss(srv.pid)
+    local t0 = E.now()
+    open(N)
+    local deadline = E.now() + 30
+    while #accepted < N + 50 and E.now() < deadline do accept_all(); E.sleep(0.05) end
+    assert.equal(N + 50, #accepted, "connections that reached the destination")
+    E.sleep(1)
+    local r1 = rss(srv.pid)
+    local per = (r1 - r0) * 1024 / N
+    print(("idle TLS: %d connections in %.1f s; server RSS %d -> %d kB: %.0f B each"):format(
+      N, E.now() - t0, r0, r1, per))
+    if not os.getenv("LURAY_ASAN") then
+      assert.is_true(per <= 16 * 1024, ("%.0f B per idle TLS connection"):format(per))
+    end
+    for _, s in ipairs(held) do s:close() end
+    for _, s in ipairs(accepted) do s:close() end
+    lst:close()
+  end))
+end)
