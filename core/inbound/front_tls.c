@@ -109,12 +109,13 @@ static int tls_run(struct lr_conn *c, void **stp)
     st->pushed = 1;
     const char *sni = lr_tls_sni(st->t);
     int stranger = (sni[0] && !lr_tls_sni_known(st->t)) || lr_tls_alpn_refused(st->t);
-    lr_debug("conn %llu: tls %s sni=%s%s alpn=%s%s%s", (unsigned long long)c->id,
+    lr_debug("conn %llu: tls %s sni=%s%s alpn=%s%s%s%s", (unsigned long long)c->id,
              lr_tls_version(st->t), sni[0] ? sni : "-",
              sni[0] && !lr_tls_sni_known(st->t) ? " (none of ours)" : "",
              lr_tls_alpn(st->t)[0] ? lr_tls_alpn(st->t) : "-",
              lr_tls_alpn_refused(st->t) ? " (none of ours offered)" : "",
-             lr_tls_resumed(st->t) ? " resumed" : "");
+             lr_tls_resumed(st->t) ? " resumed" : "",
+             lr_tls_ktls(st->t, 1) ? " ktls" : "");
     if (stranger && c->ib->fallback_host)
         return LR_FRONT_FALLBACK;
     /* wait for the first application bytes (unless OpenSSL holds them) */

@@ -683,6 +683,14 @@ fail:
     return NULL;
 }
 
+struct lr_tls_stream *lr_tls_of(struct lr_stream *top)
+{
+    for (struct lr_stream *l = top; l; l = l->lower)
+        if (l->ops == &tls_ops)
+            return (struct lr_tls_stream *)l;
+    return NULL;
+}
+
 struct lr_stream *lr_tls_layer(struct lr_tls_stream *t)
 {
     return &t->s;

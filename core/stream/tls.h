@@ -68,6 +68,10 @@ int lr_tls_handshake(struct lr_tls_stream *t, int *want);
  * pinned_sha256", "wrong version number", ... */
 const char *lr_tls_error(const struct lr_tls_stream *t);
 
+/* The TLS layer in a side's stack (from its top down), or NULL: what the
+ * access log or the hooks' ctx.tls.sni would ask. */
+struct lr_tls_stream *lr_tls_of(struct lr_stream *top);
+
 /* After the handshake. */
 const char *lr_tls_sni(const struct lr_tls_stream *t);     /* "" none */
 int lr_tls_sni_known(const struct lr_tls_stream *t);       /* sent, and one of ours names it */
