@@ -16,6 +16,7 @@ pkgs=(
   v2ray                               # the interoperability oracle
   haproxy                             # a real PROXY protocol sender (proxy_protocol_spec)
   curl python3                        # end-to-end helpers
+  openssl                             # e2e: test certificates (tls_spec)
   clang libclang-rt-14-dev            # libFuzzer (make fuzz); replays use gcc
 )
 
