@@ -20,6 +20,7 @@
 #include "outbound/outbound.h"
 #include "route/route.h"
 #include "script/bridge.h"
+#include "stream/tls.h"
 
 /* ------------------------------------------------------------ hooks */
 
@@ -77,6 +78,10 @@ static void hook_ctx(struct lr_conn *c, int kind, struct lr_hook_ctx *x,
     x->id = c->id;
     x->generation = c->gen->id;
     hook_where(x, c->ib, &c->src, &c->peer, t);
+    /* the SNI the client sent, once the TLS stage is done */
+    struct lr_tls_stream *tls = lr_tls_of(c->cli.top);
+    if (tls && lr_tls_sni(tls)[0])
+        x->tls_sni = lr_tls_sni(tls);
     if (c->user >= 0) {
         x->user_email = c->gen->users[c->user].email;
         x->user_level = (int32_t)c->gen->users[c->user].level;

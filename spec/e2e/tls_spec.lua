@@ -76,7 +76,7 @@ describe("TLS", function()
     local pf = h:write(("probe%d.json"):format(nprobe), cjson.encode(hex))
     local argv = { "python3", E.tools .. "/tls_probe.py", "127.0.0.1", tostring(port),
                    tostring(opts.max_wait or 3), pf }
-    for _, k in ipairs { "sni", "alpn", "ca" } do
+    for _, k in ipairs { "sni", "alpn", "ca", "before" } do
       if opts[k] then argv[#argv + 1] = "--" .. k; argv[#argv + 1] = opts[k] end
     end
     if opts.resume then argv[#argv + 1] = "--resume" end
@@ -284,6 +284,36 @@ describe("TLS", function()
       assert.is_false(ok, "a VMess client with foreign ALPN was served")
     end
     assert.truthy(E.wait_log(cli, "tls to upstream: TLSv1%.3 alpn=-"))
+  end))
+
+  it("hooks see ctx.tls.sni; behind a PROXY-protocol sender TLS and the fallback still work", h:guard(function()
+    local port = E.free_port()
+    local text, so = E.luaray_server_script {
+      port = port, users = { { id = ID } }, log_level = "debug", tls = certs(),
+      extra = [[luaray.on("connect", function(ctx)
+  print("OBS", "connect", ctx.tls and (ctx.tls.sni or "nil") or "no tls", ctx.transport)
+end)]] }
+    local srv = h:luaray_obs("srv-hooks", text, so)
+    local _, socks = tls_client("cli-hooks", port, { server_name = "example.test", ca = D .. "/ca.pem" })
+    local ok, err = E.check_socks_tcp("127.0.0.1", socks, echo, 4096, { steps = { echo = true } })
+    assert.is_true(ok, err)
+    assert.truthy(E.wait_log({ log = srv.out, name = "srv-hooks stdout" }, "OBS\tconnect", 1))
+    assert.same({ { "connect", "example.test", "tcp" } }, E.observations(E.read_file(srv.out), "connect"))
+    -- PROXY header first (from a trusted peer), then TLS, then not VMess:
+    -- the fallback answers, and the access line names the header's client
+    local pport = E.free_port()
+    local ptext, po = E.luaray_server_script {
+      port = pport, users = { { id = ID } }, log_level = "debug", tls = certs(),
+      proxy_protocol = true, trusted_proxies = { "127.0.0.1/32" },
+      fallback = "127.0.0.1:" .. http.port }
+    local psrv = h:luaray("srv-proxy-tls", ptext, po)
+    local res = tls_probe(pport, { "GET /data/9/3 HTTP/1.1\r\nHost: localhost\r\n\r\n" }, {
+      sni = "localhost", ca = D .. "/ca.pem", max_wait = 5,
+      before = "PROXY TCP4 203.0.113.7 127.0.0.1 5555 443\\r\\n" })
+    assert.is_true(res[1].handshake, res[1].error)
+    assert.same({ "localhost" }, res[1].names)
+    assert.truthy(res[1].received > 9, "no answer from the fallback")
+    assert.truthy(E.wait_log(psrv, "203%.0%.113%.7:5555 vmess%-in %- tcp 127%.0%.0%.1:%d+ fallback"))
   end))
 
   it("SIGHUP serves new certificate files; a broken one keeps the old", h:guard(function()

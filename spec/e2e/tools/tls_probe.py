@@ -3,7 +3,7 @@
 that is not luaray's code), as a prober or to look at a handshake.
 
   python3 tls_probe.py HOST PORT MAX_WAIT PAYLOADS.json [--sni NAME]
-                       [--alpn a,b] [--ca FILE] [--resume]
+                       [--alpn a,b] [--ca FILE] [--resume] [--before TEXT]
 
 PAYLOADS.json: a JSON list of payloads, each a hex string. For each payload,
 all at the same time (one thread each): connect, TLS handshake, send the
@@ -15,6 +15,8 @@ seconds from the connect.
   --ca FILE    verify the chain against FILE and report the certificate's
                names (the name is not checked: see "names"); default: no
                verification, as a prober takes whatever it is shown
+  --before TEXT  bytes sent on the TCP connection before TLS (a PROXY
+               protocol header: "PROXY TCP4 ...\r\n", escapes \r \n)
   --resume     first one connection of its own to get a session (it reads
                for 0.5 s, so that TLS 1.3 tickets arrive), then every probe
                offers that session
@@ -52,7 +54,7 @@ def make_ctx(alpn, ca):
     return ctx
 
 
-def probe(ctx, host, port, sni, payload, max_wait, session, out):
+def probe(ctx, host, port, sni, payload, max_wait, session, out, before=b""):
     r = {"handshake": False, "error": "", "version": "", "alpn": "", "names": [],
          "resumed": False, "received": 0, "how": "open", "closed_after": None}
     out.append(r)
@@ -63,6 +65,8 @@ def probe(ctx, host, port, sni, payload, max_wait, session, out):
         return None
     t0 = time.monotonic()
     deadline = t0 + max_wait
+    if before:
+        raw.sendall(before)
     s = ctx.wrap_socket(raw, server_hostname=sni, do_handshake_on_connect=False,
                         suppress_ragged_eofs=False, session=session)
     try:
@@ -109,7 +113,7 @@ def probe(ctx, host, port, sni, payload, max_wait, session, out):
 
 def main():
     host, port, max_wait, pfile = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
-    sni, alpn, ca, resume = None, None, None, False
+    sni, alpn, ca, resume, before = None, None, None, False, b""
     i = 5
     while i < len(sys.argv):
         a = sys.argv[i]
@@ -123,6 +127,8 @@ def main():
             alpn = sys.argv[i + 1].split(",")
         elif a == "--ca":
             ca = sys.argv[i + 1]
+        elif a == "--before":
+            before = sys.argv[i + 1].replace("\\r", "\r").replace("\\n", "\n").encode()
         else:
             sys.exit("tls_probe: unknown option " + a)
         i += 2
@@ -132,7 +138,7 @@ def main():
     session = None
     if resume:
         first = []
-        s = probe(ctx, host, port, sni, b"", 0.5, None, first)
+        s = probe(ctx, host, port, sni, b"", 0.5, None, first, before)
         session = s.session if s is not None else None
         if s is not None:
             s.close()
@@ -142,7 +148,7 @@ def main():
     socks = [None] * len(payloads)
 
     def run(k, p):
-        socks[k] = probe(ctx, host, port, sni, p, max_wait, session, results[k])
+        socks[k] = probe(ctx, host, port, sni, p, max_wait, session, results[k], before)
 
     threads = [threading.Thread(target=run, args=(k, p)) for k, p in enumerate(payloads)]
     for t in threads:
