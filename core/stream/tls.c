@@ -537,8 +537,10 @@ static ssize_t ssl_fail(struct lr_tls_stream *t, int r, int writing)
     case SSL_ERROR_SYSCALL: {
         int en = errno;
         ERR_clear_error();
-        if (!writing && (en == 0 || en == EAGAIN))
-            return 0;
+        if (en == EAGAIN || en == EWOULDBLOCK || en == EINTR)
+            return -EAGAIN;
+        if (!writing && en == 0)
+            return 0; /* the peer's end without close_notify */
         return en ? -en : -EPIPE;
     }
     default:
