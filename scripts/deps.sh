@@ -14,6 +14,7 @@ pkgs=(
   lua-busted lua-cjson                # specs (run on LuaJIT), JSON vectors
   lua-socket lua-posix                # end-to-end specs: sockets, processes
   v2ray                               # the interoperability oracle
+  nginx-light                         # a real reverse proxy before a ws inbound (ws_spec)
   curl python3                        # end-to-end helpers
   clang libclang-rt-14-dev            # libFuzzer (make fuzz); replays use gcc
 )
