@@ -694,6 +694,8 @@ struct ws {
     uint8_t whlen;               /* the frame being written: its header, 0 none */
     uint8_t close_sent;          /* a close frame is queued or out */
     uint8_t cq_len, cq_off;      /* control frames waiting for a frame boundary */
+    uint8_t cq_try;              /* bytes of them offered below and refused:
+                                    the next write below repeats exactly that */
     uint8_t whdr[HDR_MAX];
     uint8_t wkey[4];
     uint8_t cq[140];             /* a pong (<= 131) and a close (<= 8) */
@@ -752,8 +754,8 @@ static void queue_ctl(struct ws *w, uint8_t op, const uint8_t *payload, size_t n
     if (w->close_sent)
         return; /* nothing after a close */
     if (op == OP_PONG) {
-        if (w->cq_off)
-            return; /* an older pong is half out: a later ping gets one */
+        if (w->cq_off || w->cq_try)
+            return; /* an older pong is (being) sent: a later ping gets one */
         w->cq_len = 0; /* only the latest ping needs its pong (RFC 6455 5.5.3) */
     }
     uint8_t *f = w->cq + w->cq_len;
@@ -785,7 +787,9 @@ static void queue_close(struct ws *w, uint16_t code)
 static int flush_cq(struct ws *w)
 {
     for (int tries = 0; w->cq_off < w->cq_len && tries < 8; tries++) {
-        ssize_t r = lower_write(w, w->cq + w->cq_off, (size_t)(w->cq_len - w->cq_off));
+        size_t n = w->cq_try ? w->cq_try : (size_t)(w->cq_len - w->cq_off);
+        ssize_t r = lower_write(w, w->cq + w->cq_off, n);
+        w->cq_try = r == -EAGAIN || r == 0 ? (uint8_t)n : 0;
         if (r > 0)
             w->cq_off = (uint8_t)(w->cq_off + r);
         else if (r < 0)
@@ -1121,8 +1125,10 @@ static void ws_shutdown(struct lr_stream *l)
 static size_t ws_pending(struct lr_stream *l)
 {
     struct ws *w = (struct ws *)l;
+    if (w->told)
+        return 0; /* the end was read: nothing more will come */
     size_t n = w->pre ? w->pre_len - w->pre_off : 0;
-    if ((w->eof || w->rerr) && !w->told)
+    if (w->eof || w->rerr)
         n++; /* the end, not yet told to the reader */
     struct lr_stream *lo = l->lower;
     if (lo->ops->pending)
