@@ -108,8 +108,12 @@ static int upgrade(struct lr_conn *c, const struct lr_upgrade_req *r, int ws)
     if (LR_LOG_DEBUG >= atomic_load_explicit(&lr_log_level, memory_order_relaxed)) {
         char src[64];
         lr_addr_str(&c->src, src, sizeof(src));
-        lr_debug("conn %llu: %s upgrade for inbound %s from %s, %zu bytes of early data",
-                 (unsigned long long)c->id, ws ? "ws" : "httpupgrade", ib->tag, src, edn);
+        if (ws)
+            lr_debug("conn %llu: ws upgrade for inbound %s from %s, %zu bytes of early data",
+                     (unsigned long long)c->id, ib->tag, src, edn);
+        else
+            lr_debug("conn %llu: httpupgrade upgrade for inbound %s from %s, %zu bytes after the head",
+                     (unsigned long long)c->id, ib->tag, src, (size_t)lr_buf_len(in));
     }
     return LR_FRONT_DONE;
 }

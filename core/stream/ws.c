@@ -1078,8 +1078,11 @@ static ssize_t frame_write(struct ws *w, const uint8_t *buf, size_t n)
     w->wsent += (uint32_t)r;
     size_t h2 = w->wsent < w->whlen ? w->wsent : w->whlen;
     size_t pd2 = w->wsent - h2;
-    if (w->wsent == w->whlen + w->wlen)
-        w->whlen = 0; /* the frame is out */
+    if (w->wsent == w->whlen + w->wlen) {
+        w->whlen = 0; /* the frame is out: a pong waiting for it goes now */
+        if (w->cq_len)
+            (void)flush_cq(w);
+    }
     return (ssize_t)(pd2 - pdone);
 }
 
