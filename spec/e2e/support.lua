@@ -896,7 +896,8 @@ end
 -- a VMess server that may dial loopback (the echo servers live there).
 --   o.port, o.users = {{id, alter_id (or alterId), email, level}}, o.listen,
 --   o.allow_legacy, o.allow_private (default true), o.handshake_timeout,
---   o.idle_timeout, o.max_connections, o.max_sessions, o.log_level ("info"), o.access (true:
+--   o.idle_timeout, o.max_connections, o.max_sessions, o.tls, o.transport, o.fallback,
+--   o.trusted_proxies, o.proxy_protocol (design.md 6), o.log_level ("info"), o.access (true:
 --   one access line per connection on stderr, i.e. in the child's log),
 --   o.extra (more script text, appended)
 function M.luaray_server_script(o)
@@ -912,6 +913,8 @@ function M.luaray_server_script(o)
                        "max_sessions" },
                   { type = "vmess", listen = hostport(listen, o.port),
                     allow_private = o.allow_private == nil and true or o.allow_private })
+  -- transports (design.md 6)
+  pick(o, { "tls", "transport", "fallback", "trusted_proxies", "proxy_protocol" }, ib)
   l[#l + 1] = 'luaray.inbound "vmess-in" ' .. lua_literal(ib)
   l[#l + 1] = 'luaray.outbound "direct" { type = "direct" }'
   if o.extra then l[#l + 1] = o.extra end
@@ -922,7 +925,7 @@ end
 --   o.socks_port, o.server_port, o.id; o.server_host (127.0.0.1), o.listen,
 --   o.http_port; outbound keys as in the DSL, emitted only when given:
 --   o.alter_id (or alterId), o.security, o.masking, o.padding,
---   o.authenticated_length, o.udp, o.connect_timeout; o.socks_udp (default
+--   o.authenticated_length, o.udp, o.connect_timeout, o.tls, o.transport; o.socks_udp (default
 --   true), o.accounts / o.http_accounts ({{user, pass}}), o.handshake_timeout
 --   (both proxy inbounds), o.log_level, o.access, o.extra
 function M.luaray_client_script(o)
@@ -939,7 +942,7 @@ function M.luaray_client_script(o)
     ports[#ports + 1] = { listen, o.http_port }
   end
   local ob = pick(o, { "security", "masking", "padding", "authenticated_length", "udp",
-                       "connect_timeout" },
+                       "connect_timeout", "tls", "transport" },
                   { type = "vmess", server = hostport(o.server_host or "127.0.0.1", o.server_port),
                     id = o.id, alter_id = o.alter_id or o.alterId or 0 })
   l[#l + 1] = 'luaray.outbound "upstream" ' .. lua_literal(ob)
