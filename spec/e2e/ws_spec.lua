@@ -209,6 +209,25 @@ describe("luaray <-> luaray over ws and httpupgrade", function()
     end))
   end
 
+  it("early data carries payload too when it is already waiting (sniffing holds the first bytes)",
+    h:guard(function()
+      local socks = E.free_port()
+      local cli = h:luaray("luaray-client", E.luaray_client_script {
+        socks_port = socks, server_port = ws_port, id = ID,
+        transport = { type = "ws", path = "/ray?ed=2048" },
+        -- a domain rule: the SOCKS5 reply comes before the dial and the
+        -- client's first bytes wait in the connection while it dials
+        extra = 'luaray.route { domain_suffix = { "never.example" }, to = "upstream" }' })
+      local before = E.count_matches(E.read_file(srv.log), "bytes of early data")
+      echo_through(socks, echo)
+      local log = assert(E.wait_log(srv, "bytes of early data", before + 1))
+      local n
+      for k in log:gmatch("(%d+) bytes of early data") do n = tonumber(k) end
+      -- the VMess request header is < 400 bytes: the rest is sealed payload
+      assert.is_true(n >= 1500, "early data " .. tostring(n))
+      h:stop_luaray(cli)
+    end))
+
   it("a half-closed connection goes on the other way (ws close frame, socket kept)",
     h:guard(function()
       local socks = E.free_port()
