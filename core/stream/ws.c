@@ -698,7 +698,11 @@ struct ws {
                                     the next write below repeats exactly that */
     uint8_t whdr[HDR_MAX];
     uint8_t wkey[4];
-    uint8_t cq[140];             /* a pong (<= 131) and a close (<= 8) */
+    uint8_t cq[131];             /* the control frame going out (a pong, a close) */
+    uint8_t pong_due, pong_len;  /* next: the pong for a ping that came meanwhile */
+    uint8_t close_due;           /* ... then our close */
+    uint16_t close_code;
+    uint8_t pong[125];
     uint32_t wlen, wsent;        /* its payload length; bytes taken below */
     uint32_t raw_left;           /* unframed bytes still to pass (the 101's tail) */
     uint8_t *pre;                /* raw bytes read before the layer existed */
@@ -757,17 +761,10 @@ static ssize_t lower_read(struct ws *w, void *buf, size_t n)
     return r;
 }
 
-/* Queues a control frame for the next frame boundary. */
-static void queue_ctl(struct ws *w, uint8_t op, const uint8_t *payload, size_t n)
+/* Builds a control frame into the (empty) cq. */
+static void build_ctl(struct ws *w, uint8_t op, const uint8_t *payload, size_t n)
 {
-    if (w->close_sent)
-        return; /* nothing after a close */
-    if (op == OP_PONG) {
-        if (w->cq_off || w->cq_try)
-            return; /* an older pong is (being) sent: a later ping gets one */
-        w->cq_len = 0; /* only the latest ping needs its pong (RFC 6455 5.5.3) */
-    }
-    uint8_t *f = w->cq + w->cq_len;
+    uint8_t *f = w->cq;
     size_t k = 2;
     f[0] = (uint8_t)(0x80 | op);
     f[1] = (uint8_t)n;
@@ -779,9 +776,37 @@ static void queue_ctl(struct ws *w, uint8_t op, const uint8_t *payload, size_t n
         mask_copy(f + 6, payload, n, f + 2, 0);
         k += 4;
     }
-    w->cq_len = (uint8_t)(w->cq_len + k + n);
-    if (op == OP_CLOSE)
-        w->close_sent = 1;
+    w->cq_len = (uint8_t)(k + n);
+    w->cq_off = w->cq_try = 0;
+}
+
+/* Queues a control frame for the next frame boundary: one goes out at a
+ * time (cq); a pong for a ping that came while another was going is next
+ * (only the latest ping needs one, RFC 6455 5.5.3), our close last, and
+ * nothing after it. */
+static void queue_ctl(struct ws *w, uint8_t op, const uint8_t *payload, size_t n)
+{
+    if (w->close_sent)
+        return;
+    if (op == OP_PONG) {
+        if (w->cq_len && (w->cq_off || w->cq_try)) {
+            memcpy(w->pong, payload, n);
+            w->pong_len = (uint8_t)n;
+            w->pong_due = 1;
+        } else {
+            build_ctl(w, OP_PONG, payload, n); /* an older one not begun: replaced */
+        }
+        return;
+    }
+    w->close_sent = 1;
+    w->close_code = (uint16_t)(n >= 2 ? lr_get_be16(payload) : 1000);
+    if (w->cq_len) {
+        w->close_due = 1;
+    } else {
+        uint8_t c[2];
+        lr_put_be16(c, w->close_code);
+        build_ctl(w, OP_CLOSE, c, 2);
+    }
 }
 
 static void queue_close(struct ws *w, uint16_t code)
@@ -795,19 +820,30 @@ static void queue_close(struct ws *w, uint16_t code)
  * layer below said (-EAGAIN...). */
 static int flush_cq(struct ws *w)
 {
-    for (int tries = 0; w->cq_off < w->cq_len && tries < 8; tries++) {
-        size_t n = w->cq_try ? w->cq_try : (size_t)(w->cq_len - w->cq_off);
-        ssize_t r = lower_write(w, w->cq + w->cq_off, n);
-        w->cq_try = r == -EAGAIN || r == 0 ? (uint8_t)n : 0;
-        if (r > 0)
-            w->cq_off = (uint8_t)(w->cq_off + r);
-        else if (r < 0)
-            return (int)r;
+    for (int round = 0; round < 3 && w->cq_len; round++) {
+        for (int tries = 0; w->cq_off < w->cq_len && tries < 8; tries++) {
+            size_t n = w->cq_try ? w->cq_try : (size_t)(w->cq_len - w->cq_off);
+            ssize_t r = lower_write(w, w->cq + w->cq_off, n);
+            w->cq_try = r == -EAGAIN || r == 0 ? (uint8_t)n : 0;
+            if (r > 0)
+                w->cq_off = (uint8_t)(w->cq_off + r);
+            else if (r < 0)
+                return (int)r;
+        }
+        if (w->cq_off < w->cq_len)
+            return -EAGAIN;
+        w->cq_len = w->cq_off = 0;
+        if (w->pong_due) {
+            w->pong_due = 0;
+            build_ctl(w, OP_PONG, w->pong, w->pong_len);
+        } else if (w->close_due) {
+            uint8_t c[2];
+            w->close_due = 0;
+            lr_put_be16(c, w->close_code);
+            build_ctl(w, OP_CLOSE, c, 2);
+        }
     }
-    if (w->cq_off < w->cq_len)
-        return -EAGAIN;
-    w->cq_len = w->cq_off = 0;
-    return 0;
+    return w->cq_len ? -EAGAIN : 0;
 }
 
 /* From the read side: control frames go out now if the write side is at
