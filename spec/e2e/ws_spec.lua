@@ -262,7 +262,9 @@ describe("an independent WebSocket peer (spec/e2e/tools/ws_peer.lua)", function(
        "the close handshake: 1 MiB both ways", h:guard(function()
       local peer = ws_peer(h, { "--role", "client", "--to", "127.0.0.1:" .. srv_port,
                                 "--path", "/ray", "--ed", ed, "--fragment", "1000",
-                                "--ping-every", "5" })
+                                -- pings well before the end: luaray stops reading a
+                                -- client once its VMess request stream has ended
+                                "--ping-every", "5", "--ping-until", "900000" })
       local socks = E.free_port()
       local c = h:v2ray("v2ray-client", E.v2ray_client_config {
         socks_port = socks, server_port = peer.port, id = ID })
@@ -294,7 +296,8 @@ describe("an independent WebSocket peer (spec/e2e/tools/ws_peer.lua)", function(
     local vport = E.free_port()
     local v = h:v2ray("v2ray-server", E.v2ray_server_config { port = vport, users = { { id = ID } } })
     local peer = ws_peer(h, { "--role", "server", "--to", "127.0.0.1:" .. vport, "--path", "/x",
-                              "--accept-ed", "--fragment", "700", "--ping-every", "4" })
+                              "--accept-ed", "--fragment", "700", "--ping-every", "4",
+                              "--ping-until", "900000" })
     local socks = E.free_port()
     local cli = h:luaray("luaray-client", E.luaray_client_script {
       socks_port = socks, server_port = peer.port, id = ID, log_level = "debug",

@@ -25,6 +25,8 @@
 --                     (first binary, then continuations, the last with FIN)
 --   --ping-every N    a ping after every N data frames (in the middle of a
 --                     message when fragmenting); each pong must match
+--   --ping-until B    no pings once B bytes went to the WebSocket (a ping
+--                     after the end of the VMess request may never be read)
 --   --header "K: V"   client: one more request header (repeatable)
 --   --bind ADDR       client: the WebSocket connection's source address
 --   --stats FILE      one line per finished session, "key=value ..."
@@ -285,6 +287,7 @@ do
     elseif k == "--accept-ed" then opts.accept_ed = true; step = 1
     elseif k == "--fragment" then opts.fragment = tonumber(v)
     elseif k == "--ping-every" then opts.ping_every = tonumber(v)
+    elseif k == "--ping-until" then opts.ping_until = tonumber(v)
     elseif k == "--header" then opts.headers[#opts.headers + 1] = v
     elseif k == "--bind" then opts.bind = v
     elseif k == "--stats" then opts.stats = v
@@ -376,7 +379,8 @@ local function ws_data(s, data)
   if not f or #data <= f then
     send_frame(s, 2, data, true)
     s.nframes = s.nframes + 1
-    if opts.ping_every and s.nframes % opts.ping_every == 0 then
+    if opts.ping_every and s.nframes % opts.ping_every == 0 and
+       (s.st.bytes_to_ws or 0) < (opts.ping_until or math.huge) then
       s.npings = s.npings + 1
       local pl = "ping " .. s.npings
       s.pings[pl] = true
@@ -393,7 +397,8 @@ local function ws_data(s, data)
     if not first then count(s, "continuations_out") end
     first = false
     s.nframes = s.nframes + 1
-    if opts.ping_every and s.nframes % opts.ping_every == 0 and i <= #data then
+    if opts.ping_every and s.nframes % opts.ping_every == 0 and i <= #data and
+       (s.st.bytes_to_ws or 0) < (opts.ping_until or math.huge) then
       s.npings = s.npings + 1
       local pl = "ping " .. s.npings
       s.pings[pl] = true
