@@ -355,6 +355,24 @@ describe("an independent WebSocket peer (spec/e2e/tools/ws_peer.lua)", function(
       s:close()
     end))
 
+  it("frames sent together with the request are read (a ping in the same packet gets its pong)",
+    h:guard(function()
+      local s = assert(E.tcp_connect("127.0.0.1", srv_port))
+      local key = W.base64(W.random(16))
+      assert(s:send(W.request("/ray", "example.test", key) .. W.frame(9, "with the request", true, true)))
+      local head, rest = W.read_head(s, 5)
+      assert.is_truthy(head, rest)
+      assert.is_true(W.check_reply(head, key))
+      local p = W.parser()
+      local got = assert(p:feed(rest))
+      if not (got[1] and got[1].op == 10) then
+        got = read_frames(s, p, function(f) return f.op == 10 end)
+      end
+      assert.is_truthy(got[#got] and got[#got].op == 10, "no pong")
+      assert.are.equal("with the request", got[#got].payload)
+      s:close()
+    end))
+
   local errors = {
     { "an unmasked frame from a client", function() return W.frame(2, "data", true, false) end, 1002 },
     { "RSV bits without an extension", function() return W.frame(2, "data", true, true, { rsv = 0x40 }) end, 1002 },
