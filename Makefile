@@ -186,7 +186,8 @@ FUZZ_CFLAGS = -std=c11 -D_GNU_SOURCE -O1 -g -fno-omit-frame-pointer $(WARN) \
 FUZZ_LIBS := -lssl -lcrypto -lsodium -lm
 FUZZ_TARGETS := fuzz_req_aead_1user fuzz_req_legacy_1user fuzz_req_1000users \
                 fuzz_resp fuzz_body fuzz_socks_addr fuzz_socks fuzz_http \
-                fuzz_sniff fuzz_vmess_link fuzz_mux fuzz_proxyproto fuzz_tls
+                fuzz_sniff fuzz_vmess_link fuzz_mux fuzz_proxyproto fuzz_tls \
+                fuzz_ws_frames fuzz_http_upgrade
 # the codec alone (no libev, no Lua); the inbound targets add socks.c,
 # http.c and sock.c with net/conn.c replaced by spec/fuzz/targets/fuzz_conn.c
 FUZZ_CODEC := $(sort $(wildcard core/base/*.c core/crypto/*.c core/vmess/*.c)) core/api.c
@@ -203,6 +204,10 @@ fuzz_socks_EXTRA := $(FUZZ_INBOUND)
 fuzz_http_EXTRA := $(FUZZ_INBOUND)
 fuzz_sniff_EXTRA := core/route/sniff.c
 fuzz_proxyproto_EXTRA := core/stream/proxyproto.c
+# WebSocket / HTTPUpgrade (core/stream/ws.c): the frame layer over a fake
+# layer below, and the upgrade request and reply
+fuzz_ws_frames_EXTRA := core/stream/ws.c core/net/stream.c core/net/sock.c
+fuzz_http_upgrade_EXTRA := core/stream/ws.c core/net/stream.c core/net/sock.c
 # Mux.Cool: mux.c with net/conn.c modelled inside spec/fuzz/targets/fuzz_mux.c
 fuzz_mux_EXTRA := core/inbound/mux.c core/net/sock.c
 # TLS server side: stream/tls.c over a socket pair (OpenSSL, our callbacks and BIO)

@@ -15,6 +15,7 @@ pkgs=(
   lua-socket lua-posix                # end-to-end specs: sockets, processes
   v2ray                               # the interoperability oracle
   haproxy                             # a real PROXY protocol sender (proxy_protocol_spec)
+  nginx-light                         # a real reverse proxy before a ws inbound (ws_spec)
   curl python3                        # end-to-end helpers
   openssl                             # e2e: test certificates (tls_spec)
   clang libclang-rt-14-dev            # libFuzzer (make fuzz); replays use gcc

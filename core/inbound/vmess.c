@@ -19,6 +19,16 @@ struct vmess_in {
     struct lr_req_dec dec;
 };
 
+/* Whether what is not VMess goes to the fallback here: on bare TCP (or
+ * TLS) it is whatever a prober sent; inside a WebSocket, HTTPUpgrade or
+ * gRPC stream the transport's own front already sent what was not its
+ * upgrade there, and the stream after it is the client's, refused as a
+ * bad header is without a fallback. */
+static int fallback_ok(const struct lr_inbound *ib)
+{
+    return ib->fallback_host && ib->tp.type == LR_TP_TCP;
+}
+
 static void vin_readable(struct lr_conn *c)
 {
     struct vmess_in *st = c->ib_state;
@@ -40,7 +50,7 @@ static void vin_readable(struct lr_conn *c)
          * with a fallback, it goes there like any other non-VMess client) */
         if (n == 0)
             c->up.src_eof = 1;
-        if (c->ib->fallback_host)
+        if (fallback_ok(c->ib))
             lr_dispatch_fallback(c, n == 0 ? "eof in handshake" : "handshake too long");
         else
             lr_conn_drain(c, n == 0 ? "eof in handshake" : "handshake too long");
@@ -63,7 +73,7 @@ static void vin_readable(struct lr_conn *c)
     if (rc != LR_OK) {
         /* not a VMess client of ours: silence until the deadline, or, with
          * a fallback, whatever web server the operator put there answers */
-        if (ib->fallback_host)
+        if (fallback_ok(ib))
             lr_dispatch_fallback(c, lr_strerror(rc));
         else
             lr_conn_drain(c, lr_strerror(rc));

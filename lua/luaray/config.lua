@@ -894,11 +894,11 @@ local function decl_outbound(S, w, tag, t)
     ob.transport = transport(w, t, ctx, true)
     check_alpn(w, ctx, ob.transport, ob.tls and ob.tls.alpn)
     if ob.transport and ob.transport.path then
-      -- ?ed=N: send up to N bytes of early data with the WebSocket upgrade
+      -- ?ed=N: send up to N bytes of early data with the upgrade request
       local ed = ob.transport.path:match("[?&]ed=(%d+)")
       if ed then
-        if ob.transport.type ~= "ws" then
-          fail(w, "'path' in transport of %s: ?ed= early data needs type = \"ws\"", ctx)
+        if ob.transport.type ~= "ws" and ob.transport.type ~= "httpupgrade" then
+          fail(w, "'path' in transport of %s: ?ed= early data needs type = \"ws\" or \"httpupgrade\"", ctx)
         end
         ob.transport.early_data = tonumber(ed)
         if ob.transport.early_data > 65536 then

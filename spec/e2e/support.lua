@@ -896,7 +896,8 @@ end
 -- a VMess server that may dial loopback (the echo servers live there).
 --   o.port, o.users = {{id, alter_id (or alterId), email, level}}, o.listen,
 --   o.allow_legacy, o.allow_private (default true), o.handshake_timeout,
---   o.idle_timeout, o.max_connections, o.max_sessions, o.log_level ("info"), o.access (true:
+--   o.idle_timeout, o.max_connections, o.max_sessions, o.tls, o.transport, o.fallback,
+--   o.trusted_proxies, o.proxy_protocol (design.md 6), o.log_level ("info"), o.access (true:
 --   one access line per connection on stderr, i.e. in the child's log),
 --   o.fallback ("host:port"), o.proxy_protocol, o.trusted_proxies ({cidr, ...}),
 --   o.tls, o.transport (design.md 6, as in the DSL),
