@@ -11,10 +11,12 @@ pkgs=(
   libsodium-dev                       # randomness, constant-time compare, wiping
   libluajit-5.1-dev luajit            # scripting, FFI
   libc-ares-dev                       # non-blocking DNS for the direct outbound
+  libnghttp2-dev                      # HTTP/2 for the gRPC transport
   lua-busted lua-cjson                # specs (run on LuaJIT), JSON vectors
   lua-socket lua-posix                # end-to-end specs: sockets, processes
   v2ray                               # the interoperability oracle
   curl python3                        # end-to-end helpers
+  python3-h2                          # the independent gRPC (gun) peer in spec/e2e/grpc_spec.lua
   clang libclang-rt-14-dev            # libFuzzer (make fuzz); replays use gcc
 )
 

@@ -355,6 +355,13 @@ static struct lr_outbound fallback_ob = {.tag = (char *)"fallback", .connect_tim
 void lr_dispatch_fallback(struct lr_conn *c, const char *why)
 {
     struct lr_inbound *ib = c->ib;
+    if (c->cli.fd < 0) {
+        /* a session inside another connection (a gRPC tunnel) is past
+         * anything a web server could answer: refused silently, as a bad
+         * header without a fallback is */
+        lr_conn_drain(c, why);
+        return;
+    }
     if (!ib->fallback_host) {
         lr_conn_close(c, why);
         return;

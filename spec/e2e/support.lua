@@ -898,6 +898,7 @@ end
 --   o.allow_legacy, o.allow_private (default true), o.handshake_timeout,
 --   o.idle_timeout, o.max_connections, o.max_sessions, o.log_level ("info"), o.access (true:
 --   one access line per connection on stderr, i.e. in the child's log),
+--   o.transport, o.fallback (design.md 6; emitted only when given),
 --   o.extra (more script text, appended)
 function M.luaray_server_script(o)
   assert(o.port and o.users, "luaray_server_script: port and users needed")
@@ -909,7 +910,7 @@ function M.luaray_server_script(o)
                                                 level = u.level })
   end
   local ib = pick(o, { "allow_legacy", "handshake_timeout", "idle_timeout", "max_connections",
-                       "max_sessions" },
+                       "max_sessions", "transport", "fallback" },
                   { type = "vmess", listen = hostport(listen, o.port),
                     allow_private = o.allow_private == nil and true or o.allow_private })
   l[#l + 1] = 'luaray.inbound "vmess-in" ' .. lua_literal(ib)
@@ -922,7 +923,7 @@ end
 --   o.socks_port, o.server_port, o.id; o.server_host (127.0.0.1), o.listen,
 --   o.http_port; outbound keys as in the DSL, emitted only when given:
 --   o.alter_id (or alterId), o.security, o.masking, o.padding,
---   o.authenticated_length, o.udp, o.connect_timeout; o.socks_udp (default
+--   o.authenticated_length, o.udp, o.connect_timeout, o.transport; o.socks_udp (default
 --   true), o.accounts / o.http_accounts ({{user, pass}}), o.handshake_timeout
 --   (both proxy inbounds), o.log_level, o.access, o.extra
 function M.luaray_client_script(o)
@@ -939,7 +940,7 @@ function M.luaray_client_script(o)
     ports[#ports + 1] = { listen, o.http_port }
   end
   local ob = pick(o, { "security", "masking", "padding", "authenticated_length", "udp",
-                       "connect_timeout" },
+                       "connect_timeout", "transport" },
                   { type = "vmess", server = hostport(o.server_host or "127.0.0.1", o.server_port),
                     id = o.id, alter_id = o.alter_id or o.alterId or 0 })
   l[#l + 1] = 'luaray.outbound "upstream" ' .. lua_literal(ob)
