@@ -379,6 +379,7 @@ void lr_relay_update_reads(struct lr_conn *c)
             continue;
         if (c->throttled)
             want = 0;
+        int pipe_wants = want;
         /* a layer of the stream that needs to read to go on (a TLS
          * handshake, a WebSocket control frame) reads whatever the pipe */
         if (ss[i]->top && (ss[i]->top->want & LR_STREAM_WANT_READ))
@@ -386,9 +387,10 @@ void lr_relay_update_reads(struct lr_conn *c)
         if (want) {
             ev_io_start(loop, &ss[i]->rio);
             /* bytes a layer already took off the socket will not make it
-             * readable again: read them now */
+             * readable again: read them now (when the pipe can take them;
+             * else its room brings us back here) */
             struct lr_stream *t = ss[i]->top;
-            if (t && t->ops->pending && t->ops->pending(t))
+            if (pipe_wants && t && t->ops->pending && t->ops->pending(t))
                 ev_feed_event(loop, &ss[i]->rio, EV_READ);
         } else {
             ev_io_stop(loop, &ss[i]->rio);

@@ -757,7 +757,10 @@ static int gunc_frame_recv_cb(nghttp2_session *h2, const nghttp2_frame *frame,
     struct gunc *g = user;
     if (frame->hd.type == NGHTTP2_GOAWAY && frame->goaway.last_stream_id < g->sid)
         g->failed = 1;
-    if (frame->hd.stream_id == g->sid && frame->hd.type == NGHTTP2_RST_STREAM)
+    /* a RST_STREAM NO_ERROR after the server's trailers only says it reads
+     * no more: what it sent stands */
+    if (frame->hd.stream_id == g->sid && frame->hd.type == NGHTTP2_RST_STREAM &&
+        !(g->peer_end && frame->rst_stream.error_code == NGHTTP2_NO_ERROR))
         g->failed = 1;
     if (frame->hd.stream_id == g->sid && (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) &&
         (frame->hd.type == NGHTTP2_DATA || frame->hd.type == NGHTTP2_HEADERS))
