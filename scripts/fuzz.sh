@@ -46,6 +46,8 @@ max_len() {
     fuzz_sniff) echo 9000 ;;
     fuzz_http) echo 20000 ;;
     fuzz_mux) echo 32768 ;;
+    fuzz_gun) echo 8192 ;;
+    fuzz_h2s) echo 16384 ;;
     *) echo 4096 ;;
     esac
 }
