@@ -17,6 +17,7 @@ pkgs=(
   v2ray                               # the interoperability oracle
   curl python3                        # end-to-end helpers
   python3-h2                          # the independent gRPC (gun) peer in spec/e2e/grpc_spec.lua
+  nginx-light                         # a real reverse proxy in front (grpc_pass) in the e2e specs
   clang libclang-rt-14-dev            # libFuzzer (make fuzz); replays use gcc
 )
 

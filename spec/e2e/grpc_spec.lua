@@ -273,6 +273,73 @@ describe("gRPC transport", function()
       h:stop_luaray(c)
     end))
 
+  -- nginx (Debian's) as the reverse proxy in front, as a CDN's edge or an
+  -- origin's nginx is: HTTP/2 in, grpc_pass to the luaray inbound.
+  local function nginx_front(target_port)
+    local bin = "/usr/sbin/nginx"
+    local f = io.open(bin)
+    if not f then return nil end
+    f:close()
+    local port = E.free_port()
+    local dir = h:path("nginx")
+    os.execute("mkdir -p " .. dir .. "/logs " .. dir .. "/tmp")
+    local conf = h:write("nginx/nginx.conf", ([[
+worker_processes 1;
+pid %s/nginx.pid;
+error_log %s/logs/error.log info;
+events { worker_connections 256; }
+http {
+  access_log %s/logs/access.log;
+  client_body_temp_path %s/tmp/body;
+  proxy_temp_path %s/tmp/proxy;
+  fastcgi_temp_path %s/tmp/fastcgi;
+  uwsgi_temp_path %s/tmp/uwsgi;
+  scgi_temp_path %s/tmp/scgi;
+  server {
+    listen 127.0.0.1:%d http2;
+    location /%s/ {
+      client_max_body_size 0;           # a tunnel is one long request body
+      grpc_pass grpc://127.0.0.1:%d;
+      grpc_read_timeout 300s;
+      grpc_send_timeout 300s;
+    }
+    location / { return 404; }
+  }
+}
+]]):format(dir, dir, dir, dir, dir, dir, dir, dir, port, SERVICE, target_port))
+    local p = h:spawn("nginx", { bin, "-p", dir, "-c", conf, "-g", "daemon off;" },
+                      { ports = { { "127.0.0.1", port } } })
+    return p, port
+  end
+
+  describe("behind nginx (grpc_pass), as behind a CDN", function()
+    it("luaray client and the independent peer through nginx to the luaray server: 1 MiB each way",
+      h:guard(function()
+        local ng, nport = nginx_front(srv_port)
+        if not ng then
+          pending("nginx is not installed (scripts/deps.sh installs nginx-light)")
+          return
+        end
+        local c, socks = luaray_client { server_port = nport, name = "luaray-via-nginx" }
+        local ok, err = E.check_socks_tcp("127.0.0.1", socks, echo, MiB, { half_close = true })
+        assert.is_true(ok, "luaray client: " .. tostring(err))
+        local g, gport = gun_client { port = nport, name = "gun-via-nginx" }
+        local v, vsocks = v2ray_client(gport)
+        local ss = {}
+        for i = 1, 6 do
+          ss[i] = assert(E.socks5_connect("127.0.0.1", vsocks, "127.0.0.1", echo.port))
+        end
+        ok, err = E.transfer_echo_many(ss, 256 * KiB, { timeout = 30 })
+        assert.is_true(ok, "gun peer: " .. tostring(err))
+        assert_alive(c, g, v, ng)
+        -- the requests really went through nginx (the luaray client's three
+        -- are logged; the peer's are still open)
+        local acc = E.read_file(h:path("nginx/logs/access.log")) or ""
+        assert.is_true(E.count_matches(acc, "POST /" .. SERVICE:gsub("%.", "%%.") .. "/Tun HTTP/2.0\" 200") >= 3, acc)
+        h:stop(v); h:stop(g); h:stop_luaray(c); h:stop(ng)
+      end))
+  end)
+
   describe("what a prober sees", function()
     local function probe(path, ctype, method)
       local code, out = h:exec("gun-probe", { python(), E.tools .. "/gun_peer.py", "probe",
