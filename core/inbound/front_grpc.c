@@ -30,6 +30,10 @@
  * the parent's down pipe allow; otherwise its pipe waits (blocked) and is
  * kicked when the parent drains or a WINDOW_UPDATE came.
  *
+ * The client address: a request's X-Real-IP (else the last entry of its
+ * X-Forwarded-For) from a peer in trusted_proxies is the tunnel's src
+ * (access log, max_ips, policies); from any other peer it is ignored.
+ *
  * Limits: at most the inbound's max_sessions tunnels per connection (the
  * SETTINGS_MAX_CONCURRENT_STREAMS we announce) and its session pool
  * (max_connections sessions per inbound), as Mux.Cool; a stream beyond
@@ -165,7 +169,7 @@ static const struct lr_ib_ops tun_ops = {
 
 /* ------------------------------------------------------------ session */
 
-static void *srv_open(void *owner, int32_t sid)
+static void *srv_open(void *owner, int32_t sid, const char *client_ip)
 {
     struct gsrv *g = owner;
     struct lr_conn *p = g->parent;
@@ -185,6 +189,11 @@ static void *srv_open(void *owner, int32_t sid)
     t->g = g;
     t->conn = c;
     t->sid = sid;
+    /* a proxy in front (nginx's grpc_pass, a CDN) says who the client is:
+     * believed from trusted_proxies only */
+    struct lr_addr a;
+    if (client_ip && lr_front_trusted(p->ib, &p->peer) && lr_addr_parse(client_ip, 0, &a) == 0)
+        c->src = a;
     c->cli.dgram = 0;         /* a stream, not datagrams */
     c->dst.network = LR_NET_TCP;
     c->cli.sink_end = tun_sink_end;

@@ -259,6 +259,7 @@ struct h2s_stream {
     struct lr_buf *held;     /* DATA bytes the tunnel did not take yet */
     struct gun_out out;
     uint8_t post, grpc, ours;/* the request: POST, gRPC, our path */
+    char real_ip[64], fwd_ip[64]; /* X-Real-IP, X-Forwarded-For's last entry */
     uint8_t tunnel;          /* answered 200 with a data provider */
     uint8_t peer_end, eof_told, end_req, resume_req;
     uint8_t pinned, zombie;  /* inside lr_h2s_send / closed meanwhile */
@@ -388,6 +389,21 @@ static int h2s_begin_headers_cb(nghttp2_session *h2, const nghttp2_frame *frame,
     return 0;
 }
 
+/* An address as a header gave it, trimmed; "" when it does not fit. */
+static void copy_ip(char *out, size_t cap, const uint8_t *v, size_t n)
+{
+    while (n && (*v == ' ' || *v == '\t')) {
+        v++;
+        n--;
+    }
+    while (n && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+        n--;
+    if (n >= cap)
+        n = 0;
+    memcpy(out, v, n);
+    out[n] = 0;
+}
+
 static int h2s_header_cb(nghttp2_session *h2, const nghttp2_frame *frame,
                          const uint8_t *name, size_t namelen, const uint8_t *value,
                          size_t valuelen, uint8_t flags, void *user)
@@ -405,6 +421,15 @@ static int h2s_header_cb(nghttp2_session *h2, const nghttp2_frame *frame,
                    (valuelen == strlen(s->multi) && memcmp(value, s->multi, valuelen) == 0);
     else if (namelen == 12 && memcmp(name, "content-type", 12) == 0)
         st->grpc = (uint8_t)is_grpc_type(value, valuelen);
+    else if (namelen == 9 && memcmp(name, "x-real-ip", 9) == 0)
+        copy_ip(st->real_ip, sizeof(st->real_ip), value, valuelen);
+    else if (namelen == 15 && memcmp(name, "x-forwarded-for", 15) == 0) {
+        /* the last entry is what the proxy in front saw */
+        size_t i = valuelen;
+        while (i > 0 && value[i - 1] != ',')
+            i--;
+        copy_ip(st->fwd_ip, sizeof(st->fwd_ip), value + i, valuelen - i);
+    }
     return 0;
 }
 
@@ -424,7 +449,8 @@ static void h2s_answer(struct lr_h2s *s, struct h2s_stream *st)
         nghttp2_submit_response(s->h2, st->sid, nv, LR_ARRAY_LEN(nv), NULL);
         return;
     }
-    st->t = s->ops->open(s->owner, st->sid);
+    const char *ip = st->real_ip[0] ? st->real_ip : st->fwd_ip[0] ? st->fwd_ip : NULL;
+    st->t = s->ops->open(s->owner, st->sid, ip);
     if (!st->t) {
         nghttp2_submit_rst_stream(s->h2, NGHTTP2_FLAG_NONE, st->sid,
                                   NGHTTP2_REFUSED_STREAM);

@@ -82,8 +82,11 @@ struct lr_h2s;
 
 struct lr_h2s_ops {
     /* A request for the tunnel's path (POST, application/grpc) on stream
-     * sid: the owner's tunnel, or NULL to refuse it (REFUSED_STREAM). */
-    void *(*open)(void *owner, int32_t sid);
+     * sid: the owner's tunnel, or NULL to refuse it (REFUSED_STREAM).
+     * client_ip: the request's X-Real-IP, else the last X-Forwarded-For
+     * entry (what a proxy in front says; the owner decides whether to
+     * believe it), or NULL. */
+    void *(*open)(void *owner, int32_t sid, const char *client_ip);
     /* Tunnel bytes for t: returns how many it took; the rest waits until
      * the owner calls lr_h2s_resume. */
     size_t (*data)(void *owner, void *t, const uint8_t *p, size_t n);

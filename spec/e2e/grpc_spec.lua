@@ -67,6 +67,7 @@ describe("gRPC transport", function()
     local argv = { python(), E.tools .. "/gun_peer.py", "client", "--listen", "127.0.0.1:" .. lport,
                    "--connect", "127.0.0.1:" .. (o.port or srv_port), "--service", o.service or SERVICE }
     if o.multi then argv[#argv + 1] = "--multi" end
+    if o.xff then argv[#argv + 1] = "--xff"; argv[#argv + 1] = o.xff end
     return h:spawn(o.name or "gun-client", argv, { ports = { { "127.0.0.1", lport } } }), lport
   end
 
@@ -339,6 +340,33 @@ http {
         h:stop(v); h:stop(g); h:stop_luaray(c); h:stop(ng)
       end))
   end)
+
+  it("X-Forwarded-For from a trusted proxy is a tunnel's client address; from another peer it is ignored",
+    h:guard(function()
+      for _, trusted in ipairs { true, false } do
+        local port = E.free_port()
+        local name = trusted and "luaray-grpc-trusting" or "luaray-grpc-untrusting"
+        local s = h:luaray(name, E.luaray_server_script {
+          port = port, users = { { id = ID, email = "xff@e2e" } },
+          transport = { type = "grpc", service_name = SERVICE },
+          trusted_proxies = trusted and { "127.0.0.1/32" } or { "10.0.0.0/8" } })
+        local g, gport = gun_client { port = port, xff = "192.0.2.1, 198.51.100.7", name = "gun-" .. name }
+        local v, socks = v2ray_client(gport)
+        local c = assert(E.socks5_connect("127.0.0.1", socks, "127.0.0.1", echo.port))
+        local ok, err = E.transfer_echo(c, 4 * KiB, { timeout = 10 })
+        assert.is_true(ok, err)
+        h:stop(v); h:stop(g)
+        assert.truthy(E.wait_log(s, "xff@e2e tcp", 1, 10), h:tail(s))
+        local text = E.read_file(s.log) or ""
+        local line = text:match("[^\n]* xff@e2e tcp [^\n]*")
+        if trusted then
+          assert.truthy(line:find(" 198.51.100.7:0 vmess-in xff@e2e", 1, true), line)
+        else
+          assert.truthy(line:find(" 127.0.0.1:%d+ vmess%-in xff@e2e"), line)
+        end
+        h:stop_luaray(s)
+      end
+    end))
 
   describe("what a prober sees", function()
     local function probe(path, ctype, method)

@@ -898,7 +898,7 @@ end
 --   o.allow_legacy, o.allow_private (default true), o.handshake_timeout,
 --   o.idle_timeout, o.max_connections, o.max_sessions, o.log_level ("info"), o.access (true:
 --   one access line per connection on stderr, i.e. in the child's log),
---   o.transport, o.fallback (design.md 6; emitted only when given),
+--   o.transport, o.fallback, o.trusted_proxies (design.md 6; emitted only when given),
 --   o.extra (more script text, appended)
 function M.luaray_server_script(o)
   assert(o.port and o.users, "luaray_server_script: port and users needed")
@@ -910,7 +910,7 @@ function M.luaray_server_script(o)
                                                 level = u.level })
   end
   local ib = pick(o, { "allow_legacy", "handshake_timeout", "idle_timeout", "max_connections",
-                       "max_sessions", "transport", "fallback" },
+                       "max_sessions", "transport", "fallback", "trusted_proxies" },
                   { type = "vmess", listen = hostport(listen, o.port),
                     allow_private = o.allow_private == nil and true or o.allow_private })
   l[#l + 1] = 'luaray.inbound "vmess-in" ' .. lua_literal(ib)

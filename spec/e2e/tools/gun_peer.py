@@ -13,6 +13,7 @@ luaray's C code.
       connection accepted on --listen becomes a new stream on it, its bytes
       relayed both ways as gun messages. With --multi the streams are
       /TunMulti and every message carries its bytes in two data fields.
+      --xff V puts `x-forwarded-for: V` on every request.
   gun_peer.py server --listen HOST:PORT --connect HOST:PORT --service NAME
       Accepts HTTP/2 (h2c) connections on --listen; every stream for
       /NAME/Tun or /NAME/TunMulti is relayed to a new TCP connection to
@@ -286,7 +287,8 @@ class H2Side:
         try:
             self.conn.send_headers(sid, [(":method", "POST"), (":scheme", "http"),
                                          (":authority", self.args.connect), (":path", path),
-                                         ("content-type", "application/grpc"), ("te", "trailers")])
+                                         ("content-type", "application/grpc"), ("te", "trailers")]
+                                   + ([("x-forwarded-for", self.args.xff)] if self.args.xff else []))
         except h2.exceptions.TooManyStreamsError:
             log("refused: max concurrent streams %d" % self.conn.remote_settings.max_concurrent_streams)
             t.close()
@@ -526,6 +528,7 @@ def main():
     ap.add_argument("--connect", required=True)
     ap.add_argument("--service", default="")
     ap.add_argument("--multi", action="store_true")
+    ap.add_argument("--xff", help="client: an X-Forwarded-For header on every stream")
     ap.add_argument("--path", default="/")
     ap.add_argument("--method", default="POST")
     ap.add_argument("--content-type", default="application/grpc")

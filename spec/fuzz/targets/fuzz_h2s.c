@@ -51,9 +51,11 @@ static struct tun *live_tun(struct owner *o, void *tp)
     return t;
 }
 
-static void *o_open(void *ow, int32_t sid)
+static void *o_open(void *ow, int32_t sid, const char *ip)
 {
     struct owner *o = ow;
+    if (ip)
+        FZ_CHECK(strlen(ip) < 64);
     FZ_CHECK(sid > 0 && (sid & 1));
     for (int i = 0; i < NT; i++)
         FZ_CHECK(!o->t[i].live || o->t[i].sid != sid);
