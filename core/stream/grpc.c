@@ -734,6 +734,7 @@ struct gunc {
     char *authority, *path;
     uint8_t tls;
     uint8_t started, end_req, peer_end, failed, status_ok, lower_eof;
+    uint8_t closed;          /* the stream is gone: nothing can be sent */
     int grpc_status;         /* -1: none came */
     struct lr_gun_dec dec;
     struct gun_out out;
@@ -813,7 +814,10 @@ static int gunc_stream_close_cb(nghttp2_session *h2, int32_t sid, uint32_t error
                                 void *user)
 {
     struct gunc *g = user;
-    if (sid == g->sid && (!g->peer_end || error_code != NGHTTP2_NO_ERROR))
+    if (sid != g->sid)
+        return 0;
+    g->closed = 1;
+    if (!g->peer_end || error_code != NGHTTP2_NO_ERROR)
         g->failed = 1;
     return 0;
 }
@@ -972,8 +976,8 @@ static ssize_t gunc_write(struct lr_stream *l, const void *buf, size_t n)
 {
     struct gunc *g = GUNC(l);
     int rc;
-    if (g->failed)
-        return -EPIPE;
+    if (g->failed || g->closed)
+        return -EPIPE; /* the server ended the tunnel: it reads no more */
     if (g->obuf) {
         /* frames of an earlier call still going out */
         if ((rc = gunc_flush(g)) < 0)
