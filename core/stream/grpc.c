@@ -30,7 +30,7 @@
 
 /* ------------------------------------------------------------ gun codec */
 
-enum { G_PREFIX = 0, G_TAG, G_LEN, G_VARINT, G_SKIP, G_DATA };
+enum { G_PREFIX = 0, G_TAG, G_LEN, G_VARINT, G_SKIP, G_DATA, G_ERR };
 
 size_t lr_gun_hdr(uint8_t *out, size_t n)
 {
@@ -60,10 +60,28 @@ static uint8_t after_field(const struct lr_gun_dec *d)
     return d->msg_left ? G_TAG : G_PREFIX;
 }
 
+static int gun_next(struct lr_gun_dec *d, const uint8_t *in, size_t len,
+                    size_t *skip, size_t *n);
+
+static int gun_fail(struct lr_gun_dec *d)
+{
+    d->st = G_ERR; /* sticky: a stream that broke stays broken */
+    return -EPROTO;
+}
+
 int lr_gun_dec_next(struct lr_gun_dec *d, const uint8_t *in, size_t len,
                     size_t *skip, size_t *n)
 {
+    int rc = gun_next(d, in, len, skip, n);
+    return rc < 0 ? gun_fail(d) : rc;
+}
+
+static int gun_next(struct lr_gun_dec *d, const uint8_t *in, size_t len,
+                    size_t *skip, size_t *n)
+{
     size_t i = 0;
+    if (d->st == G_ERR)
+        return -EPROTO;
     while (i < len) {
         switch (d->st) {
         case G_PREFIX:
@@ -932,6 +950,8 @@ static ssize_t gunc_read(struct lr_stream *l, void *buf, size_t n)
 {
     struct gunc *g = GUNC(l);
     for (int round = 0; round < 32; round++) {
+        if (g->failed)
+            return -ECONNRESET; /* reset, or bad framing: what it held is no good */
         ssize_t k = gunc_take(g, buf, n);
         if (k < 0)
             return k;

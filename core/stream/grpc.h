@@ -63,7 +63,8 @@ void lr_gun_dec_init(struct lr_gun_dec *d);
  * *skip framing bytes consumed and *n > 0 data bytes at in + *skip (take
  * any number of them with lr_gun_dec_took, then call again after them);
  * LR_AGAIN when all of it was framing (*skip = len, *n = 0); -EPROTO for a
- * stream that is no gun (a compressed message, a malformed field). */
+ * stream that is no gun (a compressed message, a malformed field), and for
+ * every call after that. */
 int lr_gun_dec_next(struct lr_gun_dec *d, const uint8_t *in, size_t len,
                     size_t *skip, size_t *n);
 /* k (<= the *n of the last call) data bytes were taken. */

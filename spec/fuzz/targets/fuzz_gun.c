@@ -45,6 +45,8 @@ static int run(const uint8_t *in, size_t len, uint64_t seed, int split, uint8_t 
             int rc = lr_gun_dec_next(&d, in + pos + used, chunk - used, &skip, &n);
             if (rc < 0) {
                 FZ_CHECK(rc == -EPROTO);
+                /* sticky: the next call says the same, whatever it gets */
+                FZ_CHECK(lr_gun_dec_next(&d, in, len, &skip, &n) == -EPROTO);
                 return rc;
             }
             FZ_CHECK(skip + n <= chunk - used);

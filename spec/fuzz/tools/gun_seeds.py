@@ -100,4 +100,54 @@ c.send_data(t, hunk(b"fine"))
 write("fuzz_h2s", "bad-gun", 0, 27, c.data_to_send())
 
 write("fuzz_h2s", "not-http2", 0, 29, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+
+
+# fuzz_gunc: what a server sends to our client (its stream is 1)
+def server_bytes(build):
+    cl = client()
+    req(cl)
+    sv = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+    sv.initiate_connection()
+    sv.receive_data(cl.data_to_send())
+    build(sv)
+    return sv.data_to_send()
+
+
+def ok_stream(sv):
+    sv.send_headers(1, [(":status", "200"), ("content-type", "application/grpc")])
+    sv.send_data(1, hunk(b"response" * 10) + hunk(data))
+    sv.send_data(1, hunk(data, 2))
+    sv.send_headers(1, [("grpc-status", "0")], end_stream=True)
+    sv.reset_stream(1, 0)
+
+
+def refused(sv):
+    sv.send_headers(1, [(":status", "200"), ("content-type", "application/grpc"),
+                        ("grpc-status", "12")], end_stream=True)
+
+
+def not_found(sv):
+    sv.send_headers(1, [(":status", "404")], end_stream=True)
+
+
+def window_and_ping(sv):
+    sv.send_headers(1, [(":status", "200"), ("content-type", "application/grpc")])
+    sv.increment_flow_control_window(100000)
+    sv.increment_flow_control_window(100000, stream_id=1)
+    sv.ping(b"abcdefgh")
+    for i in range(8):
+        sv.send_data(1, hunk(bytes([i]) * 1000))
+    sv.send_headers(1, [("grpc-status", "14")], end_stream=True)
+
+
+def goaway(sv):
+    sv.close_connection(error_code=0, last_stream_id=0)
+
+
+write("fuzz_gunc", "ok-stream", 0, 31, server_bytes(ok_stream))
+write("fuzz_gunc", "ok-stream-multi", 1, 33, server_bytes(ok_stream))
+write("fuzz_gunc", "refused-12", 0, 35, server_bytes(refused))
+write("fuzz_gunc", "not-found", 2, 37, server_bytes(not_found))
+write("fuzz_gunc", "window-ping-status-14", 0, 39, server_bytes(window_and_ping))
+write("fuzz_gunc", "goaway", 0, 41, server_bytes(goaway))
 print("seeds written")
