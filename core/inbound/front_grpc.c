@@ -34,6 +34,10 @@
  * X-Forwarded-For) from a peer in trusted_proxies is the tunnel's src
  * (access log, max_ips, policies); from any other peer it is ignored.
  *
+ * Reload: each tunnel runs on the inbound of the same tag in the current
+ * generation (its users, rules, timeouts), as a new connection would; the
+ * HTTP/2 connection itself stays on the one it began with.
+ *
  * Limits: at most the inbound's max_sessions tunnels per connection (the
  * SETTINGS_MAX_CONCURRENT_STREAMS we announce) and its session pool
  * (max_connections sessions per inbound), as Mux.Cool; a stream beyond
@@ -178,11 +182,14 @@ static void *srv_open(void *owner, int32_t sid, const char *client_ip)
                  (unsigned long long)p->id, g->ntun);
         return NULL;
     }
+    /* a tunnel is a new VMess connection: the current generation's users
+     * and rules, however long ago its HTTP/2 connection began */
+    struct lr_inbound *ib = lr_dispatch_current_ib(p->ib);
     struct gtun *t = calloc(1, sizeof(*t));
-    struct lr_conn *c = t ? lr_dispatch_session(p, &tun_ops, tun_sink) : NULL;
+    struct lr_conn *c = t ? lr_dispatch_session_of(p, ib, &tun_ops, tun_sink) : NULL;
     if (!c) {
         lr_debug("conn %llu: grpc stream refused: %u sessions on inbound %s",
-                 (unsigned long long)p->id, p->ib->nsessions, p->ib->tag);
+                 (unsigned long long)p->id, ib->nsessions, ib->tag);
         free(t);
         return NULL;
     }
@@ -192,7 +199,7 @@ static void *srv_open(void *owner, int32_t sid, const char *client_ip)
     /* a proxy in front (nginx's grpc_pass, a CDN) says who the client is:
      * believed from trusted_proxies only */
     struct lr_addr a;
-    if (client_ip && lr_front_trusted(p->ib, &p->peer) && lr_addr_parse(client_ip, 0, &a) == 0)
+    if (client_ip && lr_front_trusted(ib, &p->peer) && lr_addr_parse(client_ip, 0, &a) == 0)
         c->src = a;
     c->cli.dgram = 0;         /* a stream, not datagrams */
     c->dst.network = LR_NET_TCP;

@@ -15,6 +15,7 @@
 --     a bad VMess header inside a tunnel (silence to the handshake deadline,
 --     the other tunnels untouched), and the max_sessions cap.
 local E = require "e2e.support"
+local psignal = require "posix.signal"
 local socket = require "socket"
 
 local KiB, MiB = 1024, 1024 * 1024
@@ -72,10 +73,10 @@ describe("gRPC transport", function()
   end
 
   -- A v2ray 4.34 VMess client (SOCKS5 in) whose "server" is port vport.
-  local function v2ray_client(vport)
+  local function v2ray_client(vport, id)
     local socks = E.free_port()
     return h:v2ray("v2ray-client", E.v2ray_client_config {
-      socks_port = socks, server_port = vport, id = ID, security = "aes-128-gcm" }), socks
+      socks_port = socks, server_port = vport, id = id or ID, security = "aes-128-gcm" }), socks
   end
 
   local function log_count(p, pattern)
@@ -366,6 +367,39 @@ http {
         end
         h:stop_luaray(s)
       end
+    end))
+
+  it("reload: a new tunnel on an HTTP/2 connection older than the SIGHUP gets the new users",
+    h:guard(function()
+      local A, B = E.uuid(), E.uuid()
+      local port = E.free_port()
+      local function script(id)
+        return E.luaray_server_script { port = port, handshake_timeout = 2,
+                                        users = { { id = id, email = "reload@e2e" } },
+                                        transport = { type = "grpc", service_name = SERVICE } }
+      end
+      local text, opts = script(A)
+      local s = h:luaray_obs("luaray-grpc-reload", text, opts)
+      local g, gport = gun_client { port = port, name = "gun-reload" }
+      local va, socks_a = v2ray_client(gport, A)
+      local vb, socks_b = v2ray_client(gport, B)
+      local function works(socks)
+        local c = assert(E.socks5_connect("127.0.0.1", socks, "127.0.0.1", echo.port))
+        return E.transfer_echo(c, 16 * KiB, { timeout = 6 })
+      end
+      assert.is_true((works(socks_a)), "user A before the reload")
+      assert.is_false((works(socks_b)), "user B before the reload")
+      local f = assert(io.open(s.config, "w"))
+      f:write((script(B)))
+      f:close()
+      assert(psignal.kill(s.pid, psignal.SIGHUP))
+      assert.truthy(E.wait_log(s, "reload: generation 2 serving", 1, 15), h:tail(s))
+      assert.is_true((works(socks_b)), "user B after the reload")
+      assert.is_false((works(socks_a)), "user A after the reload")
+      -- all of it on the one HTTP/2 connection the peer opened first
+      assert.are.equal(1, log_count(g, "h2 connection %d+\n"))
+      assert.are.equal(0, log_count(g, "h2 connection %d+ closed"))
+      h:stop(va); h:stop(vb); h:stop(g); h:stop_luaray(s)
     end))
 
   describe("what a prober sees", function()
