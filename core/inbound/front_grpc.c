@@ -385,13 +385,15 @@ static int take_over(struct lr_conn *c)
 static int grpc_run(struct lr_conn *c, void **st)
 {
     ssize_t n = lr_conn_read_client(c);
-    if (n == -EAGAIN)
-        return LR_FRONT_AGAIN;
-    if (n < 0 && n != -ENOBUFS) {
+    if (n < 0 && n != -ENOBUFS && n != -EAGAIN) {
         lr_conn_close(c, n == -ECONNRESET ? "reset" : "read failed");
         return LR_FRONT_CLOSED;
     }
+    /* nothing new is no reason to wait when an earlier stage (a PROXY
+     * header) left the preface in up.in already */
     size_t len = c->up.in ? lr_buf_len(c->up.in) : 0;
+    if (n == -EAGAIN && len == 0)
+        return LR_FRONT_AGAIN;
     size_t k = len < sizeof(PREFACE) ? len : sizeof(PREFACE);
     if (memcmp(lr_buf_head(c->up.in), PREFACE, k) != 0)
         return LR_FRONT_FALLBACK; /* not HTTP/2 */
