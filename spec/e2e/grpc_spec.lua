@@ -276,7 +276,8 @@ describe("gRPC transport", function()
     end))
 
   -- nginx (Debian's) as the reverse proxy in front, as a CDN's edge or an
-  -- origin's nginx is: HTTP/2 in, grpc_pass to the luaray inbound.
+  -- origin's nginx is (README "Behind a CDN with gRPC", without TLS): HTTP/2
+  -- in, grpc_pass to the luaray inbound from 127.0.0.2, with X-Real-IP.
   local function nginx_front(target_port)
     local bin = "/usr/sbin/nginx"
     local f = io.open(bin)
@@ -301,6 +302,8 @@ http {
     listen 127.0.0.1:%d http2;
     location /%s/ {
       client_max_body_size 0;           # a tunnel is one long request body
+      grpc_set_header X-Real-IP $remote_addr;
+      grpc_bind 127.0.0.2;
       grpc_pass grpc://127.0.0.1:%d;
       grpc_read_timeout 300s;
       grpc_send_timeout 300s;
@@ -315,9 +318,14 @@ http {
   end
 
   describe("behind nginx (grpc_pass), as behind a CDN", function()
-    it("luaray client and the independent peer through nginx to the luaray server: 1 MiB each way",
+    it("luaray client and the independent peer through nginx to the luaray server: 1 MiB each way; X-Real-IP believed",
       h:guard(function()
-        local ng, nport = nginx_front(srv_port)
+        local port = E.free_port()
+        local s = h:luaray("luaray-behind-nginx", E.luaray_server_script {
+          port = port, users = { { id = ID, email = "nginx@e2e" } },
+          transport = { type = "grpc", service_name = SERVICE },
+          trusted_proxies = { "127.0.0.2/32" } })
+        local ng, nport = nginx_front(port)
         if not ng then
           pending("nginx is not installed (scripts/deps.sh installs nginx-light)")
           return
@@ -338,7 +346,13 @@ http {
         -- are logged; the peer's are still open)
         local acc = E.read_file(h:path("nginx/logs/access.log")) or ""
         assert.is_true(E.count_matches(acc, "POST /" .. SERVICE:gsub("%.", "%%.") .. "/Tun HTTP/2.0\" 200") >= 3, acc)
-        h:stop(v); h:stop(g); h:stop_luaray(c); h:stop(ng)
+        -- nginx connects from 127.0.0.2 (trusted): each tunnel's client is
+        -- the address nginx saw (127.0.0.1, no port), the HTTP/2 line nginx's
+        local text = E.read_file(s.log) or ""
+        assert.is_true(E.count_matches(text, " 127%.0%.0%.1:0 vmess%-in nginx@e2e tcp") >= 3, text)
+        assert.truthy(text:find(" 127%.0%.0%.2:%d+ vmess%-in %- tcp"), text)
+        assert.is_nil(text:find(" 127%.0%.0%.2:%d+ vmess%-in nginx@e2e"), text)
+        h:stop(v); h:stop(g); h:stop_luaray(c); h:stop(ng); h:stop_luaray(s)
       end))
   end)
 
