@@ -39,6 +39,14 @@ void lr_cfront_start(struct lr_conn *c, int fd);
 void lr_cfront_io(struct lr_conn *c, int revents);
 void lr_cfront_free(struct lr_conn *c);
 
+/* gRPC: VMess connection c (its request prepared) becomes a tunnel on its
+ * outbound's shared HTTP/2 connection, opened if need be; the inbound's
+ * `connected` runs once its stream is open.  0, or -1 when no shared
+ * connection can be had (c dials one of its own then). */
+int lr_grpc_attach(struct lr_conn *c);
+/* c closes: its tunnel leaves the shared connection (outbound free). */
+void lr_grpc_detach(struct lr_conn *c);
+
 extern const struct lr_cfront_stage lr_cfront_tls_stage;
 extern const struct lr_cfront_stage lr_cfront_http_stage;
 extern const struct lr_cfront_stage lr_cfront_grpc_stage;

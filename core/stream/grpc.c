@@ -743,7 +743,434 @@ int lr_h2s_over(struct lr_h2s *s)
            (!nghttp2_session_want_read(s->h2) && !nghttp2_session_want_write(s->h2));
 }
 
-/* ------------------------------------------------------------ client */
+/* ------------------------------------------------------------ client, many tunnels */
+
+struct h2c_stream {
+    struct h2c_stream *prev, *next;
+    int32_t sid;
+    void *t;                 /* the owner's tunnel; NULL: none (any more) */
+    struct lr_gun_dec dec;
+    struct lr_buf *held;     /* DATA bytes the tunnel did not take yet */
+    struct gun_out out;
+    uint8_t status_ok;       /* :status 200 came */
+    uint8_t peer_end, end_req, resume_req;
+    uint8_t pinned, zombie;
+    int grpc_status;         /* -1: none came */
+};
+
+struct lr_h2c {
+    nghttp2_session *h2;
+    const struct lr_h2c_ops *ops;
+    void *owner;
+    char *authority, *path;
+    uint8_t tls;
+    struct h2c_stream *streams;
+    uint32_t nstreams;
+    int busy, broken, goaway, freeing;
+};
+
+static struct h2c_stream *h2c_stream_of(struct lr_h2c *c, int32_t sid)
+{
+    return c->h2 ? nghttp2_session_get_stream_user_data(c->h2, sid) : NULL;
+}
+
+static void h2c_unlink(struct lr_h2c *c, struct h2c_stream *st)
+{
+    if (st->prev)
+        st->prev->next = st->next;
+    else if (c->streams == st)
+        c->streams = st->next;
+    if (st->next)
+        st->next->prev = st->prev;
+    st->prev = st->next = NULL;
+    c->nstreams--;
+}
+
+/* The tunnel is over for the owner: a clean end (eof) or a failure. */
+static void h2c_finish(struct lr_h2c *c, struct h2c_stream *st, int clean)
+{
+    void *t = st->t;
+    if (!t)
+        return;
+    if (clean) {
+        c->ops->eof(c->owner, t);
+    } else {
+        st->t = NULL;
+        c->ops->closed(c->owner, t);
+    }
+}
+
+/* Offers p[0, n) to the tunnel; the bytes used (framing and data taken).
+ * A framing error resets the stream and uses everything. */
+static size_t h2c_deliver(struct lr_h2c *c, struct h2c_stream *st, const uint8_t *p,
+                          size_t n)
+{
+    size_t used = 0;
+    while (used < n && st->t) {
+        size_t skip, k;
+        int rc = lr_gun_dec_next(&st->dec, p + used, n - used, &skip, &k);
+        if (rc < 0) {
+            nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, st->sid,
+                                      NGHTTP2_PROTOCOL_ERROR);
+            h2c_finish(c, st, 0);
+            return n;
+        }
+        used += skip;
+        if (rc == LR_AGAIN)
+            break;
+        size_t took = c->ops->data(c->owner, st->t, p + used, k);
+        lr_gun_dec_took(&st->dec, took);
+        used += took;
+        if (took < k)
+            break;
+    }
+    return st->t ? used : n;
+}
+
+static void h2c_maybe_end(struct lr_h2c *c, struct h2c_stream *st)
+{
+    if (st->peer_end && st->t && !st->held)
+        h2c_finish(c, st, st->status_ok && st->grpc_status == 0);
+}
+
+static void h2c_drain_held(struct lr_h2c *c, struct h2c_stream *st)
+{
+    if (st->held) {
+        size_t used = h2c_deliver(c, st, lr_buf_head(st->held), lr_buf_len(st->held));
+        st->held->rd += (uint32_t)used;
+        nghttp2_session_consume(c->h2, st->sid, used);
+        if (lr_buf_len(st->held) == 0)
+            held_drop(&st->held);
+    }
+    h2c_maybe_end(c, st);
+}
+
+static ssize_t h2c_send_cb(nghttp2_session *h2, const uint8_t *data, size_t length,
+                           int flags, void *user)
+{
+    struct lr_h2c *c = user;
+    size_t k = c->ops->out(c->owner, data, length);
+    return k ? (ssize_t)k : NGHTTP2_ERR_WOULDBLOCK;
+}
+
+static ssize_t h2c_read_cb(nghttp2_session *h2, int32_t sid, uint8_t *buf,
+                           size_t length, uint32_t *flags,
+                           nghttp2_data_source *source, void *user)
+{
+    struct h2c_stream *st = source->ptr;
+    size_t w = gun_out_fill(&st->out, buf, length);
+    if (w)
+        return (ssize_t)w;
+    if (st->end_req && !gun_out_busy(&st->out)) {
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+        return 0;
+    }
+    return NGHTTP2_ERR_DEFERRED;
+}
+
+static int h2c_header_cb(nghttp2_session *h2, const nghttp2_frame *frame,
+                         const uint8_t *name, size_t namelen, const uint8_t *value,
+                         size_t valuelen, uint8_t flags, void *user)
+{
+    struct lr_h2c *c = user;
+    if (frame->hd.type != NGHTTP2_HEADERS)
+        return 0;
+    struct h2c_stream *st = h2c_stream_of(c, frame->hd.stream_id);
+    if (!st)
+        return 0;
+    if (namelen == 7 && memcmp(name, ":status", 7) == 0) {
+        st->status_ok = valuelen == 3 && memcmp(value, "200", 3) == 0;
+    } else if (namelen == 11 && memcmp(name, "grpc-status", 11) == 0) {
+        int v = 0;
+        for (size_t i = 0; i < valuelen && i < 6; i++)
+            v = value[i] >= '0' && value[i] <= '9' ? v * 10 + (value[i] - '0') : 999;
+        st->grpc_status = valuelen ? v : 999;
+    }
+    return 0;
+}
+
+static int h2c_frame_recv_cb(nghttp2_session *h2, const nghttp2_frame *frame,
+                             void *user)
+{
+    struct lr_h2c *c = user;
+    if (frame->hd.type == NGHTTP2_GOAWAY) {
+        c->goaway = 1; /* streams above last_stream_id are closed by nghttp2 */
+        return 0;
+    }
+    if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA)
+        return 0;
+    struct h2c_stream *st = h2c_stream_of(c, frame->hd.stream_id);
+    if (st && (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
+        st->peer_end = 1;
+        h2c_maybe_end(c, st);
+    }
+    return 0;
+}
+
+static int h2c_data_cb(nghttp2_session *h2, uint8_t flags, int32_t sid,
+                       const uint8_t *data, size_t len, void *user)
+{
+    struct lr_h2c *c = user;
+    struct h2c_stream *st = h2c_stream_of(c, sid);
+    if (!st || !st->t) {
+        nghttp2_session_consume(h2, sid, len); /* nobody's: dropped */
+        return 0;
+    }
+    size_t used = 0;
+    if (!st->held)
+        used = h2c_deliver(c, st, data, len);
+    if (used < len && st->t && held_add(&st->held, data + used, len - used) < 0) {
+        nghttp2_submit_rst_stream(h2, NGHTTP2_FLAG_NONE, sid, NGHTTP2_FLOW_CONTROL_ERROR);
+        h2c_finish(c, st, 0);
+    }
+    if (!st->t) {
+        held_drop(&st->held);
+        used = len;
+    }
+    nghttp2_session_consume(h2, sid, used);
+    return 0;
+}
+
+static int h2c_stream_close_cb(nghttp2_session *h2, int32_t sid, uint32_t error_code,
+                               void *user)
+{
+    struct lr_h2c *c = user;
+    struct h2c_stream *st = nghttp2_session_get_stream_user_data(h2, sid);
+    if (!st || c->freeing)
+        return 0;
+    nghttp2_session_set_stream_user_data(h2, sid, NULL);
+    h2c_unlink(c, st);
+    if (st->held) {
+        nghttp2_session_consume_connection(h2, lr_buf_len(st->held));
+        held_drop(&st->held);
+    }
+    /* a stream that closes without its clean end (a reset, a refusal,
+     * GOAWAY) failed; after a clean end the owner was told already */
+    if (st->t && !(st->peer_end && st->status_ok && st->grpc_status == 0))
+        h2c_finish(c, st, 0);
+    st->t = NULL;
+    if (st->pinned)
+        st->zombie = 1;
+    else
+        free(st);
+    return 0;
+}
+
+struct lr_h2c *lr_h2c_new(const char *authority, const char *service, int multi, int tls,
+                          const struct lr_h2c_ops *ops, void *owner)
+{
+    struct lr_h2c *c = calloc(1, sizeof(*c));
+    nghttp2_session_callbacks *cb = NULL;
+    nghttp2_option *opt = NULL;
+    if (!c)
+        return NULL;
+    c->ops = ops;
+    c->owner = owner;
+    c->tls = (uint8_t)!!tls;
+    size_t pl = strlen(service) + 12;
+    c->authority = strdup(authority);
+    c->path = malloc(pl);
+    if (!c->authority || !c->path)
+        goto fail;
+    snprintf(c->path, pl, "/%s/%s", service, multi ? "TunMulti" : "Tun");
+    if (nghttp2_session_callbacks_new(&cb) != 0 || nghttp2_option_new(&opt) != 0)
+        goto fail;
+    nghttp2_session_callbacks_set_send_callback(cb, h2c_send_cb);
+    nghttp2_session_callbacks_set_on_header_callback(cb, h2c_header_cb);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cb, h2c_frame_recv_cb);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, h2c_data_cb);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cb, h2c_stream_close_cb);
+    nghttp2_option_set_no_auto_window_update(opt, 1);
+    if (nghttp2_session_client_new2(&c->h2, cb, c, opt) != 0)
+        c->h2 = NULL;
+    nghttp2_session_callbacks_del(cb);
+    nghttp2_option_del(opt);
+    cb = NULL;
+    opt = NULL;
+    if (!c->h2)
+        goto fail;
+    nghttp2_settings_entry iv[] = {
+        {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, H2_WINDOW},
+    };
+    /* as the server does: one tunnel whose reader stalls holds its own
+     * window, never the connection's */
+    if (nghttp2_submit_settings(c->h2, NGHTTP2_FLAG_NONE, iv, LR_ARRAY_LEN(iv)) != 0 ||
+        nghttp2_session_set_local_window_size(c->h2, NGHTTP2_FLAG_NONE, 0,
+                                              (int32_t)(LR_H2C_STREAMS + 1) * H2_WINDOW) != 0)
+        goto fail;
+    return c;
+fail:
+    if (cb)
+        nghttp2_session_callbacks_del(cb);
+    if (opt)
+        nghttp2_option_del(opt);
+    lr_h2c_free(c);
+    return NULL;
+}
+
+void lr_h2c_free(struct lr_h2c *c)
+{
+    if (!c)
+        return;
+    c->freeing = 1;
+    while (c->streams) {
+        struct h2c_stream *st = c->streams;
+        h2c_unlink(c, st);
+        held_drop(&st->held);
+        if (c->h2)
+            nghttp2_session_set_stream_user_data(c->h2, st->sid, NULL);
+        free(st);
+    }
+    if (c->h2)
+        nghttp2_session_del(c->h2);
+    free(c->authority);
+    free(c->path);
+    free(c);
+}
+
+int32_t lr_h2c_open(struct lr_h2c *c, void *t)
+{
+    if (c->broken || c->goaway || c->nstreams >= LR_H2C_STREAMS)
+        return -1;
+    struct h2c_stream *st = calloc(1, sizeof(*st));
+    if (!st)
+        return -1;
+    st->t = t;
+    st->grpc_status = -1;
+    lr_gun_dec_init(&st->dec);
+    nghttp2_nv nv[] = {
+        NV(":method", "POST"),
+        {(uint8_t *)":scheme", (uint8_t *)(c->tls ? "https" : "http"), 7, c->tls ? 5 : 4,
+         NGHTTP2_NV_FLAG_NONE},
+        {(uint8_t *)":path", (uint8_t *)c->path, 5, strlen(c->path), NGHTTP2_NV_FLAG_NONE},
+        {(uint8_t *)":authority", (uint8_t *)c->authority, 10, strlen(c->authority),
+         NGHTTP2_NV_FLAG_NONE},
+        NV("content-type", "application/grpc"),
+        NV("te", "trailers"),
+        NV("user-agent", "grpc-go/1.36.1"),
+    };
+    nghttp2_data_provider prd = {.source.ptr = st, .read_callback = h2c_read_cb};
+    int32_t sid = nghttp2_submit_request(c->h2, NULL, nv, LR_ARRAY_LEN(nv), &prd, st);
+    if (sid < 0) {
+        free(st);
+        return -1;
+    }
+    st->sid = sid;
+    st->next = c->streams;
+    if (c->streams)
+        c->streams->prev = st;
+    c->streams = st;
+    c->nstreams++;
+    (void)lr_h2c_flush(c);
+    return sid;
+}
+
+int lr_h2c_flush(struct lr_h2c *c)
+{
+    if (c->broken)
+        return -1;
+    if (c->busy)
+        return 0;
+    if (nghttp2_session_send(c->h2) != 0) {
+        c->broken = 1;
+        return -1;
+    }
+    return 0;
+}
+
+int lr_h2c_input(struct lr_h2c *c, const uint8_t *p, size_t n)
+{
+    if (c->broken)
+        return -1;
+    c->busy++;
+    ssize_t rv = nghttp2_session_mem_recv(c->h2, p, n);
+    c->busy--;
+    if (rv < 0) {
+        c->broken = 1;
+        return -1;
+    }
+    for (struct h2c_stream *st = c->streams, *next; st; st = next) {
+        next = st->next;
+        if (st->resume_req) {
+            st->resume_req = 0;
+            h2c_drain_held(c, st);
+        }
+    }
+    return lr_h2c_flush(c);
+}
+
+size_t lr_h2c_send(struct lr_h2c *c, int32_t sid, const uint8_t *p, size_t n)
+{
+    if (c->busy || c->broken)
+        return 0;
+    struct h2c_stream *st = h2c_stream_of(c, sid);
+    if (!st || st->end_req)
+        return n; /* the stream is gone: nobody reads these */
+    st->out.src = p;
+    st->out.src_len = n;
+    st->out.src_took = 0;
+    st->pinned = 1;
+    nghttp2_session_resume_data(c->h2, sid);
+    (void)lr_h2c_flush(c);
+    size_t took = st->out.src_took;
+    st->out.src = NULL;
+    st->pinned = 0;
+    if (st->zombie)
+        free(st);
+    return took;
+}
+
+void lr_h2c_end(struct lr_h2c *c, int32_t sid)
+{
+    struct h2c_stream *st = h2c_stream_of(c, sid);
+    if (!st || st->end_req)
+        return;
+    st->end_req = 1;
+    nghttp2_session_resume_data(c->h2, sid);
+    (void)lr_h2c_flush(c);
+}
+
+void lr_h2c_cancel(struct lr_h2c *c, int32_t sid)
+{
+    struct h2c_stream *st = h2c_stream_of(c, sid);
+    if (!st)
+        return;
+    st->t = NULL;
+    if (st->held) {
+        nghttp2_session_consume(c->h2, sid, lr_buf_len(st->held));
+        held_drop(&st->held);
+    }
+    if (!(st->peer_end && st->end_req && !gun_out_busy(&st->out)))
+        nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, sid, NGHTTP2_CANCEL);
+    (void)lr_h2c_flush(c);
+}
+
+void lr_h2c_resume(struct lr_h2c *c, int32_t sid)
+{
+    struct h2c_stream *st = h2c_stream_of(c, sid);
+    if (!st)
+        return;
+    if (c->busy) {
+        st->resume_req = 1;
+        return;
+    }
+    h2c_drain_held(c, st);
+    (void)lr_h2c_flush(c);
+}
+
+int lr_h2c_usable(struct lr_h2c *c)
+{
+    return !c->broken && !c->goaway && c->nstreams < LR_H2C_STREAMS;
+}
+
+int lr_h2c_over(struct lr_h2c *c)
+{
+    return c->broken ||
+           (!nghttp2_session_want_read(c->h2) && !nghttp2_session_want_write(c->h2));
+}
+
+/* ------------------------------------------------------------ client, one tunnel */
 
 struct gunc {
     struct lr_stream s;

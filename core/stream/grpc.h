@@ -125,7 +125,58 @@ void lr_h2s_resume(struct lr_h2s *s, int32_t sid);
 /* Whether the session is over (nothing to read or write any more). */
 int lr_h2s_over(struct lr_h2s *s);
 
-/* ------------------------------------------------------------ client */
+/* ------------------------------------------------------------ client, many tunnels */
+
+/* The client side of one HTTP/2 connection carrying many tunnels (the
+ * owner, outbound/cfront_grpc.c, shares it between the VMess connections
+ * of an outbound).  Like lr_h2s: bytes from the server go in through
+ * lr_h2c_input, output leaves through ops->out; callbacks run from
+ * lr_h2c_* calls and only queue work in the owner. */
+struct lr_h2c;
+
+/* Streams one connection carries at most; more open another connection. */
+#define LR_H2C_STREAMS 100
+
+struct lr_h2c_ops {
+    /* Tunnel bytes for t: how many it took; the rest waits until the
+     * owner calls lr_h2c_resume. */
+    size_t (*data)(void *owner, void *t, const uint8_t *p, size_t n);
+    /* The server ended t cleanly (200, grpc-status 0) after every byte
+     * was taken. */
+    void (*eof)(void *owner, void *t);
+    /* t failed (reset, refused, a status other than 200 / grpc-status 0,
+     * bad framing, GOAWAY): no callback names t after this. */
+    void (*closed)(void *owner, void *t);
+    /* Bytes for the server: how many it took (0: none now; the owner
+     * calls lr_h2c_flush when it has room again). */
+    size_t (*out)(void *owner, const uint8_t *p, size_t n);
+};
+
+/* `POST /<service>/Tun` (TunMulti with multi) requests to `authority`,
+ * :scheme https with tls.  NULL on ENOMEM.  The preface and SETTINGS are
+ * the first output (lr_h2c_flush). */
+struct lr_h2c *lr_h2c_new(const char *authority, const char *service, int multi, int tls,
+                          const struct lr_h2c_ops *ops, void *owner);
+void lr_h2c_free(struct lr_h2c *c);
+/* A new tunnel t: its stream id, or -1 (GOAWAY came, full, broken). */
+int32_t lr_h2c_open(struct lr_h2c *c, void *t);
+/* As lr_h2s_send, towards the server. */
+size_t lr_h2c_send(struct lr_h2c *c, int32_t sid, const uint8_t *p, size_t n);
+/* The tunnel's upload is over: END_STREAM after what was sent. */
+void lr_h2c_end(struct lr_h2c *c, int32_t sid);
+/* The tunnel is gone: RST_STREAM CANCEL unless it ended both ways; no
+ * callback names it after this. */
+void lr_h2c_cancel(struct lr_h2c *c, int32_t sid);
+void lr_h2c_resume(struct lr_h2c *c, int32_t sid);
+/* Server bytes (all taken): 0, or < 0 when the connection is broken. */
+int lr_h2c_input(struct lr_h2c *c, const uint8_t *p, size_t n);
+int lr_h2c_flush(struct lr_h2c *c);
+/* Whether it can take another tunnel (no GOAWAY, not full, not broken). */
+int lr_h2c_usable(struct lr_h2c *c);
+/* Whether the session is over (nothing to read or write any more). */
+int lr_h2c_over(struct lr_h2c *c);
+
+/* ------------------------------------------------------------ client, one tunnel */
 
 /* A gun tunnel as a stream layer: `POST /<service>/Tun` (TunMulti with
  * multi) to `authority`, over whatever layer it is pushed on.  NULL on

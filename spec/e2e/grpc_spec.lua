@@ -216,7 +216,8 @@ describe("gRPC transport", function()
       h:stop(v); h:stop(g)
     end))
 
-    it("luaray client -> gun server -> v2ray 4.34 VMess server: 1 MiB both ways", h:guard(function()
+    it("luaray client -> gun server -> v2ray 4.34 VMess server: 1 MiB both ways; the client's tunnels share one HTTP/2 connection",
+      h:guard(function()
       local vport = E.free_port()
       local vs = h:v2ray("v2ray-server", E.v2ray_server_config { port = vport, users = { { id = ID } } })
       local gport = E.free_port()
@@ -228,13 +229,24 @@ describe("gRPC transport", function()
         local c, socks = luaray_client { server_port = gport, multi = multi }
         local ok, err = E.check_socks_tcp("127.0.0.1", socks, echo, MiB, { half_close = true })
         assert.is_true(ok, err)
+        local ss = {}
+        for i = 1, 8 do
+          ss[i] = assert(E.socks5_connect("127.0.0.1", socks, "127.0.0.1", echo.port))
+        end
+        ok, err = E.transfer_echo_many(ss, 128 * KiB, { timeout = 30 })
+        assert.is_true(ok, "8 at once: " .. tostring(err))
         assert_alive(c, gs, vs)
         h:stop_luaray(c)
       end
-      -- the peer saw our requests as gun: Tun, then TunMulti
+      -- the peer saw our requests as gun, Tun then TunMulti, each client's
+      -- 11 tunnels (3 one after the other, 8 at once) as streams 1..21 of
+      -- one HTTP/2 connection (the first connection is the harness's
+      -- port probe)
       local text = E.read_file(gs.log) or ""
-      assert.truthy(text:find("open /" .. SERVICE:gsub("%.", "%%.") .. "/Tun\n"), h:tail(gs))
-      assert.truthy(text:find("open /" .. SERVICE:gsub("%.", "%%.") .. "/TunMulti\n"), h:tail(gs))
+      local svc = SERVICE:gsub("%.", "%%.")
+      assert.truthy(text:find("stream 21 open /" .. svc .. "/Tun\n"), text)
+      assert.truthy(text:find("stream 21 open /" .. svc .. "/TunMulti\n"), text)
+      assert.are.equal(3, log_count(gs, "h2 connection %d+\n"))
       h:stop(gs); h:stop(vs)
     end))
 
