@@ -49,6 +49,7 @@ max_len() {
     fuzz_gun) echo 8192 ;;
     fuzz_h2s) echo 16384 ;;
     fuzz_gunc) echo 16384 ;;
+    fuzz_h2c) echo 16384 ;;
     *) echo 4096 ;;
     esac
 }

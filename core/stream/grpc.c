@@ -755,6 +755,7 @@ struct h2c_stream {
     uint8_t status_ok;       /* :status 200 came */
     uint8_t peer_end, end_req, resume_req;
     uint8_t pinned, zombie;
+    uint8_t gone;            /* nghttp2 closed it; held bytes still to give */
     int grpc_status;         /* -1: none came */
 };
 
@@ -774,6 +775,25 @@ static struct h2c_stream *h2c_stream_of(struct lr_h2c *c, int32_t sid)
     return c->h2 ? nghttp2_session_get_stream_user_data(c->h2, sid) : NULL;
 }
 
+/* Ours, by id: also before nghttp2 opened it (the request is queued) and
+ * after it closed it with bytes still held. */
+static struct h2c_stream *h2c_find(struct lr_h2c *c, int32_t sid)
+{
+    for (struct h2c_stream *st = c->streams; st; st = st->next)
+        if (st->sid == sid)
+            return st;
+    return NULL;
+}
+
+static void h2c_consume(struct lr_h2c *c, struct h2c_stream *st, size_t n)
+{
+    if (st->gone)
+        nghttp2_session_consume_connection(c->h2, n);
+    else
+        nghttp2_session_consume(c->h2, st->sid, n);
+}
+
+
 static void h2c_unlink(struct lr_h2c *c, struct h2c_stream *st)
 {
     if (st->prev)
@@ -784,6 +804,18 @@ static void h2c_unlink(struct lr_h2c *c, struct h2c_stream *st)
         st->next->prev = st->prev;
     st->prev = st->next = NULL;
     c->nstreams--;
+}
+
+/* A stream nghttp2 closed, once it has nothing more for its tunnel. */
+static void h2c_release(struct lr_h2c *c, struct h2c_stream *st)
+{
+    h2c_unlink(c, st);
+    held_drop(&st->held);
+    st->t = NULL;
+    if (st->pinned)
+        st->zombie = 1;
+    else
+        free(st);
 }
 
 /* The tunnel is over for the owner: a clean end (eof) or a failure. */
@@ -833,16 +865,22 @@ static void h2c_maybe_end(struct lr_h2c *c, struct h2c_stream *st)
         h2c_finish(c, st, st->status_ok && st->grpc_status == 0);
 }
 
-static void h2c_drain_held(struct lr_h2c *c, struct h2c_stream *st)
+/* 1 if st was released (it is gone and has nothing more). */
+static int h2c_drain_held(struct lr_h2c *c, struct h2c_stream *st)
 {
     if (st->held) {
         size_t used = h2c_deliver(c, st, lr_buf_head(st->held), lr_buf_len(st->held));
         st->held->rd += (uint32_t)used;
-        nghttp2_session_consume(c->h2, st->sid, used);
-        if (lr_buf_len(st->held) == 0)
+        h2c_consume(c, st, used);
+        if (lr_buf_len(st->held) == 0 || !st->t)
             held_drop(&st->held);
     }
     h2c_maybe_end(c, st);
+    if (st->gone && (!st->held || !st->t)) {
+        h2c_release(c, st);
+        return 1;
+    }
+    return 0;
 }
 
 static ssize_t h2c_send_cb(nghttp2_session *h2, const uint8_t *data, size_t length,
@@ -927,7 +965,7 @@ static int h2c_data_cb(nghttp2_session *h2, uint8_t flags, int32_t sid,
         held_drop(&st->held);
         used = len;
     }
-    nghttp2_session_consume(h2, sid, used);
+    h2c_consume(c, st, used);
     return 0;
 }
 
@@ -939,20 +977,20 @@ static int h2c_stream_close_cb(nghttp2_session *h2, int32_t sid, uint32_t error_
     if (!st || c->freeing)
         return 0;
     nghttp2_session_set_stream_user_data(h2, sid, NULL);
-    h2c_unlink(c, st);
+    st->gone = 1;
+    int clean = st->peer_end && st->status_ok && st->grpc_status == 0 &&
+                error_code == NGHTTP2_NO_ERROR;
+    if (st->t && clean && st->held)
+        return 0; /* a clean end whose last bytes wait: given on resume */
     if (st->held) {
         nghttp2_session_consume_connection(h2, lr_buf_len(st->held));
         held_drop(&st->held);
     }
     /* a stream that closes without its clean end (a reset, a refusal,
      * GOAWAY) failed; after a clean end the owner was told already */
-    if (st->t && !(st->peer_end && st->status_ok && st->grpc_status == 0))
+    if (st->t && !clean)
         h2c_finish(c, st, 0);
-    st->t = NULL;
-    if (st->pinned)
-        st->zombie = 1;
-    else
-        free(st);
+    h2c_release(c, st);
     return 0;
 }
 
@@ -1062,8 +1100,7 @@ int32_t lr_h2c_open(struct lr_h2c *c, void *t)
         c->streams->prev = st;
     c->streams = st;
     c->nstreams++;
-    (void)lr_h2c_flush(c);
-    return sid;
+    return sid; /* the request goes out with the next flush (or send) */
 }
 
 int lr_h2c_flush(struct lr_h2c *c)
@@ -1094,7 +1131,7 @@ int lr_h2c_input(struct lr_h2c *c, const uint8_t *p, size_t n)
         next = st->next;
         if (st->resume_req) {
             st->resume_req = 0;
-            h2c_drain_held(c, st);
+            (void)h2c_drain_held(c, st);
         }
     }
     return lr_h2c_flush(c);
@@ -1104,8 +1141,8 @@ size_t lr_h2c_send(struct lr_h2c *c, int32_t sid, const uint8_t *p, size_t n)
 {
     if (c->busy || c->broken)
         return 0;
-    struct h2c_stream *st = h2c_stream_of(c, sid);
-    if (!st || st->end_req)
+    struct h2c_stream *st = h2c_find(c, sid);
+    if (!st || st->end_req || st->gone)
         return n; /* the stream is gone: nobody reads these */
     st->out.src = p;
     st->out.src_len = n;
@@ -1123,8 +1160,8 @@ size_t lr_h2c_send(struct lr_h2c *c, int32_t sid, const uint8_t *p, size_t n)
 
 void lr_h2c_end(struct lr_h2c *c, int32_t sid)
 {
-    struct h2c_stream *st = h2c_stream_of(c, sid);
-    if (!st || st->end_req)
+    struct h2c_stream *st = h2c_find(c, sid);
+    if (!st || st->end_req || st->gone)
         return;
     st->end_req = 1;
     nghttp2_session_resume_data(c->h2, sid);
@@ -1133,14 +1170,20 @@ void lr_h2c_end(struct lr_h2c *c, int32_t sid)
 
 void lr_h2c_cancel(struct lr_h2c *c, int32_t sid)
 {
-    struct h2c_stream *st = h2c_stream_of(c, sid);
+    struct h2c_stream *st = h2c_find(c, sid);
     if (!st)
         return;
     st->t = NULL;
     if (st->held) {
-        nghttp2_session_consume(c->h2, sid, lr_buf_len(st->held));
+        h2c_consume(c, st, lr_buf_len(st->held));
         held_drop(&st->held);
     }
+    if (st->gone) {
+        h2c_release(c, st);
+        return;
+    }
+    /* a stream whose request is still queued is dropped by nghttp2 with
+     * it (it closes without a frame) */
     if (!(st->peer_end && st->end_req && !gun_out_busy(&st->out)))
         nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, sid, NGHTTP2_CANCEL);
     (void)lr_h2c_flush(c);
@@ -1148,14 +1191,14 @@ void lr_h2c_cancel(struct lr_h2c *c, int32_t sid)
 
 void lr_h2c_resume(struct lr_h2c *c, int32_t sid)
 {
-    struct h2c_stream *st = h2c_stream_of(c, sid);
+    struct h2c_stream *st = h2c_find(c, sid);
     if (!st)
         return;
     if (c->busy) {
         st->resume_req = 1;
         return;
     }
-    h2c_drain_held(c, st);
+    (void)h2c_drain_held(c, st);
     (void)lr_h2c_flush(c);
 }
 

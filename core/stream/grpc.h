@@ -158,7 +158,8 @@ struct lr_h2c_ops {
 struct lr_h2c *lr_h2c_new(const char *authority, const char *service, int multi, int tls,
                           const struct lr_h2c_ops *ops, void *owner);
 void lr_h2c_free(struct lr_h2c *c);
-/* A new tunnel t: its stream id, or -1 (GOAWAY came, full, broken). */
+/* A new tunnel t: its stream id, or -1 (GOAWAY came, full, broken).  No
+ * callback runs inside; the request goes out with the next flush. */
 int32_t lr_h2c_open(struct lr_h2c *c, void *t);
 /* As lr_h2s_send, towards the server. */
 size_t lr_h2c_send(struct lr_h2c *c, int32_t sid, const uint8_t *p, size_t n);

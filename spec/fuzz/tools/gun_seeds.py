@@ -150,4 +150,39 @@ write("fuzz_gunc", "refused-12", 0, 35, server_bytes(refused))
 write("fuzz_gunc", "not-found", 2, 37, server_bytes(not_found))
 write("fuzz_gunc", "window-ping-status-14", 0, 39, server_bytes(window_and_ping))
 write("fuzz_gunc", "goaway", 0, 41, server_bytes(goaway))
+
+
+# fuzz_h2c: a server answering several tunnels of one connection (1, 3, 5)
+def server_many(build, n=3):
+    cl = client()
+    for _ in range(n):
+        req(cl)
+    sv = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+    sv.initiate_connection()
+    sv.receive_data(cl.data_to_send())
+    build(sv)
+    return sv.data_to_send()
+
+
+def many_ok(sv):
+    for sid in (1, 3, 5):
+        sv.send_headers(sid, [(":status", "200"), ("content-type", "application/grpc")])
+    sv.send_data(3, hunk(data))
+    sv.send_data(1, hunk(b"one" * 50, 2))
+    sv.send_headers(1, [("grpc-status", "0")], end_stream=True)
+    sv.reset_stream(5, 8)
+    sv.send_data(3, hunk(b"more"))
+    sv.send_headers(3, [("grpc-status", "14")], end_stream=True)
+
+
+def many_goaway(sv):
+    sv.send_headers(1, [(":status", "200"), ("content-type", "application/grpc")])
+    sv.send_data(1, hunk(b"x" * 3000))
+    sv.close_connection(error_code=0, last_stream_id=1)
+
+
+write("fuzz_h2c", "three-tunnels", 4, 43, server_many(many_ok))
+write("fuzz_h2c", "three-tunnels-multi", 5, 45, server_many(many_ok))
+write("fuzz_h2c", "goaway-after-one", 4, 47, server_many(many_goaway))
+write("fuzz_h2c", "refused-all", 2, 49, server_bytes(refused))
 print("seeds written")
