@@ -250,6 +250,55 @@ describe("gRPC transport", function()
       h:stop(gs); h:stop(vs)
     end))
 
+    it("a client whose session pool is full gives each tunnel an HTTP/2 connection of its own",
+      h:guard(function()
+        local vport = E.free_port()
+        local vs = h:v2ray("v2ray-server-pool", E.v2ray_server_config { port = vport, users = { { id = ID } } })
+        local gport = E.free_port()
+        local gs = h:spawn("gun-server-pool", { python(), E.tools .. "/gun_peer.py", "server",
+                                                "--listen", "127.0.0.1:" .. gport,
+                                                "--connect", "127.0.0.1:" .. vport, "--service", SERVICE },
+                           { ports = { { "127.0.0.1", gport } } })
+        -- the shared connection is a session of the SOCKS inbound: fill its
+        -- pool (max_connections 3) with three UDP destinations sent direct
+        local socks = E.free_port()
+        local c = h:luaray("luaray-grpc-pool-full", ([[
+luaray.log { level = "info", access = true }
+luaray.inbound "socks-in" { type = "socks", listen = "127.0.0.1:%d", udp = true, max_connections = 3 }
+luaray.outbound "upstream" { type = "vmess", server = "127.0.0.1:%d", id = %q, security = "aes-128-gcm",
+  transport = { type = "grpc", service_name = %q } }
+luaray.outbound "direct" { type = "direct" }
+luaray.route { network = "udp", to = "direct" }
+]]):format(socks, gport, ID, SERVICE), { ports = { { "127.0.0.1", socks } } })
+        local assoc = assert(E.socks5_udp_associate("127.0.0.1", socks))
+        assert(assoc:send("127.0.0.1", echo.port, "ping"))
+        assert.are.equal("ping", (assoc:recv(5)))
+        -- two more destinations that take datagrams silently (a port with
+        -- nothing on it would answer ICMP and end its session)
+        local quiet = {}
+        for i = 1, 2 do
+          quiet[i] = assert(socket.udp())
+          assert(quiet[i]:setsockname("127.0.0.1", 0))
+          local _, qport = quiet[i]:getsockname()
+          assert(assoc:send("127.0.0.1", qport, "x"))
+          quiet[i]:settimeout(5)
+          assert.are.equal("x", (quiet[i]:receive()))
+        end
+        for i = 1, 2 do
+          local s = assert(E.socks5_connect("127.0.0.1", socks, "127.0.0.1", echo.port))
+          local ok, err = E.transfer_echo(s, 64 * KiB, { timeout = 10 })
+          assert.is_true(ok, ("tunnel %d: %s"):format(i, tostring(err)))
+        end
+        assoc:close()
+        for _, q in ipairs(quiet) do q:close() end
+        -- two connections (and the harness's port probe), one stream each
+        assert.are.equal(3, log_count(gs, "h2 connection %d+\n"))
+        assert.are.equal(0, log_count(gs, "stream 3 open"))
+        assert.are.equal(2, log_count(gs, "stream 1 open"))
+        assert_alive(c, gs, vs)
+        h:stop_luaray(c); h:stop(gs); h:stop(vs)
+      end))
+
     it("backpressure: a tunnel whose reader stalls does not stall the others, and loses nothing",
       h:guard(function()
         local g, gport = gun_client { name = "gun-client-bp" }
