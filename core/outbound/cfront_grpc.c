@@ -380,7 +380,7 @@ int lr_grpc_attach(struct lr_conn *c)
         g = NULL;
     }
     if (g && g->ntun >= LR_H2C_STREAMS) {
-        car_retire(g);
+        car_retire(g); /* full while still connecting */
         g = NULL;
     }
     struct ctun *t = calloc(1, sizeof(*t));

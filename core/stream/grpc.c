@@ -1067,9 +1067,17 @@ void lr_h2c_free(struct lr_h2c *c)
     free(c);
 }
 
+/* Streams it may have open: ours, or fewer when the server says so. */
+static uint32_t h2c_cap(struct lr_h2c *c)
+{
+    uint32_t peer = nghttp2_session_get_remote_settings(c->h2,
+                                                        NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
+    return peer < LR_H2C_STREAMS ? peer : LR_H2C_STREAMS;
+}
+
 int32_t lr_h2c_open(struct lr_h2c *c, void *t)
 {
-    if (c->broken || c->goaway || c->nstreams >= LR_H2C_STREAMS)
+    if (c->broken || c->goaway || c->nstreams >= h2c_cap(c))
         return -1;
     struct h2c_stream *st = calloc(1, sizeof(*st));
     if (!st)
@@ -1204,7 +1212,7 @@ void lr_h2c_resume(struct lr_h2c *c, int32_t sid)
 
 int lr_h2c_usable(struct lr_h2c *c)
 {
-    return !c->broken && !c->goaway && c->nstreams < LR_H2C_STREAMS;
+    return !c->broken && !c->goaway && c->nstreams < h2c_cap(c);
 }
 
 int lr_h2c_over(struct lr_h2c *c)

@@ -175,6 +175,31 @@ describe("gRPC transport", function()
       h:stop_luaray(c)
     end))
 
+    it("a server that allows 2 streams a connection: 5 tunnels at once go over 3 shared connections",
+      h:guard(function()
+        local port = E.free_port()
+        local s = h:luaray("luaray-grpc-two-streams", E.luaray_server_script {
+          port = port, max_sessions = 2, users = { { id = ID } },
+          transport = { type = "grpc", service_name = SERVICE } })
+        local c, socks = luaray_client { server_port = port, name = "luaray-grpc-client-5" }
+        local ss = {}
+        for i = 1, 5 do
+          ss[i] = assert(E.socks5_connect("127.0.0.1", socks, "127.0.0.1", echo.port))
+          -- the limit comes in the server's SETTINGS, a round trip after
+          -- a new connection: let it arrive (tunnels opened before it may
+          -- queue on that connection instead, as with any HTTP/2 client)
+          if i % 2 == 1 then E.sleep(0.2) end
+        end
+        local ok, err = E.transfer_echo_many(ss, 64 * KiB, { timeout = 20 })
+        assert.is_true(ok, err)
+        h:stop_luaray(c) -- closes the shared connections: the server logs them
+        assert.truthy(E.wait_log(s, "vmess%-in %- tcp %- %- up=[1-9]", 3, 10), h:tail(s))
+        local text = E.read_file(s.log) or ""
+        assert.are.equal(3, E.count_matches(text, "vmess%-in %- tcp %- %- up=[1-9]"), text)
+        assert.are.equal(5, E.count_matches(text, "vmess%-in user1@e2e tcp"), text)
+        h:stop_luaray(s)
+      end))
+
     it("a client of another service name is refused (grpc-status 12) and its connection closes",
       h:guard(function()
         local c, socks = luaray_client { service = "other.Service", name = "luaray-wrong-service" }
