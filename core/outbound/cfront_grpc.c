@@ -89,6 +89,7 @@ struct ctun {
     struct lr_conn *c;
     int32_t sid;             /* 0: waiting for the carrier */
     uint8_t held, blocked, ended;
+    uint8_t done;            /* the server ended it cleanly */
 };
 
 struct gcar {
@@ -158,6 +159,7 @@ static size_t car_data(void *owner, void *tp, const uint8_t *p, size_t n)
 static void car_eof(void *owner, void *tp)
 {
     struct ctun *t = tp;
+    t->done = 1;
     lr_conn_push_eof(t->c, 1);
 }
 
@@ -315,9 +317,13 @@ static void car_free(struct lr_conn *cc)
         if (!t->sid) {
             snprintf(t->c->fail_detail, sizeof(t->c->fail_detail), "grpc: %s", why);
             lr_conn_dial_failed(t->c, -ECONNREFUSED, "connect failed");
-        } else {
+        } else if (!t->done) {
             t->ended = 1;
             lr_conn_doom(t->c, "grpc connection lost");
+        } else {
+            /* the server ended it cleanly: what it sent still goes out
+             * to the client, whatever happens to the connection now */
+            t->ended = 1;
         }
     }
     lr_h2c_free(g->h2);
