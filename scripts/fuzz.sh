@@ -49,6 +49,10 @@ max_len() {
     fuzz_mux) echo 32768 ;;
     fuzz_ws_frames) echo 70000 ;;
     fuzz_http_upgrade) echo 20000 ;;
+    fuzz_gun) echo 8192 ;;
+    fuzz_h2s) echo 16384 ;;
+    fuzz_gunc) echo 16384 ;;
+    fuzz_h2c) echo 16384 ;;
     *) echo 4096 ;;
     esac
 }

@@ -413,6 +413,13 @@ static struct lr_outbound fallback_ob = {.tag = (char *)"fallback", .connect_tim
 void lr_dispatch_fallback(struct lr_conn *c, const char *why)
 {
     struct lr_inbound *ib = c->ib;
+    if (c->cli.fd < 0) {
+        /* a session inside another connection (a gRPC tunnel) is past
+         * anything a web server could answer: refused silently, as a bad
+         * header without a fallback is */
+        lr_conn_drain(c, why);
+        return;
+    }
     if (!ib->fallback_host) {
         lr_conn_close(c, why);
         return;
@@ -449,7 +456,25 @@ void lr_dispatch_fallback(struct lr_conn *c, const char *why)
 struct lr_conn *lr_dispatch_session(struct lr_conn *parent, const struct lr_ib_ops *ops,
                                     size_t (*sink)(struct lr_conn *, const uint8_t *, size_t))
 {
-    struct lr_inbound *ib = parent->ib;
+    return lr_dispatch_session_of(parent, parent->ib, ops, sink);
+}
+
+struct lr_inbound *lr_dispatch_current_ib(struct lr_inbound *ib)
+{
+    struct lr_gen *g = ib->rt ? ib->rt->gen : NULL;
+    if (!g || g == ib->gen)
+        return ib;
+    for (uint32_t i = 0; i < g->nib; i++)
+        if (strcmp(g->ib[i].tag, ib->tag) == 0 && g->ib[i].type == ib->type &&
+            g->ib[i].tp.type == ib->tp.type)
+            return &g->ib[i];
+    return ib;
+}
+
+struct lr_conn *lr_dispatch_session_of(struct lr_conn *parent, struct lr_inbound *ib,
+                                       const struct lr_ib_ops *ops,
+                                       size_t (*sink)(struct lr_conn *, const uint8_t *, size_t))
+{
     if (ib->max_connections && ib->nsessions >= ib->max_connections)
         return NULL; /* the inbound's session pool is full */
     struct lr_conn *c = lr_conn_new(parent->lp, -1, &parent->src, ops, ib->handshake_timeout,

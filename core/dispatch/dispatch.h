@@ -28,6 +28,16 @@ void lr_dispatch_fallback(struct lr_conn *c, const char *why);
  * max_connections (or on ENOMEM). */
 struct lr_conn *lr_dispatch_session(struct lr_conn *parent, const struct lr_ib_ops *ops,
                                     size_t (*sink)(struct lr_conn *, const uint8_t *, size_t));
+/* The same, of inbound ib (which may belong to a newer generation than
+ * the parent's: lr_dispatch_current_ib). */
+struct lr_conn *lr_dispatch_session_of(struct lr_conn *parent, struct lr_inbound *ib,
+                                       const struct lr_ib_ops *ops,
+                                       size_t (*sink)(struct lr_conn *, const uint8_t *, size_t));
+/* The inbound of the worker's current generation with ib's tag, type and
+ * transport (ib itself when that generation is ib's, or has none such):
+ * what a new session on a long-lived connection (a gRPC tunnel) runs on,
+ * so a reload's users and rules reach it as they reach new connections. */
+struct lr_inbound *lr_dispatch_current_ib(struct lr_inbound *ib);
 /* runs Lua: the accept hook for a new client of ib; 0 to go on, -1 refused.
  * An inbound with proxy_protocol skips it here: its front runs
  * lr_dispatch_accept_hook_conn once the PROXY header has said who the

@@ -128,6 +128,9 @@ struct lr_outbound {
     /* transports (design.md 6) */
     struct lr_tls tls;
     struct lr_transport tp;
+    /* gRPC: the HTTP/2 connection new tunnels join (outbound/cfront_grpc.c;
+     * it holds this generation, and clears this when it goes) */
+    void *grpc_carrier;
 };
 
 struct lr_user_info {

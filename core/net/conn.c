@@ -299,6 +299,24 @@ void lr_conn_set_deadline(struct lr_conn *c, double seconds)
 
 /* ------------------------------------------------------------ timers */
 
+/* The client side's FIN after a refused or timed-out handshake: a virtual
+ * stream client (a gRPC tunnel) ends through its sink_end. */
+static void cli_fin(struct lr_conn *c)
+{
+    if (c->cli.fd >= 0)
+        lr_side_shutdown(&c->cli);
+    else if (c->cli.sink_end)
+        c->cli.sink_end(c);
+}
+
+/* Reads on the client socket while draining or lingering (a virtual
+ * client has no socket: what it pushes is dropped by its owner). */
+static void cli_watch(struct lr_conn *c)
+{
+    if (c->cli.fd >= 0)
+        ev_io_start(c->lp->loop, &c->cli.rio);
+}
+
 static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct lr_conn *c = CONN_OF(w, timer);
@@ -310,11 +328,11 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         c->reason = "handshake timeout";
         lr_buf_put(c->up.in);
         c->up.in = NULL;
-        lr_side_shutdown(&c->cli);
+        cli_fin(c);
         c->state = LR_CS_LINGER;
         ev_timer_set(&c->timer, 2., 0.);
         ev_timer_start(loop, &c->timer);
-        ev_io_start(loop, &c->cli.rio);
+        cli_watch(c);
         return;
     case LR_CS_DIAL:
         lr_conn_dial_failed(c, -ETIMEDOUT, "connect timeout");
@@ -326,12 +344,12 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         /* FIN now, at the deadline whatever was wrong; then give the peer
          * a moment to close so unread bytes do not turn our close into a
          * reset */
-        lr_side_shutdown(&c->cli);
+        cli_fin(c);
         c->state = LR_CS_LINGER;
         ev_timer_set(&c->timer, 2., 0.);
         ev_timer_start(loop, &c->timer);
         /* a peer that already sent its FIN is closed at once (drain_read) */
-        ev_io_start(loop, &c->cli.rio);
+        cli_watch(c);
         return;
     case LR_CS_LINGER:
         lr_conn_close(c, c->reason ? c->reason : "drained");
@@ -368,6 +386,11 @@ ssize_t lr_conn_read_client(struct lr_conn *c)
         c->handoff = 0;
         if (c->up.in && lr_buf_len(c->up.in))
             return (ssize_t)lr_buf_len(c->up.in);
+    }
+    if (c->cli.fd < 0) {
+        /* a virtual stream client: its owner pushes bytes and hands them
+         * over (handoff); nothing more comes until it does, or its end */
+        return c->up.src_eof ? 0 : -EAGAIN;
     }
     if (lr_pipe_ensure_in(&c->up) < 0)
         return -ENOMEM;
@@ -443,7 +466,7 @@ void lr_conn_drain(struct lr_conn *c, const char *reason)
     ev_timer_stop(loop, &c->timer);
     ev_timer_set(&c->timer, left > 0 ? left : 0.001, 0.);
     ev_timer_start(loop, &c->timer);
-    ev_io_start(loop, &c->cli.rio);
+    cli_watch(c);
 }
 
 static void drain_read(struct lr_conn *c)

@@ -94,6 +94,10 @@ struct lr_side {
     size_t (*sink)(struct lr_conn *c, const uint8_t *data, size_t len);
     void (*sink_end)(struct lr_conn *c);
     void (*room)(struct lr_conn *c);
+    /* a virtual stream side whose pipe encodes (a VMess inbound on a gRPC
+     * tunnel) gets the encoded bytes through `sink`, end chunk included;
+     * `ctx` is the virtual side's owner state, for its callbacks */
+    void *ctx;
 };
 
 /* A stream side's I/O through the top of its stack (net/stream.h). */

@@ -42,6 +42,13 @@ void lr_cfront_free(struct lr_conn *c);
 /* Builds outbound ob's TLS context (ob->tls.ctx: verification, ALPN, its
  * session cache) (cfront_tls.c); -1 with err (an unreadable `ca`). */
 int lr_cfront_tls_build(struct lr_outbound *ob, char *err, size_t errlen);
+/* gRPC: VMess connection c (its request prepared) becomes a tunnel on its
+ * outbound's shared HTTP/2 connection, opened if need be; the inbound's
+ * `connected` runs once its stream is open.  0, or -1 when no shared
+ * connection can be had (c dials one of its own then). */
+int lr_grpc_attach(struct lr_conn *c);
+/* c closes: its tunnel leaves the shared connection (outbound free). */
+void lr_grpc_detach(struct lr_conn *c);
 
 extern const struct lr_cfront_stage lr_cfront_tls_stage;
 extern const struct lr_cfront_stage lr_cfront_http_stage;

@@ -899,8 +899,6 @@ end
 --   o.idle_timeout, o.max_connections, o.max_sessions, o.tls, o.transport, o.fallback,
 --   o.trusted_proxies, o.proxy_protocol (design.md 6), o.log_level ("info"), o.access (true:
 --   one access line per connection on stderr, i.e. in the child's log),
---   o.fallback ("host:port"), o.proxy_protocol, o.trusted_proxies ({cidr, ...}),
---   o.tls, o.transport (design.md 6, as in the DSL),
 --   o.extra (more script text, appended)
 function M.luaray_server_script(o)
   assert(o.port and o.users, "luaray_server_script: port and users needed")
