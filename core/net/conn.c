@@ -235,6 +235,8 @@ void lr_conn_close(struct lr_conn *c, const char *reason)
     ev_timer_stop(loop, &c->throttle);
     if (c->dial.fd >= 0)
         close(c->dial.fd);
+    free(c->dial.addrs);
+    c->dial.addrs = NULL;
     if (lp->owner->closing)
         lp->owner->closing(c); /* the close hook, the policy's accounts */
     ev_io_stop(loop, &c->cli.rio);

@@ -197,7 +197,9 @@ struct lr_dial {
     int naddrs, next;
     uint16_t port;
     lr_dial_fn done;
-    struct lr_addr addrs[LR_DNS_MAX_ADDRS];
+    struct lr_addr *addrs;       /* while dialling: the resolved addresses
+                                    (freed once connected: an idle
+                                    connection keeps none of them) */
 };
 
 struct lr_conn {

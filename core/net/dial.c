@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -26,6 +27,8 @@ static void dial_io_cb(struct ev_loop *loop, ev_io *w, int revents)
         return;
     }
     c->dial.fd = -1;
+    free(c->dial.addrs);
+    c->dial.addrs = NULL;
     c->dial.done(c, fd);
 }
 
@@ -49,6 +52,8 @@ static void try_next(struct lr_conn *c, int last_err)
         ev_io_start(c->lp->loop, &dl->io);
         return;
     }
+    free(dl->addrs);
+    dl->addrs = NULL;
     lr_conn_dial_failed(c, last_err, last_err == -EACCES
                         ? "private destination refused" : "connect failed");
 }
@@ -60,6 +65,11 @@ static void resolved_cb(void *ud, int err, const struct lr_addr *addrs,
     c->dns = NULL;
     if (err || naddrs == 0) {
         lr_conn_dial_failed(c, err ? err : -EHOSTUNREACH, "resolve failed");
+        return;
+    }
+    free(c->dial.addrs);
+    if (!(c->dial.addrs = malloc(sizeof(*addrs) * (size_t)naddrs))) {
+        lr_conn_dial_failed(c, -ENOMEM, "out of memory");
         return;
     }
     memcpy(c->dial.addrs, addrs, sizeof(*addrs) * (size_t)naddrs);
