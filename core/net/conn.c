@@ -233,10 +233,20 @@ void lr_conn_close(struct lr_conn *c, const char *reason)
         c->reason = reason;
     ev_io_stop(loop, &c->dial.io);
     ev_timer_stop(loop, &c->throttle);
-    if (c->dial.fd >= 0)
+    /* A remote connection that carried nothing of ours (a dial under way,
+     * or a VMess server that never got the request header) ends with an
+     * RST: a FIN would be an empty handshake, which a VMess server holds
+     * to its deadline (as it must for a prober), tying up its descriptor
+     * for nothing. */
+    struct linger rst = {1, 0};
+    if (c->dial.fd >= 0) {
+        setsockopt(c->dial.fd, SOL_SOCKET, SO_LINGER, &rst, sizeof(rst));
         close(c->dial.fd);
+    }
     free(c->dial.addrs);
     c->dial.addrs = NULL;
+    if (c->rem.fd >= 0 && !c->rem.dgram && c->up.prefix)
+        setsockopt(c->rem.fd, SOL_SOCKET, SO_LINGER, &rst, sizeof(rst));
     if (lp->owner->closing)
         lp->owner->closing(c); /* the close hook, the policy's accounts */
     ev_io_stop(loop, &c->cli.rio);
