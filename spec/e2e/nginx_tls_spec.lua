@@ -222,7 +222,7 @@ http {
     web = h:http_server { name = "web" }
     srv_port, nginx_port = E.free_port(), E.free_port()
     -- a close hook prints ctx.src and ctx.peer (the TCP peer) of every
-    -- connection on stdout (srv.out): proof that nginx's proxy_bind took
+    -- connection on stdout (srv.out): proof that nginx's proxy_bind took effect
     local text, o = E.luaray_server_script {
       port = srv_port, users = { { id = ID } }, log_level = "debug", access = true,
       transport = { type = "ws", path = "/ray" }, trusted_proxies = { "127.0.0.2/32" },
