@@ -40,6 +40,9 @@ int lr_tls_ktls_wanted;
 
 /* ------------------------------------------------------------ contexts */
 
+/* Sessions a client context keeps for resumption (per outbound). */
+#define TLS_SESSIONS 64
+
 struct tls_ctx {
     int server;
     SSL_CTX *ssl;                /* the default (server) / the one (client) */
@@ -54,8 +57,9 @@ struct tls_ctx {
     char *server_name;           /* SNI and the name verified; NULL: none */
     uint8_t pin[32];
     int has_pin;
-    pthread_mutex_t lock;        /* the cached session */
-    SSL_SESSION *session;
+    pthread_mutex_t lock;        /* the cached sessions */
+    SSL_SESSION *sessions[TLS_SESSIONS]; /* oldest first */
+    int nsessions;
 };
 
 /* Per SSL: what the callbacks found. */
@@ -155,7 +159,8 @@ void lr_tls_ctx_free(void *p)
         }
     } else {
         SSL_CTX_free(t->ssl);
-        SSL_SESSION_free(t->session);
+        for (int i = 0; i < t->nsessions; i++)
+            SSL_SESSION_free(t->sessions[i]);
         pthread_mutex_destroy(&t->lock);
     }
     free(t->by_cert);
@@ -289,7 +294,10 @@ static SSL_CTX *server_ctx(struct tls_ctx *t, const struct lr_tls_pem *pem, X509
     SSL_CTX_set_session_id_context(s, (const uint8_t *)"luaray", 6);
     /* stateless tickets only: no server-side session cache to grow */
     SSL_CTX_set_session_cache_mode(s, SSL_SESS_CACHE_OFF);
-    SSL_CTX_set_num_tickets(s, 1);
+    /* two tickets a handshake (OpenSSL's default): a client that offers
+     * each ticket once, as ours does, gains one per connection, so a burst
+     * of connections finds tickets to resume with */
+    SSL_CTX_set_num_tickets(s, 2);
     if (SSL_CTX_set_tlsext_ticket_keys(s, ticket_keys, sizeof(ticket_keys)) != 1) {
         snprintf(err, errlen, "cannot set the session ticket keys");
         goto fail_leaf;
@@ -354,18 +362,51 @@ static int pin_verify(X509_STORE_CTX *xs, void *arg)
     return 0;
 }
 
-/* The client keeps the newest session the server issued. */
+/* The client keeps the TLS_SESSIONS newest sessions the server issued
+ * (the oldest goes when a new one comes). */
 static int new_session_cb(SSL *ssl, SSL_SESSION *sess)
 {
     struct tls_ctx *t = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ex_ctx);
     if (!t)
         return 0;
+    SSL_SESSION *old = NULL;
     pthread_mutex_lock(&t->lock);
-    SSL_SESSION *old = t->session;
-    t->session = sess;
+    if (t->nsessions == TLS_SESSIONS) {
+        old = t->sessions[0];
+        memmove(t->sessions, t->sessions + 1, sizeof(t->sessions[0]) * (TLS_SESSIONS - 1));
+        t->nsessions--;
+    }
+    t->sessions[t->nsessions++] = sess;
     pthread_mutex_unlock(&t->lock);
     SSL_SESSION_free(old);
     return 1; /* ours now */
+}
+
+/* The session a new client connection offers, with a reference of its
+ * own, or NULL: the newest resumable one.  A TLS 1.3 session is taken out
+ * (a ticket is offered once: RFC 8446 C.4, a reused ticket links the
+ * connections that carry it for anyone watching); a TLS 1.2 one stays. */
+static SSL_SESSION *take_session(struct tls_ctx *c)
+{
+    SSL_SESSION *s = NULL;
+    pthread_mutex_lock(&c->lock);
+    while (c->nsessions > 0) {
+        SSL_SESSION *top = c->sessions[c->nsessions - 1];
+        if (!SSL_SESSION_is_resumable(top)) {
+            c->nsessions--;
+            SSL_SESSION_free(top);
+            continue;
+        }
+        if (SSL_SESSION_get_protocol_version(top) == TLS1_3_VERSION) {
+            c->nsessions--;
+            s = top;                 /* its reference passes to us */
+        } else if (SSL_SESSION_up_ref(top)) {
+            s = top;
+        }
+        break;
+    }
+    pthread_mutex_unlock(&c->lock);
+    return s;
 }
 
 void *lr_tls_client_new(const char *server_name, const char *host, const char *ca,
@@ -670,13 +711,11 @@ struct lr_tls_stream *lr_tls_stream_new(void *ctx, struct lr_stream *lower,
         SSL_set_connect_state(t->ssl);
         if (c->server_name && SSL_set_tlsext_host_name(t->ssl, c->server_name) != 1)
             goto fail;
-        pthread_mutex_lock(&c->lock);
-        SSL_SESSION *s = c->session;
-        if (s && !SSL_SESSION_is_resumable(s))
-            s = NULL;
-        if (s)
-            SSL_set_session(t->ssl, s);
-        pthread_mutex_unlock(&c->lock);
+        SSL_SESSION *s = take_session(c);
+        if (s) {
+            SSL_set_session(t->ssl, s); /* takes a reference of its own */
+            SSL_SESSION_free(s);
+        }
     }
     return t;
 fail:

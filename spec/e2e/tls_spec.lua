@@ -185,6 +185,70 @@ describe("TLS", function()
     assert.equal(1, E.count_matches(text, "tls to upstream: TLSv1%.3 alpn=h2\n"), text)
   end))
 
+  -- RFC 8446 C.4: a client should not offer a ticket twice (a reused one
+  -- links the connections carrying it for anyone watching, a tell for a
+  -- proxy). tools/tls_hello_tap.py, between client and server, reads the
+  -- PSK identities of every ClientHello (written from RFC 8446).
+  it("the client offers each session ticket once, and resumes bursts of connections", h:guard(function()
+    local srv, port = tls_server("srv-tickets", { tls = certs() })
+    local tap_port = E.free_port()
+    local tap_log = h:path("tap.log")
+    h:spawn("tls-tap", { "python3", E.tools .. "/tls_hello_tap.py", tostring(tap_port), "127.0.0.1",
+                         tostring(port), tap_log }, { ports = { { "127.0.0.1", tap_port } } })
+    local cli, socks = tls_client("cli-tickets", tap_port, { server_name = "example.test",
+                                                             ca = D .. "/ca.pem" })
+    -- one connection first (its handshake brings tickets), then 3 bursts
+    -- of 20 at once: each SOCKS5 greeting and request sent before any reply
+    -- is read, so the client dials all 20 in the same moment
+    local req = "\5\1\0" .. "\5\1\0\1\127\0\0\1" .. string.char(math.floor(echo.port / 256), echo.port % 256)
+    local function burst(n)
+      local list = {}
+      for i = 1, n do
+        list[i] = assert(E.tcp_connect("127.0.0.1", socks, 5))
+        assert(list[i]:send(req))
+      end
+      for i = 1, n do
+        list[i]:settimeout(10)
+        local r, err = list[i]:receive(12)
+        assert.is_truthy(r, err)
+        assert.equal("\5\0\5\0", r:sub(1, 4))
+      end
+      local ok, err = E.transfer_echo_many(list, 4096, { timeout = 30 })
+      assert.is_true(ok, err)
+      for _, sk in ipairs(list) do sk:close() end
+    end
+    burst(1)
+    for _ = 1, 3 do burst(20) end
+    local hellos, seen, offered, repeats = 0, {}, 0, {}
+    local deadline = E.now() + 10
+    repeat
+      hellos, seen, offered, repeats = 0, {}, 0, {}
+      for line in E.read_file(tap_log):gmatch("[^\n]+") do
+        local n, ids = line:match("^hello psk=(%d+) ids=(%S+)")
+        if n then
+          hellos = hellos + 1
+          for id in ids:gmatch("[^,]+") do
+            if id ~= "-" then
+              offered = offered + 1
+              if seen[id] then repeats[#repeats + 1] = id end
+              seen[id] = true
+            end
+          end
+        end
+      end
+      if hellos >= 61 then break end
+      E.sleep(0.1)
+    until E.now() > deadline
+    assert.equal(61, hellos, "ClientHellos through the tap")
+    assert.equal(0, #repeats, "tickets offered twice: " .. table.concat(repeats, " "))
+    -- the first connection's two tickets, then two from each full
+    -- handshake and one from each resumed one: most of each burst resumes
+    assert.is_true(offered >= 40, ("only %d of 61 ClientHellos offered a ticket"):format(offered))
+    local resumed = E.count_matches(E.read_file(srv.log), "tls TLSv1%.3 sni=example%.test alpn=%S* ?resumed")
+    assert.equal(offered, resumed, "every ticket offered resumed on the server")
+    assert.is_true(h:alive(cli))
+  end))
+
   it("SNI picks the certificate; ALPN is the server's preference, or none", h:guard(function()
     local _, port = tls_server("srv-sni", { tls = certs() })
     local ca = D .. "/ca.pem"
