@@ -350,6 +350,27 @@ describe("TLS", function()
     assert.truthy(E.wait_log(cli, "tls to upstream: TLSv1%.3 alpn=-"))
   end))
 
+  -- TLS 1.3 KeyUpdate (RFC 8446 4.6.3) from the peer, asking for ours in
+  -- return: openssl s_client's "K" command, twice, through the relay (a
+  -- fallback to the echo server); the bytes after each come back, so our
+  -- side read the peer's new keys and answered with its own.
+  it("a peer's KeyUpdate (update requested) mid-relay: the bytes after it go through both ways", h:guard(function()
+    local _, port = tls_server("srv-keyupdate", {
+      tls = { cert = D .. "/localhost.pem", key = D .. "/localhost.key" },
+      fallback = "127.0.0.1:" .. echo.port })
+    local script = ([[(echo before-any-keyupdate; sleep 0.5; echo K; sleep 0.5; echo after-the-first;
+      sleep 0.5; echo K; sleep 0.5; echo after-the-second; sleep 1.5) |
+      openssl s_client -connect 127.0.0.1:%d -servername localhost -CAfile %s/ca.pem -verify_return_error 2>&1]])
+      :format(port, D)
+    local code, out = h:exec("s_client-keyupdate", { "sh", "-c", script }, { timeout = 20 })
+    assert.equal(0, code, out)
+    assert.truthy(out:find("Verify return code: 0", 1, true), out)
+    assert.equal(2, E.count_matches(out, "KEYUPDATE", true), out)
+    for _, line in ipairs { "before-any-keyupdate", "after-the-first", "after-the-second" } do
+      assert.truthy(out:find("\n" .. line .. "\n", 1, true), line .. " did not come back:\n" .. out)
+    end
+  end))
+
   it("hooks see ctx.tls.sni; behind a PROXY-protocol sender TLS and the fallback still work", h:guard(function()
     local port = E.free_port()
     local text, so = E.luaray_server_script {
