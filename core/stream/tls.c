@@ -34,9 +34,15 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include "base/log.h"
 #include "stream/tls.h"
 
 int lr_tls_ktls_wanted;
+
+/* A TLS 1.3 sender updates its keys after this many bytes (RFC 8446 5.5:
+ * AES-GCM keys before about 2^24.5 full records, 2^38.5 bytes; a margin
+ * below).  LURAY_TLS_REKEY_BYTES sets it (the specs use a small one). */
+static uint64_t rekey_bytes = (uint64_t)1 << 36;
 
 /* ------------------------------------------------------------ contexts */
 
@@ -71,6 +77,8 @@ struct lr_tls_stream {
     size_t prefix_len, prefix_off;
     uint8_t sni_known, alpn_refused, shut, ktls;
     uint8_t want_rd, want_wr;    /* read needs WRITE / write needs READ */
+    uint64_t sent;               /* bytes written since the last key update */
+    uint32_t key_updates;        /* ours, sent */
     char err[160];
 };
 
@@ -93,6 +101,13 @@ static void init_once(void)
     const char *k = getenv("LURAY_KTLS");
     if (k && *k == '1')
         lr_tls_ktls_wanted = 1;
+    const char *rb = getenv("LURAY_TLS_REKEY_BYTES");
+    if (rb && *rb) {
+        char *end;
+        unsigned long long v = strtoull(rb, &end, 10);
+        if (*end == 0 && v >= 16384)
+            rekey_bytes = v;
+    }
 }
 
 static int init(char *err, size_t errlen)
@@ -620,6 +635,17 @@ static ssize_t tls_write(struct lr_stream *l, const void *buf, size_t n)
         if (t->want_wr) {
             t->want_wr = 0;
             l->want = t->want_rd;
+        }
+        /* our keys are updated ahead of the next record once they have
+         * carried rekey_bytes (TLS 1.3; not with kernel TLS, whose 3.0
+         * OpenSSL cannot rekey) */
+        t->sent += (uint64_t)r;
+        if (t->sent >= rekey_bytes && !t->ktls && SSL_version(t->ssl) == TLS1_3_VERSION &&
+            SSL_key_update(t->ssl, SSL_KEY_UPDATE_NOT_REQUESTED) == 1) {
+            t->key_updates++;
+            lr_debug("tls: key update %u after %llu bytes", (unsigned)t->key_updates,
+                     (unsigned long long)t->sent);
+            t->sent = 0;
         }
         return r;
     }

@@ -371,6 +371,63 @@ describe("TLS", function()
     end
   end))
 
+  -- Our own KeyUpdate (RFC 8446 4.6.3, 5.5): a TLS 1.3 sender updates its
+  -- keys every LURAY_TLS_REKEY_BYTES (default 2^36); here every 256 KiB,
+  -- so 1 MiB each way makes several, and the peers (luaray, and v2ray 4.34:
+  -- Go's crypto/tls, both ways) must follow them for the bytes to arrive.
+  it("our side updates its keys as it sends: luaray, and v2ray 4.34 both ways, follow", h:guard(function()
+    local env = { LURAY_TLS_REKEY_BYTES = "262144" }
+    local function server(name)
+      local port = E.free_port()
+      local text, so = E.luaray_server_script {
+        port = port, users = { { id = ID } }, log_level = "debug",
+        tls = { cert = D .. "/localhost.pem", key = D .. "/localhost.key" } }
+      so.env = env
+      return h:luaray(name, text, so), port
+    end
+    local function client(name, port)
+      local socks = E.free_port()
+      local text, co = E.luaray_client_script {
+        socks_port = socks, server_port = port, id = ID, security = "aes-128-gcm", log_level = "debug",
+        tls = { server_name = "localhost", ca = D .. "/ca.pem" } }
+      co.env = env
+      return h:luaray(name, text, co), socks
+    end
+    local function updates(p) return E.count_matches(E.read_file(p.log), "tls: key update %d+ after") end
+    -- luaray <-> luaray
+    local srv, port = server("srv-rekey")
+    local cli, socks = client("cli-rekey", port)
+    local ok, err = E.check_socks_tcp("127.0.0.1", socks, echo, MiB)
+    assert.is_true(ok, err)
+    assert.is_true(updates(srv) >= 3, "server: " .. updates(srv) .. " key updates")
+    assert.is_true(updates(cli) >= 3, "client: " .. updates(cli) .. " key updates")
+    -- v2ray 4.34 client -> luaray server
+    local vsocks = E.free_port()
+    local cfg = E.v2ray_client_config { socks_port = vsocks, server_port = port, id = ID,
+                                        security = "aes-128-gcm" }
+    cfg.outbounds[1].streamSettings = {
+      network = "tcp", security = "tls",
+      tlsSettings = { serverName = "localhost",
+                      certificates = { { usage = "verify", certificateFile = D .. "/ca.pem" } } } }
+    h:v2ray("v2ray-rekey-client", cfg)
+    local before = updates(srv)
+    ok, err = E.check_socks_tcp("127.0.0.1", vsocks, echo, MiB)
+    assert.is_true(ok, err)
+    assert.is_true(updates(srv) - before >= 3, "server to v2ray: " .. (updates(srv) - before) .. " key updates")
+    -- luaray client -> v2ray 4.34 server
+    local vport = E.free_port()
+    local scfg = E.v2ray_server_config { port = vport, users = { { id = ID } } }
+    scfg.inbounds[1].streamSettings = {
+      network = "tcp", security = "tls",
+      tlsSettings = { certificates = { { certificateFile = D .. "/localhost.pem",
+                                         keyFile = D .. "/localhost.key" } } } }
+    h:v2ray("v2ray-rekey-server", scfg)
+    local cli2, socks2 = client("cli-rekey-v2ray", vport)
+    ok, err = E.check_socks_tcp("127.0.0.1", socks2, echo, MiB)
+    assert.is_true(ok, err)
+    assert.is_true(updates(cli2) >= 3, "client to v2ray: " .. updates(cli2) .. " key updates")
+  end))
+
   it("hooks see ctx.tls.sni; behind a PROXY-protocol sender TLS and the fallback still work", h:guard(function()
     local port = E.free_port()
     local text, so = E.luaray_server_script {
