@@ -50,25 +50,7 @@ describe("nginx terminating TLS in front of a ws inbound, X-Forwarded-For", func
   local echo, web, srv, srv_port, nginx_port, nginx_dir
   local readme_loc               -- the README's location block as used
 
-  local function sh(name, cmd)
-    local code, out = h:exec(name, { "sh", "-c", "set -e; cd '" .. D .. "'; " .. cmd }, { timeout = 30 })
-    assert(code == 0, ("%s failed (%s): %s"):format(name, tostring(code), out))
-    return out
-  end
-
-  -- The README's nginx location block for the ws path (the first ```nginx
-  -- block), with proxy_pass pointed at our inbound and proxy_bind 127.0.0.2.
-  local function readme_location(port)
-    local readme = E.read_file(E.dir .. "/../../README.md")
-    local block = readme:match("```nginx\n(.-)```")
-    assert.is_truthy(block, "README.md has no nginx block")
-    local loc = block:match("(location /ray %b{})")
-    assert.is_truthy(loc, "README.md's nginx block has no location /ray")
-    assert.is_truthy(loc:find("proxy_pass http://127.0.0.1:10000;", 1, true))
-    loc = loc:gsub("proxy_pass http://127%.0%.0%.1:10000;",
-                   ("proxy_pass http://127.0.0.1:%d;\n        proxy_bind 127.0.0.2;"):format(port))
-    return loc
-  end
+  local function readme_location(port) return E.readme_nginx_location(port, "127.0.0.2") end
 
   local function start_nginx(port, upstream, web_port)
     nginx_dir = h:path("nginx")
@@ -197,25 +179,11 @@ http {
   end
 
   lazy_setup(h:guard(function()
-    D = h:tmpdir()
-    CA = D .. "/ca.pem"
     -- a root, an intermediate it signs, a leaf for example.test the
     -- intermediate signs; nginx serves leaf + intermediate, clients trust
     -- the root
-    sh("ca", [[openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-        -days 3 -subj "/CN=luaray e2e nginx ca" -keyout ca.key -out ca.pem 2>/dev/null]])
-    sh("intermediate", ([[openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-        -subj "/CN=luaray e2e nginx intermediate" -keyout int.key -out int.csr 2>/dev/null
-      printf 'basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n' > int.ext
-      openssl x509 -req -in int.csr -CA ca.pem -CAkey ca.key -set_serial 0x%s -days 3 \
-        -extfile int.ext -out int.pem 2>/dev/null]]):format(E.uuid():gsub("-", ""):sub(1, 16)))
-    sh("leaf", ([[openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-        -subj "/CN=example.test" -keyout example.key -out example.csr 2>/dev/null
-      printf 'subjectAltName=DNS:example.test\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' \
-        > example.ext
-      openssl x509 -req -in example.csr -CA int.pem -CAkey int.key -set_serial 0x%s -days 3 \
-        -extfile example.ext -out example.crt 2>/dev/null
-      cat example.crt int.pem > example.pem]]):format(E.uuid():gsub("-", ""):sub(1, 16)))
+    D = h:test_pki({ { "example", { "example.test" } } }, "nginx")
+    CA = D .. "/ca.pem"
     local code, v = h:exec("nginx-V", { "/usr/sbin/nginx", "-V" })
     assert(code == 0 and v:find("--with-http_ssl_module", 1, true), "nginx without the ssl module: " .. v)
     echo = h:echo_server()

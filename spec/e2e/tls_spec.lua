@@ -38,27 +38,8 @@ describe("TLS", function()
   local D                      -- the temp dir
   local pin_self, pin_other    -- SHA-256 of the self-signed leaf / of the localhost leaf
 
-  local function sh(name, cmd)
-    local code, out = h:exec(name, { "sh", "-c", "set -e; cd '" .. D .. "'; " .. cmd }, { timeout = 30 })
-    assert(code == 0, ("%s failed (%s): %s"):format(name, tostring(code), out))
-    return out
-  end
-
-  -- A leaf for `names` (the first is the CN) signed by CA `ca` -> files
-  -- <file>.pem (leaf + issuer: the chain) and <file>.key.
-  local function leaf(file, ca, names)
-    local san = {}
-    for i, n in ipairs(names) do san[i] = "DNS:" .. n end
-    sh("leaf-" .. file, ([[
-      openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=%s" \
-        -keyout %s.key -out %s.csr 2>/dev/null
-      printf 'subjectAltName=%s\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > %s.ext
-      openssl x509 -req -in %s.csr -CA %s.pem -CAkey %s.key -set_serial 0x%s -days 3 \
-        -extfile %s.ext -out %s.crt 2>/dev/null
-      cat %s.crt %s.pem > %s.pem]]):format(names[1], file, file, table.concat(san, ","), file,
-      file, ca, ca, E.uuid():gsub("-", ""):sub(1, 16), file, file, file, ca, file))
-    return D .. "/" .. file .. ".pem", D .. "/" .. file .. ".key"
-  end
+  local function sh(name, cmd) return h:shell(name, D, cmd) end
+  local function leaf(file, ca, names) return h:test_leaf(file, ca, names) end
 
   local function pin_of(file)
     local out = sh("pin-" .. file, "openssl x509 -in " .. file .. " -outform DER | openssl dgst -sha256 -r")
@@ -109,20 +90,12 @@ describe("TLS", function()
   end
 
   lazy_setup(h:guard(function()
-    D = h:tmpdir()
-    for _, ca in ipairs { "ca", "other-ca" } do
-      sh("ca-" .. ca, ([[openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-        -days 3 -subj "/CN=luaray e2e %s" -keyout %s.key -out %s.pem 2>/dev/null]]):format(ca, ca, ca))
-    end
     -- leaves are signed by an intermediate; a chain file is the leaf and
     -- the intermediate (a "fullchain.pem"), the root is the clients' CA
-    sh("intermediate", ([[openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-        -subj "/CN=luaray e2e intermediate" -keyout int.key -out int.csr 2>/dev/null
-      printf 'basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n' > int.ext
-      openssl x509 -req -in int.csr -CA ca.pem -CAkey ca.key -set_serial 0x%s -days 3 \
-        -extfile int.ext -out int.pem 2>/dev/null]]):format(E.uuid():gsub("-", ""):sub(1, 16)))
-    leaf("localhost", "int", { "localhost" })
-    leaf("example", "int", { "example.test", "*.example.test" })
+    D = h:test_pki({ { "localhost", { "localhost" } },
+                     { "example", { "example.test", "*.example.test" } } }, "tls")
+    sh("other-ca", [[openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+      -days 3 -subj "/CN=luaray e2e other-ca" -keyout other-ca.key -out other-ca.pem 2>/dev/null]])
     sh("self-signed", [[openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3 \
       -subj "/CN=pinned.test" -addext subjectAltName=DNS:pinned.test \
       -keyout self.key -out self.pem 2>/dev/null]])

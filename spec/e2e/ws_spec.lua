@@ -414,20 +414,7 @@ describe("behind a real nginx, X-Forwarded-For, and the fallback", function()
   local ID = E.uuid()
   local echo, web, srv, srv_port, nofb_port, hosted_port, nginx_port
 
-  -- The README's nginx location block for the ws path, with proxy_pass
-  -- pointed at our inbound and proxy_bind 127.0.0.2 (so the TCP peer
-  -- luaray sees is not the client's address).
-  local function readme_location(port)
-    local readme = E.read_file(E.dir .. "/../../README.md")
-    local block = readme:match("```nginx\n(.-)```")
-    assert.is_truthy(block, "README.md has no nginx block")
-    local loc = block:match("(location /ray %b{})")
-    assert.is_truthy(loc, "README.md's nginx block has no location /ray")
-    assert.is_truthy(loc:find("proxy_pass http://127.0.0.1:10000;", 1, true))
-    loc = loc:gsub("proxy_pass http://127%.0%.0%.1:10000;",
-                   ("proxy_pass http://127.0.0.1:%d;\n        proxy_bind 127.0.0.2;"):format(port))
-    return loc
-  end
+  local function readme_location(port) return E.readme_nginx_location(port, "127.0.0.2") end
 
   local function start_nginx(port, upstream)
     local dir = h:path("nginx")

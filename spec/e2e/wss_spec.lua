@@ -94,27 +94,6 @@ describe("TLS with ws, httpupgrade and gRPC", function()
   local echo, web, target
   local srv, ws_port, hu_port, grpc_port
 
-  local function sh(name, cmd)
-    local code, out = h:exec(name, { "sh", "-c", "set -e; cd '" .. D .. "'; " .. cmd }, { timeout = 30 })
-    assert(code == 0, ("%s failed (%s): %s"):format(name, tostring(code), out))
-    return out
-  end
-
-  -- A leaf for `names` (the first is the CN) signed by CA `ca` -> files
-  -- <file>.pem (leaf + issuer: the chain) and <file>.key.
-  local function leaf(file, ca, names)
-    local san = {}
-    for i, n in ipairs(names) do san[i] = "DNS:" .. n end
-    sh("leaf-" .. file, ([[
-      openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=%s" \
-        -keyout %s.key -out %s.csr 2>/dev/null
-      printf 'subjectAltName=%s\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > %s.ext
-      openssl x509 -req -in %s.csr -CA %s.pem -CAkey %s.key -set_serial 0x%s -days 3 \
-        -extfile %s.ext -out %s.crt 2>/dev/null
-      cat %s.crt %s.pem > %s.pem]]):format(names[1], file, file, table.concat(san, ","), file,
-      file, ca, ca, E.uuid():gsub("-", ""):sub(1, 16), file, file, file, ca, file))
-  end
-
   -- Both leaves: SNI picks one (tls_spec tests that); clients here ask for
   -- example.test, v2ray's server serves localhost.
   local function certs(alpn)
@@ -124,16 +103,8 @@ describe("TLS with ws, httpupgrade and gRPC", function()
   end
 
   lazy_setup(h:guard(function()
-    D = h:tmpdir()
-    sh("ca", [[openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-        -days 3 -subj "/CN=luaray e2e wss ca" -keyout ca.key -out ca.pem 2>/dev/null]])
-    sh("intermediate", ([[openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-        -subj "/CN=luaray e2e wss intermediate" -keyout int.key -out int.csr 2>/dev/null
-      printf 'basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n' > int.ext
-      openssl x509 -req -in int.csr -CA ca.pem -CAkey ca.key -set_serial 0x%s -days 3 \
-        -extfile int.ext -out int.pem 2>/dev/null]]):format(E.uuid():gsub("-", ""):sub(1, 16)))
-    leaf("localhost", "int", { "localhost" })
-    leaf("example", "int", { "example.test", "*.example.test" })
+    D = h:test_pki({ { "localhost", { "localhost" } },
+                     { "example", { "example.test", "*.example.test" } } }, "wss")
     echo = h:echo_server()
     web = h:http_server()
     target = h:capture_server { name = "target" }
