@@ -25,10 +25,7 @@
 --     medians within 100 ms; no upstream dial, nothing to the fallback.
 -- Every child is started and stopped by PID through the harness.
 local E = require "e2e.support"
-local core = require "luaray.core"
 local cjson = require "cjson"
-local bit = require "bit"
-local C, ffi = core.C, core.ffi
 
 local MiB = 1024 * 1024
 local SERVICE = "gun.Tunnel"
@@ -40,44 +37,8 @@ local function python()
   return "python3"
 end
 
-local urandom = assert(io.open("/dev/urandom", "rb"))
-local function rand(n) return urandom:read(n) end
-
-local function flip(bytes, pos, bitn)
-  local b = bytes:byte(pos + 1)
-  return bytes:sub(1, pos) .. string.char(bit.bxor(b, bit.lshift(1, bitn))) .. bytes:sub(pos + 2)
-end
-
--- A VMessAEAD request header built with the codec (lr_req_encode), as
--- hardening_spec crafts its probes: user `uuid`, timestamp `ts`,
--- destination 127.0.0.1:port, aes-128-gcm, chunk stream + masking.
-local function craft(uuid, ts, port)
-  local id = ffi.new("uint8_t[16]")
-  assert(C.lr_uuid_parse(uuid, #uuid, id) == 0)
-  local r = ffi.new("struct lr_req")
-  r.mode = C.LR_MODE_AEAD
-  r.version = 1
-  r.v = 0x5a
-  r.option = 0x05
-  r.security = 3
-  r.padding_len = 0
-  ffi.copy(r.body_key, rand(16), 16)
-  ffi.copy(r.body_iv, rand(16), 16)
-  ffi.copy(r.auth_rand, rand(4), 4)
-  ffi.copy(r.conn_nonce, rand(8), 8)
-  r.command = 1
-  r.port = port
-  r.atyp = 1
-  r.addr_len = 4
-  ffi.copy(r.addr, "\127\0\0\1", 4)
-  r.ts = ts
-  r.id_index = -1
-  local out = ffi.new("uint8_t[?]", C.LR_REQ_WIRE_MAX)
-  local len = ffi.new("size_t[1]")
-  local rc = C.lr_req_encode(r, id, out, C.LR_REQ_WIRE_MAX, len)
-  assert(rc == 0, "lr_req_encode: " .. core.strerror(rc))
-  return ffi.string(out, len[0])
-end
+local P = require "e2e.probes"
+local rand, flip, craft = P.rand, P.flip, P.craft
 
 local function median(t)
   local s = {}
