@@ -63,10 +63,13 @@ PROFILES = {
 }
 CONCURRENCY = 50
 PAYLOAD = 64
-# The transport chains (issue "Transports"): name -> (layer inside TLS, ALPN).  v2ray 4.34 has
-# ws and tls but no gRPC, so grpc+tls is luaray's alone.
-TRANSPORTS = {"ws+tls": ("ws", "http/1.1"), "grpc+tls": ("grpc", "h2")}
-TRANSPORT_SYSTEMS = {"ws+tls": ["luaray", "v2ray"], "grpc+tls": ["luaray"]}
+# The transport chains (issue "Transports"): name -> (layer, ALPN inside TLS; None: no TLS, as
+# a server behind nginx or a CDN sees it).  v2ray 4.34 has ws and tls but no gRPC, so the grpc
+# chains are luaray's alone.
+TRANSPORTS = {"ws": ("ws", None), "ws+tls": ("ws", "http/1.1"), "grpc": ("grpc", None),
+              "grpc+tls": ("grpc", "h2")}
+TRANSPORT_SYSTEMS = {"ws": ["luaray", "v2ray"], "ws+tls": ["luaray", "v2ray"], "grpc": ["luaray"],
+                     "grpc+tls": ["luaray"]}
 CERT_NAME = "bench.luaray.test"
 _CERT = []
 
@@ -430,12 +433,14 @@ class Chain:
         inbound (server) or VMess outbound (client); "" for bare TCP."""
         if self.transport == "tcp":
             return ""
-        cert, key = bench_cert()
         layer, alpn = TRANSPORTS[self.transport]
         if layer == "ws":
             tp = 'transport = { type = "ws", path = "/ray" }'
         else:
             tp = 'transport = { type = "grpc", service_name = "bench" }'
+        if alpn is None:
+            return ", " + tp
+        cert, key = bench_cert()
         if side == "server":
             tls = 'tls = { cert = %s, key = %s, alpn = { %s } }' % (lua_str(cert), lua_str(key),
                                                                    lua_str(alpn))
@@ -451,6 +456,8 @@ class Chain:
         layer, alpn = TRANSPORTS[self.transport]
         if layer != "ws":
             raise BenchError("v2ray 4.34 has no %s transport" % layer)
+        if alpn is None:
+            return {"network": "ws", "wsSettings": {"path": "/ray"}}
         cert, key = bench_cert()
         if side == "server":
             tls = {"alpn": [alpn], "certificates": [{"certificateFile": cert, "keyFile": key}]}
@@ -1237,11 +1244,12 @@ def report(res, prof_name, prof):
     L.append("")
     tp = res.get("tp", {})
     if tp:
-        L.append("## Transports: VMess (aes-128-gcm) inside TLS + WebSocket / gRPC")
+        L.append("## Transports: VMess (aes-128-gcm) inside WebSocket / gRPC, with and without TLS")
         L.append("")
-        L.append("Both servers present one self-signed P-256 certificate; both clients verify it "
-                 "against it as their CA. v2ray 4.34 has no gRPC transport: grpc+tls is luaray's "
-                 "alone. The tcp rows repeat the bare-TCP figures above.")
+        L.append("With TLS, both servers present one self-signed P-256 certificate; both clients "
+                 "verify it against it as their CA. Without TLS (ws, grpc: h2c) is what a server "
+                 "behind nginx or a CDN sees. v2ray 4.34 has no gRPC transport: the grpc chains are "
+                 "luaray's alone. The tcp rows repeat the bare-TCP figures above.")
         L.append("")
         L.append("| transport | what | luaray | v2ray | luaray/v2ray |")
         L.append("|---|---|---|---|---|")
@@ -1267,7 +1275,7 @@ def report(res, prof_name, prof):
                 def val(s_):
                     x = e.get(s_)
                     if x is None:
-                        return {"na": 1} if name == "grpc+tls" and s_ == "v2ray" else None
+                        return {"na": 1} if name.startswith("grpc") and s_ == "v2ray" else None
                     return {"error": 1} if "error" in x else x.get(key)
                 lr, v2 = val("luaray"), val("v2ray")
                 L.append("| %s | %s | %s | %s | %s |" % (name, label, cell(lr, fmt), cell(v2, fmt),
@@ -1346,6 +1354,13 @@ def report(res, prof_name, prof):
     L.append("| RSS per idle ws+tls connection (%d held) | <= 16 KiB | server %s, client %s KiB | %s |" % (
         prof.get("tp_idle", 0), cell(a, "%.2f"), cell(c, "%.2f"),
         verdict(None if a is None or c is None else (a <= 16 and c <= 16))))
+    # the idle figure of bare TCP (<= 8 KiB) through the layers other than TLS
+    for name in ("ws", "grpc"):
+        e = tp.get(name, {}).get("luaray", {})
+        a, c = med(e.get("idle_server_kib")), med(e.get("idle_client_kib"))
+        L.append("| RSS per idle %s connection, no TLS (%d held) | <= 8 KiB | server %s, client %s KiB | %s |" % (
+            name, prof.get("tp_idle", 0), cell(a, "%.2f"), cell(c, "%.2f"),
+            verdict(None if a is None or c is None else (a <= 8 and c <= 8))))
     a = med(users.get("luaray", {}).get("conc_rate"))
     sc = med(users.get("luaray", {}).get("server_cpu_ms_per_conn"))
     core = 1e3 / sc if sc else None

@@ -1247,8 +1247,9 @@ describe("transports (design.md 6)", function()
            'tls = { alpn = { "h2" } }, transport = { type = "ws" }')
     bad_ob("'max_early_data' in " .. TP .. " is an inbound's: an outbound sends early data with path = \"...?ed=N\"",
            'transport = { type = "ws", max_early_data = 2048 }')
-    bad_ob("'path' in " .. TP .. ": ?ed= early data needs type = \"ws\"",
-           'transport = { type = "httpupgrade", path = "/u?ed=2048" }')
+    -- ?ed=N is early data for ws and httpupgrade (sent right after the
+    -- request head, as Xray's client does)
+    assert.equal(2048, outbound('transport = { type = "httpupgrade", path = "/u?ed=2048" }').transport.early_data)
     bad_ob("'path' in " .. TP .. ": ?ed= at most 65536", 'transport = { type = "ws", path = "/r?ed=65537" }')
     bad_ob("missing required key 'service_name' in " .. TP, 'transport = { type = "grpc", multi = true }')
     for _, k in ipairs({ "tls = {}", 'transport = { type = "ws" }' }) do
