@@ -7,7 +7,7 @@ say = $(if $(filter 1,$(V)),,@printf '  %-6s %s\n' $(1) $(2);)
 
 BUILD ?= build
 CC ?= cc
-PKGS := luajit libsodium openssl libcares
+PKGS := luajit libsodium openssl libcares libnghttp2
 
 # pkg-config is only consulted once the dependencies are installed, so
 # `make` on a fresh machine first runs scripts/deps.sh (the stamp below).
@@ -22,7 +22,7 @@ CFLAGS_ALL = -std=c11 -D_GNU_SOURCE $(OPT) $(SAN) $(WARN) -Werror=implicit-funct
 	           -fPIC -fvisibility=hidden -Icore -Icore/include $(PKG_CFLAGS) $(CFLAGS)
 LIBS = $(PKG_LIBS) -lev -lm
 
-LIB_DIRS := base crypto vmess net route dispatch inbound outbound daemon
+LIB_DIRS := base crypto vmess net stream route dispatch inbound outbound daemon
 LIB_SRCS := $(sort $(foreach d,$(LIB_DIRS),$(wildcard core/$(d)/*.c))) core/api.c
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 # the executable adds the CLI, the Lua bridge and the embedded Lua modules
@@ -186,7 +186,9 @@ FUZZ_CFLAGS = -std=c11 -D_GNU_SOURCE -O1 -g -fno-omit-frame-pointer $(WARN) \
 FUZZ_LIBS := -lssl -lcrypto -lsodium -lm
 FUZZ_TARGETS := fuzz_req_aead_1user fuzz_req_legacy_1user fuzz_req_1000users \
                 fuzz_resp fuzz_body fuzz_socks_addr fuzz_socks fuzz_http \
-                fuzz_sniff fuzz_vmess_link fuzz_mux
+                fuzz_sniff fuzz_vmess_link fuzz_mux fuzz_proxyproto fuzz_tls \
+                fuzz_ws_frames fuzz_http_upgrade \
+                fuzz_gun fuzz_h2s fuzz_gunc fuzz_h2c
 # the codec alone (no libev, no Lua); the inbound targets add socks.c,
 # http.c and sock.c with net/conn.c replaced by spec/fuzz/targets/fuzz_conn.c
 FUZZ_CODEC := $(sort $(wildcard core/base/*.c core/crypto/*.c core/vmess/*.c)) core/api.c
@@ -202,8 +204,25 @@ fuzz_socks_addr_EXTRA := $(FUZZ_INBOUND)
 fuzz_socks_EXTRA := $(FUZZ_INBOUND)
 fuzz_http_EXTRA := $(FUZZ_INBOUND)
 fuzz_sniff_EXTRA := core/route/sniff.c
+fuzz_proxyproto_EXTRA := core/stream/proxyproto.c
+# WebSocket / HTTPUpgrade (core/stream/ws.c): the frame layer over a fake
+# layer below, and the upgrade request and reply
+fuzz_ws_frames_EXTRA := core/stream/ws.c core/net/stream.c core/net/sock.c
+fuzz_http_upgrade_EXTRA := core/stream/ws.c core/net/stream.c core/net/sock.c
 # Mux.Cool: mux.c with net/conn.c modelled inside spec/fuzz/targets/fuzz_mux.c
 fuzz_mux_EXTRA := core/inbound/mux.c core/net/sock.c
+# TLS server side: stream/tls.c over a socket pair (OpenSSL, our callbacks and BIO)
+fuzz_tls_EXTRA := core/stream/tls.c core/net/stream.c
+# gRPC gun: the codec alone, and the HTTP/2 server session (nghttp2) with
+# its owner modelled in the target
+fuzz_gun_EXTRA := core/stream/grpc.c
+fuzz_gun_LIBS := -lnghttp2
+fuzz_h2s_EXTRA := core/stream/grpc.c
+fuzz_h2s_LIBS := -lnghttp2
+fuzz_gunc_EXTRA := core/stream/grpc.c
+fuzz_gunc_LIBS := -lnghttp2
+fuzz_h2c_EXTRA := core/stream/grpc.c
+fuzz_h2c_LIBS := -lnghttp2
 # link.lua under LuaJIT (no codec needed, linked anyway for one link rule)
 fuzz_vmess_link_DEF = -DFZ_LINK_LUA='"$(CURDIR)/lua/luaray/link.lua"'
 fuzz_vmess_link_LIBS := -lluajit-5.1

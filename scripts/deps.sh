@@ -11,10 +11,15 @@ pkgs=(
   libsodium-dev                       # randomness, constant-time compare, wiping
   libluajit-5.1-dev luajit            # scripting, FFI
   libc-ares-dev                       # non-blocking DNS for the direct outbound
+  libnghttp2-dev                      # HTTP/2 for the gRPC transport
   lua-busted lua-cjson                # specs (run on LuaJIT), JSON vectors
   lua-socket lua-posix                # end-to-end specs: sockets, processes
   v2ray                               # the interoperability oracle
+  haproxy                             # a real PROXY protocol sender (proxy_protocol_spec)
+  nginx-light                         # a real reverse proxy in front (ws_spec, grpc_spec, wss_spec)
   curl python3                        # end-to-end helpers
+  openssl                             # e2e: test certificates (tls_spec)
+  python3-h2                          # the independent gRPC (gun) peer in spec/e2e/grpc_spec.lua
   clang libclang-rt-14-dev            # libFuzzer (make fuzz); replays use gcc
 )
 

@@ -29,7 +29,7 @@ targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
     targets=(fuzz_req_aead_1user fuzz_req_legacy_1user fuzz_req_1000users
              fuzz_resp fuzz_body fuzz_socks_addr fuzz_socks fuzz_http
-             fuzz_sniff fuzz_vmess_link fuzz_mux)
+             fuzz_sniff fuzz_vmess_link fuzz_mux fuzz_ws_frames fuzz_http_upgrade)
 fi
 
 # largest input per target: a request header is <= 374 bytes plus the
@@ -44,8 +44,15 @@ max_len() {
     fuzz_socks) echo 1024 ;;
     fuzz_vmess_link) echo 2048 ;;
     fuzz_sniff) echo 9000 ;;
+    fuzz_proxyproto) echo 700 ;;
     fuzz_http) echo 20000 ;;
     fuzz_mux) echo 32768 ;;
+    fuzz_ws_frames) echo 70000 ;;
+    fuzz_http_upgrade) echo 20000 ;;
+    fuzz_gun) echo 8192 ;;
+    fuzz_h2s) echo 16384 ;;
+    fuzz_gunc) echo 16384 ;;
+    fuzz_h2c) echo 16384 ;;
     *) echo 4096 ;;
     esac
 }

@@ -71,6 +71,10 @@ LR_API void lr_conf_free(struct lr_conf *c)
         lr_users_free(ib->users);
         free(ib->user_map);
         free(ib->dyn_cmd);
+        lr_tls_free(&ib->tls);
+        lr_transport_free(&ib->tp);
+        free(ib->fallback_host);
+        free(ib->trusted);
         strv_free(c->ib[i].users, c->ib[i].nusers);
         free(c->ib[i].where);
     }
@@ -78,6 +82,8 @@ LR_API void lr_conf_free(struct lr_conf *c)
     for (uint32_t i = 0; i < c->nob; i++) {
         free(c->ob[i].ob.tag);
         free(c->ob[i].ob.server_host);
+        lr_tls_free(&c->ob[i].ob.tls);
+        lr_transport_free(&c->ob[i].ob.tp);
         free(c->ob[i].where);
     }
     free(c->ob);
@@ -198,6 +204,7 @@ LR_API int lr_conf_inbound(struct lr_conf *c, const struct lr_conf_inbound *s)
                             : type == LR_IB_VMESS ? 60 : 10;
     ib->idle_timeout = s->idle_timeout > 0 ? s->idle_timeout : 300;
     ib->max_connections = s->max_connections;
+    ib->proxy_protocol = s->proxy_protocol ? 1 : 0;
     if (s->max_sessions > 1024)
         return fail(c, "inbound '%s': max_sessions out of range", s->tag);
     ib->max_sessions = s->max_sessions ? s->max_sessions : 256;
@@ -238,6 +245,166 @@ LR_API int lr_conf_inbound_dynamic(struct lr_conf *c, uint16_t lo, uint16_t hi,
     ib->dyn_alter = alter_id;
     ib->dyn_minutes = minutes;
     return LR_OK;
+}
+
+static int push_str(char ***v, uint32_t *n, const char *s);
+
+/* ------------------------------------------------------------ transports */
+
+static struct lr_inbound *last_ib(struct lr_conf *c, const char *what)
+{
+    if (!c->nib) {
+        fail(c, "%s without an inbound", what);
+        return NULL;
+    }
+    return &c->ib[c->nib - 1].ib;
+}
+
+static struct lr_outbound *last_ob(struct lr_conf *c, const char *what)
+{
+    if (!c->nob) {
+        fail(c, "%s without an outbound", what);
+        return NULL;
+    }
+    return &c->ob[c->nob - 1].ob;
+}
+
+static int set_transport(struct lr_conf *c, struct lr_transport *tp, const char *tag,
+                         const struct lr_conf_transport *t)
+{
+    if (!t || t->type > LR_TP_GRPC)
+        return fail(c, "'%s': unknown transport type", tag);
+    if ((t->type == LR_TP_WS || t->type == LR_TP_HTTPUPGRADE) && (!t->path || t->path[0] != '/'))
+        return fail(c, "'%s': the transport needs an absolute path", tag);
+    if (t->max_early_data > 65536 || t->early_data > 65536)
+        return fail(c, "'%s': early data at most 65536 bytes", tag);
+    lr_transport_free(tp);
+    tp->type = (uint8_t)t->type;
+    tp->multi = t->multi ? 1 : 0;
+    tp->max_early_data = t->max_early_data;
+    tp->early_data = t->early_data;
+    if (t->path) {
+        /* an outbound's ?ed=N is a setting, not part of the path sent */
+        size_t n = strcspn(t->path, "?");
+        tp->path = strndup(t->path, n);
+    }
+    tp->host = dup_or_null(t->host);
+    tp->service_name = dup_or_null(t->service_name);
+    if ((t->path && !tp->path) || (t->host && !tp->host) ||
+        (t->service_name && !tp->service_name))
+        return LR_ENOMEM;
+    return LR_OK;
+}
+
+static int push_alpn(struct lr_conf *c, struct lr_tls *tls, const char *proto)
+{
+    if (!proto || !*proto || strlen(proto) > 255)
+        return fail(c, "bad ALPN protocol name");
+    return push_str(&tls->alpn, &tls->nalpn, proto);
+}
+
+LR_API int lr_conf_inbound_tls_cert(struct lr_conf *c, const char *cert, const char *key)
+{
+    struct lr_inbound *ib = last_ib(c, "tls");
+    if (!ib)
+        return LR_EINVAL;
+    if (ib->type != LR_IB_VMESS)
+        return fail(c, "inbound '%s': tls needs a vmess inbound", ib->tag);
+    if (!cert || !*cert || !key || !*key)
+        return fail(c, "inbound '%s': tls needs cert and key", ib->tag);
+    if (!GROW(ib->tls.certs, ib->tls.ncerts))
+        return LR_ENOMEM;
+    struct lr_tls_certs *t = &ib->tls.certs[ib->tls.ncerts];
+    t->cert = strdup(cert);
+    t->key = strdup(key);
+    ib->tls.ncerts++;
+    if (!t->cert || !t->key)
+        return LR_ENOMEM;
+    ib->tls.on = 1;
+    return LR_OK;
+}
+
+LR_API int lr_conf_inbound_alpn(struct lr_conf *c, const char *proto)
+{
+    struct lr_inbound *ib = last_ib(c, "alpn");
+    return ib ? push_alpn(c, &ib->tls, proto) : LR_EINVAL;
+}
+
+LR_API int lr_conf_inbound_transport(struct lr_conf *c, const struct lr_conf_transport *t)
+{
+    struct lr_inbound *ib = last_ib(c, "transport");
+    if (!ib)
+        return LR_EINVAL;
+    if (ib->type != LR_IB_VMESS)
+        return fail(c, "inbound '%s': transport needs a vmess inbound", ib->tag);
+    return set_transport(c, &ib->tp, ib->tag, t);
+}
+
+LR_API int lr_conf_inbound_fallback(struct lr_conf *c, const char *host, uint16_t port)
+{
+    struct lr_inbound *ib = last_ib(c, "fallback");
+    if (!ib)
+        return LR_EINVAL;
+    if (!host || !*host || !port)
+        return fail(c, "inbound '%s': fallback needs \"host:port\"", ib->tag);
+    free(ib->fallback_host);
+    if (!(ib->fallback_host = strdup(host)))
+        return LR_ENOMEM;
+    ib->fallback_port = port;
+    return LR_OK;
+}
+
+LR_API int lr_conf_inbound_trusted(struct lr_conf *c, const uint8_t *ip, uint32_t len,
+                                   uint32_t bits)
+{
+    struct lr_inbound *ib = last_ib(c, "trusted_proxies");
+    if (!ib)
+        return LR_EINVAL;
+    if (!ip || (len != 4 && len != 16) || bits > len * 8)
+        return fail(c, "inbound '%s': bad trusted_proxies CIDR", ib->tag);
+    if (!GROW(ib->trusted, ib->ntrusted))
+        return LR_ENOMEM;
+    struct lr_cidr *cd = &ib->trusted[ib->ntrusted++];
+    memcpy(cd->ip, ip, len);
+    cd->len = (uint8_t)len;
+    cd->bits = (uint8_t)bits;
+    return LR_OK;
+}
+
+LR_API int lr_conf_outbound_tls(struct lr_conf *c, const struct lr_conf_tls *t)
+{
+    struct lr_outbound *ob = last_ob(c, "tls");
+    if (!ob)
+        return LR_EINVAL;
+    if (ob->type != LR_OB_VMESS)
+        return fail(c, "outbound '%s': tls needs a vmess outbound", ob->tag);
+    free(ob->tls.server_name);
+    free(ob->tls.ca);
+    ob->tls.server_name = dup_or_null(t->server_name);
+    ob->tls.ca = dup_or_null(t->ca);
+    if ((t->server_name && !ob->tls.server_name) || (t->ca && !ob->tls.ca))
+        return LR_ENOMEM;
+    ob->tls.has_pin = t->pinned_sha256 != NULL;
+    if (t->pinned_sha256)
+        memcpy(ob->tls.pin, t->pinned_sha256, 32);
+    ob->tls.on = 1;
+    return LR_OK;
+}
+
+LR_API int lr_conf_outbound_alpn(struct lr_conf *c, const char *proto)
+{
+    struct lr_outbound *ob = last_ob(c, "alpn");
+    return ob ? push_alpn(c, &ob->tls, proto) : LR_EINVAL;
+}
+
+LR_API int lr_conf_outbound_transport(struct lr_conf *c, const struct lr_conf_transport *t)
+{
+    struct lr_outbound *ob = last_ob(c, "transport");
+    if (!ob)
+        return LR_EINVAL;
+    if (ob->type != LR_OB_VMESS)
+        return fail(c, "outbound '%s': transport needs a vmess outbound", ob->tag);
+    return set_transport(c, &ob->tp, ob->tag, t);
 }
 
 LR_API int lr_conf_inbound_user(struct lr_conf *c, const char *email)
@@ -523,6 +690,14 @@ int lr_conf_expand_dynamic(struct lr_conf *c, char *err, size_t errlen)
         d->ib.accounts = NULL;
         d->ib.naccounts = 0;
         d->ib.is_detour = 1;
+        /* bare TCP (config.lua refuses tls/transport with dynamic_port),
+         * no PROXY header, no fallback */
+        memset(&d->ib.tls, 0, sizeof(d->ib.tls));
+        memset(&d->ib.tp, 0, sizeof(d->ib.tp));
+        d->ib.fallback_host = NULL;
+        d->ib.trusted = NULL;
+        d->ib.ntrusted = 0;
+        d->ib.proxy_protocol = 0;
         d->ib.users = NULL;
         d->ib.user_map = NULL;
         d->ib.dyn_cmd = NULL;

@@ -30,6 +30,8 @@
 #include "script/bridge.h"
 #include "dispatch/policy.h"
 #include "inbound/dynport.h"
+#include "inbound/front.h"
+#include "outbound/front.h"
 #include "inbound/inbound.h"
 #include "dispatch/dispatch.h"
 #include "crypto/crypto.h"
@@ -90,7 +92,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
             continue;
         }
         lr_sock_tune(fd);
-        if (!lr_dispatch_accept(ib, fd, &src, lr_inbound_ops(ib->type)))
+        if (lr_dispatch_accept(ib, fd, &src, lr_inbound_ops(ib->type)) != 0)
             close(fd);
         else
             lr_daemon_of(ib->rt)->accepted++;
@@ -400,6 +402,11 @@ static int gen_validate(struct lr_conf *c, int *def, char *err, size_t errlen)
         return errf(err, errlen, NULL, "no inbound declared");
     if (c->nob == 0)
         return errf(err, errlen, NULL, "no outbound declared");
+    for (uint32_t i = 0; i < c->nob; i++) {
+        char why[256];
+        if (lr_cfront_check(&c->ob[i].ob, why, sizeof(why)) != 0)
+            return errf(err, errlen, c->ob[i].where, "%s", why);
+    }
     *def = c->default_tag ? find_ob(c, c->default_tag) : 0;
     if (*def < 0)
         return errf(err, errlen, NULL, "default route: no outbound '%s'", c->default_tag);
@@ -483,6 +490,11 @@ static int gen_users(struct lr_daemon *d, struct lr_conf *c, struct lr_gen *old,
         struct lr_conf_ib *ci = &c->ib[i];
         ci->share = -1;
         ci->ib.users_from = -1;
+        char why[256];
+        if (lr_front_check(&ci->ib, why, sizeof(why)) != 0) {
+            rc = errf(err, errlen, ci->where, "%s", why);
+            break;
+        }
         if (ci->ib.type != LR_IB_VMESS)
             continue;
         for (uint32_t j = 0; j < ci->nusers && rc == 0; j++)
@@ -619,7 +631,21 @@ static struct lr_gen *gen_adopt(struct lr_daemon *d, struct lr_conf *c, struct l
     return g;
 }
 
-/* Builds a generation from a staging config: validate, user tables,
+/* TLS contexts (certificates and keys read now, on this thread): a bad
+ * file fails the build, and the running generation keeps its own. */
+static int gen_tls(struct lr_conf *c, char *err, size_t errlen)
+{
+    char why[700];
+    for (uint32_t i = 0; i < c->nib; i++)
+        if (lr_front_tls_build(&c->ib[i].ib, why, sizeof(why)) != 0)
+            return errf(err, errlen, c->ib[i].where, "%s", why);
+    for (uint32_t i = 0; i < c->nob; i++)
+        if (lr_cfront_tls_build(&c->ob[i].ob, why, sizeof(why)) != 0)
+            return errf(err, errlen, c->ob[i].where, "%s", why);
+    return 0;
+}
+
+/* Builds a generation from a staging config: validate, user tables, TLS,
  * listeners (not with dry_run), dynamic-port commands, adopt.  On error
  * nothing changes, nothing it opened stays open, and `err` says what and
  * where.  Runs on the reload thread: it reads of the running generation
@@ -631,7 +657,8 @@ static int gen_build(struct lr_daemon *d, struct lr_conf *c, int dry_run,
     int def = 0;
     if (gen_validate(c, &def, err, errlen) != 0 ||
         lr_conf_expand_dynamic(c, err, errlen) != 0 ||
-        gen_users(d, c, old, dry_run, err, errlen) != 0)
+        gen_users(d, c, old, dry_run, err, errlen) != 0 ||
+        gen_tls(c, err, errlen) != 0)
         return -1;
     struct lr_inbound **carried = calloc(c->nib, sizeof(*carried));
     if (!carried)

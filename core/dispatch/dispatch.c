@@ -16,9 +16,11 @@
 #include "base/log.h"
 #include "dispatch/policy.h"
 #include "dispatch/dispatch.h"
+#include "inbound/front.h"
 #include "outbound/outbound.h"
 #include "route/route.h"
 #include "script/bridge.h"
+#include "stream/tls.h"
 
 /* ------------------------------------------------------------ hooks */
 
@@ -27,17 +29,59 @@ static int has_hook(struct lr_conn *c, int kind)
     return c->gen->script && (c->gen->hooks & (1u << kind));
 }
 
+/* Text a hook context points into (lives for the call). */
+struct hook_text {
+    char src[64], peer[64];
+};
+
+static const char *const transport_names[] = {
+    [LR_TP_TCP] = "tcp", [LR_TP_WS] = "ws", [LR_TP_HTTPUPGRADE] = "httpupgrade",
+    [LR_TP_GRPC] = "grpc",
+};
+
+static int same_addr(const struct lr_addr *a, const struct lr_addr *b)
+{
+    uint8_t x[16], y[16];
+    int n = lr_addr_ip_bytes(a, x);
+    return n == lr_addr_ip_bytes(b, y) && memcmp(x, y, (size_t)n) == 0 &&
+           lr_addr_port(a) == lr_addr_port(b);
+}
+
+/* What every hook of a client of ib sees about where it came from: the
+ * client (src), the TCP peer, the transport and TLS. */
+static void hook_where(struct lr_hook_ctx *x, const struct lr_inbound *ib,
+                       const struct lr_addr *src, const struct lr_addr *peer,
+                       struct hook_text *t)
+{
+    lr_addr_ip_str(src, t->src, sizeof(t->src));
+    x->src_ip = t->src;
+    x->src_port = lr_addr_port(src);
+    if (same_addr(src, peer)) {
+        x->peer_ip = x->src_ip; /* one string for both in Lua */
+    } else {
+        lr_addr_ip_str(peer, t->peer, sizeof(t->peer));
+        x->peer_ip = t->peer;
+    }
+    x->peer_port = lr_addr_port(peer);
+    x->inbound = ib->tag;
+    x->transport = ib->tp.type < sizeof(transport_names) / sizeof(*transport_names)
+                   ? transport_names[ib->tp.type] : "tcp";
+    x->tls = ib->tls.on;
+    x->tls_sni = NULL; /* the TLS stage's, once it records what the client sent */
+}
+
 static void hook_ctx(struct lr_conn *c, int kind, struct lr_hook_ctx *x,
-                     char *srcip, size_t n)
+                     struct hook_text *t)
 {
     memset(x, 0, sizeof(*x));
     x->kind = kind;
     x->id = c->id;
     x->generation = c->gen->id;
-    lr_addr_ip_str(&c->src, srcip, n);
-    x->src_ip = srcip;
-    x->src_port = lr_addr_port(&c->src);
-    x->inbound = c->ib->tag;
+    hook_where(x, c->ib, &c->src, &c->peer, t);
+    /* the SNI the client sent, once the TLS stage is done */
+    struct lr_tls_stream *tls = lr_tls_of(c->cli.top);
+    if (tls && lr_tls_sni(tls)[0])
+        x->tls_sni = lr_tls_sni(tls);
     if (c->user >= 0) {
         x->user_email = c->gen->users[c->user].email;
         x->user_level = (int32_t)c->gen->users[c->user].level;
@@ -136,8 +180,8 @@ static int sniff_start(struct lr_conn *c)
 
 static int run_hook(struct lr_conn *c, int kind, struct lr_hook_ctx *x)
 {
-    char ip[64];
-    hook_ctx(c, kind, x, ip, sizeof(ip));
+    struct hook_text t;
+    hook_ctx(c, kind, x, &t);
     if (kind == LR_HOOK_CLOSE) {
         x->up = c->up.bytes;
         x->down = c->down.bytes;
@@ -152,28 +196,43 @@ static int run_hook(struct lr_conn *c, int kind, struct lr_hook_ctx *x)
     return v;
 }
 
+static int accept_verdict(int v, const struct lr_hook_ctx *x)
+{
+    if (v == LR_VERDICT_ERROR)
+        lr_warn("accept hook failed (client refused): %s", x->out_reason);
+    else if (v == LR_VERDICT_REFUSE)
+        lr_debug("client %s refused by the accept hook: %s", x->src_ip, x->out_reason);
+    return v == LR_VERDICT_CONTINUE ? 0 : -1;
+}
+
 int lr_dispatch_accept_hook(struct lr_inbound *ib, const struct lr_addr *src)
 {
     struct lr_gen *g = ib->gen;
     if (!g->script || !(g->hooks & (1u << LR_HOOK_ACCEPT)))
         return 0;
+    /* behind a PROXY-protocol sender the client is known only once its
+     * header is read: the front runs the hook then (lr_dispatch_accept_hook_conn) */
+    if (ib->proxy_protocol)
+        return 0;
     struct lr_hook_ctx x;
-    char ip[64];
+    struct hook_text t;
     memset(&x, 0, sizeof(x));
     x.kind = LR_HOOK_ACCEPT;
     x.id = ib->rt->net.next_conn_id + ib->rt->net.id_step; /* the id it will get */
     x.generation = g->id;
-    lr_addr_ip_str(src, ip, sizeof(ip));
-    x.src_ip = ip;
-    x.src_port = lr_addr_port(src);
-    x.inbound = ib->tag;
+    hook_where(&x, ib, src, src, &t);
     x.network = "tcp";
-    int v = lr_scripts->call(g->script, &x);
-    if (v == LR_VERDICT_ERROR)
-        lr_warn("accept hook failed (client refused): %s", x.out_reason);
-    else if (v == LR_VERDICT_REFUSE)
-        lr_debug("client %s refused by the accept hook: %s", ip, x.out_reason);
-    return v == LR_VERDICT_CONTINUE ? 0 : -1;
+    return accept_verdict(lr_scripts->call(g->script, &x), &x);
+}
+
+int lr_dispatch_accept_hook_conn(struct lr_conn *c)
+{
+    if (!has_hook(c, LR_HOOK_ACCEPT))
+        return 0;
+    struct lr_hook_ctx x;
+    struct hook_text t;
+    hook_ctx(c, LR_HOOK_ACCEPT, &x, &t);
+    return accept_verdict(lr_scripts->call(c->gen->script, &x), &x);
 }
 
 /* A destination host in a numeric spelling becomes the address it spells
@@ -306,20 +365,116 @@ static void adopt(struct lr_conn *c, struct lr_inbound *ib, int session)
         ib->nconns++;
 }
 
-struct lr_conn *lr_dispatch_accept(struct lr_inbound *ib, int fd, const struct lr_addr *src,
-                                   const struct lr_ib_ops *ops)
+int lr_dispatch_accept(struct lr_inbound *ib, int fd, const struct lr_addr *src,
+                       const struct lr_ib_ops *ops)
 {
     struct lr_conn *c = lr_conn_new(&ib->rt->net, fd, src, ops, ib->handshake_timeout,
                                     ib->idle_timeout);
-    if (c)
-        adopt(c, ib, 0);
-    return c;
+    if (!c)
+        return -1;
+    adopt(c, ib, 0);
+    c->peer = *src;
+    if (lr_front_start(c) != 0)
+        lr_conn_close(c, "out of memory"); /* closes fd too */
+    return 0;
+}
+
+/* ------------------------------------------------------------ fallback */
+
+static void fallback_connected(struct lr_conn *c)
+{
+    lr_conn_start_relay(c);
+}
+
+static void fallback_dial_failed(struct lr_conn *c, int err)
+{
+    lr_conn_close(c, c->reason ? c->reason : "fallback unreachable");
+}
+
+static const struct lr_ib_ops fallback_ib_ops = {
+    .connected = fallback_connected,
+    .dial_failed = fallback_dial_failed,
+};
+
+static void fallback_done(struct lr_conn *c, int fd)
+{
+    lr_conn_remote_ready(c, fd, 0);
+}
+
+static void fallback_dial(struct lr_conn *c)
+{
+    /* the operator's own web server, usually on loopback */
+    lr_conn_connect(c, c->dst.host, c->dst.port, 0, 0, fallback_done);
+}
+
+static const struct lr_ob_ops fallback_ob_ops = {.dial = fallback_dial};
+static struct lr_outbound fallback_ob = {.tag = (char *)"fallback", .connect_timeout = 10};
+
+void lr_dispatch_fallback(struct lr_conn *c, const char *why)
+{
+    struct lr_inbound *ib = c->ib;
+    if (c->cli.fd < 0) {
+        /* a session inside another connection (a gRPC tunnel) is past
+         * anything a web server could answer: refused silently, as a bad
+         * header without a fallback is */
+        lr_conn_drain(c, why);
+        return;
+    }
+    if (!ib->fallback_host) {
+        lr_conn_close(c, why);
+        return;
+    }
+    lr_debug("conn %llu: to the fallback: %s", (unsigned long long)c->id, why);
+    /* whatever the client sent so far goes on as it came: no codec on
+     * either side, whatever the inbound had set up */
+    lr_body_free(c->up.dec);
+    c->up.dec = NULL;
+    lr_body_free(c->down.enc);
+    c->down.enc = NULL;
+    free(c->down.prefix);
+    c->down.prefix = NULL;
+    c->up.pre = NULL;
+    if (c->ibops && c->ibops->free)
+        c->ibops->free(c);
+    c->ibops = &fallback_ib_ops;
+    snprintf(c->fail_detail, sizeof(c->fail_detail), "fallback: %s", why);
+    memset(&c->dst, 0, sizeof(c->dst));
+    c->dst.network = LR_NET_TCP;
+    c->dst.atyp = LR_ATYP_DOMAIN;
+    c->dst.port = ib->fallback_port;
+    snprintf(c->dst.host, sizeof(c->dst.host), "%s", ib->fallback_host);
+    c->user = -1;
+    c->state = LR_CS_DIAL;
+    c->ob = &fallback_ob;
+    c->obops = &fallback_ob_ops;
+    /* the client's bytes wait in up.in; read on while dialling */
+    ev_io_stop(c->lp->loop, &c->cli.rio);
+    lr_conn_set_deadline(c, fallback_ob.connect_timeout);
+    fallback_dial(c);
 }
 
 struct lr_conn *lr_dispatch_session(struct lr_conn *parent, const struct lr_ib_ops *ops,
                                     size_t (*sink)(struct lr_conn *, const uint8_t *, size_t))
 {
-    struct lr_inbound *ib = parent->ib;
+    return lr_dispatch_session_of(parent, parent->ib, ops, sink);
+}
+
+struct lr_inbound *lr_dispatch_current_ib(struct lr_inbound *ib)
+{
+    struct lr_gen *g = ib->rt ? ib->rt->gen : NULL;
+    if (!g || g == ib->gen)
+        return ib;
+    for (uint32_t i = 0; i < g->nib; i++)
+        if (strcmp(g->ib[i].tag, ib->tag) == 0 && g->ib[i].type == ib->type &&
+            g->ib[i].tp.type == ib->tp.type)
+            return &g->ib[i];
+    return ib;
+}
+
+struct lr_conn *lr_dispatch_session_of(struct lr_conn *parent, struct lr_inbound *ib,
+                                       const struct lr_ib_ops *ops,
+                                       size_t (*sink)(struct lr_conn *, const uint8_t *, size_t))
+{
     if (ib->max_connections && ib->nsessions >= ib->max_connections)
         return NULL; /* the inbound's session pool is full */
     struct lr_conn *c = lr_conn_new(parent->lp, -1, &parent->src, ops, ib->handshake_timeout,
@@ -327,6 +482,7 @@ struct lr_conn *lr_dispatch_session(struct lr_conn *parent, const struct lr_ib_o
     if (!c)
         return NULL;
     c->cli.sink = sink;
+    c->peer = parent->peer;
     adopt(c, ib, 1);
     return c;
 }

@@ -19,6 +19,38 @@
 struct lr_rule;
 struct lr_script;
 struct lr_worker;
+struct lr_cidr;
+
+/* A transport's settings (design.md 6; lr_conf_transport). */
+struct lr_transport {
+    uint8_t type;                /* LR_TP_* */
+    uint8_t multi;               /* grpc: TunMulti */
+    char *path;                  /* ws, httpupgrade (without ?ed=N) */
+    char *host;
+    uint32_t max_early_data;     /* ws inbound */
+    uint32_t early_data;         /* ws outbound */
+    char *service_name;          /* grpc */
+};
+
+/* TLS settings, and what core/stream/tls.c builds from them. */
+struct lr_tls_certs {
+    char *cert, *key;            /* file paths (PEM) */
+};
+
+struct lr_tls {
+    uint8_t on;
+    /* an inbound's: certificates (the first is the default for unknown SNI) */
+    struct lr_tls_certs *certs;
+    uint32_t ncerts;
+    /* an outbound's: what it verifies */
+    char *server_name, *ca;
+    uint8_t pin[32];
+    uint8_t has_pin;
+    /* both: ALPN protocols, in preference order */
+    char **alpn;
+    uint32_t nalpn;
+    void *ctx;                   /* built (tls.c): an SSL_CTX and what goes with it */
+};
 
 enum lr_ib_type { LR_IB_VMESS = 1, LR_IB_SOCKS, LR_IB_HTTP };
 enum lr_ob_type { LR_OB_DIRECT = 1, LR_OB_BLACKHOLE, LR_OB_VMESS };
@@ -64,6 +96,15 @@ struct lr_inbound {
     int udp;
     struct lr_account *accounts;
     uint32_t naccounts;
+    /* transports (design.md 6): TLS, the transport above it, where what is
+     * not VMess goes, and the real client address */
+    struct lr_tls tls;
+    struct lr_transport tp;
+    char *fallback_host;         /* NULL: no fallback */
+    uint16_t fallback_port;
+    uint8_t proxy_protocol;
+    struct lr_cidr *trusted;     /* trusted_proxies */
+    uint32_t ntrusted;
 };
 
 struct lr_outbound {
@@ -84,6 +125,12 @@ struct lr_outbound {
     uint8_t dyn_id[16];
     uint32_t dyn_alter;
     double dyn_until;
+    /* transports (design.md 6) */
+    struct lr_tls tls;
+    struct lr_transport tp;
+    /* gRPC: the HTTP/2 connection new tunnels join (outbound/cfront_grpc.c;
+     * it holds this generation, and clears this when it goes) */
+    void *grpc_carrier;
 };
 
 struct lr_user_info {
@@ -129,6 +176,10 @@ struct lr_worker {
      * the loop); NULL: freed at once by lr_gen_free */
     void (*release)(struct lr_gen *g);
 };
+
+/* Frees what a transport's / TLS settings own (their built contexts too). */
+void lr_transport_free(struct lr_transport *tp);
+void lr_tls_free(struct lr_tls *t);
 
 void lr_gen_ref(struct lr_gen *g);
 /* Drops a reference; the last hands the generation to its worker's

@@ -139,7 +139,7 @@ static void assoc_read_cb(struct ev_loop *loop, ev_io *w, int revents)
             return;
         a->last = ev_now(loop);
         /* only the client that opened the association may use it */
-        if (!same_ip(&from, &a->ctl->src))
+        if (!same_ip(&from, &a->ctl->peer))
             continue;
         if (!a->have_client) {
             a->client = from;

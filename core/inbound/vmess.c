@@ -19,6 +19,16 @@ struct vmess_in {
     struct lr_req_dec dec;
 };
 
+/* Whether what is not VMess goes to the fallback here: on bare TCP (or
+ * TLS) it is whatever a prober sent; inside a WebSocket, HTTPUpgrade or
+ * gRPC stream the transport's own front already sent what was not its
+ * upgrade there, and the stream after it is the client's, refused as a
+ * bad header is without a fallback. */
+static int fallback_ok(const struct lr_inbound *ib)
+{
+    return ib->fallback_host && ib->tp.type == LR_TP_TCP;
+}
+
 static void vin_readable(struct lr_conn *c)
 {
     struct vmess_in *st = c->ib_state;
@@ -36,8 +46,14 @@ static void vin_readable(struct lr_conn *c)
     if (n == 0 || n == -ENOBUFS) {
         /* an early EOF is the prober's own half-close: like a bad header
          * it is held to the handshake deadline and gets its FIN then, so
-         * when we close says nothing about how many bytes came first */
-        lr_conn_drain(c, n == 0 ? "eof in handshake" : "handshake too long");
+         * when we close says nothing about how many bytes came first (or,
+         * with a fallback, it goes there like any other non-VMess client) */
+        if (n == 0)
+            c->up.src_eof = 1;
+        if (fallback_ok(c->ib))
+            lr_dispatch_fallback(c, n == 0 ? "eof in handshake" : "handshake too long");
+        else
+            lr_conn_drain(c, n == 0 ? "eof in handshake" : "handshake too long");
         return;
     }
     if (n < 0) {
@@ -55,7 +71,12 @@ static void vin_readable(struct lr_conn *c)
     if (rc == LR_AGAIN)
         return;
     if (rc != LR_OK) {
-        lr_conn_drain(c, lr_strerror(rc));
+        /* not a VMess client of ours: silence until the deadline, or, with
+         * a fallback, whatever web server the operator put there answers */
+        if (fallback_ok(ib))
+            lr_dispatch_fallback(c, lr_strerror(rc));
+        else
+            lr_conn_drain(c, lr_strerror(rc));
         return;
     }
     c->up.in->rd += (uint32_t)used;

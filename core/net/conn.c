@@ -243,6 +243,8 @@ void lr_conn_close(struct lr_conn *c, const char *reason)
         setsockopt(c->dial.fd, SOL_SOCKET, SO_LINGER, &rst, sizeof(rst));
         close(c->dial.fd);
     }
+    free(c->dial.addrs);
+    c->dial.addrs = NULL;
     if (c->rem.fd >= 0 && !c->rem.dgram && c->up.prefix)
         setsockopt(c->rem.fd, SOL_SOCKET, SO_LINGER, &rst, sizeof(rst));
     if (lp->owner->closing)
@@ -309,6 +311,24 @@ void lr_conn_set_deadline(struct lr_conn *c, double seconds)
 
 /* ------------------------------------------------------------ timers */
 
+/* The client side's FIN after a refused or timed-out handshake: a virtual
+ * stream client (a gRPC tunnel) ends through its sink_end. */
+static void cli_fin(struct lr_conn *c)
+{
+    if (c->cli.fd >= 0)
+        lr_side_shutdown(&c->cli);
+    else if (c->cli.sink_end)
+        c->cli.sink_end(c);
+}
+
+/* Reads on the client socket while draining or lingering (a virtual
+ * client has no socket: what it pushes is dropped by its owner). */
+static void cli_watch(struct lr_conn *c)
+{
+    if (c->cli.fd >= 0)
+        ev_io_start(c->lp->loop, &c->cli.rio);
+}
+
 static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct lr_conn *c = CONN_OF(w, timer);
@@ -320,11 +340,11 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         c->reason = "handshake timeout";
         lr_buf_put(c->up.in);
         c->up.in = NULL;
-        lr_side_shutdown(&c->cli);
+        cli_fin(c);
         c->state = LR_CS_LINGER;
         ev_timer_set(&c->timer, 2., 0.);
         ev_timer_start(loop, &c->timer);
-        ev_io_start(loop, &c->cli.rio);
+        cli_watch(c);
         return;
     case LR_CS_DIAL:
         lr_conn_dial_failed(c, -ETIMEDOUT, "connect timeout");
@@ -336,12 +356,12 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         /* FIN now, at the deadline whatever was wrong; then give the peer
          * a moment to close so unread bytes do not turn our close into a
          * reset */
-        lr_side_shutdown(&c->cli);
+        cli_fin(c);
         c->state = LR_CS_LINGER;
         ev_timer_set(&c->timer, 2., 0.);
         ev_timer_start(loop, &c->timer);
         /* a peer that already sent its FIN is closed at once (drain_read) */
-        ev_io_start(loop, &c->cli.rio);
+        cli_watch(c);
         return;
     case LR_CS_LINGER:
         lr_conn_close(c, c->reason ? c->reason : "drained");
@@ -372,6 +392,18 @@ int lr_pipe_ensure_in(struct lr_pipe *p)
 
 ssize_t lr_conn_read_client(struct lr_conn *c)
 {
+    if (c->handoff) {
+        /* bytes an earlier stage (a transport's front) left in up.in: the
+         * protocol that takes over sees them as its first read */
+        c->handoff = 0;
+        if (c->up.in && lr_buf_len(c->up.in))
+            return (ssize_t)lr_buf_len(c->up.in);
+    }
+    if (c->cli.fd < 0) {
+        /* a virtual stream client: its owner pushes bytes and hands them
+         * over (handoff); nothing more comes until it does, or its end */
+        return c->up.src_eof ? 0 : -EAGAIN;
+    }
     if (lr_pipe_ensure_in(&c->up) < 0)
         return -ENOMEM;
     size_t room = lr_buf_room(c->up.in);
@@ -446,7 +478,7 @@ void lr_conn_drain(struct lr_conn *c, const char *reason)
     ev_timer_stop(loop, &c->timer);
     ev_timer_set(&c->timer, left > 0 ? left : 0.001, 0.);
     ev_timer_start(loop, &c->timer);
-    ev_io_start(loop, &c->cli.rio);
+    cli_watch(c);
 }
 
 static void drain_read(struct lr_conn *c)
@@ -534,7 +566,11 @@ static void rem_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     struct lr_conn *c = CONN_OF(w, rem.rio);
     if (c->state != LR_CS_RELAY) {
-        ev_io_stop(loop, w);
+        /* the outbound's own handshake above the socket (TLS, an upgrade) */
+        if (c->obops && c->obops->remote_io)
+            c->obops->remote_io(c, EV_READ);
+        else
+            ev_io_stop(loop, w);
         return;
     }
     lr_relay_side_readable(c, &c->down, &c->rem, &c->cli);
@@ -544,7 +580,10 @@ static void rem_write_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     struct lr_conn *c = CONN_OF(w, rem.wio);
     if (c->state != LR_CS_RELAY) {
-        ev_io_stop(loop, w);
+        if (c->obops && c->obops->remote_io)
+            c->obops->remote_io(c, EV_WRITE);
+        else
+            ev_io_stop(loop, w);
         return;
     }
     lr_relay_side_writable(c, &c->up, &c->cli, &c->rem);

@@ -94,6 +94,10 @@ struct lr_side {
     size_t (*sink)(struct lr_conn *c, const uint8_t *data, size_t len);
     void (*sink_end)(struct lr_conn *c);
     void (*room)(struct lr_conn *c);
+    /* a virtual stream side whose pipe encodes (a VMess inbound on a gRPC
+     * tunnel) gets the encoded bytes through `sink`, end chunk included;
+     * `ctx` is the virtual side's owner state, for its callbacks */
+    void *ctx;
 };
 
 /* A stream side's I/O through the top of its stack (net/stream.h). */
@@ -177,6 +181,10 @@ struct lr_ob_ops {
     void (*dial)(struct lr_conn *c);
     void (*failed)(struct lr_conn *c);   /* optional: the dial failed */
     void (*free)(struct lr_conn *c);
+    /* optional: the remote socket is readable or writable (EV_READ /
+     * EV_WRITE) before the relay runs: the outbound's handshake above the
+     * socket (TLS, an HTTP upgrade), after lr_conn_remote_attach */
+    void (*remote_io)(struct lr_conn *c, int revents);
 };
 
 /* Resolving and connecting to a host, trying each address in turn. */
@@ -189,7 +197,9 @@ struct lr_dial {
     int naddrs, next;
     uint16_t port;
     lr_dial_fn done;
-    struct lr_addr addrs[LR_DNS_MAX_ADDRS];
+    struct lr_addr *addrs;       /* while dialling: the resolved addresses
+                                    (freed once connected: an idle
+                                    connection keeps none of them) */
 };
 
 struct lr_conn {
@@ -203,13 +213,15 @@ struct lr_conn {
     const struct lr_ib_ops *ibops;
     const struct lr_ob_ops *obops;
     void *ib_state, *ob_state;
+    void *front;                 /* the outbound's front while it runs */
     struct lr_side cli, rem;
     struct lr_pipe up, down;     /* up: client -> remote */
     ev_timer timer;
     ev_tstamp t_start, t_last, deadline;
     double idle_timeout;
     struct lr_dns_req *dns;
-    struct lr_addr src;
+    struct lr_addr src;          /* the client (after a PROXY header or X-Forwarded-For) */
+    struct lr_addr peer;         /* the TCP peer */
     struct lr_dest dst;
     int32_t user;                /* daemon user index, -1 none */
     const char *reason;
@@ -227,6 +239,8 @@ struct lr_conn {
     uint8_t kicked;
     uint8_t session;             /* a session inside a client connection */
     uint8_t peer_gone;           /* drained, and the client sent its FIN */
+    uint8_t handoff;             /* the next lr_conn_read_client returns what
+                                    up.in holds (a front handed c over) */
 };
 
 /* A new connection of loop lp: a client socket fd, or (fd < 0) a virtual
@@ -294,6 +308,10 @@ void lr_conn_drain(struct lr_conn *c, const char *reason);
 int lr_conn_peek(struct lr_conn *c, const uint8_t **data, size_t *n, int *framed);
 /* Outbounds call these when the remote side is ready or failed. */
 void lr_conn_remote_ready(struct lr_conn *c, int fd, int dgram);
+/* The remote socket as c->rem (its watchers set, not started), for an
+ * outbound that runs a handshake of its own on it first (ob_ops.remote_io)
+ * and then calls c->ibops->connected. */
+void lr_conn_remote_attach(struct lr_conn *c, int fd, int dgram);
 void lr_conn_dial_failed(struct lr_conn *c, int err, const char *reason);
 /* Inbounds call this from `connected` once their reply is queued. */
 void lr_conn_start_relay(struct lr_conn *c);

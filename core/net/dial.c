@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -26,6 +27,8 @@ static void dial_io_cb(struct ev_loop *loop, ev_io *w, int revents)
         return;
     }
     c->dial.fd = -1;
+    free(c->dial.addrs);
+    c->dial.addrs = NULL;
     c->dial.done(c, fd);
 }
 
@@ -49,6 +52,8 @@ static void try_next(struct lr_conn *c, int last_err)
         ev_io_start(c->lp->loop, &dl->io);
         return;
     }
+    free(dl->addrs);
+    dl->addrs = NULL;
     lr_conn_dial_failed(c, last_err, last_err == -EACCES
                         ? "private destination refused" : "connect failed");
 }
@@ -60,6 +65,11 @@ static void resolved_cb(void *ud, int err, const struct lr_addr *addrs,
     c->dns = NULL;
     if (err || naddrs == 0) {
         lr_conn_dial_failed(c, err ? err : -EHOSTUNREACH, "resolve failed");
+        return;
+    }
+    free(c->dial.addrs);
+    if (!(c->dial.addrs = malloc(sizeof(*addrs) * (size_t)naddrs))) {
+        lr_conn_dial_failed(c, -ENOMEM, "out of memory");
         return;
     }
     memcpy(c->dial.addrs, addrs, sizeof(*addrs) * (size_t)naddrs);
@@ -95,12 +105,17 @@ void lr_conn_dial_failed(struct lr_conn *c, int err, const char *reason)
         lr_conn_close(c, reason);
 }
 
-void lr_conn_remote_ready(struct lr_conn *c, int fd, int dgram)
+void lr_conn_remote_attach(struct lr_conn *c, int fd, int dgram)
 {
     lr_side_set_fd(&c->rem, fd);
     c->rem.dgram = (uint8_t)dgram;
     ev_io_set(&c->rem.rio, fd, EV_READ);
     ev_io_set(&c->rem.wio, fd, EV_WRITE);
+}
+
+void lr_conn_remote_ready(struct lr_conn *c, int fd, int dgram)
+{
+    lr_conn_remote_attach(c, fd, dgram);
     c->ibops->connected(c);
 }
 

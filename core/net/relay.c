@@ -38,8 +38,9 @@ static int cut(struct lr_conn *c, const char *reason)
 static int emit(struct lr_conn *c, struct lr_pipe *p, struct lr_side *src,
                 struct lr_side *dst)
 {
-    if (dst->sink && !dst->dgram) {
-        /* a virtual stream: it takes what it can, and kicks us for more */
+    if (dst->sink && !dst->dgram && !p->enc && !p->prefix) {
+        /* a virtual stream: it takes what it can, and kicks us for more
+         * (an encoding pipe goes through `out` to it: lr_relay_flush) */
         while (p->pend_len) {
             size_t n = dst->sink(c, p->in->data + p->pend_off, p->pend_len);
             if (n == 0)
@@ -186,8 +187,24 @@ static int decode(struct lr_conn *c, struct lr_pipe *p)
 int lr_relay_flush(struct lr_conn *c, struct lr_pipe *p, struct lr_side *dst)
 {
     struct ev_loop *loop = c->lp->loop;
-    if (dst->fd < 0)
+    if (dst->fd < 0) {
+        if (!dst->sink || dst->dgram)
+            return 0;
+        /* a virtual stream taking encoded bytes (VMess in a gRPC tunnel):
+         * what it does not take now waits in `out`; it kicks us for more */
+        while (p->out && lr_buf_len(p->out)) {
+            size_t n = dst->sink(c, lr_buf_head(p->out), lr_buf_len(p->out));
+            if (n == 0)
+                return 0;
+            p->out->rd += (uint32_t)n;
+            c->t_last = ev_now(loop);
+        }
+        if (p->out) {
+            lr_buf_put(p->out);
+            p->out = NULL;
+        }
         return 0;
+    }
     while (p->out && lr_buf_len(p->out)) {
         ssize_t n = lr_side_write(dst, lr_buf_head(p->out), lr_buf_len(p->out));
         if (n > 0) {
@@ -196,7 +213,14 @@ int lr_relay_flush(struct lr_conn *c, struct lr_pipe *p, struct lr_side *dst)
             continue;
         }
         if (n == -EAGAIN) {
-            ev_io_start(loop, &dst->wio);
+            /* a layer waiting for the peer rather than for room (its
+             * HTTP/2 window) wants a read: the next read of that side
+             * pumps this pipe again (retry_writer), not the socket's room */
+            if ((dst->top->want & (LR_STREAM_WANT_READ | LR_STREAM_WANT_WRITE)) ==
+                LR_STREAM_WANT_READ)
+                ev_io_stop(loop, &dst->wio);
+            else
+                ev_io_start(loop, &dst->wio);
             return 0;
         }
         if (n == 0)
@@ -267,7 +291,7 @@ int lr_relay_pump(struct lr_conn *c, struct lr_pipe *p, struct lr_side *src,
     /* the source ended and everything before it went out: end marker */
     if (p->src_eof && !p->pend_len && (!p->in || lr_buf_len(p->in) == 0) &&
         !p->pre && !p->end_written) {
-        if (!dst->dgram && !dst->sink) {
+        if (!dst->dgram && (!dst->sink || p->enc)) {
             if (!p->out && !(p->out = lr_buf_get()))
                 return fatal(c, "out of memory");
             lr_buf_compact(p->out);
@@ -355,14 +379,22 @@ void lr_relay_update_reads(struct lr_conn *c)
             continue;
         if (c->throttled)
             want = 0;
+        int pipe_wants = want;
         /* a layer of the stream that needs to read to go on (a TLS
          * handshake, a WebSocket control frame) reads whatever the pipe */
         if (ss[i]->top && (ss[i]->top->want & LR_STREAM_WANT_READ))
             want = 1;
-        if (want)
+        if (want) {
             ev_io_start(loop, &ss[i]->rio);
-        else
+            /* bytes a layer already took off the socket will not make it
+             * readable again: read them now (when the pipe can take them;
+             * else its room brings us back here) */
+            struct lr_stream *t = ss[i]->top;
+            if (pipe_wants && t && t->ops->pending && t->ops->pending(t))
+                ev_feed_event(loop, &ss[i]->rio, EV_READ);
+        } else {
             ev_io_stop(loop, &ss[i]->rio);
+        }
     }
 }
 
@@ -371,6 +403,18 @@ void lr_relay_throttle_cb(struct ev_loop *loop, ev_timer *w, int revents)
     struct lr_conn *c = CONN_OF(w, throttle);
     c->throttled = 0;
     lr_relay_update_reads(c);
+}
+
+/* A write to side s that waited for a read of s (lr_relay_flush: its
+ * layer's want) may go on after one: 1 if it pumped, -1 if c closed.  A
+ * plain socket never waits so (its writes wait on the write watcher). */
+static int retry_writer(struct lr_conn *c, struct lr_side *s)
+{
+    struct lr_pipe *q = s == &c->cli ? &c->down : &c->up;
+    struct lr_side *from = s == &c->cli ? &c->rem : &c->cli;
+    if (s->fd < 0 || !q->out || !lr_buf_len(q->out) || ev_is_active(&s->wio))
+        return 0;
+    return lr_relay_pump(c, q, from, s) < 0 ? -1 : 1;
 }
 
 void lr_relay_side_readable(struct lr_conn *c, struct lr_pipe *p,
@@ -384,6 +428,8 @@ void lr_relay_side_readable(struct lr_conn *c, struct lr_pipe *p,
         lr_buf_compact(p->in);
     size_t room = lr_buf_room(p->in);
     if (room == 0) {
+        if (retry_writer(c, src) < 0)
+            return;
         lr_relay_update_reads(c);
         return;
     }
@@ -403,6 +449,9 @@ void lr_relay_side_readable(struct lr_conn *c, struct lr_pipe *p,
         if (!p->src_eof)
             p->src_eof = 1;
     } else if (n == -EAGAIN) {
+        int r = retry_writer(c, src);
+        if (r > 0)
+            lr_relay_update_reads(c);
         return;
     } else {
         const char *why = n == -ECONNRESET ? "reset" : "read failed";
@@ -411,6 +460,8 @@ void lr_relay_side_readable(struct lr_conn *c, struct lr_pipe *p,
         return;
     }
     if (lr_relay_pump(c, p, src, dst) < 0)
+        return;
+    if (retry_writer(c, src) < 0)
         return;
     lr_relay_update_reads(c);
 }

@@ -38,6 +38,10 @@ struct lr_stream_ops {
     void (*shutdown)(struct lr_stream *l);
     /* frees a layer above the socket (its state; not its lower layers) */
     void (*free)(struct lr_stream *l);
+    /* optional: bytes this layer (or one below) holds, already read from
+     * the socket, that a read would return without the socket becoming
+     * readable again (a TLS record read whole, a WebSocket frame) */
+    size_t (*pending)(struct lr_stream *l);
 };
 
 /* One layer of a side's stack. */

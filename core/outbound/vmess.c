@@ -12,7 +12,7 @@
 #include <time.h>
 
 #include "base/log.h"
-#include "outbound/outbound.h"
+#include "outbound/front.h"
 
 struct vmess_out {
     uint8_t id[16];          /* the ID this connection signs with */
@@ -59,10 +59,15 @@ static int resp_pre(struct lr_conn *c, const uint8_t *in, size_t len,
     return rc;
 }
 
-static void vmess_connected(struct lr_conn *c, int fd)
+/* The request header (up.prefix), the body codecs and the response
+ * decoder; 0, or -1 (what it made is freed with c).  Once per connection:
+ * a gRPC tunnel prepares before it knows which connection carries it. */
+static int vmess_prepare(struct lr_conn *c)
 {
     struct lr_outbound *ob = c->ob;
     struct vmess_out *st = c->ob_state;
+    if (c->up.enc && c->up.prefix)
+        return 0;
     struct lr_req req;
     uint8_t wire[LR_REQ_WIRE_MAX];
     size_t n = 0;
@@ -126,15 +131,27 @@ static void vmess_connected(struct lr_conn *c, int fd)
                      req.body_key, req.body_iv,
                      flags | (req.mode == LR_MODE_LEGACY ? LR_BODY_LEGACY_RESP : 0)) != LR_OK) {
         lr_wipe(&req, sizeof(req));
-        close(fd);
-        lr_conn_dial_failed(c, 0, "vmess setup failed");
-        return;
+        return -1;
     }
     memcpy(c->up.prefix, wire, n);
     c->up.prefix_len = (uint16_t)n;
     c->down.pre = resp_pre;
     lr_wipe(&req, sizeof(req));
-    lr_conn_remote_ready(c, fd, 0);
+    return 0;
+}
+
+static void vmess_connected(struct lr_conn *c, int fd)
+{
+    struct lr_outbound *ob = c->ob;
+    if (vmess_prepare(c) < 0) {
+        close(fd);
+        lr_conn_dial_failed(c, 0, "vmess setup failed");
+        return;
+    }
+    if (lr_cfront_wanted(ob))
+        lr_cfront_start(c, fd); /* TLS, an upgrade: then connected */
+    else
+        lr_conn_remote_ready(c, fd, 0);
 }
 
 static void vmess_dial(struct lr_conn *c)
@@ -156,11 +173,23 @@ static void vmess_dial(struct lr_conn *c)
     }
     memcpy(st->id, ob->id, 16);
     st->alter_id = ob->alter_id;
+    if (ob->tp.type == LR_TP_GRPC) {
+        /* a tunnel on the outbound's shared HTTP/2 connection (its own
+         * connection only when none can be had) */
+        if (vmess_prepare(c) < 0) {
+            lr_conn_dial_failed(c, 0, "vmess setup failed");
+            return;
+        }
+        if (lr_grpc_attach(c) == 0)
+            return;
+    }
     lr_conn_connect(c, ob->server_host, ob->server_port, 0, 0, vmess_connected);
 }
 
 static void vmess_free(struct lr_conn *c)
 {
+    lr_grpc_detach(c);
+    lr_cfront_free(c);
     if (c->ob_state) {
         lr_wipe(c->ob_state, sizeof(struct vmess_out));
         free(c->ob_state);
@@ -204,4 +233,5 @@ const struct lr_ob_ops lr_vmess_out_ops = {
     .dial = vmess_dial,
     .failed = vmess_failed,
     .free = vmess_free,
+    .remote_io = lr_cfront_io,
 };

@@ -608,9 +608,11 @@ local function decl_user(S, w, t)
 end
 
 local INBOUND_TYPES = { "vmess", "socks", "http" }
-local INBOUND_COMMON = { "type", "listen", "handshake_timeout", "idle_timeout", "max_connections" }
+local INBOUND_COMMON = { "type", "listen", "handshake_timeout", "idle_timeout", "max_connections",
+                         "proxy_protocol", "trusted_proxies" }
 local INBOUND_KEYS = {
-  vmess = set_of({ "allow_legacy", "allow_private", "users", "dynamic_port", "max_sessions" }),
+  vmess = set_of({ "allow_legacy", "allow_private", "users", "dynamic_port", "max_sessions",
+                   "tls", "transport", "fallback" }),
   socks = set_of({ "udp", "accounts", "max_sessions" }),
   http = set_of({ "accounts" }),
 }
@@ -634,6 +636,149 @@ local function dynamic_port(w, t, ctx)
   }
 end
 
+---------------------------------------------------------------------------
+-- Transports (design.md 6): tls, transport, fallback, trusted_proxies
+
+local TRANSPORTS = { "tcp", "ws", "httpupgrade", "grpc" }
+local TRANSPORT_KEYS = {
+  tcp = {},
+  ws = set_of({ "path", "host", "max_early_data" }),
+  httpupgrade = set_of({ "path", "host" }),
+  grpc = set_of({ "service_name", "multi" }),
+}
+for _, keys in pairs(TRANSPORT_KEYS) do keys.type = true end
+
+local function opt_string(w, t, k, ctx, check, expect)
+  local v = t[k]
+  if v == nil then return nil end
+  if type(v) ~= "string" or v == "" or #v > 1024 or v:find("%c") or (check and not check(v)) then
+    bad(w, k, ctx, expect or "a non-empty string", v)
+  end
+  return v
+end
+
+local function is_http_path(p) return p:sub(1, 1) == "/" and not p:find("[%s#]") end
+-- the name goes into the HTTP/2 :path as it is (/<name>/Tun): nothing a
+-- client would percent-encode (v2fly and Xray escape it), nothing that
+-- would end or split the path
+local function is_service_name(s) return not s:find("[%s/?#%%\128-\255]") end
+local function is_host(s) return is_hostname(s) or parse_ipv4(s) ~= nil end
+
+-- transport = { type = ..., ... } -> normalised table, or nil (bare TCP).
+-- `outbound`: an outbound's (its path may carry ?ed=N, it has no
+-- max_early_data).
+local function transport(w, t, ctx, outbound)
+  local v = t.transport
+  if v == nil then return nil end
+  local tctx = "transport of " .. ctx
+  if type(v) ~= "table" then bad(w, "transport", ctx, "a table { type = ..., ... }", v) end
+  local typ = opt_enum(w, v, "type", tctx, TRANSPORTS, "tcp")
+  check_keys(w, v, TRANSPORT_KEYS[typ], tctx)
+  if typ == "tcp" then return nil end
+  local out = { type = typ }
+  if typ == "ws" or typ == "httpupgrade" then
+    out.path = opt_string(w, v, "path", tctx, is_http_path,
+                          "an absolute path (\"/ray\"; no spaces or '#')") or "/"
+    out.host = opt_string(w, v, "host", tctx, is_host, "a host name")
+    out.host = out.host and out.host:lower()
+    if typ == "ws" then
+      if outbound and v.max_early_data ~= nil then
+        fail(w, "'max_early_data' in %s is an inbound's: an outbound sends early data with " ..
+             "path = \"...?ed=N\"", tctx)
+      end
+      out.max_early_data = not outbound and opt_int(w, v, "max_early_data", tctx, 0, 65536, 0) or nil
+    end
+  else
+    out.service_name = opt_string(w, v, "service_name", tctx, is_service_name,
+                                  "a gRPC service name (no spaces, '/', '?', '#', '%' or non-ASCII)")
+    if not out.service_name then req(w, v, "service_name", tctx) end
+    out.multi = opt_bool(w, v, "multi", tctx, false)
+  end
+  return out
+end
+
+-- The ALPN a transport over TLS needs: gRPC is HTTP/2, a WebSocket or
+-- HTTP upgrade is an HTTP/1.1 request.
+local function check_alpn(w, ctx, tp, alpn)
+  if not tp or not alpn then return end
+  local want = tp.type == "grpc" and "h2" or "http/1.1"
+  for _, a in ipairs(alpn) do
+    if a == want then return end
+  end
+  local what = tp.type == "grpc" and "a gRPC transport" or ("a %s transport"):format(tp.type)
+  fail(w, "%s: %s over TLS needs %q in tls.alpn", ctx, what, want)
+end
+
+local function pem_file(w, k, ctx, v)
+  if type(v) ~= "string" or v == "" or #v > 4096 or v:find("%c") then
+    bad(w, k, ctx, "a file path", v)
+  end
+  return v
+end
+
+local function as_alpn(v)
+  if type(v) ~= "string" or v == "" or #v > 255 or v:find("[%c%s,]") then return nil end
+  return v
+end
+
+-- An inbound's tls = { cert =, key = } or { certs = { { cert =, key = }, ... } },
+-- alpn = { ... } (default h2, http/1.1).
+local function tls_server(w, t, ctx)
+  local v = t.tls
+  if v == nil then return nil end
+  local tctx = "tls of " .. ctx
+  if type(v) ~= "table" then bad(w, "tls", ctx, "a table { cert = ..., key = ... }", v) end
+  check_keys(w, v, { cert = true, key = true, certs = true, alpn = true }, tctx)
+  local certs = {}
+  if v.cert ~= nil or v.key ~= nil then
+    certs[1] = { cert = pem_file(w, "cert", tctx, req(w, v, "cert", tctx)),
+                 key = pem_file(w, "key", tctx, req(w, v, "key", tctx)) }
+  end
+  if v.certs ~= nil then
+    local count = 0
+    if type(v.certs) == "table" then
+      for _ in pairs(v.certs) do count = count + 1 end
+    end
+    if type(v.certs) ~= "table" or #v.certs == 0 or count ~= #v.certs then
+      bad(w, "certs", tctx, "a list of { cert = ..., key = ... }", v.certs)
+    end
+    for i, c in ipairs(v.certs) do
+      local cctx = fmt("certs[%d] of %s", i, tctx)
+      if type(c) ~= "table" then bad(w, "certs", tctx, "a list of { cert = ..., key = ... }", v.certs) end
+      check_keys(w, c, { cert = true, key = true }, cctx)
+      certs[#certs + 1] = { cert = pem_file(w, "cert", cctx, req(w, c, "cert", cctx)),
+                            key = pem_file(w, "key", cctx, req(w, c, "key", cctx)) }
+    end
+  end
+  if #certs == 0 then fail(w, "%s needs cert and key (or certs)", tctx) end
+  return { certs = certs,
+           alpn = opt_list(w, v, "alpn", tctx, as_alpn, "ALPN protocol names") or { "h2", "http/1.1" } }
+end
+
+-- An outbound's tls = { server_name =, alpn =, ca =, pinned_sha256 = }.
+local function tls_client(w, t, ctx, server_host)
+  local v = t.tls
+  if v == nil then return nil end
+  local tctx = "tls of " .. ctx
+  if type(v) ~= "table" then bad(w, "tls", ctx, "a table { server_name = ..., ... }", v) end
+  check_keys(w, v, { server_name = true, alpn = true, ca = true, pinned_sha256 = true }, tctx)
+  local pin = v.pinned_sha256
+  if pin ~= nil then
+    if type(pin) ~= "string" then bad(w, "pinned_sha256", tctx, "64 hex digits", pin) end
+    pin = pin:gsub(":", ""):lower()
+    if not pin:match("^%x+$") or #pin ~= 64 then bad(w, "pinned_sha256", tctx, "64 hex digits", v.pinned_sha256) end
+  end
+  local sni = opt_string(w, v, "server_name", tctx, is_host, "a host name")
+  sni = sni and sni:lower()
+  if not sni and server_host and not parse_ipv4(server_host) and not server_host:find(":", 1, true) then
+    sni = server_host:lower()
+  end
+  return { server_name = sni,
+           alpn = opt_list(w, v, "alpn", tctx, as_alpn, "ALPN protocol names"),
+           ca = v.ca ~= nil and pem_file(w, "ca", tctx, v.ca) or nil,
+           pinned_sha256 = pin }
+end
+
 local function decl_inbound(S, w, tag, t)
   check_table(w, t, fmt("luaray.inbound '%s'", tag))
   local ctx = fmt("inbound '%s'", tag)
@@ -654,17 +799,40 @@ local function decl_inbound(S, w, tag, t)
     -- sessions one client connection may hold (Mux.Cool streams, UDP
     -- ASSOCIATE destinations); nil: the C default
     max_sessions = opt_int(w, t, "max_sessions", ctx, 1, 1024, nil),
+    proxy_protocol = opt_bool(w, t, "proxy_protocol", ctx, nil),   -- nil: false
+    trusted_proxies = opt_list(w, t, "trusted_proxies", ctx, parse_cidr, "CIDRs (\"10.0.0.0/8\")"),
   }
   if typ == "vmess" then
     ib.allow_legacy = opt_bool(w, t, "allow_legacy", ctx, false)
     ib.allow_private = opt_bool(w, t, "allow_private", ctx, false)
     ib.users = opt_list(w, t, "users", ctx, as_name, "user emails")
     ib.dynamic_port = dynamic_port(w, t, ctx)
+    ib.tls = tls_server(w, t, ctx)
+    ib.transport = transport(w, t, ctx)
+    if t.fallback ~= nil then
+      local fh, fp = parse_hostport(t.fallback)
+      if not fh then bad(w, "fallback", ctx, "\"host:port\" (IPv6 in brackets, port 1-65535)", t.fallback) end
+      ib.fallback = { host = fh, port = fp }
+    end
+    check_alpn(w, ctx, ib.transport, ib.tls and ib.tls.alpn)
+    if ib.dynamic_port and (ib.tls or ib.transport or ib.proxy_protocol) then
+      -- the detour port is dialled directly, with none of these in front
+      fail(w, "%s: dynamic_port works on bare TCP only (no tls, transport or proxy_protocol)", ctx)
+    end
   elseif typ == "socks" then
     ib.udp = opt_bool(w, t, "udp", ctx, false)
     ib.accounts = accounts_list(w, t, ctx)
   else
     ib.accounts = accounts_list(w, t, ctx)
+  end
+  -- the real client address: a PROXY header or X-Forwarded-For is
+  -- believed only from trusted_proxies, so each needs the other
+  if ib.proxy_protocol and not ib.trusted_proxies then
+    fail(w, "%s: proxy_protocol needs trusted_proxies (the proxies whose PROXY header is believed)", ctx)
+  end
+  if ib.trusted_proxies and not ib.proxy_protocol and not ib.transport then
+    fail(w, "%s: trusted_proxies without proxy_protocol or a ws/httpupgrade/grpc transport " ..
+         "has nothing to believe", ctx)
   end
   local other = S.inbound_by_tag[tag]
   if other then fail(w, "duplicate inbound tag '%s' (first declared at %s)", tag, other.where) end
@@ -684,7 +852,7 @@ local OUTBOUND_KEYS = {
   direct = set_of({ "domain_strategy" }),
   blackhole = {},
   vmess = set_of({ "server", "id", "alter_id", "security", "masking", "padding",
-                   "authenticated_length", "udp" }),
+                   "authenticated_length", "udp", "tls", "transport" }),
 }
 for _, keys in pairs(OUTBOUND_KEYS) do
   keys.type = true
@@ -722,6 +890,22 @@ local function decl_outbound(S, w, tag, t)
     end
     ob.authenticated_length = opt_bool(w, t, "authenticated_length", ctx, false)
     ob.udp = opt_bool(w, t, "udp", ctx, true)
+    ob.tls = tls_client(w, t, ctx, host)
+    ob.transport = transport(w, t, ctx, true)
+    check_alpn(w, ctx, ob.transport, ob.tls and ob.tls.alpn)
+    if ob.transport and ob.transport.path then
+      -- ?ed=N: send up to N bytes of early data with the upgrade request
+      local ed = ob.transport.path:match("[?&]ed=(%d+)")
+      if ed then
+        if ob.transport.type ~= "ws" and ob.transport.type ~= "httpupgrade" then
+          fail(w, "'path' in transport of %s: ?ed= early data needs type = \"ws\" or \"httpupgrade\"", ctx)
+        end
+        ob.transport.early_data = tonumber(ed)
+        if ob.transport.early_data > 65536 then
+          fail(w, "'path' in transport of %s: ?ed= at most 65536", ctx)
+        end
+      end
+    end
   end
   local other = S.outbound_by_tag[tag]
   if other then fail(w, "duplicate outbound tag '%s' (first declared at %s)", tag, other.where) end

@@ -73,6 +73,21 @@ local function fresh_uuid()
   return ffi.string(s)
 end
 
+local TRANSPORT_TYPES = { tcp = C.LR_TP_TCP, ws = C.LR_TP_WS, httpupgrade = C.LR_TP_HTTPUPGRADE,
+                          grpc = C.LR_TP_GRPC }
+
+-- config.lua's transport table -> struct lr_conf_transport (the strings
+-- stay referenced by the table while C copies them)
+local function transport_struct(tp)
+  local t = ffi.new("struct lr_conf_transport")
+  t.type = TRANSPORT_TYPES[tp.type]
+  t.path, t.host, t.service_name = tp.path, tp.host, tp.service_name
+  t.max_early_data = tp.max_early_data or 0
+  t.early_data = tp.early_data or 0
+  t.multi = tp.multi and 1 or 0
+  return t
+end
+
 local function apply(cfg, conf)
   local function check(rc, where)
     if rc ~= 0 then
@@ -97,8 +112,22 @@ local function apply(cfg, conf)
     s.idle_timeout = ib.idle_timeout or 0
     s.max_connections = ib.max_connections or 0
     s.max_sessions = ib.max_sessions or 0
+    s.proxy_protocol = ib.proxy_protocol and 1 or 0
     s.where = ib.where
     check(C.lr_conf_inbound(conf, s), ib.where)
+    if ib.tls then
+      for _, cert in ipairs(ib.tls.certs) do
+        check(C.lr_conf_inbound_tls_cert(conf, cert.cert, cert.key), ib.where)
+      end
+      for _, a in ipairs(ib.tls.alpn) do check(C.lr_conf_inbound_alpn(conf, a), ib.where) end
+    end
+    if ib.transport then check(C.lr_conf_inbound_transport(conf, transport_struct(ib.transport)), ib.where) end
+    if ib.fallback then
+      check(C.lr_conf_inbound_fallback(conf, ib.fallback.host, ib.fallback.port), ib.where)
+    end
+    for _, c in ipairs(ib.trusted_proxies or {}) do
+      check(C.lr_conf_inbound_trusted(conf, c.ip, #c.ip, c.bits), ib.where)
+    end
     for _, a in ipairs(ib.accounts or {}) do
       check(C.lr_conf_inbound_account(conf, a.user, a.pass), ib.where)
     end
@@ -125,6 +154,18 @@ local function apply(cfg, conf)
     s.connect_timeout = ob.connect_timeout or 0
     s.domain_strategy = ob.domain_strategy
     check(C.lr_conf_outbound(conf, s), ob.where)
+    if ob.tls then
+      local t = ffi.new("struct lr_conf_tls")
+      t.server_name, t.ca = ob.tls.server_name, ob.tls.ca
+      local pin
+      if ob.tls.pinned_sha256 then
+        pin = ob.tls.pinned_sha256:gsub("%x%x", function(h) return string.char(tonumber(h, 16)) end)
+        t.pinned_sha256 = pin
+      end
+      check(C.lr_conf_outbound_tls(conf, t), ob.where)
+      for _, a in ipairs(ob.tls.alpn or {}) do check(C.lr_conf_outbound_alpn(conf, a), ob.where) end
+    end
+    if ob.transport then check(C.lr_conf_outbound_transport(conf, transport_struct(ob.transport)), ob.where) end
   end
   local function each(kind, list, where)
     if not list then return end
@@ -369,13 +410,22 @@ function M.call_hook(ptr)
   if name == "reload" then
     ok, r1, r2 = budgeted(fn, tonumber(ctx.generation))
   else
+    local src_ip = ctx.src_ip ~= nil and ffi.string(ctx.src_ip) or nil
     local t = {
       id = tonumber(ctx.id),
       generation = tonumber(ctx.generation),
-      src = { ip = (ctx.src_ip ~= nil and ffi.string(ctx.src_ip) or nil), port = ctx.src_port },
+      src = { ip = src_ip, port = ctx.src_port },
+      -- the TCP peer: C passes src's own string when they are the same
+      peer = { ip = (ctx.peer_ip == ctx.src_ip and src_ip
+                     or (ctx.peer_ip ~= nil and ffi.string(ctx.peer_ip) or nil)),
+               port = ctx.peer_port },
       inbound = (ctx.inbound ~= nil and ffi.string(ctx.inbound) or nil),
       network = (ctx.network ~= nil and ffi.string(ctx.network) or nil),
+      transport = (ctx.transport ~= nil and ffi.string(ctx.transport) or nil),
     }
+    if ctx.tls ~= 0 then
+      t.tls = { sni = ctx.tls_sni ~= nil and ffi.string(ctx.tls_sni) or nil }
+    end
     if ctx.user_email ~= nil then
       t.user = { email = ffi.string(ctx.user_email), level = ctx.user_level }
     end
@@ -532,7 +582,8 @@ function M.links(path, host)
     for _, u in ipairs(cfg.users) do
       if not allowed or allowed[u.email] then
         local name = #vmess > 1 and ("%s (%s)"):format(u.email, ib.tag) or u.email
-        out[#out + 1] = link.vmess_link(u, h, ib.listen.port, { ps = name })
+        out[#out + 1] = link.vmess_link(u, h, ib.listen.port,
+                                        { ps = name, transport = ib.transport, tls = ib.tls })
       end
     end
   end

@@ -4,17 +4,34 @@
 -- flat JSON object whose values are all strings:
 --
 --   {"v":"2","ps":<email>,"add":<host>,"port":"<port>","id":<uuid>,
---    "aid":"<alter_id>","scy":<security>,"net":"tcp","type":"none",
---    "host":"","path":"","tls":""}
+--    "aid":"<alter_id>","scy":<security>,"net":<net>,"type":<type>,
+--    "host":<host>,"path":<path>,"tls":<tls>,"sni":<sni>,"alpn":<alpn>}
 --
 -- always in that key order, so the same input gives the same link.  The
--- daemon embeds this file (`luaray link`), so it depends on nothing: the
+-- transport fields are v2rayN's (its "share link format, version 2"), from
+-- the inbound's transport and tls:
+--   net   "tcp", "ws", "httpupgrade" or "grpc"
+--   type  "none"; for grpc the mode: "gun" (Tun) or "multi" (TunMulti)
+--   host  ws/httpupgrade: the Host the server requires ("" when any)
+--   path  ws/httpupgrade: the path, a ws one with "?ed=N" when the inbound
+--         takes N bytes of early data (Xray clients then send it); grpc:
+--         the service name
+--   tls   "tls" for a TLS inbound, else ""
+--   sni   the name to ask for: transport.host, else the link's host when
+--         it is a name; "" for an address or without TLS
+--   alpn  the inbound's ALPN protocols the transport can use, comma
+--         separated: a ws/httpupgrade client must not offer h2 (a server
+--         preferring h2 would pick it and the upgrade would fail), gRPC
+--         needs h2; "" without TLS
+-- The daemon embeds this file (`luaray link`), so it depends on nothing: the
 -- base64 codec and the JSON writer and reader (flat objects only) are here.
 --
 --   M.vmess_link(user, host, port [, opts]) -> "vmess://..."
 --       user: { id = "uuid", email = "...", alter_id = n } (a cfg.users entry)
 --       opts.security: the "scy" field, default "auto"
 --       opts.ps: the link's name ("ps"), default user.email
+--       opts.transport, opts.tls: the inbound's (config.lua's normalised
+--       `transport` and `tls` tables); nil: bare TCP, no TLS
 --       Raises on misuse (a missing id, a bad port).
 --   M.parse_vmess_link(s) -> table of the JSON fields (strings and numbers
 --       as they appear), or nil, err.  Accepts standard or URL-safe base64,
@@ -215,6 +232,36 @@ end
 ---------------------------------------------------------------------------
 -- Links
 
+-- net, type, host, path of an inbound's transport (nil: bare TCP)
+local function transport_fields(tp)
+  if not tp or tp.type == "tcp" then return "tcp", "none", "", "" end
+  if tp.type == "grpc" then
+    return "grpc", tp.multi and "multi" or "gun", "", tp.service_name or ""
+  end
+  local path = tp.path or "/"
+  if tp.type == "ws" and (tp.max_early_data or 0) > 0 then
+    path = path .. (path:find("?", 1, true) and "&" or "?") .. "ed=" .. fmt("%d", tp.max_early_data)
+  end
+  return tp.type, "none", tp.host or "", path
+end
+
+-- an address, not a name (IPv4 digits and dots, or IPv6)
+local function is_address(h)
+  return h:find(":", 1, true) ~= nil or h:match("^[%d.]+$") ~= nil
+end
+
+-- the inbound's ALPN list, less what the transport cannot speak
+local function alpn_field(tls, net)
+  local out = {}
+  for _, a in ipairs(tls.alpn or {}) do
+    if (net == "grpc" and a == "h2") or ((net == "ws" or net == "httpupgrade") and a ~= "h2")
+       or net == "tcp" then
+      out[#out + 1] = a
+    end
+  end
+  return concat(out, ",")
+end
+
 function M.vmess_link(user, host, port, opts)
   if type(user) ~= "table" or type(user.id) ~= "string" then
     error("vmess_link: user must be a table with an id", 2)
@@ -222,20 +269,30 @@ function M.vmess_link(user, host, port, opts)
   if type(host) ~= "string" or host == "" then error("vmess_link: host must be a string", 2) end
   local p = tonumber(port)
   if not p or p < 1 or p > 65535 or floor(p) ~= p then error("vmess_link: bad port", 2) end
-  local security = opts and opts.security or "auto"
+  opts = opts or {}
+  local security = opts.security or "auto"
+  local net, typ, thost, path = transport_fields(opts.transport)
+  local tls, sni, alpn = "", "", ""
+  if opts.tls then
+    tls = "tls"
+    if thost ~= "" then sni = thost elseif not is_address(host) then sni = host end
+    alpn = alpn_field(opts.tls, net)
+  end
   return "vmess://" .. M.base64_encode(M.json_encode_object({
     { "v", "2" },
-    { "ps", opts and opts.ps or user.email or "" },
+    { "ps", opts.ps or user.email or "" },
     { "add", host },
     { "port", tostring(p) },
     { "id", user.id },
     { "aid", tostring(user.alter_id or 0) },
     { "scy", security },
-    { "net", "tcp" },
-    { "type", "none" },
-    { "host", "" },
-    { "path", "" },
-    { "tls", "" },
+    { "net", net },
+    { "type", typ },
+    { "host", thost },
+    { "path", path },
+    { "tls", tls },
+    { "sni", sni },
+    { "alpn", alpn },
   }))
 end
 

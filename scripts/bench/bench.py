@@ -57,12 +57,36 @@ PROFILES = {
     # reps: repetitions of every measurement; seconds: window of one
     # connection-rate run; idle: connection counts held for the RSS figure
     "full": dict(reps=3, bulk_bytes=GiB, seq_secs=3.0, conc_secs=3.0, idle=[1000, 5000],
-                 users=10000, warm_bulk=64 * MiB),
+                 users=10000, warm_bulk=64 * MiB, tp_idle=1000),
     "quick": dict(reps=1, bulk_bytes=256 * MiB, seq_secs=1.0, conc_secs=1.0, idle=[1000],
-                  users=10000, warm_bulk=16 * MiB),
+                  users=10000, warm_bulk=16 * MiB, tp_idle=1000),
 }
 CONCURRENCY = 50
 PAYLOAD = 64
+# The transport chains (issue "Transports"): name -> (layer, ALPN inside TLS; None: no TLS, as
+# a server behind nginx or a CDN sees it).  v2ray 4.34 has ws and tls but no gRPC, so the grpc
+# chains are luaray's alone.
+TRANSPORTS = {"ws": ("ws", None), "ws+tls": ("ws", "http/1.1"), "grpc": ("grpc", None),
+              "grpc+tls": ("grpc", "h2")}
+TRANSPORT_SYSTEMS = {"ws": ["luaray", "v2ray"], "ws+tls": ["luaray", "v2ray"], "grpc": ["luaray"],
+                     "grpc+tls": ["luaray"]}
+CERT_NAME = "bench.luaray.test"
+_CERT = []
+
+
+def bench_cert():
+    """A self-signed P-256 certificate for CERT_NAME (made once per run, in the logs folder):
+    both systems' servers present it and both clients verify it as their CA."""
+    if not _CERT:
+        cert, key = os.path.join(LOGS, "bench-cert.pem"), os.path.join(LOGS, "bench-key.pem")
+        r = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                            "ec_paramgen_curve:prime256v1", "-nodes", "-days", "7", "-subj",
+                            "/CN=" + CERT_NAME, "-addext", "subjectAltName=DNS:" + CERT_NAME,
+                            "-keyout", key, "-out", cert], capture_output=True, timeout=30)
+        if r.returncode != 0:
+            raise BenchError("openssl req: %s" % r.stderr.decode(errors="replace").strip())
+        _CERT.extend([cert, key])
+    return _CERT[0], _CERT[1]
 # A connection that has not completed by then counts as failed (and its slot starts a new one).
 # v2ray 4.34's server now and then takes a fresh AEAD request for a replay and never answers it
 # (see the note in the report), so this bounds what one such stall costs a rate run.
@@ -336,12 +360,14 @@ def make_uuids(n, seed):
 class Chain:
     """A client proxy and a server proxy for one system and one security."""
 
-    def __init__(self, system, security, users=1, hook=None, probe=None, legacy=False):
-        self.system, self.security = system, security
+    def __init__(self, system, security, users=1, hook=None, probe=None, legacy=False,
+                 transport="tcp"):
+        self.system, self.security, self.transport = system, security, transport
         self.allow_legacy = legacy or security == "aes-128-cfb"
         self.client = self.server = None
-        tag = "%s-%s%s%s" % (system, security, "-u%d" % users if users > 1 else "",
-                             "-" + hook if hook else "")
+        tag = "%s-%s%s%s%s" % (system, security, "-u%d" % users if users > 1 else "",
+                               "-" + hook if hook else "",
+                               "-" + transport.replace("+", "-") if transport != "tcp" else "")
         self.tag = tag + ("-legacy" if legacy else "")
         try:
             getattr(self, "_start_" + system.replace("-", "_"))(users, hook)
@@ -378,8 +404,9 @@ class Chain:
             srv.append('luaray.user { id = %s, alter_id = %d, email = "u%d@bench" }'
                        % (lua_str(u), alter_id, i + 1))
         srv.append('luaray.inbound "vmess-in" { type = "vmess", listen = "%s:%d", '
-                   'allow_private = true, allow_legacy = %s }'
-                   % (HOST, sp, "true" if self.allow_legacy else "false"))
+                   'allow_private = true, allow_legacy = %s%s }'
+                   % (HOST, sp, "true" if self.allow_legacy else "false",
+                      self._luaray_transport("server")))
         srv.append('luaray.outbound "direct" { type = "direct" }')
         srv.append('luaray.outbound "block" { type = "blackhole" }')
         srv.append('luaray.route { default = "direct" }')
@@ -387,8 +414,9 @@ class Chain:
                'luaray.log { level = "warn", access = false }',
                'luaray.inbound "socks-in" { type = "socks", listen = "%s:%d" }' % (HOST, cp),
                'luaray.outbound "upstream" { type = "vmess", server = "%s:%d", id = %s, '
-               'alter_id = %d, security = %s }' % (HOST, sp, lua_str(ids[-1]), alter_id,
-                                                   lua_str(self.security)),
+               'alter_id = %d, security = %s%s }' % (HOST, sp, lua_str(ids[-1]), alter_id,
+                                                     lua_str(self.security),
+                                                     self._luaray_transport("client")),
                'luaray.outbound "block" { type = "blackhole" }',
                'luaray.route { default = "upstream" }']
         sfile = self._write(self.tag + "-server.lua", "\n".join(srv) + "\n" + hook_srv)
@@ -399,6 +427,46 @@ class Chain:
         self.client = PROCS.spawn(self.tag + "-client", [LURAY, "-c", cfile])
         wait_listen(self.client, [cp])
         self.socks_port = cp
+
+    def _luaray_transport(self, side):
+        """The tls and transport keys (design.md 6) of the chain's transport, for a luaray
+        inbound (server) or VMess outbound (client); "" for bare TCP."""
+        if self.transport == "tcp":
+            return ""
+        layer, alpn = TRANSPORTS[self.transport]
+        if layer == "ws":
+            tp = 'transport = { type = "ws", path = "/ray" }'
+        else:
+            tp = 'transport = { type = "grpc", service_name = "bench" }'
+        if alpn is None:
+            return ", " + tp
+        cert, key = bench_cert()
+        if side == "server":
+            tls = 'tls = { cert = %s, key = %s, alpn = { %s } }' % (lua_str(cert), lua_str(key),
+                                                                   lua_str(alpn))
+        else:
+            tls = 'tls = { server_name = %s, ca = %s, alpn = { %s } }' % (
+                lua_str(CERT_NAME), lua_str(cert), lua_str(alpn))
+        return ", %s, %s" % (tls, tp)
+
+    def _v2ray_stream(self, side):
+        """v2ray 4.34's streamSettings for the chain's transport (it has ws and tls, not gRPC)."""
+        if self.transport == "tcp":
+            return None
+        layer, alpn = TRANSPORTS[self.transport]
+        if layer != "ws":
+            raise BenchError("v2ray 4.34 has no %s transport" % layer)
+        if alpn is None:
+            return {"network": "ws", "wsSettings": {"path": "/ray"}}
+        cert, key = bench_cert()
+        if side == "server":
+            tls = {"alpn": [alpn], "certificates": [{"certificateFile": cert, "keyFile": key}]}
+        else:
+            # the client verifies the bench CA, as luaray's does
+            tls = {"serverName": CERT_NAME, "alpn": [alpn], "disableSystemRoot": True,
+                   "certificates": [{"usage": "verify", "certificateFile": cert}]}
+        return {"network": "ws", "security": "tls", "tlsSettings": tls,
+                "wsSettings": {"path": "/ray"}}
 
     # -- v2ray
     def _start_v2ray(self, users, hook):
@@ -423,6 +491,9 @@ class Chain:
                 "address": HOST, "port": sp,
                 "users": [{"id": ids[-1], "alterId": 0, "security": self.security, "level": 0}]}]}}],
         }
+        if self.transport != "tcp":
+            server["inbounds"][0]["streamSettings"] = self._v2ray_stream("server")
+            client["outbounds"][0]["streamSettings"] = self._v2ray_stream("client")
         sfile = self._write(self.tag + "-server.json", json.dumps(server))
         cfile = self._write(self.tag + "-client.json", json.dumps(client))
         self.server = PROCS.spawn(self.tag + "-server", [V2RAY, "-config", sfile])
@@ -433,6 +504,8 @@ class Chain:
 
     # -- shadowsocks-libev
     def _start_ss_libev(self, users, hook):
+        if self.transport != "tcp":
+            raise BenchError("no %s chain for ss-libev" % self.transport)
         method = SS_METHODS.get(self.security)
         if not method:
             raise BenchError("ss-libev has no %s" % self.security)
@@ -704,6 +777,53 @@ class Bench:
         c = (held[1] - base[1]) / n
         return s, c, {"base_kib": base, "held_kib": held, "open": opened, "end": end}
 
+    # -- VMess inside TLS + WebSocket / gRPC (aes-128-gcm inside)
+    def run_transport(self, system):
+        tp_all = self.res.setdefault("tp", {})
+        for tp in TRANSPORTS:
+            if system not in TRANSPORT_SYSTEMS[tp]:
+                continue
+            out = tp_all.setdefault(tp, {}).setdefault(system, {})
+            log("%s over %s: bulk %d x %d MiB, connections %d x %.0fs at %d concurrent, "
+                "idle RSS %d x %d" % (system, tp, self.prof["reps"], self.prof["bulk_bytes"] // MiB,
+                                      self.prof["reps"], self.prof["conc_secs"], CONCURRENCY,
+                                      self.prof["reps"], self.prof["tp_idle"]))
+            try:
+                with Chain(system, "aes-128-gcm", transport=tp) as ch:
+                    self.bulk_once(ch, self.prof["warm_bulk"])
+                    runs = [self.bulk_once(ch, self.prof["bulk_bytes"]) for _ in range(self.prof["reps"])]
+                    out["bulk"] = summarize([r["MBps"] for r in runs])
+                    out["cpu_server"] = summarize([r["server_cpu_s_per_gib"] for r in runs])
+                    out["cpu_client"] = summarize([r["client_cpu_s_per_gib"] for r in runs])
+                    self.conn_once(ch, 10, 0.5)       # warm-up
+                    self.settle()
+                    conc = []
+                    for _ in range(self.prof["reps"]):
+                        conc.append(self.conn_once(ch, CONCURRENCY, self.prof["conc_secs"]))
+                        self.settle()
+                out["conc_rate"] = summarize([r["rate"] for r in conc])
+                out["conc_p99_ms"] = summarize([r["p99_ms"] for r in conc])
+                out["server_cpu_ms_per_conn"] = summarize([r.get("server_cpu_ms_per_conn") for r in conc])
+                out["errors"] = sum(r["errors"] for r in conc)
+                out["started"] = sum(r["started"] for r in conc)
+                if out["errors"]:
+                    self.notes.append("%s over %s: %d of %d connections failed in the rate runs" % (
+                        system, tp, out["errors"], out["started"]))
+                srv, cli = [], []
+                for _ in range(self.prof["reps"]):
+                    with Chain(system, "aes-128-gcm", transport=tp) as ch:
+                        sk, ck, _ = self.idle_once(ch, self.prof["tp_idle"])
+                    srv.append(sk), cli.append(ck)
+                out["idle_server_kib"], out["idle_client_kib"] = summarize(srv), summarize(cli)
+                log("  %.0f MB/s, server %.2f CPU s per GiB; %.0f conn/s (server %.3f ms each); "
+                    "idle server %.2f / client %.2f KiB" % (
+                        med(out["bulk"]), med(out["cpu_server"]), med(out["conc_rate"]),
+                        med(out["server_cpu_ms_per_conn"]) or 0, med(out["idle_server_kib"]),
+                        med(out["idle_client_kib"])))
+            except BenchError as e:
+                out["error"] = str(e).splitlines()[0]
+                self.err("%s %s" % (system, tp), e)
+
     # -- the cost of a Lua route hook (luaray only)
     def run_hook(self):
         out = self.res["hook"]
@@ -924,6 +1044,8 @@ class Bench:
                 self.run_conn(system)
             if "idle" in phases:
                 self.run_idle(system)
+            if "transport" in phases and system in ("luaray", "v2ray"):
+                self.run_transport(system)
             if "users" in phases and system in ("luaray", "v2ray"):
                 self.run_users(system)
             if "reload" in phases and system == "luaray":
@@ -1120,6 +1242,45 @@ def report(res, prof_name, prof):
                 count, side, cell(vals[0], "%.2f"), cell(vals[1], "%.2f"), cell(vals[2], "%.2f"),
                 ratio(vals[0], vals[1]), ratio(vals[0], vals[2])))
     L.append("")
+    tp = res.get("tp", {})
+    if tp:
+        L.append("## Transports: VMess (aes-128-gcm) inside WebSocket / gRPC, with and without TLS")
+        L.append("")
+        L.append("With TLS, both servers present one self-signed P-256 certificate; both clients "
+                 "verify it against it as their CA. Without TLS (ws, grpc: h2c) is what a server "
+                 "behind nginx or a CDN sees. v2ray 4.34 has no gRPC transport: the grpc chains are "
+                 "luaray's alone. The tcp rows repeat the bare-TCP figures above.")
+        L.append("")
+        L.append("| transport | what | luaray | v2ray | luaray/v2ray |")
+        L.append("|---|---|---|---|---|")
+        for name in ["tcp"] + list(TRANSPORTS):
+            if name == "tcp":
+                e = {s_: {"bulk": bulk.get(s_, {}).get("aes-128-gcm"),
+                          "cpu_server": (cpu.get(s_, {}).get("aes-128-gcm") or {}).get("server"),
+                          "conc_rate": conn.get(s_, {}).get("conc_rate"),
+                          "server_cpu_ms_per_conn": conn.get(s_, {}).get("server_cpu_ms_per_conn")}
+                     for s_ in ("luaray", "v2ray")}
+            else:
+                e = tp.get(name)
+                if not e:
+                    continue
+            rows = [("bulk MB/s", "bulk", "%.0f"), ("server CPU s per GiB", "cpu_server", "%.2f"),
+                    ("new conn/s, %d concurrent" % CONCURRENCY, "conc_rate", "%.0f"),
+                    ("server CPU ms per connection", "server_cpu_ms_per_conn", "%.3f")]
+            if name != "tcp":
+                rows += [("RSS KiB per idle connection, server (%d held)" % prof.get("tp_idle", 0),
+                          "idle_server_kib", "%.2f"),
+                         ("RSS KiB per idle connection, client", "idle_client_kib", "%.2f")]
+            for label, key, fmt in rows:
+                def val(s_):
+                    x = e.get(s_)
+                    if x is None:
+                        return {"na": 1} if name.startswith("grpc") and s_ == "v2ray" else None
+                    return {"error": 1} if "error" in x else x.get(key)
+                lr, v2 = val("luaray"), val("v2ray")
+                L.append("| %s | %s | %s | %s | %s |" % (name, label, cell(lr, fmt), cell(v2, fmt),
+                                                         ratio(lr, v2)))
+        L.append("")
     hook = res["hook"]
     L.append("## Lua route hook on every connection (luaray)")
     L.append("")
@@ -1179,6 +1340,27 @@ def report(res, prof_name, prof):
             (1 - hook["ratio"]) * 100, verdict(hook["ratio"] >= 0.9)))
     else:
         L.append("| Lua route hook | costs <= 10%% of conn/s | n/a (%s) | n/a |" % hook.get("status", "not run"))
+    ws_lr, ws_v2 = tp.get("ws+tls", {}).get("luaray", {}), tp.get("ws+tls", {}).get("v2ray", {})
+    for label, key, want, cmp_ in (("bulk over ws+tls", "bulk", ">= 1.5x v2ray ws+tls", lambda r: r >= 1.5),
+                                   ("server CPU s per GiB over ws+tls", "cpu_server",
+                                    "<= 0.6x v2ray ws+tls", lambda r: r <= 0.6),
+                                   ("new conn/s over ws+tls", "conc_rate", ">= 2x v2ray ws+tls",
+                                    lambda r: r >= 2.0)):
+        a, b = med(ws_lr.get(key)), med(ws_v2.get(key))
+        r = None if a is None or b is None or b == 0 else a / b
+        L.append("| %s | %s | %s | %s |" % (label, want, "n/a" if r is None else "%.2fx" % r,
+                                           verdict(None if r is None else cmp_(r))))
+    a, c = med(ws_lr.get("idle_server_kib")), med(ws_lr.get("idle_client_kib"))
+    L.append("| RSS per idle ws+tls connection (%d held) | <= 16 KiB | server %s, client %s KiB | %s |" % (
+        prof.get("tp_idle", 0), cell(a, "%.2f"), cell(c, "%.2f"),
+        verdict(None if a is None or c is None else (a <= 16 and c <= 16))))
+    # the idle figure of bare TCP (<= 8 KiB) through the layers other than TLS
+    for name in ("ws", "grpc"):
+        e = tp.get(name, {}).get("luaray", {})
+        a, c = med(e.get("idle_server_kib")), med(e.get("idle_client_kib"))
+        L.append("| RSS per idle %s connection, no TLS (%d held) | <= 8 KiB | server %s, client %s KiB | %s |" % (
+            name, prof.get("tp_idle", 0), cell(a, "%.2f"), cell(c, "%.2f"),
+            verdict(None if a is None or c is None else (a <= 8 and c <= 8))))
     a = med(users.get("luaray", {}).get("conc_rate"))
     sc = med(users.get("luaray", {}).get("server_cpu_ms_per_conn"))
     core = 1e3 / sc if sc else None
@@ -1310,7 +1492,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="1 repetition, smaller sizes")
     ap.add_argument("--systems", default=",".join(SYSTEMS))
-    ap.add_argument("--phases", default="direct,bulk,conn,idle,users,reload,hook")
+    ap.add_argument("--phases", default="direct,bulk,conn,idle,transport,users,reload,hook")
     ap.add_argument("--reps", type=int, help="override the profile's repetitions")
     ap.add_argument("--idle", help="override the idle connection counts, e.g. 1000,5000")
     ap.add_argument("--bulk-mib", type=int, help="override the bulk transfer size (MiB)")

@@ -104,6 +104,22 @@ luaray.route { default = "direct" }
     assert.equal(ID1, t.id)
   end))
 
+  it("link writes each inbound's transport and TLS into its links (design.md 6)", h:guard(function()
+    local code, out = run("link-transports", { "link", "-c", "spec/lua/fixtures/design_transports.lua",
+                                               "-H", "vpn.example.net" })
+    assert.equal(0, code, out)
+    local got = {}
+    for l in out:gmatch("vmess://%S+") do
+      local t = assert(link.parse_vmess_link(l))
+      got[#got + 1] = { t.ps, t.port, t.net, t.type, t.host, t.path, t.tls, t.sni, t.alpn }
+    end
+    assert.same({
+      { "alice@example.com (vmess-wss)", "443", "ws", "none", "", "/ray?ed=2048", "tls", "vpn.example.net", "http/1.1" },
+      { "alice@example.com (vmess-ws)", "10000", "ws", "none", "", "/ray", "", "", "" },
+      { "alice@example.com (vmess-pp)", "10001", "tcp", "none", "", "", "", "", "" },
+    }, got)
+  end))
+
   it("link -c BAD exits 1 with file:line:", h:guard(function()
     local file = h:write("link-bad.lua", 'luaray.log { level = "loud" }\n')
     local code, out = run("link-bad", { "link", "-c", file })

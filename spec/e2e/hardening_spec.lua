@@ -82,50 +82,8 @@ local function median(t) return pct(t, 50) end
 
 local read_file = E.read_file
 
-local urandom = assert(io.open("/dev/urandom", "rb"))
-local function rand(n) return urandom:read(n) end
-
-local function flip(bytes, pos, bitn)
-  local b = bytes:byte(pos + 1)
-  return bytes:sub(1, pos) .. string.char(bit.bxor(b, bit.lshift(1, bitn))) .. bytes:sub(pos + 2)
-end
-
--- A VMessAEAD request header built with the codec (lr_req_encode): user
--- `uuid`, timestamp `ts`, destination 127.0.0.1:port, aes-128-gcm, option
--- `option` (0x05: chunk stream + masking) -> the header, its body key, its
--- body IV.
-local function craft_session(uuid, ts, port, option)
-  local id = ffi.new("uint8_t[16]")
-  assert(C.lr_uuid_parse(uuid, #uuid, id) == 0)
-  local r = ffi.new("struct lr_req")
-  local key, iv = rand(16), rand(16)
-  r.mode = C.LR_MODE_AEAD
-  r.version = 1
-  r.v = 0x5a
-  r.option = option or 0x05
-  r.security = 3
-  r.padding_len = 0
-  ffi.copy(r.body_key, key, 16)
-  ffi.copy(r.body_iv, iv, 16)
-  ffi.copy(r.auth_rand, rand(4), 4)
-  ffi.copy(r.conn_nonce, rand(8), 8)
-  r.command = 1
-  r.port = port
-  r.atyp = 1
-  r.addr_len = 4
-  ffi.copy(r.addr, "\127\0\0\1", 4)
-  r.ts = ts
-  r.id_index = -1
-  local out = ffi.new("uint8_t[?]", C.LR_REQ_WIRE_MAX)
-  local len = ffi.new("size_t[1]")
-  local rc = C.lr_req_encode(r, id, out, C.LR_REQ_WIRE_MAX, len)
-  assert(rc == 0, "lr_req_encode: " .. core.strerror(rc))
-  return ffi.string(out, len[0]), key, iv
-end
-
-local function craft(uuid, ts, port)
-  return (craft_session(uuid, ts, port))
-end
+local P = require "e2e.probes"
+local rand, flip, craft_session, craft = P.rand, P.flip, P.craft_session, P.craft
 
 local function hex(s)
   return (s:gsub(".", function(c) return ("%02x"):format(c:byte()) end))
@@ -231,7 +189,7 @@ describe("hardening", function()
     target = h:capture_server { name = "target" }
   end))
 
-  lazy_teardown(function() h:cleanup(); urandom:close() end)
+  lazy_teardown(function() h:cleanup() end)
 
   --------------------------------------------------------------------------
   -- 2. e2e replay

@@ -32,6 +32,18 @@ Harness (one per spec file; creating it is cheap, nothing starts yet):
   h:cleanup()                  stops every child (reverse start order), then deletes
                                the temp dir unless a guarded test failed or
                                LURAY_E2E_KEEP=1 (the path is printed then)
+  h:shell(name, dir, cmd)      runs the sh script cmd in dir (set -e), 30 s at
+                               most; raises with its output unless it exits 0 -> output
+  h:test_pki(leaves [, label]) a test PKI made with the openssl command in
+                               h:tmpdir(): a root (ca.pem, ca.key: what clients
+                               trust), an intermediate (int.pem, int.key) and per
+                               leaves[i] = {file, {names}} a P-256 leaf for the
+                               names (the first is the CN; DNS SANs, "*." too)
+                               signed by the intermediate: <file>.pem (leaf +
+                               intermediate, a fullchain.pem), <file>.key,
+                               <file>.crt (the leaf) -> the dir; h:test_leaf(file,
+                               ca, names) makes one more (ca: "int", or a root's
+                               file name)
   h:tail(proc [, n])           last n (20) lines of a child's log
   h:logs([n])                  the tails of every child's log, labelled
   h:guard(fn) -> function      wraps a test body: on error, appends h:logs() to
@@ -896,7 +908,8 @@ end
 -- a VMess server that may dial loopback (the echo servers live there).
 --   o.port, o.users = {{id, alter_id (or alterId), email, level}}, o.listen,
 --   o.allow_legacy, o.allow_private (default true), o.handshake_timeout,
---   o.idle_timeout, o.max_connections, o.max_sessions, o.log_level ("info"), o.access (true:
+--   o.idle_timeout, o.max_connections, o.max_sessions, o.tls, o.transport, o.fallback,
+--   o.trusted_proxies, o.proxy_protocol (design.md 6), o.log_level ("info"), o.access (true:
 --   one access line per connection on stderr, i.e. in the child's log),
 --   o.extra (more script text, appended)
 function M.luaray_server_script(o)
@@ -909,7 +922,8 @@ function M.luaray_server_script(o)
                                                 level = u.level })
   end
   local ib = pick(o, { "allow_legacy", "handshake_timeout", "idle_timeout", "max_connections",
-                       "max_sessions" },
+                       "max_sessions", "fallback", "proxy_protocol", "trusted_proxies", "tls",
+                       "transport" },
                   { type = "vmess", listen = hostport(listen, o.port),
                     allow_private = o.allow_private == nil and true or o.allow_private })
   l[#l + 1] = 'luaray.inbound "vmess-in" ' .. lua_literal(ib)
@@ -922,7 +936,7 @@ end
 --   o.socks_port, o.server_port, o.id; o.server_host (127.0.0.1), o.listen,
 --   o.http_port; outbound keys as in the DSL, emitted only when given:
 --   o.alter_id (or alterId), o.security, o.masking, o.padding,
---   o.authenticated_length, o.udp, o.connect_timeout; o.socks_udp (default
+--   o.authenticated_length, o.udp, o.connect_timeout, o.tls, o.transport; o.socks_udp (default
 --   true), o.accounts / o.http_accounts ({{user, pass}}), o.handshake_timeout
 --   (both proxy inbounds), o.log_level, o.access, o.extra
 function M.luaray_client_script(o)
@@ -939,7 +953,7 @@ function M.luaray_client_script(o)
     ports[#ports + 1] = { listen, o.http_port }
   end
   local ob = pick(o, { "security", "masking", "padding", "authenticated_length", "udp",
-                       "connect_timeout" },
+                       "connect_timeout", "tls", "transport" },
                   { type = "vmess", server = hostport(o.server_host or "127.0.0.1", o.server_port),
                     id = o.id, alter_id = o.alter_id or o.alterId or 0 })
   l[#l + 1] = 'luaray.outbound "upstream" ' .. lua_literal(ob)
@@ -1157,6 +1171,60 @@ function H:exec(name, argv, opts)
   local text = f and f:read("*a") or ""
   if f then f:close() end
   return p.status == "exited" and p.code or nil, text
+end
+
+-- The README's nginx location block for the ws path (the first ```nginx
+-- block's `location /ray {...}`), its proxy_pass pointed at 127.0.0.1:port
+-- and, with `bind`, a `proxy_bind bind;` added (so the TCP peer luaray sees
+-- is not the client's address).
+function M.readme_nginx_location(port, bind)
+  local readme = M.read_file(M.dir .. "/../../README.md")
+  local block = readme:match("```nginx\n(.-)```")
+  assert(block, "README.md has no nginx block")
+  local loc = block:match("(location /ray %b{})")
+  assert(loc, "README.md's nginx block has no location /ray")
+  assert(loc:find("proxy_pass http://127.0.0.1:10000;", 1, true),
+         "README.md's location /ray does not proxy_pass to 127.0.0.1:10000")
+  return (loc:gsub("proxy_pass http://127%.0%.0%.1:10000;",
+                   ("proxy_pass http://127.0.0.1:%d;%s"):format(port,
+                     bind and ("\n        proxy_bind %s;"):format(bind) or "")))
+end
+
+function H:shell(name, dir, cmd)
+  local code, out = self:exec(name, { "sh", "-c", "set -e; cd '" .. dir .. "'; " .. cmd }, { timeout = 30 })
+  assert(code == 0, ("%s failed (%s): %s"):format(name, tostring(code), out))
+  return out
+end
+
+local function serial() return (M.uuid():gsub("-", ""):sub(1, 16)) end
+
+function H:test_leaf(file, ca, names)
+  local dir = self:tmpdir()
+  local san = {}
+  for i, n in ipairs(names) do san[i] = "DNS:" .. n end
+  self:shell("leaf-" .. file, dir, ([[
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=%s" \
+      -keyout %s.key -out %s.csr 2>/dev/null
+    printf 'subjectAltName=%s\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > %s.ext
+    openssl x509 -req -in %s.csr -CA %s.pem -CAkey %s.key -set_serial 0x%s -days 3 \
+      -extfile %s.ext -out %s.crt 2>/dev/null
+    cat %s.crt %s.pem > %s.pem]]):format(names[1], file, file, table.concat(san, ","), file,
+    file, ca, ca, serial(), file, file, file, ca, file))
+  return dir .. "/" .. file .. ".pem", dir .. "/" .. file .. ".key"
+end
+
+function H:test_pki(leaves, label)
+  local dir = self:tmpdir()
+  label = label or self.name
+  self:shell("ca", dir, ([[openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+      -days 3 -subj "/CN=luaray e2e %s ca" -keyout ca.key -out ca.pem 2>/dev/null]]):format(label))
+  self:shell("intermediate", dir, ([[openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+      -subj "/CN=luaray e2e %s intermediate" -keyout int.key -out int.csr 2>/dev/null
+    printf 'basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n' > int.ext
+    openssl x509 -req -in int.csr -CA ca.pem -CAkey ca.key -set_serial 0x%s -days 3 \
+      -extfile int.ext -out int.pem 2>/dev/null]]):format(label, serial()))
+  for _, l in ipairs(leaves) do self:test_leaf(l[1], "int", l[2]) end
+  return dir
 end
 
 function H:tail(p, n)

@@ -12,6 +12,7 @@
 -- or the vectors.  Existing files of the same name are overwritten, others
 -- are left alone.
 local cjson = require("cjson")
+local bit = require("bit")
 
 local function readjson(name)
     local f = assert(io.open("spec/vectors/" .. name .. ".json", "rb"))
@@ -322,6 +323,32 @@ seed("fuzz_sniff", "http-host-tabs", "\1\255POST / HTTP/1.0\r\nhost:\t a.b \t\r\
 seed("fuzz_sniff", "http-no-host", "\1\255GET / HTTP/1.1\r\nAccept: */*\r\n\r\n")
 seed("fuzz_sniff", "http-ipv6-host", "\1\255CONNECT [::1]:443 HTTP/1.1\r\nHost: [::1]:443\r\n\r\n")
 
+---------------------------------------------------------------- PROXY protocol
+-- the bytes a proxy sends first.  haproxy-*: what Debian's HAProxy 2.6 sent
+-- (send-proxy, send-proxy-v2, and v2 with proxy-v2-options
+-- crc32c,unique-id,authority), client on 127.0.0.1 / ::1, then "hello".
+local PP_SIG = "\r\n\r\n\0\r\nQUIT\n"
+seed("fuzz_proxyproto", "haproxy-v1-tcp4",
+     hex("50524f58592054435034203132372e302e302e31203132372e302e302e312035313635342031383535310d0a68656c6c6f"))
+seed("fuzz_proxyproto", "haproxy-v1-tcp6",
+     hex("50524f58592054435036203a3a31203a3a312033363235302031383535350d0a68656c6c6f"))
+seed("fuzz_proxyproto", "haproxy-v2-tcp4",
+     hex("0d0a0d0a000d0a515549540a2111000c7f0000017f000001be8c487868656c6c6f"))
+seed("fuzz_proxyproto", "haproxy-v2-tcp4-tlvs",
+     hex("0d0a0d0a000d0a515549540a2111003f7f0000017f000001dfc648790300048d02e10805002937463030303030313a44" ..
+         "4643365f37463030303030313a343837395f36423136363635435f3030303268656c6c6f"))
+seed("fuzz_proxyproto", "haproxy-v2-tcp6",
+     hex("0d0a0d0a000d0a515549540a2121002400000000000000000000000000000001000000000000000000000000000000018bc8487a68656c6c6f"))
+seed("fuzz_proxyproto", "v1-unknown", "PROXY UNKNOWN\r\nGET / HTTP/1.1\r\n\r\n")
+seed("fuzz_proxyproto", "v1-unknown-long", "PROXY UNKNOWN " .. ("ffff:"):rep(7) .. "ffff " ..
+     ("ffff:"):rep(7) .. "ffff 65535 65535\r\n")
+seed("fuzz_proxyproto", "v1-tcp6-full", "PROXY TCP6 2001:db8:0:0:1:0:0:1 ::ffff:192.0.2.1 0 65535\r\nx")
+seed("fuzz_proxyproto", "v1-lf-only", "PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n")
+seed("fuzz_proxyproto", "v2-local", PP_SIG .. "\32\0\0\0")
+seed("fuzz_proxyproto", "v2-udp4", PP_SIG .. "\33\18\0\12" .. ("\1"):rep(12))
+seed("fuzz_proxyproto", "v2-unix", PP_SIG .. "\33\49\0\216" .. ("/"):rep(216))
+seed("fuzz_proxyproto", "v2-short-block", PP_SIG .. "\33\33\0\35" .. ("\2"):rep(35))
+
 ---------------------------------------------------------------- vmess links
 -- mode (0 link, 1 link of base64(bytes), 2 JSON, 3 base64), the bytes
 local link = dofile("lua/luaray/link.lua")
@@ -429,5 +456,131 @@ seed("fuzz_body", "request-v2ray-mux", body_raw(cap.security, cap.option, 0, hex
      hex(cap.body_iv), hex(cap.client_wire):sub(cap.header_len + 1)))
 mux_seed("partial-frame", 1, 4, 25, mux_new(1, 1, 80, 2, "p.example", "x") .. be16(4) .. "\0\1\2")
 mux_seed("empty", 1, 1, 1, "")
+
+---------------------------------------------------------------- WebSocket
+-- fuzz_ws_frames: ctrl(1) seed(2) [pre_n(1)] [raw_out(1)] frames
+-- (ctrl & 1 server, & 2 write too, & 4 pre, & 8 raw_out)
+local function ws_frame(b0, payload, key, lenform)
+  local n = #payload
+  local b1 = key and 0x80 or 0
+  local h
+  if lenform == 64 or n > 65535 then
+    h = u8(b0) .. u8(b1 + 127) .. "\0\0\0\0" .. string.char(math.floor(n / 16777216) % 256,
+        math.floor(n / 65536) % 256, math.floor(n / 256) % 256, n % 256)
+  elseif lenform == 16 or n >= 126 then
+    h = u8(b0) .. u8(b1 + 126) .. be16(n)
+  else
+    h = u8(b0) .. u8(b1 + n)
+  end
+  if not key then return h .. payload end
+  local out = {}
+  for i = 1, n do
+    out[i] = string.char(bit.bxor(payload:byte(i), key:byte((i - 1) % 4 + 1)))
+  end
+  return h .. key .. table.concat(out)
+end
+local function ws_seed(name, ctrl, bytes, pre_n, raw_out)
+  local hdr = u8(ctrl) .. be16(#name * 7 + ctrl)
+  if ctrl % 8 >= 4 then hdr = hdr .. u8(pre_n or 0) end
+  if ctrl % 16 >= 8 then hdr = hdr .. u8(raw_out or 0) end
+  seed("fuzz_ws_frames", name, hdr .. bytes)
+end
+local K = "\55\250\33\61"
+local wf = assert(io.open("spec/fuzz/vectors/ws_v2ray.json", "rb"))
+local wcap = cjson.decode(wf:read("*a"))
+wf:close()
+local v2frames = hex(wcap.client_frames_hex)
+-- a real v2ray client: the VMess request in a masked frame, a pong, a close
+ws_seed("v2ray-client", 1, v2frames)
+ws_seed("v2ray-client-then-write", 3, v2frames)
+ws_seed("v2ray-client-pre", 5, v2frames, 11)
+ws_seed("v2ray-client-raw-out", 0x0b, v2frames, nil, 129)
+-- a server's frames as our client reads them (unmasked)
+local big = ("0123456789abcdef"):rep(1200)
+ws_seed("server-frames", 2, ws_frame(0x82, "hello") .. ws_frame(0x82, big) ..
+        ws_frame(0x89, "are you there") .. ws_frame(0x82, "x", nil, 64) .. ws_frame(0x88, "\3\232"))
+ws_seed("fragments-and-pings", 1, ws_frame(0x01, "text ", K) .. ws_frame(0x89, "p1", K) ..
+        ws_frame(0x00, "and more ", K) .. ws_frame(0x8a, "unasked pong", K) ..
+        ws_frame(0x80, "done", K) .. ws_frame(0x82, ("z"):rep(300), K, 16) .. ws_frame(0x89, "", K))
+ws_seed("empty-frames", 1, ws_frame(0x82, "", K) .. ws_frame(0x02, "", K) .. ws_frame(0x80, "", K) ..
+        ws_frame(0x88, "", K))
+ws_seed("write-after-pings", 3, ws_frame(0x89, ("p"):rep(125), K) .. ws_frame(0x89, "second", K))
+ws_seed("write-client", 2, ws_frame(0x89, "ping", nil) .. ws_frame(0x82, "data", nil))
+ws_seed("cut-header", 1, ws_frame(0x82, "abc", K) .. "\130\254\1")
+ws_seed("cut-payload", 2, ws_frame(0x82, big):sub(1, 5000))
+ws_seed("err-rsv", 1, ws_frame(0x82, "ok", K) .. ws_frame(0xc2, "rsv1", K))
+ws_seed("err-unmasked-to-server", 1, ws_frame(0x82, "no mask"))
+ws_seed("err-masked-to-client", 2, ws_frame(0x82, "masked", K))
+ws_seed("err-control-too-long", 1, ws_frame(0x89, ("l"):rep(126), K))
+ws_seed("err-control-fragmented", 1, ws_frame(0x09, "frag", K))
+ws_seed("err-cont-first", 1, ws_frame(0x80, "cont", K))
+ws_seed("err-data-inside-message", 1, ws_frame(0x02, "a", K) .. ws_frame(0x82, "b", K))
+ws_seed("err-opcode", 1, ws_frame(0x83, "three", K))
+ws_seed("err-close-one-byte", 1, ws_frame(0x88, "\3", K))
+ws_seed("err-length-msb", 1, "\130\255\128\0\0\0\0\0\0\1" .. K .. "x")
+ws_seed("err-too-big", 3, "\130\255\0\0\0\0\1\0\0\1" .. K .. "x")
+
+-- fuzz_http_upgrade: ctrl(1) max_ed(2) path NUL [host NUL] bytes
+-- (ctrl & 1 ws, & 2 a reply to check, & 4 host)
+local function up_seed(name, ctrl, max_ed, path, host, bytes)
+  seed("fuzz_http_upgrade", name, u8(ctrl) .. be16(max_ed) .. path .. "\0" ..
+       (host and host .. "\0" or "") .. bytes)
+end
+local function b64url(s)
+  local A = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+  local out = {}
+  for i = 1, #s, 3 do
+    local a, b, c = s:byte(i, i + 2)
+    local v = a * 65536 + (b or 0) * 256 + (c or 0)
+    local n = c and 4 or b and 3 or 2
+    for k = 1, n do
+      local idx = math.floor(v / 2 ^ (18 - 6 * (k - 1))) % 64
+      out[#out + 1] = A:sub(idx + 1, idx + 1)
+    end
+  end
+  return table.concat(out)
+end
+local v2req = wcap.client_request
+local host = v2req:match("Host: ([^:\r]+)")
+local ED = "\1\0\0\0\0\0\0\0early data bytes" .. ("\255"):rep(40)
+local WS = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n" ..
+           "Sec-WebSocket-Version: 13\r\n"
+up_seed("v2ray-client", 1, 0, "/ray", nil, v2req)
+up_seed("v2ray-client-host", 5, 0, "/ray", host, v2req)
+up_seed("v2ray-client-then-frames", 1, 2048, "/ray", nil, v2req .. v2frames)
+up_seed("xray-early-data", 1, 2048, "/ray", nil, "GET /ray HTTP/1.1\r\nHost: example.com\r\n" .. WS ..
+        "Sec-WebSocket-Protocol: " .. b64url(ED) .. "\r\nUser-Agent: Mozilla/5.0\r\n\r\n")
+up_seed("early-data-std-alphabet", 1, 2048, "/ray", nil, "GET /ray?x=1 HTTP/1.1\r\nHost: a\r\n" .. WS ..
+        "Sec-WebSocket-Protocol: " .. b64url(ED):gsub("-", "+"):gsub("_", "/") .. "==\r\n\r\n")
+up_seed("early-data-too-long", 1, 8, "/ray", nil, "GET /ray HTTP/1.1\r\nHost: a\r\n" .. WS ..
+        "Sec-WebSocket-Protocol: " .. b64url(ED) .. "\r\n\r\n")
+up_seed("subprotocols-not-early-data", 1, 2048, "/ray", nil, "GET /ray HTTP/1.1\r\nHost: a\r\n" .. WS ..
+        "Sec-WebSocket-Protocol: chat, superchat\r\n\r\n")
+up_seed("v2fly-path-early-data", 1, 2048, "/ray", nil, "GET /ray" .. b64url(ED) ..
+        " HTTP/1.1\r\nHost: a\r\n" .. WS .. "\r\n")
+up_seed("httpupgrade-xray", 0, 0, "/up", nil, "GET /up HTTP/1.1\r\nHost: example.com\r\n" ..
+        "User-Agent: Mozilla/5.0\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n" ..
+        "Sec-WebSocket-Version: 13\r\nUpgrade: websocket\r\n\r\n" .. ED)
+up_seed("httpupgrade-v2fly", 4, 0, "/up", "example.com", "GET /up HTTP/1.1\r\nHost: EXAMPLE.com:443\r\n" ..
+        "Connection: upgrade\r\nUpgrade: websocket\r\n\r\n")
+up_seed("behind-nginx", 1, 0, "/ray", nil, "GET /ray HTTP/1.1\r\nHost: example.com\r\n" ..
+        "X-Real-IP: 203.0.113.7\r\nX-Forwarded-For: 198.51.100.1, 203.0.113.7\r\n" ..
+        "X-Forwarded-For: 10.0.0.2:4431, [2001:db8::1]:443, 10.0.0.4\r\n" .. WS .. "\r\n")
+up_seed("xff-junk", 0, 0, "/", nil, "GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, Upgrade\r\n" ..
+        "Upgrade: foo\r\nX-Forwarded-For: unknown, 10.0.0.2\r\nX-Real-IP: 10.0.0.8\r\n\r\n")
+up_seed("browser-other-path", 1, 0, "/ray", nil, "GET /index.html HTTP/1.1\r\nHost: example.com\r\n" ..
+        "Accept: text/html\r\nUser-Agent: Mozilla/5.0\r\n\r\n")
+up_seed("no-upgrade", 1, 0, "/ray", nil, "GET /ray HTTP/1.1\r\nHost: example.com\r\n\r\n")
+up_seed("post", 1, 0, "/ray", nil, "POST /ray HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc")
+up_seed("http10", 0, 0, "/", nil, "GET / HTTP/1.0\r\nConnection: upgrade\r\nUpgrade: x\r\n\r\n")
+up_seed("folded-header", 1, 0, "/ray", nil, "GET /ray HTTP/1.1\r\nHost: a\r\n " .. WS .. "\r\n")
+up_seed("tls-client-hello", 1, 0, "/ray", nil, "\22\3\1\2\0\1\0\1\252\3\3")
+up_seed("reply-v2ray", 3, 0, "", nil, wcap.server_reply)
+up_seed("reply-echo", 3, 0, b64url(ED:sub(1, 40)), nil, "HTTP/1.1 101 Switching Protocols\r\n" ..
+        "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n" ..
+        "Sec-WebSocket-Protocol: " .. b64url(ED:sub(1, 40)) .. "\r\n\r\n\130\5hello")
+up_seed("reply-httpupgrade-v2fly", 2, 0, "", nil, "HTTP/1.1 101 Switching Protocols\r\n" ..
+        "Connection: upgrade\r\nUpgrade: websocket\r\n\r\nraw bytes")
+up_seed("reply-404", 3, 0, "", nil, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
 
 print(("spec/fuzz/seeds.lua: %d seed files written under spec/fuzz/corpus/"):format(written))

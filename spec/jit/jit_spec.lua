@@ -181,6 +181,7 @@ luaray.on("reload", function(gen) luaray.shared.set("gen", gen) end)
     ip = cstr("127.0.0.1"), vmess = cstr("vmess-in"), socks = cstr("socks-in"),
     tcp = cstr("tcp"), email = cstr("alice@e2e"), direct = cstr("direct"),
     ads = cstr("ads.example"), host = cstr("example.com"), done = cstr("done"),
+    proxy = cstr("127.0.0.2"), ws = cstr("ws"),
   }
   local ctx = ffi.new("struct lr_hook_ctx")
 
@@ -191,8 +192,20 @@ luaray.on("reload", function(gen) luaray.shared.set("gen", gen) end)
     ctx.generation = 1
     ctx.src_ip = S.ip
     ctx.src_port = 40000 + i % 1000
+    -- the TCP peer: the client itself (C passes the same string), or a
+    -- proxy that sent a PROXY header
+    if i % 2 == 0 then
+      ctx.peer_ip, ctx.peer_port = S.ip, ctx.src_port
+    else
+      ctx.peer_ip, ctx.peer_port = S.proxy, 50000
+    end
     ctx.inbound = (i % 3 == 0) and S.socks or S.vmess
     ctx.network = S.tcp
+    ctx.transport = (i % 3 == 0) and S.tcp or S.ws
+    if i % 3 == 1 then
+      ctx.tls = 1
+      ctx.tls_sni = (i % 2 == 0) and S.host or nil
+    end
     if kind ~= 0 then
       if i % 3 ~= 0 then
         ctx.user_email = S.email

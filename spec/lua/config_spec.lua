@@ -999,3 +999,262 @@ describe("luaray.include", function()
     assert.equal("block", cfg.default_outbound)
   end)
 end)
+
+describe("transports (design.md 6)", function()
+  -- one more inbound / outbound at line 4, with the keys under test
+  local function ib(keys)
+    return 'luaray.inbound "t" { type = "vmess", listen = "127.0.0.1:20000", ' .. keys .. ' }'
+  end
+  local function ob(keys)
+    return 'luaray.outbound "up" { type = "vmess", server = "Example.COM:443", id = "' .. UUID ..
+           '", ' .. keys .. ' }'
+  end
+  local function inbound(keys) return ok(ib(keys)).inbounds[2] end
+  local function outbound(keys) return ok(ob(keys)).outbounds[2] end
+  local TLS = 'tls = { cert = "c.pem", key = "k.pem" }'
+
+  it("parses the design.md section 6 config as written", function()
+    local path = FIX .. "/design_transports.lua"
+    local cfg, err = config.load(path)
+    assert(cfg, err)
+    local base = { type = "vmess", handshake_timeout = 60, idle_timeout = 300, max_connections = 0,
+                   allow_legacy = false, allow_private = false }
+    local function with(t)
+      for k, v in pairs(base) do t[k] = v end
+      return t
+    end
+    assert.same(with { tag = "vmess-wss", where = path .. ":4", listen = { host = "0.0.0.0", port = 443 },
+                       tls = { certs = { { cert = "/etc/luaray/fullchain.pem", key = "/etc/luaray/privkey.pem" } },
+                               alpn = { "http/1.1" } },
+                       transport = { type = "ws", path = "/ray", max_early_data = 2048 },
+                       fallback = { host = "127.0.0.1", port = 8080 } }, cfg.inbounds[1])
+    assert.same(with { tag = "vmess-ws", where = path .. ":11", listen = { host = "127.0.0.1", port = 10000 },
+                       transport = { type = "ws", path = "/ray", max_early_data = 0 },
+                       trusted_proxies = {
+                         { addr = "127.0.0.1", bits = 32, family = 4, ip = bytes("7f000001") },
+                         { addr = "::1", bits = 128, family = 6, ip = bytes(("00"):rep(15) .. "01") } } },
+                cfg.inbounds[2])
+    assert.same(with { tag = "vmess-pp", where = path .. ":14", listen = { host = "0.0.0.0", port = 10001 },
+                       proxy_protocol = true,
+                       trusted_proxies = { { addr = "10.0.0.0", bits = 8, family = 4, ip = bytes("0a000000") } } },
+                cfg.inbounds[3])
+    assert.same({ tag = "proxy", type = "vmess", where = path .. ":18", connect_timeout = 10,
+                  server = { host = "example.com", port = 443 }, id = UUID, alter_id = 0,
+                  security = "auto", masking = true, padding = true, authenticated_length = false,
+                  udp = true,
+                  tls = { server_name = "example.com", alpn = { "http/1.1" } },
+                  transport = { type = "ws", path = "/ray?ed=2048", host = "example.com", early_data = 2048 } },
+                cfg.outbounds[1])
+  end)
+
+  it("takes every inbound transport key and normalises it", function()
+    assert.same({ type = "ws", path = "/", max_early_data = 0 }, inbound('transport = { type = "ws" }').transport)
+    assert.same({ type = "ws", path = "/ray?x=1", host = "cdn.example.com", max_early_data = 65536 },
+                inbound('transport = { type = "ws", path = "/ray?x=1", host = "CDN.Example.com", ' ..
+                        'max_early_data = 65536 }').transport)
+    assert.same({ type = "httpupgrade", path = "/up", host = "192.0.2.1" },
+                inbound('transport = { type = "httpupgrade", path = "/up", host = "192.0.2.1" }').transport)
+    assert.same({ type = "grpc", service_name = "pkg.Tunnel_1-x", multi = false },
+                inbound('transport = { type = "grpc", service_name = "pkg.Tunnel_1-x" }').transport)
+    assert.same({ type = "grpc", service_name = "g", multi = true },
+                inbound('transport = { type = "grpc", service_name = "g", multi = true }').transport)
+    -- bare TCP, said or not, is no transport
+    assert.is_nil(inbound('transport = { type = "tcp" }').transport)
+    assert.is_nil(inbound('transport = {}').transport)
+    -- TLS: one certificate or several, ALPN (default h2, http/1.1; a string is a one-element list)
+    assert.same({ certs = { { cert = "c.pem", key = "k.pem" } }, alpn = { "h2", "http/1.1" } },
+                inbound(TLS).tls)
+    assert.same({ certs = { { cert = "c.pem", key = "k.pem" }, { cert = "a.pem", key = "a.key" },
+                            { cert = "b.pem", key = "b.key" } }, alpn = { "http/1.1" } },
+                inbound('tls = { cert = "c.pem", key = "k.pem", alpn = "http/1.1", certs = { ' ..
+                        '{ cert = "a.pem", key = "a.key" }, { cert = "b.pem", key = "b.key" } } }').tls)
+    assert.same({ certs = { { cert = "a.pem", key = "a.key" } }, alpn = { "h2" } },
+                inbound('tls = { certs = { { cert = "a.pem", key = "a.key" } }, alpn = { "h2" } }').tls)
+    -- the transports over TLS with the ALPN each needs
+    assert.equal("grpc", inbound(TLS .. ', transport = { type = "grpc", service_name = "g" }').transport.type)
+    assert.equal("ws", inbound(TLS .. ', transport = { type = "ws" }').transport.type)
+    -- fallback, proxy_protocol, trusted_proxies (a string is a one-element list)
+    assert.same({ host = "::1", port = 8080 }, inbound('fallback = "[::1]:8080"').fallback)
+    assert.same({ host = "web.local", port = 80 }, inbound('fallback = "web.local:80"').fallback)
+    local t = inbound('proxy_protocol = true, trusted_proxies = "192.0.2.77/24"')
+    assert.is_true(t.proxy_protocol)
+    assert.same({ { addr = "192.0.2.0", bits = 24, family = 4, ip = bytes("c0000200") } }, t.trusted_proxies)
+    assert.is_false(inbound('proxy_protocol = false').proxy_protocol)
+    assert.same({ { addr = "2001:db8::", bits = 32, family = 6, ip = bytes("20010db8" .. ("00"):rep(12)) } },
+                inbound('transport = { type = "grpc", service_name = "g" }, trusted_proxies = { "2001:db8::1/32" }')
+                  .trusted_proxies)
+    -- the PROXY protocol on the other inbound types too
+    local cfg = ok('luaray.inbound "s" { type = "socks", listen = "127.0.0.1:20001", proxy_protocol = true, ' ..
+                   'trusted_proxies = { "127.0.0.2" } }',
+                   'luaray.inbound "h" { type = "http", listen = "127.0.0.1:20002", proxy_protocol = true, ' ..
+                   'trusted_proxies = { "127.0.0.2" } }')
+    assert.is_true(cfg.inbounds[2].proxy_protocol and cfg.inbounds[3].proxy_protocol)
+  end)
+
+  it("takes every outbound transport key and normalises it", function()
+    -- TLS: SNI defaults to the server's name (none for an address)
+    assert.same({ server_name = "example.com" }, outbound("tls = {}").tls)
+    local cfg = ok('luaray.outbound "ip" { type = "vmess", server = "203.0.113.5:443", id = "' .. UUID ..
+                   '", tls = {} }')
+    assert.same({}, cfg.outbounds[2].tls)
+    cfg = ok('luaray.outbound "ip6" { type = "vmess", server = "[2001:db8::1]:443", id = "' .. UUID ..
+             '", tls = { server_name = "Vpn.Example.NET" } }')
+    assert.same({ server_name = "vpn.example.net" }, cfg.outbounds[2].tls)
+    local pin = ("AB:"):rep(31) .. "AB"
+    assert.same({ server_name = "front.example", alpn = { "h2", "http/1.1" }, ca = "/etc/ca.pem",
+                  pinned_sha256 = ("ab"):rep(32) },
+                outbound('tls = { server_name = "front.example", alpn = { "h2", "http/1.1" }, ' ..
+                         'ca = "/etc/ca.pem", pinned_sha256 = "' .. pin .. '" }').tls)
+    -- ?ed=N in a ws path: early data with the upgrade
+    assert.same({ type = "ws", path = "/ray?ed=2048", early_data = 2048 },
+                outbound('transport = { type = "ws", path = "/ray?ed=2048" }').transport)
+    assert.same({ type = "ws", path = "/ray?a=1&ed=0", host = "h.example" },
+                (function()
+                  local t = outbound('transport = { type = "ws", path = "/ray?a=1&ed=0", host = "H.example" }').transport
+                  assert.equal(0, t.early_data)
+                  t.early_data = nil
+                  return t
+                end)())
+    assert.same({ type = "ws", path = "/" }, outbound('transport = { type = "ws" }').transport)
+    assert.same({ type = "httpupgrade", path = "/u" }, outbound('transport = { type = "httpupgrade", path = "/u" }').transport)
+    assert.same({ type = "grpc", service_name = "s", multi = true },
+                outbound('transport = { type = "grpc", service_name = "s", multi = true }').transport)
+    assert.equal("grpc", outbound('tls = { alpn = "h2" }, transport = { type = "grpc", service_name = "s" }')
+                           .transport.type)
+  end)
+
+  it("refuses every bad inbound value with file:line", function()
+    local function bad_ib(msg, keys) fails("cfg.lua:4: " .. msg, ib(keys)) end
+    local IN = "inbound 't'"
+    local TP = "transport of inbound 't'"
+    bad_ib("'transport' in " .. IN .. " must be a table { type = ..., ... }, got string \"ws\"", 'transport = "ws"')
+    bad_ib("'type' in " .. TP .. " must be one of tcp, ws, httpupgrade, grpc, got string \"quic\"",
+           'transport = { type = "quic" }')
+    bad_ib("unknown key 'path' in " .. TP, 'transport = { type = "tcp", path = "/" }')
+    bad_ib("unknown key 'service_name' in " .. TP, 'transport = { type = "ws", service_name = "x" }')
+    bad_ib("unknown key 'max_early_data' in " .. TP, 'transport = { type = "httpupgrade", max_early_data = 1 }')
+    bad_ib("unknown key 'path' in " .. TP, 'transport = { type = "grpc", service_name = "g", path = "/g" }')
+    bad_ib("unexpected positional value [1] in " .. TP .. " (use key = value)", 'transport = { "ws" }')
+    local PATH = "an absolute path (\"/ray\"; no spaces or '#')"
+    for _, p in ipairs({ '"ray"', '"/a b"', '"/a#b"', '""', '5', '"/a\\tb"' }) do
+      local got = ({ ['"ray"'] = 'string "ray"', ['"/a b"'] = 'string "/a b"', ['"/a#b"'] = 'string "/a#b"',
+                     ['""'] = 'string ""', ['5'] = "number 5", ['"/a\\tb"'] = 'string "/a\\9b"' })[p]
+      bad_ib("'path' in " .. TP .. " must be " .. PATH .. ", got " .. got, 'transport = { type = "ws", path = ' .. p .. ' }')
+    end
+    bad_ib("'host' in " .. TP .. " must be a host name, got string \"a b\"", 'transport = { type = "ws", host = "a b" }')
+    bad_ib("'host' in " .. TP .. " must be a host name, got string \"cdn.example:443\"",
+           'transport = { type = "httpupgrade", host = "cdn.example:443" }')
+    for _, v in ipairs({ "-1", "65537", "1.5", '"8"' }) do
+      local got = v == '"8"' and 'string "8"' or "number " .. v
+      bad_ib("'max_early_data' in " .. TP .. " must be an integer from 0 to 65536, got " .. got,
+             'transport = { type = "ws", max_early_data = ' .. v .. ' }')
+    end
+    bad_ib("missing required key 'service_name' in " .. TP, 'transport = { type = "grpc" }')
+    local SVC = "a gRPC service name (no spaces, '/', '?', '#', '%' or non-ASCII)"
+    bad_ib("'service_name' in " .. TP .. " must be " .. SVC .. ", got string \"a/b\"",
+           'transport = { type = "grpc", service_name = "a/b" }')
+    bad_ib("'service_name' in " .. TP .. " must be " .. SVC .. ", got string \"a%20b\"",
+           'transport = { type = "grpc", service_name = "a%20b" }')
+    bad_ib("'service_name' in " .. TP .. " must be " .. SVC .. ", got string \"t\195\169\"",
+           'transport = { type = "grpc", service_name = "t\\195\\169" }')
+    bad_ib("'service_name' in " .. TP .. " must be " .. SVC .. ", got string \"\"",
+           'transport = { type = "grpc", service_name = "" }')
+    bad_ib("'multi' in " .. TP .. " must be a boolean, got string \"yes\"",
+           'transport = { type = "grpc", service_name = "g", multi = "yes" }')
+    -- TLS
+    local TL = "tls of inbound 't'"
+    bad_ib("'tls' in " .. IN .. " must be a table { cert = ..., key = ... }, got boolean true", "tls = true")
+    bad_ib(TL .. " needs cert and key (or certs)", "tls = {}")
+    bad_ib(TL .. " needs cert and key (or certs)", 'tls = { alpn = { "h2" } }')
+    bad_ib("missing required key 'key' in " .. TL, 'tls = { cert = "c.pem" }')
+    bad_ib("missing required key 'cert' in " .. TL, 'tls = { key = "k.pem" }')
+    bad_ib("'cert' in " .. TL .. " must be a file path, got string \"\"", 'tls = { cert = "", key = "k" }')
+    bad_ib("'key' in " .. TL .. " must be a file path, got number 1", 'tls = { cert = "c", key = 1 }')
+    bad_ib("unknown key 'sni' in " .. TL, 'tls = { cert = "c", key = "k", sni = "x" }')
+    bad_ib("unknown key 'insecure' in " .. TL, 'tls = { cert = "c", key = "k", insecure = true }')
+    bad_ib("'certs' in " .. TL .. " must be a list of { cert = ..., key = ... }, got table", "tls = { certs = {} }")
+    bad_ib("'certs' in " .. TL .. " must be a list of { cert = ..., key = ... }, got string \"a.pem\"",
+           'tls = { certs = "a.pem" }')
+    bad_ib("'certs' in " .. TL .. " must be a list of { cert = ..., key = ... }, got table",
+           'tls = { certs = { "a.pem" } }')
+    bad_ib("'certs' in " .. TL .. " must be a list of { cert = ..., key = ... }, got table",
+           'tls = { certs = { { cert = "a", key = "b" }, x = { cert = "c", key = "d" } } }')
+    bad_ib("missing required key 'key' in certs[2] of " .. TL,
+           'tls = { certs = { { cert = "a", key = "b" }, { cert = "c" } } }')
+    bad_ib("unknown key 'alpn' in certs[1] of " .. TL, 'tls = { certs = { { cert = "a", key = "b", alpn = "h2" } } }')
+    bad_ib("'alpn' in " .. TL .. " is an empty list", 'tls = { cert = "c", key = "k", alpn = {} }')
+    bad_ib("'alpn' in " .. TL .. " must be a list of ALPN protocol names; element 1 is string \"h2,http/1.1\"",
+           'tls = { cert = "c", key = "k", alpn = "h2,http/1.1" }')
+    bad_ib("'alpn' in " .. TL .. " must be a list of ALPN protocol names; element 2 is string \"h 2\"",
+           'tls = { cert = "c", key = "k", alpn = { "http/1.1", "h 2" } }')
+    bad_ib(IN .. ": a gRPC transport over TLS needs \"h2\" in tls.alpn",
+           'tls = { cert = "c", key = "k", alpn = { "http/1.1" } }, transport = { type = "grpc", service_name = "g" }')
+    bad_ib(IN .. ": a ws transport over TLS needs \"http/1.1\" in tls.alpn",
+           'tls = { cert = "c", key = "k", alpn = { "h2" } }, transport = { type = "ws" }')
+    bad_ib(IN .. ": a httpupgrade transport over TLS needs \"http/1.1\" in tls.alpn",
+           'tls = { cert = "c", key = "k", alpn = "h2" }, transport = { type = "httpupgrade" }')
+    -- fallback, the real client address
+    local HP = "\"host:port\" (IPv6 in brackets, port 1-65535)"
+    bad_ib("'fallback' in " .. IN .. " must be " .. HP .. ", got string \"nope\"", 'fallback = "nope"')
+    bad_ib("'fallback' in " .. IN .. " must be " .. HP .. ", got number 8080", "fallback = 8080")
+    bad_ib("'fallback' in " .. IN .. " must be " .. HP .. ", got string \"::1:80\"", 'fallback = "::1:80"')
+    bad_ib("'proxy_protocol' in " .. IN .. " must be a boolean, got string \"v2\"", 'proxy_protocol = "v2"')
+    bad_ib(IN .. ": proxy_protocol needs trusted_proxies (the proxies whose PROXY header is believed)",
+           "proxy_protocol = true")
+    bad_ib(IN .. ": trusted_proxies without proxy_protocol or a ws/httpupgrade/grpc transport has nothing to believe",
+           'trusted_proxies = { "127.0.0.1" }')
+    bad_ib(IN .. ": trusted_proxies without proxy_protocol or a ws/httpupgrade/grpc transport has nothing to believe",
+           'proxy_protocol = false, trusted_proxies = { "127.0.0.1" }, transport = { type = "tcp" }')
+    bad_ib("'trusted_proxies' in " .. IN .. " must be a list of CIDRs (\"10.0.0.0/8\"); element 1 is string \"10.0.0.0/33\"",
+           'proxy_protocol = true, trusted_proxies = { "10.0.0.0/33" }')
+    bad_ib("'trusted_proxies' in " .. IN .. " must be a list of CIDRs (\"10.0.0.0/8\"); element 2 is string \"proxy.example\"",
+           'proxy_protocol = true, trusted_proxies = { "10.0.0.1", "proxy.example" }')
+    bad_ib("'trusted_proxies' in " .. IN .. " is an empty list", "proxy_protocol = true, trusted_proxies = {}")
+    bad_ib(IN .. ": dynamic_port works on bare TCP only (no tls, transport or proxy_protocol)",
+           'proxy_protocol = true, trusted_proxies = "10.0.0.0/8", dynamic_port = { port = "40000-40010" }')
+    bad_ib(IN .. ": dynamic_port works on bare TCP only (no tls, transport or proxy_protocol)",
+           'transport = { type = "ws" }, dynamic_port = { port = 40000 }')
+    -- what only a VMess inbound has
+    for _, k in ipairs({ "tls = {}", "transport = {}", 'fallback = "127.0.0.1:80"' }) do
+      fails("cfg.lua:4: unknown key '" .. k:match("^%a+") .. "' in inbound 's'",
+            'luaray.inbound "s" { type = "socks", listen = "127.0.0.1:20001", ' .. k .. ' }')
+    end
+    fails("cfg.lua:4: inbound 's': trusted_proxies without proxy_protocol or a ws/httpupgrade/grpc transport " ..
+          "has nothing to believe",
+          'luaray.inbound "s" { type = "http", listen = "127.0.0.1:20001", trusted_proxies = "127.0.0.1" }')
+  end)
+
+  it("refuses every bad outbound value with file:line", function()
+    local function bad_ob(msg, keys) fails("cfg.lua:4: " .. msg, ob(keys)) end
+    local OB, TL, TP = "outbound 'up'", "tls of outbound 'up'", "transport of outbound 'up'"
+    bad_ob("'tls' in " .. OB .. " must be a table { server_name = ..., ... }, got number 5", "tls = 5")
+    bad_ob("unknown key 'insecure' in " .. TL, "tls = { insecure = true }")      -- no such switch
+    bad_ob("unknown key 'cert' in " .. TL, 'tls = { cert = "c.pem" }')
+    bad_ob("'server_name' in " .. TL .. " must be a host name, got string \"bad name\"",
+           'tls = { server_name = "bad name" }')
+    bad_ob("'server_name' in " .. TL .. " must be a host name, got string \"::1\"", 'tls = { server_name = "::1" }')
+    bad_ob("'pinned_sha256' in " .. TL .. " must be 64 hex digits, got string \"abc\"", 'tls = { pinned_sha256 = "abc" }')
+    bad_ob("'pinned_sha256' in " .. TL .. " must be 64 hex digits, got a string",
+           'tls = { pinned_sha256 = "' .. ("zz"):rep(32) .. '" }')
+    bad_ob("'pinned_sha256' in " .. TL .. " must be 64 hex digits, got a string",
+           'tls = { pinned_sha256 = "' .. ("ab"):rep(33) .. '" }')
+    bad_ob("'pinned_sha256' in " .. TL .. " must be 64 hex digits, got boolean true", "tls = { pinned_sha256 = true }")
+    bad_ob("'ca' in " .. TL .. " must be a file path, got string \"\"", 'tls = { ca = "" }')
+    bad_ob("'alpn' in " .. TL .. " is an empty list", "tls = { alpn = {} }")
+    bad_ob(OB .. ": a gRPC transport over TLS needs \"h2\" in tls.alpn",
+           'tls = { alpn = { "http/1.1" } }, transport = { type = "grpc", service_name = "s" }')
+    bad_ob(OB .. ": a ws transport over TLS needs \"http/1.1\" in tls.alpn",
+           'tls = { alpn = { "h2" } }, transport = { type = "ws" }')
+    bad_ob("'max_early_data' in " .. TP .. " is an inbound's: an outbound sends early data with path = \"...?ed=N\"",
+           'transport = { type = "ws", max_early_data = 2048 }')
+    -- ?ed=N is early data for ws and httpupgrade (sent right after the
+    -- request head, as Xray's client does)
+    assert.equal(2048, outbound('transport = { type = "httpupgrade", path = "/u?ed=2048" }').transport.early_data)
+    bad_ob("'path' in " .. TP .. ": ?ed= at most 65536", 'transport = { type = "ws", path = "/r?ed=65537" }')
+    bad_ob("missing required key 'service_name' in " .. TP, 'transport = { type = "grpc", multi = true }')
+    for _, k in ipairs({ "tls = {}", 'transport = { type = "ws" }' }) do
+      fails("cfg.lua:4: unknown key '" .. k:match("^%a+") .. "' in outbound 'd2'",
+            'luaray.outbound "d2" { type = "direct", ' .. k .. ' }')
+    end
+  end)
+end)

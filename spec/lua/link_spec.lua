@@ -12,10 +12,16 @@ local ALICE = { id = UUID, email = "alice@example.com", alter_id = 0 }
 local ALICE_LINK = "vmess://eyJ2IjoiMiIsInBzIjoiYWxpY2VAZXhhbXBsZS5jb20iLCJhZGQiOiIyMDMuMC4xMTMu" ..
   "NSIsInBvcnQiOiIxMDA4NiIsImlkIjoiZGUzMDVkNTQtNzViNC00MzFiLWFkYjItZWI2YjllNTQ2MDE0Iiwi" ..
   "YWlkIjoiMCIsInNjeSI6ImFlcy0xMjgtZ2NtIiwibmV0IjoidGNwIiwidHlwZSI6Im5vbmUiLCJob3N0Ijoi" ..
-  "IiwicGF0aCI6IiIsInRscyI6IiJ9"
+  "IiwicGF0aCI6IiIsInRscyI6IiIsInNuaSI6IiIsImFscG4iOiIifQ=="
 local ALICE_JSON = '{"v":"2","ps":"alice@example.com","add":"203.0.113.5","port":"10086",' ..
   '"id":"de305d54-75b4-431b-adb2-eb6b9e546014","aid":"0","scy":"aes-128-gcm","net":"tcp",' ..
-  '"type":"none","host":"","path":"","tls":""}'
+  '"type":"none","host":"","path":"","tls":"","sni":"","alpn":""}'
+-- The same way: a WebSocket + TLS inbound (design.md 6's "vmess-wss") with -H vpn.example.net.
+local WSS_LINK = "vmess://eyJ2IjoiMiIsInBzIjoiYWxpY2VAZXhhbXBsZS5jb20iLCJhZGQiOiJ2cG4uZXhhbXBs" ..
+  "ZS5uZXQiLCJwb3J0IjoiNDQzIiwiaWQiOiJkZTMwNWQ1NC03NWI0LTQzMWItYWRiMi1lYjZiOWU1NDYwMTQi" ..
+  "LCJhaWQiOiIwIiwic2N5IjoiYXV0byIsIm5ldCI6IndzIiwidHlwZSI6Im5vbmUiLCJob3N0IjoiIiwicGF0" ..
+  "aCI6Ii9yYXk/ZWQ9MjA0OCIsInRscyI6InRscyIsInNuaSI6InZwbi5leGFtcGxlLm5ldCIsImFscG4iOiJo" ..
+  "dHRwLzEuMSJ9"
 
 describe("vmess_link", function()
   it("writes the v2rayN link exactly", function()
@@ -30,7 +36,8 @@ describe("vmess_link", function()
     local s = link.vmess_link({ id = UUID, email = "bob", alter_id = 64 }, "::1", 443)
     local t = cjson.decode(link.base64_decode(s:sub(9)))
     assert.same({ v = "2", ps = "bob", add = "::1", port = "443", id = UUID, aid = "64",
-                  scy = "auto", net = "tcp", type = "none", host = "", path = "", tls = "" }, t)
+                  scy = "auto", net = "tcp", type = "none", host = "", path = "", tls = "",
+                  sni = "", alpn = "" }, t)
   end)
 
   it("round-trips through parse_vmess_link", function()
@@ -40,7 +47,7 @@ describe("vmess_link", function()
     local t = assert(link.parse_vmess_link(s))
     local expected = { v = "2", ps = user.email, add = "vmess.example", port = "65535", id = UUID,
                        aid = "7", scy = "chacha20-poly1305", net = "tcp", type = "none",
-                       host = "", path = "", tls = "" }
+                       host = "", path = "", tls = "", sni = "", alpn = "" }
     assert.same(expected, t)
     assert.same(expected, cjson.decode(link.base64_decode(s:sub(9))))
   end)
@@ -53,6 +60,51 @@ describe("vmess_link", function()
     local s = link.vmess_link(cfg.users[1], "203.0.113.5", cfg.inbounds[1].listen.port,
                               { security = "aes-128-gcm" })
     assert.equal(ALICE_LINK, s)
+  end)
+
+  it("writes the transport and TLS of a ws + TLS inbound exactly", function()
+    local cfg = assert(config.load("spec/lua/fixtures/design_transports.lua"))
+    local wss = cfg.inbounds[1]
+    local s = link.vmess_link(cfg.users[1], "vpn.example.net", wss.listen.port,
+                              { transport = wss.transport, tls = wss.tls })
+    assert.equal(WSS_LINK, s)
+  end)
+
+  -- v2rayN's fields for each transport, read back by lua-cjson
+  local function fields(host, keys)
+    local cfg = assert(config.load_string(
+      'luaray.user { id = "' .. UUID .. '", email = "alice@example.com" }\n' ..
+      'luaray.inbound "v" { type = "vmess", listen = "0.0.0.0:443", ' .. keys .. ' }\n' ..
+      'luaray.outbound "d" { type = "direct" }\n', "=cfg.lua"))
+    local ib = cfg.inbounds[1]
+    local s = link.vmess_link(cfg.users[1], host, 443, { transport = ib.transport, tls = ib.tls })
+    local t = cjson.decode(link.base64_decode(s:sub(9)))
+    return { t.net, t.type, t.host, t.path, t.tls, t.sni, t.alpn }
+  end
+  local TLS = 'tls = { cert = "c.pem", key = "k.pem" }, '
+
+  it("fills net, type, host, path, tls, sni and alpn from the inbound", function()
+    -- bare TCP, with and without TLS (default ALPN h2, http/1.1: both usable)
+    assert.same({ "tcp", "none", "", "", "", "", "" }, fields("vpn.example.net", ""))
+    assert.same({ "tcp", "none", "", "", "tls", "vpn.example.net", "h2,http/1.1" },
+                fields("vpn.example.net", TLS:sub(1, -3)))
+    -- WebSocket: path, Host (the SNI too), early data as ?ed=N; a ws client must not offer h2
+    assert.same({ "ws", "none", "", "/ray", "", "", "" }, fields("203.0.113.5", 'transport = { type = "ws", path = "/ray" }'))
+    assert.same({ "ws", "none", "cdn.example.com", "/ray?ed=4096", "tls", "cdn.example.com", "http/1.1" },
+                fields("203.0.113.5", TLS .. 'transport = { type = "ws", path = "/ray", host = "cdn.example.com", ' ..
+                       'max_early_data = 4096 }'))
+    assert.same({ "ws", "none", "", "/r?x=1&ed=10", "tls", "", "http/1.1" },
+                fields("203.0.113.5", TLS .. 'transport = { type = "ws", path = "/r?x=1", max_early_data = 10 }'))
+    -- HTTPUpgrade
+    assert.same({ "httpupgrade", "none", "up.example", "/up", "tls", "up.example", "http/1.1" },
+                fields("2001:db8::1", TLS .. 'transport = { type = "httpupgrade", path = "/up", host = "up.example" }'))
+    -- gRPC: the service name as path, the mode as type, h2 only
+    assert.same({ "grpc", "gun", "", "TunService", "tls", "grpc.example", "h2" },
+                fields("grpc.example", TLS .. 'transport = { type = "grpc", service_name = "TunService" }'))
+    assert.same({ "grpc", "multi", "", "s", "", "", "" },
+                fields("grpc.example", 'transport = { type = "grpc", service_name = "s", multi = true }'))
+    -- an address as the link's host: no SNI to give
+    assert.same({ "tcp", "none", "", "", "tls", "", "h2,http/1.1" }, fields("198.51.100.4", TLS:sub(1, -3)))
   end)
 
   it("raises on misuse", function()

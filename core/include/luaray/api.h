@@ -520,6 +520,7 @@ struct lr_conf_inbound {
     double idle_timeout;
     uint32_t max_connections;
     uint32_t max_sessions;        /* per client connection; 0: 256 */
+    int32_t proxy_protocol;       /* a PROXY protocol v1/v2 header first */
     const char *where;            /* "file:line" for later errors */
 };
 
@@ -554,6 +555,48 @@ struct lr_conf_outbound {
 };
 
 LR_API int lr_conf_outbound(struct lr_conf *c, const struct lr_conf_outbound *ob);
+
+/* Transports (design.md 6).  Each applies to the last inbound / outbound
+ * declared. */
+enum lr_transport_type {
+    LR_TP_TCP = 0,               /* bare TCP (with or without TLS) */
+    LR_TP_WS = 1,                /* WebSocket (RFC 6455), binary frames */
+    LR_TP_HTTPUPGRADE = 2,       /* HTTP/1.1 Upgrade, then raw bytes */
+    LR_TP_GRPC = 3               /* gRPC "gun" over HTTP/2 */
+};
+
+struct lr_conf_transport {
+    uint32_t type;               /* LR_TP_* */
+    const char *path;            /* ws, httpupgrade: "/ray" (an outbound's may carry ?ed=N) */
+    const char *host;            /* ws, httpupgrade: Host to require / send; NULL: any / the server's */
+    uint32_t max_early_data;     /* ws inbound: early data accepted (bytes) */
+    uint32_t early_data;         /* ws outbound: early data sent with the upgrade (?ed=N) */
+    const char *service_name;    /* grpc */
+    int32_t multi;               /* grpc: TunMulti */
+};
+
+/* An inbound's TLS certificate (cert chain and key files, PEM); the first
+ * one turns TLS on; several are chosen by SNI. */
+LR_API int lr_conf_inbound_tls_cert(struct lr_conf *c, const char *cert, const char *key);
+/* One ALPN protocol the last TLS inbound offers, in preference order. */
+LR_API int lr_conf_inbound_alpn(struct lr_conf *c, const char *proto);
+LR_API int lr_conf_inbound_transport(struct lr_conf *c, const struct lr_conf_transport *t);
+/* Where what is not VMess on this inbound goes (a real web server). */
+LR_API int lr_conf_inbound_fallback(struct lr_conf *c, const char *host, uint16_t port);
+/* A peer whose PROXY header / X-Forwarded-For / X-Real-IP is believed. */
+LR_API int lr_conf_inbound_trusted(struct lr_conf *c, const uint8_t *ip, uint32_t len,
+                                   uint32_t bits);
+
+struct lr_conf_tls {
+    const char *server_name;     /* SNI and the name verified; NULL: none (an IP server) */
+    const char *ca;              /* extra CA file (PEM); the system store is always used */
+    const uint8_t *pinned_sha256; /* NULL, or 32 bytes: the server leaf certificate's SHA-256 */
+};
+
+/* TLS on the last (VMess) outbound; it always verifies the server. */
+LR_API int lr_conf_outbound_tls(struct lr_conf *c, const struct lr_conf_tls *t);
+LR_API int lr_conf_outbound_alpn(struct lr_conf *c, const char *proto);
+LR_API int lr_conf_outbound_transport(struct lr_conf *c, const struct lr_conf_transport *t);
 
 /* Bit masks of the route filters on a connection's network and on the
  * protocol sniffed from its first client bytes (also the values the
@@ -631,6 +674,46 @@ LR_API int lr_sniff_http_host(const uint8_t *p, size_t n, char *out,
                               size_t cap);
 
 /* ------------------------------------------------------------------ */
+/* The PROXY protocol (HAProxy's proxy-protocol.txt, v1 and v2): a pure */
+/* parser over the first bytes a proxy sends (core/stream/proxyproto.c) */
+/* ------------------------------------------------------------------ */
+
+enum lr_pp_status {
+    LR_PP_BAD = -1,              /* cannot be a PROXY header */
+    LR_PP_AGAIN = 0,             /* a prefix of one: more bytes needed */
+    LR_PP_OK = 1                 /* a header (struct lr_pp_hdr) */
+};
+
+enum lr_pp_limits {
+    LR_PP_V1_MAX = 107,          /* a version 1 line, CRLF included */
+    LR_PP_V2_FIXED = 16,         /* signature, version/command, family, length */
+    LR_PP_PEEK = 108             /* bytes that always decide: a v1 line, or v2's
+                                    fixed part and its IPv6 addresses */
+};
+
+struct lr_pp_hdr {
+    uint8_t version;             /* 1 or 2 */
+    uint8_t local;               /* 1: use the connection's own addresses (v2
+                                    LOCAL, v1 UNKNOWN, or a family/transport
+                                    other than TCP over IPv4/IPv6) */
+    uint8_t ip_len;              /* 4 or 16; 0 when local */
+    uint8_t src_ip[16], dst_ip[16];
+    uint16_t src_port, dst_port;
+    uint32_t len;                /* the header's bytes on the wire (v2: 16 + its
+                                    length field, TLVs included: may be more
+                                    than were given) */
+};
+
+/* Reads a PROXY header at p[0..n): LR_PP_OK with *h set once the addresses
+ * are there (the v1 line up to its CRLF; v2's fixed part and address
+ * block: its TLVs may follow, h->len counts them), LR_PP_AGAIN while p is a
+ * prefix of a header, LR_PP_BAD when it cannot be one.  The answer for a
+ * prefix is AGAIN or the answer for the whole.  *why (optional) says what
+ * was wrong. */
+LR_API int lr_pp_parse(const uint8_t *p, size_t n, struct lr_pp_hdr *h,
+                       const char **why);
+
+/* ------------------------------------------------------------------ */
 /* Hooks: the context C fills before a hook runs (read by               */
 /* lua/luaray/daemon.lua through the FFI; borrowed for the call only)   */
 /* ------------------------------------------------------------------ */
@@ -676,6 +759,13 @@ struct lr_hook_ctx {
     const char *outbound;      /* connect/close: the outbound tag */
     const char *sniffed_host;  /* TLS SNI / HTTP Host, NULL if none */
     const char *protocol;      /* "tls" | "http" | NULL (sniffed) */
+    const char *peer_ip;       /* the TCP peer: a proxy when src came from a PROXY
+                                  header or X-Forwarded-For; else src's address
+                                  (the same pointer as src_ip) */
+    uint16_t peer_port;
+    const char *transport;     /* the inbound's: "tcp" | "ws" | "httpupgrade" | "grpc" */
+    uint8_t tls;               /* 1: the client came over TLS (ctx.tls) */
+    const char *tls_sni;       /* the server name it asked for, NULL if none */
     uint64_t up, down;         /* close: payload bytes */
     double duration_ms;        /* close */
     const char *reason;        /* close: why it closed */
