@@ -378,11 +378,16 @@ static int pin_verify(X509_STORE_CTX *xs, void *arg)
 }
 
 /* The client keeps the TLS_SESSIONS newest sessions the server issued
- * (the oldest goes when a new one comes). */
+ * (the oldest goes when a new one comes).  It keeps a copy: OpenSSL marks
+ * the session its connection holds last as not resumable when that
+ * connection ends without our close_notify (the SSL 3.0 rule; TLS 1.1 and
+ * later allow resuming it, RFC 4346 7.2.1), which the relay's ends often
+ * are (the peer's FIN first, a reset), and that would spoil every ticket
+ * of a resumed connection and the last of a full one. */
 static int new_session_cb(SSL *ssl, SSL_SESSION *sess)
 {
     struct tls_ctx *t = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ex_ctx);
-    if (!t)
+    if (!t || !(sess = SSL_SESSION_dup(sess)))
         return 0;
     SSL_SESSION *old = NULL;
     pthread_mutex_lock(&t->lock);
@@ -394,7 +399,7 @@ static int new_session_cb(SSL *ssl, SSL_SESSION *sess)
     t->sessions[t->nsessions++] = sess;
     pthread_mutex_unlock(&t->lock);
     SSL_SESSION_free(old);
-    return 1; /* ours now */
+    return 0; /* OpenSSL frees its own; the copy is ours */
 }
 
 /* The session a new client connection offers, with a reference of its

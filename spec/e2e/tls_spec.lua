@@ -173,8 +173,11 @@ describe("TLS", function()
     -- one connection first (its handshake brings tickets), then 3 bursts
     -- of 20 at once: each SOCKS5 greeting and request sent before any reply
     -- is read, so the client dials all 20 in the same moment
-    local req = "\5\1\0" .. "\5\1\0\1\127\0\0\1" .. string.char(math.floor(echo.port / 256), echo.port % 256)
-    local function burst(n)
+    -- (to the echo server, whose connections our side ends, with a FIN
+    -- and then with a reset; then to the source, which ends its own
+    -- first: a ticket must survive every end)
+    local function burst(n, port, rst)
+      local req = "\5\1\0" .. "\5\1\0\1\127\0\0\1" .. string.char(math.floor(port / 256), port % 256)
       local list = {}
       for i = 1, n do
         list[i] = assert(E.tcp_connect("127.0.0.1", socks, 5))
@@ -186,12 +189,24 @@ describe("TLS", function()
         assert.is_truthy(r, err)
         assert.equal("\5\0\5\0", r:sub(1, 4))
       end
-      local ok, err = E.transfer_echo_many(list, 4096, { timeout = 30 })
-      assert.is_true(ok, err)
-      for _, sk in ipairs(list) do sk:close() end
+      if port == echo.port then
+        local ok, err = E.transfer_echo_many(list, 4096, { timeout = 30, close = false })
+        assert.is_true(ok, err)
+        for _, sk in ipairs(list) do
+          if rst then sk:setoption("linger", { on = true, timeout = 0 }) end
+          sk:close()
+        end
+      else
+        for i, sk in ipairs(list) do
+          local ok, err = E.source_read(sk, 4096, { seed = i })
+          assert.is_true(ok, err)
+        end
+      end
     end
-    burst(1)
-    for _ = 1, 3 do burst(20) end
+    burst(1, echo.port)
+    for _ = 1, 3 do burst(20, echo.port) end
+    for _ = 1, 3 do burst(20, echo.port, true) end
+    for _ = 1, 3 do burst(20, echo.source_port) end
     local hellos, seen, offered, repeats = 0, {}, 0, {}
     local deadline = E.now() + 10
     repeat
@@ -209,14 +224,15 @@ describe("TLS", function()
           end
         end
       end
-      if hellos >= 61 then break end
+      if hellos >= 181 then break end
       E.sleep(0.1)
     until E.now() > deadline
-    assert.equal(61, hellos, "ClientHellos through the tap")
+    assert.equal(181, hellos, "ClientHellos through the tap")
     assert.equal(0, #repeats, "tickets offered twice: " .. table.concat(repeats, " "))
     -- the first connection's two tickets, then two from each full
-    -- handshake and one from each resumed one: most of each burst resumes
-    assert.is_true(offered >= 40, ("only %d of 61 ClientHellos offered a ticket"):format(offered))
+    -- handshake and one from each resumed one: from the second burst on,
+    -- every connection resumes (2 + 18 fresh, then 8 x 20)
+    assert.is_true(offered >= 160, ("only %d of 181 ClientHellos offered a ticket"):format(offered))
     local resumed = E.count_matches(E.read_file(srv.log), "tls TLSv1%.3 sni=example%.test alpn=%S* ?resumed")
     assert.equal(offered, resumed, "every ticket offered resumed on the server")
     assert.is_true(h:alive(cli))
