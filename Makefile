@@ -149,7 +149,7 @@ clean:
 BENCH_DIR := $(BUILD)/bench
 BENCH_TOOLS := $(BENCH_DIR)/load $(BENCH_DIR)/sink
 
-.PHONY: bench bench-quick bench-callgrind bench-deps
+.PHONY: bench bench-quick bench-callgrind bench-deps bench-transports
 bench-deps:
 	$(Q)bash scripts/bench-deps.sh
 
@@ -166,6 +166,21 @@ bench-quick: all bench-deps $(BENCH_TOOLS)
 
 bench-callgrind: all bench-deps
 	$(Q)LURAY_BUILD=$(BUILD) bash scripts/bench/callgrind.sh
+
+# The transport chains through ../shared/bench, the harness the targets are
+# judged with (split pinning: load + client on CPU 0, server + sink on CPU 1;
+# v2ray with GOMAXPROCS=1): ws, ws+tls for luaray and v2ray 4.34, grpc and
+# grpc+tls for luaray (scripts/bench/judged/). About 10 minutes.
+JUDGED_BENCH ?= ../shared/bench/bench.py
+bench-transports: all bench-deps
+	$(Q)test -f $(JUDGED_BENCH) || { echo "bench-transports: no $(JUDGED_BENCH) (the shared bench harness)"; exit 2; }
+	$(Q)python3 $(JUDGED_BENCH) scripts/bench/judged/systems/v2ray-ws-tls-aes-128-gcm.toml \
+	    scripts/bench/judged/systems/luaray-ws-tls-aes-128-gcm.toml \
+	    scripts/bench/judged/systems/v2ray-ws-aes-128-gcm.toml \
+	    scripts/bench/judged/systems/luaray-ws-aes-128-gcm.toml \
+	    scripts/bench/judged/systems/luaray-grpc-tls-aes-128-gcm.toml \
+	    scripts/bench/judged/systems/luaray-grpc-aes-128-gcm.toml \
+	    --tests up,down,conc,idle --idle 1000 --runs 3 --out $(BUILD)/bench/judged-$$(date +%Y%m%d-%H%M%S)
 # (end of benchmarks)
 
 # ---------------------------------------------------------------------------
