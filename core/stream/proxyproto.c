@@ -96,6 +96,9 @@ static int v1_addr(const char *f, int flen, int af, uint8_t *out)
     char tmp[64];
     if (flen <= 0 || flen >= (int)sizeof(tmp))
         return -1;
+    /* a NUL would end the copy early: "127.0.0.1\0junk" must not pass */
+    if (memchr(f, 0, (size_t)flen))
+        return -1;
     memcpy(tmp, f, (size_t)flen);
     tmp[flen] = 0;
     /* inet_pton is strict: dotted quads only, no leading zeros, no zone */

@@ -112,6 +112,9 @@ describe("PROXY protocol v1", function()
       { "PROXY TCP4 ::1 5.6.7.8 1 2\r\n", "PROXY v1: bad address" },
       { "PROXY TCP6 1.2.3.4 ::1 1 2\r\n", "PROXY v1: bad address" },
       { "PROXY TCP6 fe80::1%eth0 ::1 1 2\r\n", "PROXY v1: bad address" },
+      -- a NUL inside an address field (fuzz_proxyproto found it read as "127.0.0.1")
+      { "PROXY TCP4 127.0.0.1\0\0x 127.0.0.1 51654 18551\r\n", "PROXY v1: bad address" },
+      { "PROXY TCP6 ::1 ::1\0 1 2\r\n", "PROXY v1: bad address" },
       { "PROXY TCP4 1.2.3.4 5.6.7.8 01 2\r\n", "PROXY v1: bad port" },
       { "PROXY TCP4 1.2.3.4 5.6.7.8 1 65536\r\n", "PROXY v1: bad port" },
       { "PROXY TCP4 1.2.3.4 5.6.7.8 -1 2\r\n", "PROXY v1: bad port" },
