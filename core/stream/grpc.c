@@ -416,7 +416,7 @@ static void copy_ip(char *out, size_t cap, const uint8_t *v, size_t n)
     }
     while (n && (v[n - 1] == ' ' || v[n - 1] == '\t'))
         n--;
-    if (n >= cap)
+    if (n >= cap || memchr(v, 0, n)) /* a NUL would cut it short: no address */
         n = 0;
     memcpy(out, v, n);
     out[n] = 0;

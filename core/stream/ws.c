@@ -544,7 +544,7 @@ static int parse_ip(const char *s, size_t n, struct lr_addr *out)
         if (c && !memchr(c + 1, ':', n - (size_t)(c - s) - 1))
             n = (size_t)(c - s); /* IPv4 with a port */
     }
-    if (n == 0 || n >= sizeof(b))
+    if (n == 0 || n >= sizeof(b) || memchr(s, 0, n)) /* a NUL would cut it short */
         return 0;
     memcpy(b, s, n);
     b[n] = 0;
