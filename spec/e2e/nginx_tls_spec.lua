@@ -29,18 +29,11 @@ local unistd = require "posix.unistd"
 
 local MiB = 1024 * 1024
 local LUAJIT = unistd.readlink("/proc/self/exe") or "luajit"
-local LOG_WAIT = 20     -- seconds for an access line (written when a connection ends)
+local FW = require "e2e.front_watch"
+local LOG_WAIT = FW.LOG_WAIT
 local FORGED = "203.0.113.9"
 
--- The access lines (one per connection: "... src inbound user tcp dst ...
--- up=N down=N dur=...") of the VMess inbound.
-local function access_lines(text)
-  local out = {}
-  for line in text:gmatch("[^\n]+") do
-    if line:find(" up=%d+ down=%d+ dur=") and line:find(" vmess%-in ") then out[#out + 1] = line end
-  end
-  return out
-end
+local access_lines = FW.access_lines
 
 describe("nginx terminating TLS in front of a ws inbound, X-Forwarded-For", function()
   local h = E.new("nginx_tls")
@@ -91,49 +84,10 @@ http {
                    { ports = { { "127.0.0.1", port } } })
   end
 
-  -- Waits until, after the first a0 access lines, n of them are a user's
-  -- connections -> all the new lines (with those of connections that never
-  -- sent a VMess request: the harness's port probes through the ws peer),
-  -- the user's lines.
-  local function new_access(a0, n)
-    local deadline = E.now() + LOG_WAIT
-    local all, mine
-    for _ = 1, 100000 do
-      local a = access_lines(E.read_file(srv.log))
-      all, mine = {}, {}
-      for i = a0 + 1, #a do
-        all[#all + 1] = a[i]
-        if a[i]:find(" vmess%-in user1@e2e ") then mine[#mine + 1] = a[i] end
-      end
-      if #mine >= n or E.now() >= deadline then break end
-      E.sleep(0.05)
-    end
-    return all, mine
-  end
-
-  -- The close hook's lines for connections with a user: {src ip, src
-  -- port, peer ip, peer port, transport}.
-  local function closes()
-    local out = {}
-    for _, f in ipairs(E.observations(E.read_file(srv.out), "close")) do
-      if f[2] == "vmess-in" and f[3] == "user1@e2e" then out[#out + 1] = { unpack(f, 4, 8) } end
-    end
-    return out
-  end
-
-  -- Waits until there are at least c0 + n close lines -> the new ones.
-  local function new_closes(c0, n)
-    local deadline = E.now() + LOG_WAIT
-    local c
-    for _ = 1, 100000 do
-      c = closes()
-      if #c >= c0 + n or E.now() >= deadline then break end
-      E.sleep(0.05)
-    end
-    local out = {}
-    for i = c0 + 1, #c do out[#out + 1] = table.concat(c[i], " ") end
-    return out
-  end
+  -- the server's access lines and close-hook lines (e2e/front_watch.lua)
+  local function new_access(a0, n) return FW.new(srv, "user1@e2e"):new_access(a0, n) end
+  local function closes() return FW.new(srv, "user1@e2e"):closes() end
+  local function new_closes(c0, n) return FW.new(srv, "user1@e2e"):new_closes(c0, n) end
 
   -- Every new access line names `src` as the client (>= 3 of them the
   -- user's: echo, source, sink), none names nginx or the forged address; the
