@@ -4,6 +4,7 @@
  *   luaray [--ports V,S,H]      run the embedded default config
  *   luaray -c FILE              run with a config script
  *   luaray -t -c FILE           check a config: exit 0, or file:line and exit 1
+ *   luaray --check -c FILE      the same (for a unit's ExecStartPre)
  *   luaray --print-default      print the embedded default config
  *   luaray uuid | version | --help
  *   luaray link -c FILE [-H HOST]  vmess:// share links, one per user
@@ -30,7 +31,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: luaray [-c FILE]                run (no -c: the embedded default)\n"
-            "       luaray -t -c FILE               check a config\n"
+            "       luaray -t -c FILE               check a config (--check: the same)\n"
             "       luaray link -c FILE [-H HOST]   print vmess:// share links\n"
             "       luaray uuid | version | --help\n");
 }
@@ -50,7 +51,7 @@ static void help(void)
            "\n"
            "options:\n"
            "  -c FILE         the config script\n"
-           "  -t              check the config (-c) and exit: 0 and \"configuration OK\",\n"
+           "  -t, --check     check the config (-c) and exit: 0 and \"configuration OK\",\n"
            "                  or 1 and \"file:line: message\"\n"
            "  -H HOST         link: the address clients dial (default: the listen\n"
            "                  address; needed when that is 0.0.0.0 or [::])\n"
@@ -94,7 +95,7 @@ static int version(void)
 
 int main(int argc, char **argv)
 {
-    const char *config = NULL, *host = NULL, *ports = NULL;
+    const char *config = NULL, *host = NULL, *ports = NULL, *check_opt = "-t";
     int check = 0, link = 0, print_default = 0;
     char err[1024];
 
@@ -122,8 +123,9 @@ int main(int argc, char **argv)
             return 0;
         } else if (strcmp(a, "link") == 0) {
             link = 1;
-        } else if (strcmp(a, "-t") == 0) {
+        } else if (strcmp(a, "-t") == 0 || strcmp(a, "--check") == 0) {
             check = 1;
+            check_opt = a;
         } else if (strcmp(a, "-c") == 0) {
             if (!val)
                 return usage_error("option %s needs a config file (-c FILE)", a);
@@ -152,7 +154,7 @@ int main(int argc, char **argv)
         }
     }
     if ((check || link) && !config) {
-        fprintf(stderr, "luaray: %s needs -c FILE\n", check ? "-t" : "link");
+        fprintf(stderr, "luaray: %s needs -c FILE\n", check ? check_opt : "link");
         return 2;
     }
     if ((ports || print_default) && (config || link || check))
