@@ -70,9 +70,9 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
                          SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EMFILE || errno == ENFILE) {
-                /* out of descriptors: first drop refused handshakes whose
-                 * client has gone already (held only so their FIN comes at
-                 * the deadline); else pause accepting briefly instead of
+                /* out of descriptors: first drop sockets lingering after
+                 * their close and refused handshakes whose client has gone
+                 * already (held only so their FIN comes at the deadline); else pause accepting briefly instead of
                  * spinning on a listener that stays readable */
                 if (lr_conn_shed(&ib->rt->net, NULL, 64) > 0)
                     continue;
@@ -1062,6 +1062,7 @@ static void loop_finish(struct lr_daemon *d)
     }
     while (d->rt.net.conns)
         lr_conn_close(d->rt.net.conns, "shutdown");
+    lr_loop_close_lingering(&d->rt.net);
     lr_dns_shutdown();
 }
 

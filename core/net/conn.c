@@ -13,7 +13,9 @@
  */
 #include <errno.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -225,6 +227,107 @@ static void side_free_layers(struct lr_side *s)
     }
 }
 
+/* ------------------------------------------------------ lingering close */
+
+/* A relayed stream socket closed while its peer may still send (a
+ * WebSocket close frame, a TLS close_notify, bytes after a VMess end
+ * chunk) answers those bytes with an RST, and the RST makes both kernels
+ * drop what we sent that the peer has not read yet: the tail of a
+ * download, after the access line said it all went.  So a graceful close
+ * first reads what is there; when the peer has not ended, our side is
+ * shut (a FIN after everything queued) and the socket lingers, reading
+ * and discarding, until the peer's end, an error, LINGER_S seconds or
+ * LINGER_BYTES bytes (nginx's lingering_close).  A lingering socket is no
+ * connection: it holds no buffer, no generation and no stop. */
+#define LINGER_S 2.0
+#define LINGER_BYTES (256u * 1024u)
+#define LINGER_MAX 4096u
+
+struct lr_linger {
+    ev_io io;
+    ev_timer t;
+    struct lr_loop *lp;
+    struct lr_linger *prev, *next;
+    uint32_t got;
+};
+
+/* Reads and discards: 1 when the peer ended (or failed, or sent too
+ * much), 0 while it may send more. */
+static int linger_drain(int fd, uint32_t *got)
+{
+    uint8_t sink[4096];
+    for (int i = 0; i < 16; i++) {
+        ssize_t n = recv(fd, sink, sizeof(sink), MSG_DONTWAIT);
+        if (n > 0) {
+            *got += (uint32_t)n;
+            if (*got > LINGER_BYTES)
+                return 1;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        return n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK);
+    }
+    return 0;
+}
+
+static void linger_free(struct lr_linger *l)
+{
+    struct lr_loop *lp = l->lp;
+    ev_io_stop(lp->loop, &l->io);
+    ev_timer_stop(lp->loop, &l->t);
+    close(l->io.fd);
+    if (l->prev)
+        l->prev->next = l->next;
+    else
+        lp->lingering = l->next;
+    if (l->next)
+        l->next->prev = l->prev;
+    lp->nlinger--;
+    free(l);
+}
+
+static void linger_read_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    struct lr_linger *l = (struct lr_linger *)w;
+    if (linger_drain(w->fd, &l->got))
+        linger_free(l);
+}
+
+static void linger_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    linger_free((struct lr_linger *)((char *)w - offsetof(struct lr_linger, t)));
+}
+
+/* Closes a relayed stream socket gracefully (see above). */
+static void linger_close(struct lr_loop *lp, int fd)
+{
+    uint32_t got = 0;
+    struct lr_linger *l;
+    if (linger_drain(fd, &got) || lp->nlinger >= LINGER_MAX ||
+        shutdown(fd, SHUT_WR) < 0 || !(l = calloc(1, sizeof(*l)))) {
+        close(fd);
+        return;
+    }
+    l->lp = lp;
+    l->got = got;
+    ev_io_init(&l->io, linger_read_cb, fd, EV_READ);
+    ev_timer_init(&l->t, linger_timer_cb, LINGER_S, 0.);
+    ev_io_start(lp->loop, &l->io);
+    ev_timer_start(lp->loop, &l->t);
+    l->next = lp->lingering;
+    if (l->next)
+        l->next->prev = l;
+    lp->lingering = l;
+    lp->nlinger++;
+}
+
+void lr_loop_close_lingering(struct lr_loop *lp)
+{
+    while (lp->lingering)
+        linger_free(lp->lingering);
+}
+
 void lr_conn_close(struct lr_conn *c, const char *reason)
 {
     struct lr_loop *lp = c->lp;
@@ -245,7 +348,8 @@ void lr_conn_close(struct lr_conn *c, const char *reason)
     }
     free(c->dial.addrs);
     c->dial.addrs = NULL;
-    if (c->rem.fd >= 0 && !c->rem.dgram && c->up.prefix)
+    int rem_rst = c->rem.fd >= 0 && !c->rem.dgram && c->up.prefix;
+    if (rem_rst)
         setsockopt(c->rem.fd, SOL_SOCKET, SO_LINGER, &rst, sizeof(rst));
     if (lp->owner->closing)
         lp->owner->closing(c); /* the close hook, the policy's accounts */
@@ -266,10 +370,21 @@ void lr_conn_close(struct lr_conn *c, const char *reason)
         lr_dns_cancel(c->dns);
     side_free_layers(&c->cli);
     side_free_layers(&c->rem);
-    if (c->cli.fd >= 0)
-        close(c->cli.fd);
-    if (c->rem.fd >= 0)
-        close(c->rem.fd);
+    /* a relay's sockets close gracefully; refused handshakes keep their
+     * own timing (a prober sees the same close as before), aborts RST */
+    int graceful = c->state == LR_CS_RELAY && !c->aborted;
+    if (c->cli.fd >= 0) {
+        if (graceful && !c->cli.dgram)
+            linger_close(lp, c->cli.fd);
+        else
+            close(c->cli.fd);
+    }
+    if (c->rem.fd >= 0) {
+        if (graceful && !c->rem.dgram && !rem_rst)
+            linger_close(lp, c->rem.fd);
+        else
+            close(c->rem.fd);
+    }
     if (c->ibops && c->ibops->free)
         c->ibops->free(c);
     if (c->obops && c->obops->free)
@@ -297,6 +412,7 @@ void lr_conn_abort(struct lr_conn *c, const char *reason)
         setsockopt(c->cli.fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
     if (c->rem.fd >= 0 && !c->rem.dgram)
         setsockopt(c->rem.fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
+    c->aborted = 1;
     lr_conn_close(c, reason);
 }
 
@@ -505,6 +621,11 @@ static void drain_read(struct lr_conn *c)
 int lr_conn_shed(struct lr_loop *lp, struct lr_inbound *ib, int max)
 {
     int n = 0;
+    /* out of descriptors: sockets lingering after their close go first */
+    while (!ib && lp->lingering && n < max) {
+        linger_free(lp->lingering);
+        n++;
+    }
     for (struct lr_conn *c = lp->conns, *next; c && n < max; c = next) {
         next = c->next;
         if (c->peer_gone && (!ib || c->ib == ib) &&

@@ -45,6 +45,8 @@ struct lr_loop {
     uint64_t next_conn_id;
     uint32_t id_step;            /* connection ids: worker + k * id_step */
     const struct lr_conn_owner *owner;
+    struct lr_linger *lingering; /* closed sockets waiting for the peer's end */
+    uint32_t nlinger;
 };
 
 /* What the layer above does at a connection's events (one table per loop,
@@ -239,6 +241,7 @@ struct lr_conn {
     uint8_t kicked;
     uint8_t session;             /* a session inside a client connection */
     uint8_t peer_gone;           /* drained, and the client sent its FIN */
+    uint8_t aborted;             /* lr_conn_abort: RSTs, no lingering */
     uint8_t handoff;             /* the next lr_conn_read_client returns what
                                     up.in holds (a front handed c over) */
 };
@@ -266,13 +269,18 @@ size_t lr_conn_down_room(struct lr_conn *c);
 /* The virtual client (up) or virtual remote (down) finished sending. */
 void lr_conn_push_eof(struct lr_conn *c, int down);
 void lr_conn_dump(struct lr_loop *lp);
+/* Closes the sockets still lingering after their connections closed
+ * (lr_conn_close): at the loop's end. */
+void lr_loop_close_lingering(struct lr_loop *lp);
+
 /* Closes the connections being drained or lingering after a refused
  * handshake (the daemon is stopping). */
 void lr_conn_close_draining(struct lr_loop *lp);
 /* Out of descriptors or at an inbound's cap: closes up to `max` refused
  * handshakes held to their deadline whose client already sent its FIN
- * (of inbound `ib`, or any when NULL), before their deadline.  Returns how
- * many it closed. */
+ * (of inbound `ib`, or any when NULL), before their deadline; with no
+ * `ib`, sockets lingering after their close (lr_conn_close) go first.
+ * Returns how many it closed. */
 int lr_conn_shed(struct lr_loop *lp, struct lr_inbound *ib, int max);
 /* Connections open in the process, every worker thread counted. */
 size_t lr_conn_count(void);

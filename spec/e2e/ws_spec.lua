@@ -240,6 +240,43 @@ describe("luaray <-> luaray over ws and httpupgrade", function()
       assert.is_true(ok, err)
       h:stop_luaray(cli)
     end))
+
+  it("the server's close after a late close frame loses nothing it sent (no RST: it lingers)",
+    h:guard(function()
+      -- A short request, then the client's end: the VMess end chunk ends
+      -- the server's reading, and the close frame after it comes late.
+      -- The download is slow, so the server's socket still holds a queue
+      -- when the source ends and the server closes.  Closing with that
+      -- close frame unread (or answering it once closed) is an RST, and an
+      -- RST drops the queue: the client would get a short download.
+      local rport = E.free_port()
+      h:spawn("relay-tailsplit", { LUAJIT, E.tools .. "/faulty_relay.lua", "--port", tostring(rport),
+                                   "--to-port", tostring(ws_port), "--mode", "tailsplit",
+                                   "--delay", "0.1", "--gap", "0.01", "--lifetime", "120" },
+              { ports = { rport } })
+      local socks = E.free_port()
+      local cli = h:luaray("luaray-client-tailsplit", E.luaray_client_script {
+        socks_port = socks, server_port = rport, id = ID,
+        transport = { type = "ws", path = "/ray" } })
+      local N = 2 * MiB
+      for i = 1, 4 do
+        local s = assert(E.socks5_connect("127.0.0.1", socks, "127.0.0.1", echo.source_port))
+        s:settimeout(30)
+        assert(s:send(("%d %d\n"):format(N, i)))
+        s:shutdown("send")
+        local stream, got = E.stream(i), 0
+        while got < N do
+          local data, err, partial = s:receive(math.min(65536, N - got))
+          local d = data or partial or ""
+          assert.are.equal(stream:next(#d), d, "download differs near byte " .. got)
+          got = got + #d
+          if err then break end
+        end
+        s:close()
+        assert.are.equal(N, got, ("download %d: bytes received"):format(i))
+      end
+      h:stop_luaray(cli)
+    end))
 end)
 
 describe("an independent WebSocket peer (spec/e2e/tools/ws_peer.lua)", function()

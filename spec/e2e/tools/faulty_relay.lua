@@ -18,6 +18,12 @@
 --              nothing more is passed down; the client side stays open
 --   slice      every byte written on its own, --gap (0.0005 s) apart
 --   delay      every chunk read is written --delay (0.05 s) later
+--   tailsplit  upstream, the last 8 bytes of every chunk read (a masked
+--              WebSocket close frame, alone or right after the data
+--              before it) go --delay later than the rest; downstream is read
+--              16 KiB per --gap (0.01 s here), so the server's socket holds
+--              a queue when it closes: a close that answers the late bytes
+--              with an RST loses that queue
 --   cut        relays, but after --cut-after N bytes went in direction
 --              --cut-dir (up: client -> Q, down: Q -> client) that direction
 --              gets a FIN and nothing more (what follows is read and
@@ -27,7 +33,7 @@
 -- Exits by itself after --lifetime seconds (default 600).
 local socket = require "socket"
 
-local o = { mode = "forward", to_host = "127.0.0.1", delay = 0.05, gap = 0.0005,
+local o = { mode = "forward", to_host = "127.0.0.1", delay = 0.05,
             reset_after = 4096, lifetime = 600, cut_dir = "up", cut_after = 1000 }
 do
   local i = 1
@@ -47,6 +53,7 @@ do
     i = i + 2
   end
 end
+o.gap = o.gap or (o.mode == "tailsplit" and 0.01 or 0.0005)
 assert(o.port and (o.to_port or o.mode == "blackhole"), "--port and --to-port needed")
 io.stdout:setvbuf("line")
 
@@ -62,7 +69,8 @@ local conns, nconn = {}, 0
 
 -- a direction: from `src` to `dst`; q = list of {due, data}; eof when src ended
 local function dir(src, dst)
-  return { src = src, dst = dst, q = {}, qi = 1, qn = 0, eof = false, shut = false, next_ok = 0, bytes = 0 }
+  return { src = src, dst = dst, q = {}, qi = 1, qn = 0, eof = false, shut = false, next_ok = 0,
+           next_read = 0, bytes = 0 }
 end
 
 local function kill(c, why, rst)
@@ -105,10 +113,19 @@ end
 local function pending(d) return d.qi <= d.qn end
 
 local function read_into(c, d, t)
-  local data, err, part = d.src:receive(65536)
+  local slow = o.mode == "tailsplit" and d.name == "down"
+  local data, err, part = d.src:receive(slow and 16384 or 65536)
   data = data or part
+  if slow then d.next_read = t + o.gap end
   if data and #data > 0 then
-    if o.mode == "cut" and d.name == o.cut_dir and d.shut then
+    if o.mode == "tailsplit" and d.name == "up" then
+      if #data > 8 then
+        d.qn = d.qn + 1
+        d.q[d.qn] = { due = t, data = data:sub(1, -9) }
+      end
+      d.qn = d.qn + 1
+      d.q[d.qn] = { due = t + o.delay, data = data:sub(-8) }
+    elseif o.mode == "cut" and d.name == o.cut_dir and d.shut then
       -- cut: dropped
     elseif d.name == "down" and o.mode == "halfclose" and d.bytes > 0 then
       -- after the first downstream bytes nothing more is passed down
@@ -192,7 +209,11 @@ for _ = 1, 1e9 do
     else
       for _, d in ipairs { c.up, c.down } do
         if not d.eof and not (d.name == "down" and d.shut and o.mode == "halfclose") then
-          rd[#rd + 1] = d.src; owner[d.src] = c
+          if d.next_read <= t then
+            rd[#rd + 1] = d.src; owner[d.src] = c
+          else
+            wait = math.min(wait, d.next_read - t)
+          end
         end
         if pending(d) then
           local due = math.max(d.q[d.qi].due, d.next_ok)
