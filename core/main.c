@@ -22,6 +22,7 @@
 #include "base/log.h"
 #include "daemon/daemon.h"
 #include "daemon/daemon_api.h"
+#include "daemon/metrics.h"
 #include "script/bridge.h"
 
 /* build/gen/commit.c (Makefile): git describe of the tree built */
@@ -95,6 +96,7 @@ static int version(void)
 
 int main(int argc, char **argv)
 {
+    lr_metrics_commit = lr_build_commit;
     const char *config = NULL, *host = NULL, *ports = NULL, *check_opt = "-t";
     int check = 0, link = 0, print_default = 0;
     char err[1024];

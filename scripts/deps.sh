@@ -18,6 +18,7 @@ pkgs=(
   haproxy                             # a real PROXY protocol sender (proxy_protocol_spec)
   nginx-light                         # a real reverse proxy in front (ws_spec, grpc_spec, wss_spec)
   caddy                               # the README's Caddy snippet, run for real (caddy_spec)
+  prometheus                          # a real Prometheus scraping /metrics, and promtool (metrics_spec)
   curl python3                        # end-to-end helpers
   openssl                             # e2e: test certificates (tls_spec)
   python3-h2                          # the independent gRPC (gun) peer in spec/e2e/grpc_spec.lua

@@ -56,6 +56,9 @@ LR_API void lr_conf_free(struct lr_conf *c)
 {
     if (!c)
         return;
+    free(c->metrics_host);
+    free(c->metrics_token);
+    free(c->metrics_where);
     for (uint32_t i = 0; i < c->nusers; i++)
         free(c->users[i].email);
     free(c->users);
@@ -119,6 +122,23 @@ LR_API int lr_conf_log(struct lr_conf *c, int level, const char *access,
     c->access_set = 1;
     free(c->log_where);
     c->log_where = dup_or_null(where);
+    return LR_OK;
+}
+
+LR_API int lr_conf_metrics(struct lr_conf *c, const char *host, uint16_t port,
+                           const char *token, const char *where)
+{
+    if (!host || !port)
+        return fail(c, "metrics: listen address missing");
+    free(c->metrics_host);
+    free(c->metrics_token);
+    free(c->metrics_where);
+    c->metrics_host = strdup(host);
+    c->metrics_token = dup_or_null(token);
+    c->metrics_where = dup_or_null(where);
+    c->metrics_port = port;
+    if (!c->metrics_host || (token && !c->metrics_token))
+        return fail(c, "out of memory");
     return LR_OK;
 }
 

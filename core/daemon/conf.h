@@ -49,6 +49,9 @@ struct lr_conf {
     char *default_tag;
     struct lr_conf_policy *policies;
     uint32_t npolicies;
+    /* luaray.metrics: host NULL when not configured */
+    char *metrics_host, *metrics_token, *metrics_where;
+    uint16_t metrics_port;
 };
 
 struct lr_conf_policy {

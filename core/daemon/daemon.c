@@ -23,7 +23,9 @@
 #include <unistd.h>
 
 #include "base/log.h"
+#include "base/stats.h"
 #include "daemon/conf.h"
+#include "daemon/metrics.h"
 #include "daemon/daemon_api.h"
 #include "net/conn.h"
 #include "route/route.h"
@@ -198,6 +200,9 @@ struct lr_daemon *lr_daemon_new(void)
         return NULL;
     d->rt.net.loop = EV_DEFAULT;
     d->rt.replay = lr_replay_new(0);
+    d->st_reload_ok = lr_stats_slot("luaray_reloads_total{result=\"ok\"}", LR_STAT_COUNTER, 0);
+    d->st_reload_failed = lr_stats_slot("luaray_reloads_total{result=\"failed\"}",
+                                        LR_STAT_COUNTER, 0);
     d->grace_seconds = 10;
     d->nworkers = 1;
     d->rt.net.id_step = 1;
@@ -645,6 +650,30 @@ static int gen_tls(struct lr_conf *c, char *err, size_t errlen)
     return 0;
 }
 
+/* The counters of a generation about to serve on worker w (base/stats.h):
+ * slots found by name, so a reload carries every count on. */
+static void gen_count(struct lr_gen *g, uint32_t w)
+{
+    char name[400], lab[300];
+    for (uint32_t i = 0; i < g->nusers; i++) {
+        snprintf(name, sizeof(name), "user>>>%s", g->users[i].email);
+        g->users[i].st_up = lr_stats_pair(name, w, &g->users[i].st_down);
+    }
+    for (uint32_t i = 0; i < g->nib; i++) {
+        struct lr_inbound *ib = &g->ib[i];
+        snprintf(name, sizeof(name), "inbound>>>%s", ib->tag);
+        ib->st_up = lr_stats_pair(name, w, &ib->st_down);
+        lr_stats_label(lab, sizeof(lab), ib->tag);
+        snprintf(name, sizeof(name), "luaray_connections_open{inbound=\"%s\"}", lab);
+        ib->st_open = lr_stats_slot(name, LR_STAT_GAUGE, w);
+    }
+    for (uint32_t i = 0; i < g->nob; i++) {
+        snprintf(name, sizeof(name), "outbound>>>%s", g->ob[i].tag);
+        g->ob[i].st_up = lr_stats_pair(name, w, &g->ob[i].st_down);
+    }
+    g->counted = 1;
+}
+
 /* Builds a generation from a staging config: validate, user tables, TLS,
  * listeners (not with dry_run), dynamic-port commands, adopt.  On error
  * nothing changes, nothing it opened stays open, and `err` says what and
@@ -668,6 +697,8 @@ static int gen_build(struct lr_daemon *d, struct lr_conf *c, int dry_run,
         rc = -1;
     if (rc == 0 && !(*out = gen_adopt(d, c, old, carried, def)))
         rc = errf(err, errlen, NULL, "out of memory");
+    if (rc == 0 && !dry_run)
+        gen_count(*out, d->rt.worker);
     if (rc != 0 && !dry_run)
         close_listeners(c, carried);
     free(carried);
@@ -797,6 +828,35 @@ static void apply_logging(struct lr_daemon *d, struct lr_conf *c, FILE *access)
     lr_access_use(access);
 }
 
+/* A reload's luaray.metrics (main thread): the same address keeps its
+ * listener (a new token applies at once); another one opens first, so a
+ * failure keeps the old listener serving; none closes it. */
+static void metrics_reload(struct lr_daemon *d, struct lr_conf *c)
+{
+    char why[300];
+    if (!c->metrics_host) {
+        if (d->metrics)
+            lr_info("metrics: no longer served");
+        lr_metrics_stop(d->metrics);
+        d->metrics = NULL;
+        return;
+    }
+    if (lr_metrics_listens_on(d->metrics, c->metrics_host, c->metrics_port)) {
+        if (lr_metrics_set_token(d->metrics, c->metrics_token) != 0)
+            lr_error("reload: metrics: out of memory; the old token stays");
+        return;
+    }
+    struct lr_metrics *m = lr_metrics_start(d->rt.net.loop, c->metrics_host, c->metrics_port,
+                                            c->metrics_token, why, sizeof(why));
+    if (!m) {
+        lr_error("reload: %s: %s; %s", c->metrics_where ? c->metrics_where : "metrics", why,
+                 d->metrics ? "the old metrics listener stays" : "no metrics served");
+        return;
+    }
+    lr_metrics_stop(d->metrics);
+    d->metrics = m;
+}
+
 /* Installs a built generation with its script: logging, listeners,
  * policies (on the loop, or before it runs). */
 static void gen_commit(struct lr_daemon *d, struct lr_conf *c, struct lr_gen *g,
@@ -829,6 +889,19 @@ int lr_daemon_commit(struct lr_daemon *d, struct lr_conf *c,
         if (access && access != stderr)
             fclose(access);
         return -1;
+    }
+    if (!dry_run && d->rt.worker == 0 && !d->rt.gen && c->metrics_host) {
+        /* the first config: a metrics address that cannot listen stops the
+         * start, as an inbound's does */
+        char why[300];
+        d->metrics = lr_metrics_start(d->rt.net.loop, c->metrics_host, c->metrics_port,
+                                      c->metrics_token, why, sizeof(why));
+        if (!d->metrics) {
+            if (access && access != stderr)
+                fclose(access);
+            lr_gen_free(g);
+            return errf(err, errlen, c->metrics_where, "%s", why);
+        }
     }
     if (dry_run) {
         if (d->rt.worker == 0)
@@ -959,10 +1032,14 @@ static void built_cb(struct ev_loop *loop, ev_async *aw, int revents)
         snprintf(b->err, sizeof(b->err), "the running generation changed meanwhile");
         d->reload_again = 1;
     }
+    if (d->rt.worker == 0)
+        lr_stats_add(0, b->rc == 0 ? d->st_reload_ok : d->st_reload_failed, 1);
     if (b->rc != 0) {
         lr_error("%sreload failed, keeping generation %llu: %s", w,
                  (unsigned long long)d->rt.gen->id, b->err);
     } else {
+        if (d->rt.worker == 0)
+            metrics_reload(d, b->c);
         struct lr_gen *g = b->g;
         b->g = NULL;
         if ((uint32_t)b->c->workers != d->conf_workers && d->rt.worker == 0)
@@ -1063,6 +1140,8 @@ static void loop_finish(struct lr_daemon *d)
     while (d->rt.net.conns)
         lr_conn_close(d->rt.net.conns, "shutdown");
     lr_loop_close_lingering(&d->rt.net);
+    lr_metrics_stop(d->metrics);
+    d->metrics = NULL;
     lr_dns_shutdown();
 }
 
@@ -1182,6 +1261,7 @@ static int start_workers(struct lr_daemon *d)
         memcpy(w->rt.dyn_secret, d->rt.dyn_secret, sizeof(w->rt.dyn_secret));
         w->rt.dyn_t0 = d->rt.dyn_t0;
         w->rt.net.id_step = n;
+        w->rt.net.stats_worker = i;
         w->rt.net.owner = &lr_dispatch_owner;
         w->rt.release = gen_release;
         w->rt.net.next_conn_id = i;

@@ -13,6 +13,7 @@
 #include "dispatch/model.h"
 
 struct lr_build;
+struct lr_metrics;
 
 #define LR_MAX_WORKERS 64
 
@@ -46,6 +47,8 @@ struct lr_daemon {
     struct lr_build *build;  /* the reload being built, or NULL */
     ev_async built_w;
     int reload_again;        /* another SIGHUP came meanwhile */
+    struct lr_metrics *metrics;   /* main: luaray.metrics, or NULL */
+    int32_t st_reload_ok, st_reload_failed;   /* main: counter slots */
 };
 
 /* The daemon of a worker runtime (its first member). */

@@ -178,6 +178,33 @@ static int sniff_start(struct lr_conn *c)
     return 1;
 }
 
+/* A luaray counter `family{label="value"}` (value a static string), +1 on
+ * this worker: slots cached per thread by the strings' addresses. */
+static void count_one(uint32_t w, const char *family, const char *label, const char *value)
+{
+    static __thread struct { const char *f, *v; int32_t slot; } cache[32];
+    static __thread int n;
+    int32_t slot = -1;
+    int k = 0;
+    for (; k < n; k++)
+        if (cache[k].f == family && cache[k].v == value) {
+            slot = cache[k].slot;
+            break;
+        }
+    if (k == n) {
+        char v[200], name[400];
+        lr_stats_label(v, sizeof(v), value);
+        snprintf(name, sizeof(name), "%s{%s=\"%s\"}", family, label, v);
+        slot = lr_stats_slot(name, LR_STAT_COUNTER, w);
+        if (n < 32) {
+            cache[n].f = family;
+            cache[n].v = value;
+            cache[n++].slot = slot;
+        }
+    }
+    lr_stats_add(w, slot, 1);
+}
+
 static int run_hook(struct lr_conn *c, int kind, struct lr_hook_ctx *x)
 {
     struct hook_text t;
@@ -189,15 +216,20 @@ static int run_hook(struct lr_conn *c, int kind, struct lr_hook_ctx *x)
         x->reason = c->reason;
     }
     int v = lr_scripts->call(c->gen->script, x);
-    if (v == LR_VERDICT_ERROR)
-        lr_warn("conn %llu: %s hook failed: %s", (unsigned long long)c->id,
-                kind == LR_HOOK_AUTH ? "auth" : kind == LR_HOOK_ROUTE ? "route"
-                : kind == LR_HOOK_CONNECT ? "connect" : "close", x->out_reason);
+    if (v == LR_VERDICT_ERROR) {
+        const char *hook = kind == LR_HOOK_AUTH ? "auth" : kind == LR_HOOK_ROUTE ? "route"
+                           : kind == LR_HOOK_CONNECT ? "connect" : "close";
+        lr_warn("conn %llu: %s hook failed: %s", (unsigned long long)c->id, hook,
+                x->out_reason);
+        count_one(c->lp->stats_worker, "luaray_hook_errors_total", "hook", hook);
+    }
     return v;
 }
 
-static int accept_verdict(int v, const struct lr_hook_ctx *x)
+static int accept_verdict(int v, const struct lr_hook_ctx *x, uint32_t w)
 {
+    if (v == LR_VERDICT_ERROR)
+        count_one(w, "luaray_hook_errors_total", "hook", "accept");
     if (v == LR_VERDICT_ERROR)
         lr_warn("accept hook failed (client refused): %s", x->out_reason);
     else if (v == LR_VERDICT_REFUSE)
@@ -222,7 +254,7 @@ int lr_dispatch_accept_hook(struct lr_inbound *ib, const struct lr_addr *src)
     x.generation = g->id;
     hook_where(&x, ib, src, src, &t);
     x.network = "tcp";
-    return accept_verdict(lr_scripts->call(g->script, &x), &x);
+    return accept_verdict(lr_scripts->call(g->script, &x), &x, ib->rt->net.stats_worker);
 }
 
 int lr_dispatch_accept_hook_conn(struct lr_conn *c)
@@ -232,7 +264,7 @@ int lr_dispatch_accept_hook_conn(struct lr_conn *c)
     struct lr_hook_ctx x;
     struct hook_text t;
     hook_ctx(c, LR_HOOK_ACCEPT, &x, &t);
-    return accept_verdict(lr_scripts->call(c->gen->script, &x), &x);
+    return accept_verdict(lr_scripts->call(c->gen->script, &x), &x, c->lp->stats_worker);
 }
 
 /* A destination host in a numeric spelling becomes the address it spells
@@ -293,6 +325,7 @@ void lr_dispatch(struct lr_conn *c)
         const char *why = lr_policy_admit(c->gen->users[c->user].email, ip,
                                           il, &c->pol);
         if (why) {
+            count_one(c->lp->stats_worker, "luaray_policy_refusals_total", "reason", why);
             lr_conn_dial_failed(c, -EACCES, why);
             return;
         }
@@ -359,10 +392,51 @@ static void adopt(struct lr_conn *c, struct lr_inbound *ib, int session)
     c->gen = ib->gen;
     lr_gen_ref(c->gen);
     c->session = (uint8_t)session;
-    if (session)
+    if (session) {
         ib->nsessions++;
-    else
+    } else {
         ib->nconns++;
+        if (c->gen->counted)
+            lr_stats_add(c->lp->stats_worker, ib->st_open, 1);
+    }
+}
+
+/* The counter of `family{inbound="TAG",label="why"}` for ib, through its
+ * cache of the (static) reasons seen; a reason past the cache counts as
+ * "other". */
+static int32_t reason_slot(struct lr_conn *c, struct lr_ib_reason *cache,
+                           const char *family, const char *label, const char *why)
+{
+    struct lr_inbound *ib = c->ib;
+    int k = 0;
+    for (; k < 16 && cache[k].why; k++)
+        if (cache[k].why == why)
+            return cache[k].slot;
+    char tag[200], w[200], name[600];
+    lr_stats_label(tag, sizeof(tag), ib->tag);
+    lr_stats_label(w, sizeof(w), k < 16 ? why : "other");
+    snprintf(name, sizeof(name), "%s{inbound=\"%s\",%s=\"%s\"}", family, tag, label, w);
+    int32_t slot = lr_stats_slot(name, LR_STAT_COUNTER, c->lp->stats_worker);
+    if (k < 16)
+        cache[k] = (struct lr_ib_reason){.why = why, .slot = slot};
+    return slot;
+}
+
+/* At a client connection's close: the open gauge, and its result. */
+static void count_close(struct lr_conn *c)
+{
+    struct lr_inbound *ib = c->ib;
+    uint32_t w = c->lp->stats_worker;
+    const char *why = c->reason ? c->reason : "closed";
+    if (!c->gen->counted || c->session)
+        return;
+    lr_stats_add(w, ib->st_open, (uint64_t)-1);
+    lr_stats_add(w, reason_slot(c, ib->st_closed, "luaray_connections_total", "result", why), 1);
+    /* never past its handshake: refused (silently or not) or cut short */
+    if (!c->dialed && (c->state == LR_CS_HANDSHAKE || c->state == LR_CS_DRAIN ||
+                       c->state == LR_CS_LINGER))
+        lr_stats_add(w, reason_slot(c, ib->st_refused, "luaray_handshake_failures_total",
+                                    "reason", why), 1);
 }
 
 int lr_dispatch_accept(struct lr_inbound *ib, int fd, const struct lr_addr *src,
@@ -408,7 +482,8 @@ static void fallback_dial(struct lr_conn *c)
 }
 
 static const struct lr_ob_ops fallback_ob_ops = {.dial = fallback_dial};
-static struct lr_outbound fallback_ob = {.tag = (char *)"fallback", .connect_timeout = 10};
+static struct lr_outbound fallback_ob = {.tag = (char *)"fallback", .connect_timeout = 10,
+                                        .st_up = -1, .st_down = -1};
 
 void lr_dispatch_fallback(struct lr_conn *c, const char *why)
 {
@@ -501,6 +576,21 @@ static void dest_str(const struct lr_dest *d, char *buf, size_t n)
 
 static void owner_relaying(struct lr_conn *c)
 {
+    /* traffic is counted where it meets an outbound: a Mux.Cool carrier
+     * or a UDP association's control connection carries none of its own
+     * (its sessions count theirs) */
+    if (c->gen->counted && c->ob) {
+        if (c->user >= 0) {
+            c->st[0] = c->gen->users[c->user].st_up;
+            c->st[1] = c->gen->users[c->user].st_down;
+        }
+        c->st[2] = c->ib->st_up;
+        c->st[3] = c->ib->st_down;
+        c->st[4] = c->ob->st_up;
+        c->st[5] = c->ob->st_down;
+        c->st_up = c->st_down = 0;
+        c->counted = 1;
+    }
     if (has_hook(c, LR_HOOK_CONNECT)) {
         struct lr_hook_ctx x;
         run_hook(c, LR_HOOK_CONNECT, &x); /* failures are only logged */
@@ -539,6 +629,7 @@ static void owner_closing(struct lr_conn *c)
 
 static void owner_closed(struct lr_conn *c)
 {
+    count_close(c);
     if (lr_access_enabled()) {
         char src[64], dst[300];
         lr_addr_str(&c->src, src, sizeof(src));

@@ -105,6 +105,11 @@ struct lr_inbound {
     uint8_t proxy_protocol;
     struct lr_cidr *trusted;     /* trusted_proxies */
     uint32_t ntrusted;
+    /* counters (base/stats.h), once installed: traffic, open connections,
+     * and closes / refused handshakes by reason (a small cache of the
+     * reasons seen: they are static strings) */
+    int32_t st_up, st_down, st_open;
+    struct lr_ib_reason { const char *why; int32_t slot; } st_closed[16], st_refused[16];
 };
 
 struct lr_outbound {
@@ -131,12 +136,14 @@ struct lr_outbound {
     /* gRPC: the HTTP/2 connection new tunnels join (outbound/cfront_grpc.c;
      * it holds this generation, and clears this when it goes) */
     void *grpc_carrier;
+    int32_t st_up, st_down;      /* traffic counters (base/stats.h), once installed */
 };
 
 struct lr_user_info {
     uint8_t id[16];
     char *email;
     uint32_t alter_id, level;
+    int32_t st_up, st_down;      /* traffic counters (base/stats.h), once installed */
 };
 
 /* One loaded configuration: what a config script declared, built into
@@ -155,6 +162,7 @@ struct lr_gen {
     struct lr_script *script;    /* its Lua state (hooks), may be NULL */
     uint32_t hooks;              /* bit mask of the hooks it defines */
     int sniff;                   /* rules or hooks want the sniffed name */
+    int counted;                 /* its counters' slots are set (installed) */
     struct lr_gen *reap_next;    /* released, queued for the reaper thread */
 };
 

@@ -250,3 +250,12 @@ double lr_policy_wait(struct lr_pol *p, double now)
     pthread_mutex_unlock(&lock);
     return rc;
 }
+
+void lr_policy_each(lr_policy_each_fn fn, void *ud)
+{
+    pthread_mutex_lock(&lock);
+    for (uint32_t i = 0; i < tab_size; i++)
+        for (struct lr_pol *p = tab[i]; p; p = p->next)
+            fn(ud, p->email, p->conns, p->nips);
+    pthread_mutex_unlock(&lock);
+}

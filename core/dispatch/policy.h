@@ -22,4 +22,11 @@ int lr_policy_charge(struct lr_pol *p, double bytes);
 /* Seconds to wait before more bytes may flow (0: go on). */
 double lr_policy_wait(struct lr_pol *p, double now);
 
+/* Calls fn for every user the policy table knows (every user who
+ * connected since the start: the table keeps usage across reloads), under
+ * its lock: fn must not call back into it. */
+typedef void (*lr_policy_each_fn)(void *ud, const char *email, uint32_t conns,
+                                  uint32_t ips);
+void lr_policy_each(lr_policy_each_fn fn, void *ud);
+
 #endif

@@ -49,6 +49,8 @@ struct lr_conn *lr_conn_new(struct lr_loop *lp, int fd, const struct lr_addr *sr
     c->ibops = ops;
     c->src = *src;
     c->user = -1;
+    for (int i = 0; i < 6; i++)
+        c->st[i] = -1;
     c->state = LR_CS_HANDSHAKE;
     c->cli.fd = fd;
     c->rem.fd = -1;
@@ -334,6 +336,7 @@ void lr_conn_close(struct lr_conn *c, const char *reason)
     struct ev_loop *loop = lp->loop;
     if (!c->reason)
         c->reason = reason;
+    lr_conn_count_traffic(c);
     ev_io_stop(loop, &c->dial.io);
     ev_timer_stop(loop, &c->throttle);
     /* A remote connection that carried nothing of ours (a dial under way,

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "base/buf.h"
+#include "base/stats.h"
 #include "net/dns.h"
 #include "net/sock.h"
 #include "net/stream.h"
@@ -44,6 +45,7 @@ struct lr_loop {
     uint32_t nconns;
     uint64_t next_conn_id;
     uint32_t id_step;            /* connection ids: worker + k * id_step */
+    uint32_t stats_worker;       /* its values' index in base/stats.h */
     const struct lr_conn_owner *owner;
     struct lr_linger *lingering; /* closed sockets waiting for the peer's end */
     uint32_t nlinger;
@@ -242,6 +244,10 @@ struct lr_conn {
     uint8_t session;             /* a session inside a client connection */
     uint8_t peer_gone;           /* drained, and the client sent its FIN */
     uint8_t aborted;             /* lr_conn_abort: RSTs, no lingering */
+    uint8_t counted;             /* st[] set: its traffic is counted */
+    int32_t st[6];               /* counter slots: user, inbound, outbound
+                                    (up, down each; -1 none) */
+    uint64_t st_up, st_down;     /* payload bytes counted so far */
     uint8_t handoff;             /* the next lr_conn_read_client returns what
                                     up.in holds (a front handed c over) */
 };
@@ -331,5 +337,23 @@ void lr_conn_connect(struct lr_conn *c, const char *host, uint16_t port,
 
 /* Arms the connection timer for `seconds` from now (dial phases). */
 void lr_conn_set_deadline(struct lr_conn *c, double seconds);
+
+/* Adds what moved since the last call to the connection's traffic
+ * counters (the relay after each pump, and the close). */
+static inline void lr_conn_count_traffic(struct lr_conn *c)
+{
+    uint64_t du = c->up.bytes - c->st_up, dd = c->down.bytes - c->st_down;
+    if (!c->counted || (!du && !dd))
+        return;
+    uint32_t w = c->lp->stats_worker;
+    for (int i = 0; i < 6; i += 2) {
+        if (du)
+            lr_stats_add(w, c->st[i], du);
+        if (dd)
+            lr_stats_add(w, c->st[i + 1], dd);
+    }
+    c->st_up = c->up.bytes;
+    c->st_down = c->down.bytes;
+}
 
 #endif

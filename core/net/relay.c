@@ -335,6 +335,7 @@ int lr_relay_pump(struct lr_conn *c, struct lr_pipe *p, struct lr_side *src,
     if (src->room && !p->src_eof && !p->pend_len &&
         (!p->in || lr_buf_room(p->in) > 0 || p->in->rd > 0))
         src->room(c);
+    lr_conn_count_traffic(c);
     if (c->pol) {
         uint64_t total = c->up.bytes + c->down.bytes;
         if (total != c->charged) {

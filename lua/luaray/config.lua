@@ -46,6 +46,7 @@
 --                                    -- luaray.budget: one hook call's budget;
 --                                    -- default 0.25 s, 50 million instructions
 --   cfg.workers_where = "file:line" or nil
+--   cfg.metrics = { host =, port =, token = "..." or nil, where = "file:line" } or nil
 --   cfg.users[i] = { id = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" (lower case),
 --                    email = "...",          -- default "user" .. i
 --                    alter_id = 0..65535, level = 0..255, where = "file:line" }
@@ -554,6 +555,26 @@ local function decl_workers(S, w, n)
     fail(w, "luaray.workers expects an integer 1..64 or \"auto\", got %s", describe(n))
   end
   S.workers, S.workers_where = n, w
+end
+
+-- luaray.metrics { listen = "host:port", token = "..." }: GET /metrics in
+-- Prometheus text format (design.md 7); with token, only for requests
+-- that carry "Authorization: Bearer <token>".
+local function decl_metrics(S, w, t)
+  check_table(w, t, "luaray.metrics")
+  if S.metrics then fail(w, "luaray.metrics is called twice (first at %s)", S.metrics.where) end
+  check_keys(w, t, { listen = true, token = true }, "metrics")
+  local lv = req(w, t, "listen", "metrics")
+  local host, port, key = parse_hostport(lv)
+  if not host then
+    bad(w, "listen", "metrics", "\"host:port\" (IPv6 in brackets, port 1-65535)", lv)
+  end
+  local token = t.token
+  if token ~= nil and (type(token) ~= "string" or #token < 1 or #token > 256
+                       or not token:match("^[%w%-%._~%+/=]+$")) then
+    fail(w, "'token' in metrics must be 1-256 characters of A-Z a-z 0-9 -._~+/= (a bearer token)")
+  end
+  S.metrics = { host = host, port = port, token = token, where = w, key = key, listen = lv }
 end
 
 -- luaray.budget { seconds = s, instructions = n }: what one hook call may
@@ -1141,6 +1162,7 @@ local function make_luaray(S, extra)
   word("log", function(w, t) decl_log(S, w, t) end)
   word("workers", function(w, n) decl_workers(S, w, n) end)
   word("budget", function(w, t) decl_budget(S, w, t) end)
+  word("metrics", function(w, t) decl_metrics(S, w, t) end)
   word("user", function(w, t) decl_user(S, w, t) end)
   word("route", function(w, t) decl_route(S, w, t) end)
   word("on", function(w, name, fn) decl_on(S, w, name, fn) end)
@@ -1357,6 +1379,11 @@ local function finish(S)
       fail(S.default_where, "'default' in route names unknown outbound '%s'", S.default)
     end
   end
+  if S.metrics and S.listen_seen[S.metrics.key] then
+    local other = S.listen_seen[S.metrics.key]
+    fail(S.metrics.where, "metrics listen address '%s' is already used by inbound '%s' (%s)",
+         S.metrics.listen, other.tag, other.where)
+  end
   if S.workers and S.workers ~= 1 then
     -- a dynamic-port listener picks its ports itself; several workers
     -- would each pick others, and a client is told only one of them
@@ -1373,6 +1400,7 @@ local function finish(S)
     workers = S.workers or 1,
     budget = S.budget or { seconds = BUDGET_DEFAULT.seconds, instructions = BUDGET_DEFAULT.instructions },
     workers_where = S.workers_where,
+    metrics = S.metrics,
     users = S.users,
     inbounds = S.inbounds,
     outbounds = S.outbounds,

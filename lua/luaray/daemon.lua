@@ -99,6 +99,10 @@ local function apply(cfg, conf)
   if access == true then access = "" elseif access == false then access = nil end
   check(C.lr_conf_log(conf, LEVELS[cfg.log.level] or C.LR_LOG_INFO, access, cfg.log_where))
   check(C.lr_conf_workers(conf, cfg.workers == "auto" and 0 or cfg.workers), cfg.workers_where)
+  if cfg.metrics then
+    local m = cfg.metrics
+    check(C.lr_conf_metrics(conf, m.host, m.port, m.token, m.where), m.where)
+  end
   for _, u in ipairs(cfg.users) do
     check(C.lr_conf_user(conf, u.id, u.email, u.alter_id or 0, u.level or 0), u.where)
   end
@@ -294,6 +298,38 @@ end
 
 local function reset(email) return C.lr_policy_reset(email) == 0 end
 
+-- luaray.stats (design.md 7): the traffic counters, named as v2ray names
+-- them.  get(name [, reset]) -> number (0 when there is no such counter);
+-- query(pattern [, reset]) -> { [name] = number } for every name that
+-- contains pattern ("" or nil: all)
+local stats
+do
+  local found = ffi.new("int32_t[1]")
+  local cap, buf = 16384, nil
+  local function get(name, rst)
+    if type(name) ~= "string" then error("luaray.stats.get: a counter name expected", 2) end
+    return tonumber(C.lr_stats_get(name, rst and 1 or 0, found))
+  end
+  local function query(pattern, rst)
+    if pattern ~= nil and type(pattern) ~= "string" then
+      error("luaray.stats.query: a pattern string expected", 2)
+    end
+    local n
+    for _ = 1, 8 do
+      buf = buf or ffi.new("char[?]", cap)
+      n = tonumber(C.lr_stats_query(pattern or "", rst and 1 or 0, buf, cap))
+      if n <= cap then break end
+      cap, buf = n * 2, nil
+    end
+    local out = {}
+    if n > cap then return out end
+    for name, v in ffi.string(buf, n):gmatch("([^\t\n]+)\t(%d+)\n") do out[name] = tonumber(v) end
+    return out
+  end
+  stats = setmetatable({}, { __index = { get = get, query = query },
+                             __newindex = function() error("luaray.stats is read-only", 2) end })
+end
+
 ---------------------------------------------------------------------------
 -- Hooks
 
@@ -478,7 +514,8 @@ end
 -- code mentions ctx.sniffed)
 function M.load(path, conf_ud, announce)
   local cfg, err, uuid
-  local opts = { luaray = { shared = shared, policy = policy, usage = usage, reset_usage = reset } }
+  local opts = { luaray = { shared = shared, policy = policy, usage = usage, reset_usage = reset,
+                            stats = stats } }
   loading, staged = true, {}
   if not path then uuid = fresh_uuid() end
   -- the config runs under the load budget (a runaway top level fails the

@@ -505,6 +505,12 @@ LR_API int lr_conf_log(struct lr_conf *c, int level, const char *access,
  * 1..64, or 0 for one per online CPU. */
 LR_API int lr_conf_workers(struct lr_conf *c, int n);
 
+/* luaray.metrics: GET /metrics on host:port (Prometheus text format);
+ * token NULL or a bearer token the requests must carry; where: its
+ * "file:line" for errors. */
+LR_API int lr_conf_metrics(struct lr_conf *c, const char *host, uint16_t port,
+                           const char *token, const char *where);
+
 LR_API int lr_conf_user(struct lr_conf *c, const char *uuid,
                         const char *email, uint32_t alter_id, uint32_t level);
 
@@ -796,6 +802,21 @@ LR_API int lr_shared_incr(const char *key, size_t klen, double delta,
 LR_API int lr_shared_delete(const char *key, size_t klen);
 /* Number of keys. */
 LR_API uint32_t lr_shared_count(void);
+
+/* ------------------------------------------------------------------ */
+/* Traffic counters (design.md 7): payload bytes, named as v2ray names  */
+/* them ("user>>>EMAIL>>>traffic>>>uplink", "inbound>>>TAG>>>...",      */
+/* "outbound>>>TAG>>>..."), for the whole process, kept across reloads. */
+/* ------------------------------------------------------------------ */
+
+/* The counter's value (0, *found = 0 when there is none); with reset it
+ * starts again from 0. */
+LR_API uint64_t lr_stats_get(const char *name, int32_t reset, int32_t *found);
+/* Writes "name\tvalue\n" for every traffic counter whose name contains
+ * `pattern` ("" all) into out and returns the bytes written; when the
+ * room it may take (20 digits a value) is more than cap, nothing is
+ * written or reset and that room is returned (> cap: call again). */
+LR_API size_t lr_stats_query(const char *pattern, int32_t reset, char *out, size_t cap);
 
 /* ------------------------------------------------------------------ */
 /* Per-user policy, set from Lua, enforced in C (kept across reloads)   */
