@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "daemon/conf.h"
+#include "daemon/live.h"
 #include "route/route.h"
 
 static int fail(struct lr_conf *c, const char *fmt, ...)
@@ -56,6 +57,7 @@ LR_API void lr_conf_free(struct lr_conf *c)
 {
     if (!c)
         return;
+    lr_live_snap_free(c->live_snap);
     free(c->metrics_host);
     free(c->metrics_token);
     free(c->metrics_where);

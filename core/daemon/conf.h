@@ -17,6 +17,8 @@ struct lr_conf_ib {
     int32_t detour;               /* a main inbound: its dynamic-port listener */
     int32_t share;                /* gen_build: the running generation's inbound
                                      whose user table this one takes over, or -1 */
+    uint8_t no_users;             /* live users removed every user it had: none,
+                                     not every one (nusers 0) */
 };
 
 struct lr_conf_ob {
@@ -49,6 +51,7 @@ struct lr_conf {
     char *default_tag;
     struct lr_conf_policy *policies;
     uint32_t npolicies;
+    struct lr_live_snap *live_snap;   /* gen_build, main thread's: live.c */
     /* luaray.metrics: host NULL when not configured */
     char *metrics_host, *metrics_token, *metrics_where;
     uint16_t metrics_port;

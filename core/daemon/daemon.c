@@ -25,6 +25,7 @@
 #include "base/log.h"
 #include "base/stats.h"
 #include "daemon/conf.h"
+#include "daemon/live.h"
 #include "daemon/metrics.h"
 #include "daemon/daemon_api.h"
 #include "net/conn.h"
@@ -250,6 +251,8 @@ static int cmp_str(const void *a, const void *b)
 /* ci->users sorted (gen_build sorts them once) */
 static int user_allowed(const struct lr_conf_ib *ci, const struct lr_user_info *u)
 {
+    if (ci->no_users)
+        return 0;
     if (ci->nusers == 0)
         return 1;
     const char *key = u->email;
@@ -684,6 +687,8 @@ static int gen_build(struct lr_daemon *d, struct lr_conf *c, int dry_run,
 {
     struct lr_gen *old = d->rt.gen;
     int def = 0;
+    if (!dry_run && lr_live_merge(c, err, errlen) != 0)
+        return -1;
     if (gen_validate(c, &def, err, errlen) != 0 ||
         lr_conf_expand_dynamic(c, err, errlen) != 0 ||
         gen_users(d, c, old, dry_run, err, errlen) != 0 ||
@@ -695,6 +700,8 @@ static int gen_build(struct lr_daemon *d, struct lr_conf *c, int dry_run,
     int rc = dry_run ? 0 : gen_listeners(c, old, carried, err, errlen);
     if (rc == 0 && gen_announce(c, err, errlen) != 0)
         rc = -1;
+    if (rc == 0 && !dry_run && d->rt.worker == 0 && !(c->live_snap = lr_live_snapshot(c)))
+        rc = errf(err, errlen, NULL, "out of memory");
     if (rc == 0 && !(*out = gen_adopt(d, c, old, carried, def)))
         rc = errf(err, errlen, NULL, "out of memory");
     if (rc == 0 && !dry_run)
@@ -868,6 +875,7 @@ static void gen_commit(struct lr_daemon *d, struct lr_conf *c, struct lr_gen *g,
         g->sniff = 1;
     apply_logging(d, c, access);
     gen_install(d, g);
+    lr_live_installed(d, c);
     for (uint32_t i = 0; i < c->npolicies; i++)
         lr_policy_set(c->policies[i].email, &c->policies[i].p);
 }
@@ -1067,6 +1075,13 @@ static void hup_cb(struct ev_loop *loop, ev_signal *w, int revents)
     reload_start(w->data);
 }
 
+/* Live users changed (live.c): the next generation takes them in. */
+static void live_cb(struct ev_loop *loop, ev_async *w, int revents)
+{
+    lr_info("live users changed: building the next generation (the config is read again)");
+    reload_start(w->data);
+}
+
 /* (the listeners were logged when the generation was installed) */
 void lr_daemon_describe(struct lr_daemon *d)
 {
@@ -1125,6 +1140,13 @@ static int loop_setup(struct lr_daemon *d)
     d->built_w.data = d;
     ev_async_start(loop, &d->built_w);
     ev_unref(loop);
+    if (d->rt.worker == 0) {
+        ev_async_init(&d->live_w, live_cb);
+        d->live_w.data = d;
+        ev_async_start(loop, &d->live_w);
+        ev_unref(loop);
+        lr_live_set_main(d);
+    }
     reaper_start();
     return 0;
 }
@@ -1142,6 +1164,8 @@ static void loop_finish(struct lr_daemon *d)
     lr_loop_close_lingering(&d->rt.net);
     lr_metrics_stop(d->metrics);
     d->metrics = NULL;
+    if (d->rt.worker == 0)
+        lr_live_set_main(NULL);
     lr_dns_shutdown();
 }
 

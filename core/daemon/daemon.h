@@ -48,6 +48,7 @@ struct lr_daemon {
     ev_async built_w;
     int reload_again;        /* another SIGHUP came meanwhile */
     struct lr_metrics *metrics;   /* main: luaray.metrics, or NULL */
+    ev_async live_w;              /* main: live users changed: rebuild */
     int32_t st_reload_ok, st_reload_failed;   /* main: counter slots */
 };
 

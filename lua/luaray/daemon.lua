@@ -298,6 +298,73 @@ end
 
 local function reset(email) return C.lr_policy_reset(email) == 0 end
 
+-- luaray.users (design.md 7): users added or removed at run time, on
+-- every worker, kept across reloads until removed (a restart forgets them).
+--   add { id = "uuid", email = "...", level = 0, alter_id = 0, inbound = "tag" or nil }
+--   remove(email [, inbound]) -- closes the user's open connections too
+--   list() -> { { email =, inbound = "tag" or nil, level =, alter_id =, id =,
+--                removed = bool }, ... }: the changes made at run time
+-- add and remove return true, or nil and the reason; they take effect once
+-- every worker has rebuilt its user tables (well under a second).
+local users
+do
+  local errbuf = ffi.new("char[512]")
+  local function run_time(what)
+    if loading then
+      error("luaray.users." .. what .. " works at run time (a hook); a config declares "
+            .. "users with luaray.user", 3)
+    end
+  end
+  local function add(t)
+    run_time("add")
+    if type(t) ~= "table" then error("luaray.users.add: a table { id =, email = } expected", 2) end
+    if type(t.id) ~= "string" or type(t.email) ~= "string" then
+      error("luaray.users.add: id and email must be strings", 2)
+    end
+    if t.inbound ~= nil and type(t.inbound) ~= "string" then
+      error("luaray.users.add: inbound must be a tag (a string)", 2)
+    end
+    local level, alter = t.level or 0, t.alter_id or 0
+    if type(level) ~= "number" or level < 0 or level > 255 or level % 1 ~= 0 or
+       type(alter) ~= "number" or alter < 0 or alter > 65535 or alter % 1 ~= 0 then
+      error("luaray.users.add: level must be 0..255 and alter_id 0..65535", 2)
+    end
+    if C.lr_live_user_add(t.inbound, t.id, t.email, level, alter, errbuf, 512) ~= 0 then
+      return nil, ffi.string(errbuf)
+    end
+    return true
+  end
+  local function remove(email, inbound)
+    run_time("remove")
+    if type(email) ~= "string" or (inbound ~= nil and type(inbound) ~= "string") then
+      error("luaray.users.remove: an email (and optionally an inbound tag) expected", 2)
+    end
+    if C.lr_live_user_remove(inbound, email, errbuf, 512) ~= 0 then
+      return nil, ffi.string(errbuf)
+    end
+    return true
+  end
+  local function list()
+    local cap, n, buf = 4096
+    for _ = 1, 8 do
+      buf = ffi.new("char[?]", cap)
+      n = tonumber(C.lr_live_user_list(buf, cap))
+      if n <= cap then break end
+      cap = n * 2
+    end
+    local out = {}
+    for kind, email, ib, level, alter, id in
+        ffi.string(buf, math.min(n, cap)):gmatch("(%a+)\t([^\t]*)\t([^\t]*)\t(%d+)\t(%d+)\t([^\n]*)\n") do
+      out[#out + 1] = { email = email, inbound = ib ~= "*" and ib or nil, level = tonumber(level),
+                        alter_id = tonumber(alter), id = id ~= "-" and id or nil,
+                        removed = kind == "removed" }
+    end
+    return out
+  end
+  users = setmetatable({}, { __index = { add = add, remove = remove, list = list },
+                             __newindex = function() error("luaray.users is read-only", 2) end })
+end
+
 -- luaray.stats (design.md 7): the traffic counters, named as v2ray names
 -- them.  get(name [, reset]) -> number (0 when there is no such counter);
 -- query(pattern [, reset]) -> { [name] = number } for every name that
@@ -515,7 +582,7 @@ end
 function M.load(path, conf_ud, announce)
   local cfg, err, uuid
   local opts = { luaray = { shared = shared, policy = policy, usage = usage, reset_usage = reset,
-                            stats = stats } }
+                            stats = stats, users = users } }
   loading, staged = true, {}
   if not path then uuid = fresh_uuid() end
   -- the config runs under the load budget (a runaway top level fails the

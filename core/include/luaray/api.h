@@ -804,6 +804,19 @@ LR_API int lr_shared_delete(const char *key, size_t klen);
 LR_API uint32_t lr_shared_count(void);
 
 /* ------------------------------------------------------------------ */
+/* Live users (design.md 7; luaray.users): added or removed at run time,*/
+/* on every worker, kept across reloads until removed.  0, or -1 with   */
+/* err set.  inbound NULL: every VMess inbound.                         */
+/* ------------------------------------------------------------------ */
+LR_API int lr_live_user_add(const char *inbound, const char *uuid, const char *email,
+                            uint32_t level, uint32_t alter_id, char *err, size_t errlen);
+LR_API int lr_live_user_remove(const char *inbound, const char *email, char *err,
+                               size_t errlen);
+/* "added|removed\temail\tinbound|*\tlevel\talter_id\tuuid|-\n" per change
+ * (written while they fit); returns the bytes they take. */
+LR_API size_t lr_live_user_list(char *out, size_t cap);
+
+/* ------------------------------------------------------------------ */
 /* Traffic counters (design.md 7): payload bytes, named as v2ray names  */
 /* them ("user>>>EMAIL>>>traffic>>>uplink", "inbound>>>TAG>>>...",      */
 /* "outbound>>>TAG>>>..."), for the whole process, kept across reloads. */
