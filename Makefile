@@ -137,6 +137,77 @@ clean:
 	$(call say,RM,$(BUILD))
 	$(Q)rm -rf $(BUILD)
 
+# ---------------------------------------------------------------------------
+# make install / make uninstall (README "Installing as a service").
+#   PREFIX (/usr/local), DESTDIR (a staging root), SYSCONFDIR (/etc),
+#   SYSTEMD_UNIT_DIR ($(PREFIX)/lib/systemd/system); BINDIR, DATADIR,
+#   MANDIR, DOCDIR from PREFIX.
+# The executable needs no file of the build tree at run time: the Lua
+# modules are embedded (package.preload), it does not link libluaray.so
+# (that is for the specs' FFI), and it has no RPATH.  The unit, the man page
+# and the default config name the default paths (/usr/local/bin/luaray,
+# /usr/local/share/..., /etc/luaray): those are rewritten to the paths
+# installed to.
+# $(SYSCONFDIR)/luaray/config.lua is written only when there is none, from
+# packaging/config.lua with a fresh user UUID (`luaray uuid`), mode 0640 and
+# group luaray if that group exists (and no DESTDIR); uninstall keeps it.
+# (A package built from a DESTDIR tree should make that file at install
+# time, on the target, rather than ship one UUID to every machine.)
+PREFIX ?= /usr/local
+SYSCONFDIR ?= /etc
+BINDIR ?= $(PREFIX)/bin
+DATADIR ?= $(PREFIX)/share/luaray
+MANDIR ?= $(PREFIX)/share/man
+DOCDIR ?= $(PREFIX)/share/doc/luaray
+SYSTEMD_UNIT_DIR ?= $(PREFIX)/lib/systemd/system
+INSTALL ?= install
+INSTALL_EXAMPLES := $(sort $(wildcard examples/*.lua))
+INSTALL_CONFIG := $(DESTDIR)$(SYSCONFDIR)/luaray/config.lua
+INSTALL_PATHS := sed -e 's|/usr/local/bin/|$(BINDIR)/|g' \
+                     -e 's|/usr/local/share/luaray|$(DATADIR)|g' \
+                     -e 's|/usr/local/share/doc/luaray|$(DOCDIR)|g' \
+                     -e 's|/usr/local/lib/systemd/system|$(SYSTEMD_UNIT_DIR)|g' \
+                     -e 's|/usr/local/|$(PREFIX)/|g' \
+                     -e 's|/etc/luaray|$(SYSCONFDIR)/luaray|g'
+
+.PHONY: install uninstall
+install: $(BUILD)/luaray
+	$(call say,INSTALL,$(DESTDIR)$(PREFIX))
+	$(Q)$(INSTALL) -d -m 0755 $(DESTDIR)$(BINDIR) $(DESTDIR)$(DATADIR)/examples \
+	    $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(DOCDIR) $(DESTDIR)$(SYSTEMD_UNIT_DIR) \
+	    $(DESTDIR)$(SYSCONFDIR)/luaray
+	$(Q)$(INSTALL) -m 0755 $(BUILD)/luaray $(DESTDIR)$(BINDIR)/luaray
+	$(Q)$(INSTALL) -m 0644 $(INSTALL_EXAMPLES) $(DESTDIR)$(DATADIR)/examples/
+	$(Q)$(INSTALL) -m 0644 README.md LICENSE $(DESTDIR)$(DOCDIR)/
+	$(Q)$(INSTALL_PATHS) packaging/luaray.1 > $(DESTDIR)$(MANDIR)/man1/luaray.1.tmp
+	$(Q)chmod 0644 $(DESTDIR)$(MANDIR)/man1/luaray.1.tmp
+	$(Q)mv -f $(DESTDIR)$(MANDIR)/man1/luaray.1.tmp $(DESTDIR)$(MANDIR)/man1/luaray.1
+	$(Q)$(INSTALL_PATHS) packaging/luaray.service > $(DESTDIR)$(SYSTEMD_UNIT_DIR)/luaray.service.tmp
+	$(Q)chmod 0644 $(DESTDIR)$(SYSTEMD_UNIT_DIR)/luaray.service.tmp
+	$(Q)mv -f $(DESTDIR)$(SYSTEMD_UNIT_DIR)/luaray.service.tmp $(DESTDIR)$(SYSTEMD_UNIT_DIR)/luaray.service
+	$(Q)set -e; if [ -e '$(INSTALL_CONFIG)' ]; then \
+	      echo "install: $(INSTALL_CONFIG) exists: kept as it is"; \
+	    else \
+	      uuid=$$($(BUILD)/luaray uuid); test -n "$$uuid"; \
+	      group=; \
+	      if [ -z '$(DESTDIR)' ] && [ "$$(id -u)" = 0 ] && getent group luaray >/dev/null 2>&1; then \
+	        group='-g luaray'; \
+	      fi; \
+	      (umask 077; $(INSTALL_PATHS) -e "s|@UUID@|$$uuid|" packaging/config.lua > '$(INSTALL_CONFIG).tmp'); \
+	      $(INSTALL) -m 0640 $$group '$(INSTALL_CONFIG).tmp' '$(INSTALL_CONFIG)'; \
+	      rm -f '$(INSTALL_CONFIG).tmp'; \
+	      echo "install: wrote $(INSTALL_CONFIG) (a VMess server on port 10086, user $$uuid)"; \
+	    fi
+
+uninstall:
+	$(call say,RM,$(DESTDIR)$(PREFIX))
+	$(Q)rm -f $(DESTDIR)$(BINDIR)/luaray $(DESTDIR)$(MANDIR)/man1/luaray.1 \
+	    $(DESTDIR)$(SYSTEMD_UNIT_DIR)/luaray.service \
+	    $(DESTDIR)$(DOCDIR)/README.md $(DESTDIR)$(DOCDIR)/LICENSE \
+	    $(addprefix $(DESTDIR)$(DATADIR)/examples/,$(notdir $(INSTALL_EXAMPLES)))
+	$(Q)rmdir $(DESTDIR)$(DATADIR)/examples $(DESTDIR)$(DATADIR) $(DESTDIR)$(DOCDIR) 2>/dev/null || true
+	$(Q)if [ -e '$(INSTALL_CONFIG)' ]; then echo "uninstall: $(INSTALL_CONFIG) kept (remove it by hand)"; fi
+
 -include $(DEPS)
 
 # ---------------------------------------------------------------------------
