@@ -20,6 +20,7 @@ pkgs=(
   caddy                               # the README's Caddy snippet, run for real (caddy_spec)
   prometheus                          # a real Prometheus scraping /metrics, and promtool (metrics_spec)
   curl python3                        # end-to-end helpers
+  groff-base                          # install_spec: the man page linted with groff -ww
   openssl                             # e2e: test certificates (tls_spec)
   python3-h2                          # the independent gRPC (gun) peer in spec/e2e/grpc_spec.lua
   clang libclang-rt-14-dev            # libFuzzer (make fuzz); replays use gcc
