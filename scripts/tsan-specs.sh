@@ -2,7 +2,9 @@
 # One TAP stream: the specs that run a daemon with several worker threads
 # (spec/e2e/workers_spec.lua: VMess, policies, luaray.shared, reload;
 # spec/e2e/http_workers_spec.lua: the HTTP proxy inbound's rewrite with
-# concurrent clients) against the ThreadSanitizer build in
+# concurrent clients; spec/e2e/live_users_spec.lua: users added and removed
+# from hooks on two workers, counters written per worker) against the
+# ThreadSanitizer build in
 # build/tsan.  Only the daemon binary is instrumented (the spec process does
 # not load the library); a "WARNING: ThreadSanitizer" in a daemon's log
 # fails the spec file (spec/e2e/support.lua).  Part of `make test`
@@ -22,5 +24,6 @@ if ! make --no-print-directory -s tsan-build >"$log" 2>&1; then
 fi
 rm -f "$log"
 LURAY_BUILD=build/tsan TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=0:second_deadlock_stack=1} \
-  bash scripts/busted -o TAP spec/e2e/workers_spec.lua spec/e2e/http_workers_spec.lua 2>&1
+  bash scripts/busted -o TAP spec/e2e/workers_spec.lua spec/e2e/http_workers_spec.lua \
+    spec/e2e/live_users_spec.lua 2>&1
 echo "# specs under TSan: $((SECONDS - start)) s including the build"
