@@ -1095,7 +1095,9 @@ static void dump(struct lr_daemon *d)
     if (d->conf_workers > 1 || d->main)
         lr_info("%s%u connections, %llu accepted", wtag(d, t, sizeof(t)),
                 d->rt.net.nconns, (unsigned long long)d->accepted);
-    lr_conn_dump(&d->rt.net);
+    lr_dispatch_list(&d->rt.net, wtag(d, t, sizeof(t)));
+    if (lr_log_level <= LR_LOG_DEBUG)
+        lr_conn_dump(&d->rt.net); /* the buffers and flags, for debugging */
 }
 
 static void dump_cb(struct ev_loop *loop, ev_signal *w, int revents)

@@ -574,6 +574,27 @@ static void dest_str(const struct lr_dest *d, char *buf, size_t n)
         snprintf(buf, n, "%s:%u", d->host, d->port);
 }
 
+void lr_dispatch_list(struct lr_loop *lp, const char *who)
+{
+    static const char *states[] = {"?", "handshake", "refused", "dialing", "relay", "sniffing",
+                                   "refused"};
+    ev_tstamp now = ev_now(lp->loop);
+    uint32_t n = 0;
+    for (struct lr_conn *c = lp->conns; c; c = c->next, n++) {
+        char src[64], dst[300];
+        lr_addr_str(&c->src, src, sizeof(src));
+        dest_str(&c->dst, dst, sizeof(dst));
+        lr_info("%sconn %llu %s %s %s %s %s %s %s age=%.1fs up=%llu down=%llu", who,
+                (unsigned long long)c->id, states[c->state >= 1 && c->state <= 6 ? c->state : 0],
+                c->ib ? c->ib->tag : "-", src,
+                c->user >= 0 ? c->gen->users[c->user].email : "-",
+                c->dst.network == LR_NET_UDP ? "udp" : "tcp", dst, c->ob ? c->ob->tag : "-",
+                now - c->t_start, (unsigned long long)c->up.bytes,
+                (unsigned long long)c->down.bytes);
+    }
+    lr_info("%s%u connections listed", who, n);
+}
+
 static void owner_relaying(struct lr_conn *c)
 {
     /* traffic is counted where it meets an outbound: a Mux.Cool carrier

@@ -49,4 +49,9 @@ int lr_dispatch_accept_hook_conn(struct lr_conn *c);
  * the auth hook, policy, the route hook, the rules, the outbound's dial. */
 void lr_dispatch(struct lr_conn *c);
 
+/* The operator's view (SIGUSR1): one info line per connection of lp, each
+ * starting with `who` ("" or "worker N: "): id, state, inbound, client,
+ * user, network, destination, outbound, age, payload bytes up and down. */
+void lr_dispatch_list(struct lr_loop *lp, const char *who);
+
 #endif

@@ -146,6 +146,23 @@ end)]]):format(mport, TOKEN) }
       assert.is_true(user_series(t2, "uplink", EMAIL) >= up)
     end))
 
+  it("SIGUSR1 lists each connection: user, client, destination, outbound, age and bytes so far",
+    h:guard(function()
+      local s = assert(E.socks5_connect("127.0.0.1", socks, "127.0.0.1", echo.port))
+      local ok, err = E.transfer_echo(s, 64 * KiB, { timeout = 10, close = false })
+      assert.is_true(ok, err)
+      local before = E.count_matches(E.read_file(srv.log), "connections listed")
+      assert(psignal.kill(srv.pid, psignal.SIGUSR1))
+      local text = assert(E.wait_log(srv, "connections listed", before + 1))
+      local pat = "conn %d+ relay vmess%-in 127%.0%.0%.1:%d+ " .. EMAIL:gsub("%p", "%%%0") ..
+                  " tcp 127%.0%.0%.1:" .. echo.port .. " direct age=[%d.]+s up=(%d+) down=(%d+)"
+      local up, down
+      for u, d in text:gmatch(pat) do up, down = tonumber(u), tonumber(d) end
+      assert.is_truthy(up, "a line for the open connection:\n" .. text:sub(-2000))
+      assert.is_true(up >= 64 * KiB and down >= 64 * KiB, ("up %d down %d"):format(up, down))
+      s:close()
+    end))
+
   it("is clean under promtool check metrics", h:guard(function()
     local path = h:write("scrape.txt", metrics(mport, TOKEN))
     local rc, out = h:exec("promtool", { "/bin/sh", "-c", 'promtool check metrics < "$0" 2>&1', path })
