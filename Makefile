@@ -274,7 +274,7 @@ FUZZ_TARGETS := fuzz_req_aead_1user fuzz_req_legacy_1user fuzz_req_1000users \
                 fuzz_resp fuzz_body fuzz_socks_addr fuzz_socks fuzz_http \
                 fuzz_sniff fuzz_vmess_link fuzz_mux fuzz_proxyproto fuzz_tls \
                 fuzz_ws_frames fuzz_http_upgrade \
-                fuzz_gun fuzz_h2s fuzz_gunc fuzz_h2c
+                fuzz_gun fuzz_h2s fuzz_gunc fuzz_h2c fuzz_metrics_http
 # the codec alone (no libev, no Lua); the inbound targets add socks.c,
 # http.c and sock.c with net/conn.c replaced by spec/fuzz/targets/fuzz_conn.c
 FUZZ_CODEC := $(sort $(wildcard core/base/*.c core/crypto/*.c core/vmess/*.c)) core/api.c
@@ -291,6 +291,8 @@ fuzz_socks_EXTRA := $(FUZZ_INBOUND)
 fuzz_http_EXTRA := $(FUZZ_INBOUND)
 fuzz_sniff_EXTRA := core/route/sniff.c
 fuzz_proxyproto_EXTRA := core/stream/proxyproto.c
+# luaray.metrics' request parser (pure)
+fuzz_metrics_http_EXTRA := core/daemon/metrics_http.c
 # WebSocket / HTTPUpgrade (core/stream/ws.c): the frame layer over a fake
 # layer below, and the upgrade request and reply
 fuzz_ws_frames_EXTRA := core/stream/ws.c core/net/stream.c core/net/sock.c

@@ -45,6 +45,7 @@ max_len() {
     fuzz_vmess_link) echo 2048 ;;
     fuzz_sniff) echo 9000 ;;
     fuzz_proxyproto) echo 700 ;;
+    fuzz_metrics_http) echo 9000 ;;
     fuzz_http) echo 20000 ;;
     fuzz_mux) echo 32768 ;;
     fuzz_ws_frames) echo 70000 ;;

@@ -14,7 +14,6 @@
  *     refusals, per-user connections and source addresses, build info);
  *   process_*: the standard process series, from /proc.
  */
-#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <stdarg.h>
@@ -30,12 +29,12 @@
 #include "base/log.h"
 #include "base/stats.h"
 #include "daemon/metrics.h"
+#include "daemon/metrics_http.h"
 #include "dispatch/policy.h"
 #include "net/sock.h"
 
 const char *lr_metrics_commit = "unknown";
 
-#define HEAD_MAX 8192
 #define REQ_TIMEOUT 10.0
 #define MAX_REQS 64
 
@@ -44,7 +43,7 @@ struct req {
     ev_timer timer;
     struct lr_metrics *m;
     struct req *prev, *next;
-    char in[HEAD_MAX];
+    char in[LR_MH_HEAD_MAX];
     size_t in_len;
     char *out;
     size_t out_len, out_off;
@@ -443,85 +442,40 @@ static void plain(struct req *r, int status, const char *reason, const char *ext
             head_only);
 }
 
-/* The value of header `name` (case-insensitive) in the head, or NULL;
- * its length in *n. */
-static const char *header(const char *head, const char *name, size_t *n)
+static void handle(struct req *r, const struct lr_mh_req *q)
 {
-    size_t nl = strlen(name);
-    for (const char *l = strstr(head, "\r\n"); l; l = strstr(l, "\r\n")) {
-        l += 2;
-        if (strncasecmp(l, name, nl) == 0 && l[nl] == ':') {
-            const char *v = l + nl + 1;
-            while (*v == ' ' || *v == '\t')
-                v++;
-            const char *e = strstr(v, "\r\n");
-            if (!e)
-                return NULL;
-            while (e > v && (e[-1] == ' ' || e[-1] == '\t'))
-                e--;
-            *n = (size_t)(e - v);
-            return v;
-        }
-    }
-    return NULL;
-}
-
-static int authorized(const struct lr_metrics *m, const char *head)
-{
-    if (!m->token)
-        return 1;
-    size_t n, tl = strlen(m->token);
-    const char *v = header(head, "authorization", &n);
-    if (!v || n < 7 || strncasecmp(v, "bearer ", 7) != 0)
-        return 0;
-    v += 7;
-    n -= 7;
-    return n == tl && sodium_memcmp(v, m->token, tl) == 0;
-}
-
-static void handle(struct req *r)
-{
-    char *head = r->in;
-    char *sp1 = strchr(head, ' ');
-    char *sp2 = sp1 ? strchr(sp1 + 1, ' ') : NULL;
-    char *eol = strstr(head, "\r\n");
-    if (!sp1 || !sp2 || !eol || sp2 > eol || strncmp(sp2 + 1, "HTTP/1.", 7) != 0 ||
-        sp1 == head) {
+    switch (q->status) {
+    case 200:
+        break;
+    case 400:
         plain(r, 400, "Bad Request", NULL, "bad request\n", 0);
         return;
-    }
-    size_t ml = (size_t)(sp1 - head);
-    int get = ml == 3 && memcmp(head, "GET", 3) == 0;
-    int hd = ml == 4 && memcmp(head, "HEAD", 4) == 0;
-    if (!get && !hd) {
+    case 401:
+        plain(r, 401, "Unauthorized", "WWW-Authenticate: Bearer realm=\"luaray\"\r\n",
+              "a bearer token is needed\n", q->head_only);
+        return;
+    case 405:
         plain(r, 405, "Method Not Allowed", "Allow: GET, HEAD\r\n", "only GET\n", 0);
         return;
-    }
-    char path[256];
-    size_t pl = (size_t)(sp2 - (sp1 + 1));
-    snprintf(path, sizeof(path), "%.*s", (int)(pl < sizeof(path) ? pl : sizeof(path) - 1),
-             sp1 + 1);
-    char *q = strchr(path, '?');
-    if (q)
-        *q = 0;
-    if (!authorized(r->m, head)) {
-        plain(r, 401, "Unauthorized", "WWW-Authenticate: Bearer realm=\"luaray\"\r\n",
-              "a bearer token is needed\n", hd);
+    case 431:
+        plain(r, 431, "Request Header Fields Too Large", NULL, "request head over 8 KiB\n", 0);
+        return;
+    default:
+        plain(r, 404, "Not Found", NULL, "not found\n", q->head_only);
         return;
     }
-    if (strcmp(path, "/metrics") == 0) {
+    if (q->what == LR_MH_METRICS) {
         size_t len;
         char *body = lr_metrics_render(&len);
         if (!body) {
-            plain(r, 500, "Internal Server Error", NULL, "out of memory\n", hd);
+            plain(r, 500, "Internal Server Error", NULL, "out of memory\n", q->head_only);
             return;
         }
-        respond(r, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", NULL, body, len, hd);
+        respond(r, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", NULL, body, len,
+                q->head_only);
         free(body);
-    } else if (strcmp(path, "/") == 0) {
-        plain(r, 200, "OK", NULL, "luaray: the metrics are at /metrics\n", hd);
     } else {
-        plain(r, 404, "Not Found", NULL, "not found\n", hd);
+        plain(r, 200, "OK", NULL, "luaray: the metrics are at /metrics\n", q->head_only);
     }
 }
 
@@ -529,26 +483,12 @@ static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     struct req *r = (struct req *)w;
     for (;;) {
-        size_t room = sizeof(r->in) - 1 - r->in_len;
-        if (room == 0) {
-            r->in[r->in_len] = 0;
-            plain(r, 431, "Request Header Fields Too Large", NULL,
-                  "request head over 8 KiB\n", 0);
-            return;
-        }
-        ssize_t n = recv(w->fd, r->in + r->in_len, room, 0);
+        ssize_t n = recv(w->fd, r->in + r->in_len, sizeof(r->in) - r->in_len, 0);
         if (n > 0) {
-            size_t from = r->in_len > 3 ? r->in_len - 3 : 0;
+            struct lr_mh_req q;
             r->in_len += (size_t)n;
-            r->in[r->in_len] = 0;
-            if (memchr(r->in + from, 0, r->in_len - from)) {
-                plain(r, 400, "Bad Request", NULL, "bad request\n", 0);
-                return;
-            }
-            char *end = strstr(r->in + from, "\r\n\r\n");
-            if (end) {
-                end[2] = 0; /* the head, its last line's CRLF kept */
-                handle(r);
+            if (lr_mh_parse(r->in, r->in_len, r->m->token, &q)) {
+                handle(r, &q);
                 return;
             }
             continue;
