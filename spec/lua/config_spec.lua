@@ -355,6 +355,35 @@ describe("luaray.workers", function()
   end)
 end)
 
+describe("luaray.metrics", function()
+  it("takes a listen address and an optional bearer token", function()
+    assert.is_nil(ok().metrics)
+    local m = ok('luaray.metrics { listen = "127.0.0.1:9100" }').metrics
+    assert.same({ host = "127.0.0.1", port = 9100, where = "cfg.lua:4", key = "127.0.0.1:9100",
+                  listen = "127.0.0.1:9100" }, m)
+    m = ok('luaray.metrics { listen = "[::1]:9100", token = "a-b.c_d~e+f/g=" }').metrics
+    assert.equal("::1", m.host)
+    assert.equal("a-b.c_d~e+f/g=", m.token)
+  end)
+
+  it("refuses a missing or bad listen, a bad token, unknown keys, a second call and an " ..
+     "address an inbound uses", function()
+    fails("cfg.lua:4: missing required key 'listen' in metrics", 'luaray.metrics {}')
+    fails('cfg.lua:4: \'listen\' in metrics must be "host:port" (IPv6 in brackets, port 1-65535), ' ..
+          'got string "9100"', 'luaray.metrics { listen = "9100" }')
+    fails("cfg.lua:4: 'token' in metrics must be 1-256 characters of A-Z a-z 0-9 -._~+/= " ..
+          "(a bearer token)", 'luaray.metrics { listen = "127.0.0.1:9100", token = "a b" }')
+    fails("cfg.lua:4: 'token' in metrics must be 1-256 characters of A-Z a-z 0-9 -._~+/= " ..
+          "(a bearer token)", 'luaray.metrics { listen = "127.0.0.1:9100", token = "" }')
+    local _, err = load('luaray.metrics { listen = "127.0.0.1:9100", path = "/m" }')
+    assert.matches("^cfg.lua:4: .*path", err)
+    fails("cfg.lua:5: luaray.metrics is called twice (first at cfg.lua:4)",
+          'luaray.metrics { listen = "127.0.0.1:9100" }', 'luaray.metrics { listen = "127.0.0.1:9101" }')
+    fails("cfg.lua:4: metrics listen address '127.0.0.1:10086' is already used by inbound " ..
+          "'vmess-in' (cfg.lua:2)", 'luaray.metrics { listen = "127.0.0.1:10086" }')
+  end)
+end)
+
 describe("luaray.user", function()
   it("normalises ids and fills in defaults", function()
     local cfg = ok(
