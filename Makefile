@@ -7,7 +7,7 @@ say = $(if $(filter 1,$(V)),,@printf '  %-6s %s\n' $(1) $(2);)
 
 BUILD ?= build
 CC ?= cc
-PKGS := luajit libsodium openssl libcares libnghttp2
+PKGS := luajit libsodium openssl libcares libnghttp2 libprotobuf-c
 
 # pkg-config is only consulted once the dependencies are installed, so
 # `make` on a fresh machine first runs scripts/deps.sh (the stamp below).
@@ -19,12 +19,21 @@ WARN := -Wall -Wextra -Wshadow -Wmissing-prototypes -Wstrict-prototypes \
 OPT ?= -O2 -g
 SAN ?=
 CFLAGS_ALL = -std=c11 -D_GNU_SOURCE $(OPT) $(SAN) $(WARN) -Werror=implicit-function-declaration \
-	           -fPIC -fvisibility=hidden -Icore -Icore/include $(PKG_CFLAGS) $(CFLAGS)
+	           -fPIC -fvisibility=hidden -Icore -Icore/include -I$(PROTO_GEN) $(PKG_CFLAGS) $(CFLAGS)
 LIBS = $(PKG_LIBS) -lev -lm
+
+# The v2ray API's messages (core/daemon/proto/*.proto): C made by protoc-c
+# at build time under $(BUILD)/gen/proto (never committed), included as
+# <name.pb-c.h>
+PROTO_SRCS := $(sort $(wildcard core/daemon/proto/*.proto))
+PROTO_GEN := $(BUILD)/gen/proto
+PROTO_C := $(PROTO_SRCS:core/daemon/proto/%.proto=$(PROTO_GEN)/%.pb-c.c)
+PROTO_H := $(PROTO_C:.c=.h)
+PROTO_OBJS := $(PROTO_C:$(BUILD)/gen/%.c=$(BUILD)/obj/gen/%.o)
 
 LIB_DIRS := base crypto vmess net stream route dispatch inbound outbound daemon
 LIB_SRCS := $(sort $(foreach d,$(LIB_DIRS),$(wildcard core/$(d)/*.c))) core/api.c
-LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
+LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o) $(PROTO_OBJS)
 # the executable adds the CLI, the Lua bridge and the embedded Lua modules
 EMBED_LUA := luaray.config=lua/luaray/config.lua luaray.link=lua/luaray/link.lua \
              luaray.daemon=lua/luaray/daemon.lua luaray.cdef=$(BUILD)/lua/luaray/cdef.lua
@@ -48,7 +57,20 @@ $(DEPS_STAMP): scripts/deps.sh
 	$(Q)bash scripts/deps.sh
 	$(Q)mkdir -p $(@D) && touch $@
 
-$(BUILD)/obj/%.o: %.c | $(DEPS_STAMP)
+$(BUILD)/obj/%.o: %.c | $(DEPS_STAMP) $(PROTO_H)
+	$(call say,CC,$<)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(CFLAGS_ALL) -MMD -MP -c $< -o $@
+
+# one protoc-c run makes both files of a .proto (a grouped pattern rule);
+# kept (not intermediate) so the objects' dependency files can name them
+.SECONDARY: $(PROTO_C) $(PROTO_H)
+$(PROTO_GEN)/%.pb-c.c $(PROTO_GEN)/%.pb-c.h: core/daemon/proto/%.proto | $(DEPS_STAMP)
+	$(call say,PROTOC,$<)
+	$(Q)mkdir -p $(@D)
+	$(Q)protoc-c --proto_path=core/daemon/proto --c_out=$(PROTO_GEN) $<
+
+$(BUILD)/obj/gen/proto/%.o: $(PROTO_GEN)/%.c | $(PROTO_H)
 	$(call say,CC,$<)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(CFLAGS_ALL) -MMD -MP -c $< -o $@
