@@ -14,6 +14,7 @@
 
 struct lr_build;
 struct lr_metrics;
+struct lr_v2api;
 
 #define LR_MAX_WORKERS 64
 
@@ -48,6 +49,7 @@ struct lr_daemon {
     ev_async built_w;
     int reload_again;        /* another SIGHUP came meanwhile */
     struct lr_metrics *metrics;   /* main: luaray.metrics, or NULL */
+    struct lr_v2api *api;         /* main: luaray.api, or NULL */
     int32_t st_reload_ok, st_reload_failed;   /* main: counter slots */
 };
 
