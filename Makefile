@@ -219,13 +219,13 @@ FUZZ_CC ?= clang
 FUZZ_DIR := $(BUILD)/fuzz
 FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=undefined
 FUZZ_CFLAGS = -std=c11 -D_GNU_SOURCE -O1 -g -fno-omit-frame-pointer $(WARN) \
-              -Icore -Icore/include -Ispec/fuzz/targets $(PKG_CFLAGS)
+              -Icore -Icore/include -Ispec/fuzz/targets -I$(PROTO_GEN) $(PKG_CFLAGS)
 FUZZ_LIBS := -lssl -lcrypto -lsodium -lm
 FUZZ_TARGETS := fuzz_req_aead_1user fuzz_req_legacy_1user fuzz_req_1000users \
                 fuzz_resp fuzz_body fuzz_socks_addr fuzz_socks fuzz_http \
                 fuzz_sniff fuzz_vmess_link fuzz_mux fuzz_proxyproto fuzz_tls \
                 fuzz_ws_frames fuzz_http_upgrade \
-                fuzz_gun fuzz_h2s fuzz_gunc fuzz_h2c
+                fuzz_gun fuzz_h2s fuzz_gunc fuzz_h2c fuzz_v2api
 # the codec alone (no libev, no Lua); the inbound targets add socks.c,
 # http.c and sock.c with net/conn.c replaced by spec/fuzz/targets/fuzz_conn.c
 FUZZ_CODEC := $(sort $(wildcard core/base/*.c core/crypto/*.c core/vmess/*.c)) core/api.c
@@ -260,6 +260,10 @@ fuzz_gunc_EXTRA := core/stream/grpc.c
 fuzz_gunc_LIBS := -lnghttp2
 fuzz_h2c_EXTRA := core/stream/grpc.c
 fuzz_h2c_LIBS := -lnghttp2
+# the v2ray API's request side: HTTP/2 session, gRPC framing, protobuf
+# (protoc-c's code) and the services, with the daemon's side faked
+fuzz_v2api_EXTRA := core/daemon/v2api_svc.c core/daemon/v2api_h2.c $(PROTO_C)
+fuzz_v2api_LIBS := -lnghttp2 -lprotobuf-c
 # link.lua under LuaJIT (no codec needed, linked anyway for one link rule)
 fuzz_vmess_link_DEF = -DFZ_LINK_LUA='"$(CURDIR)/lua/luaray/link.lua"'
 fuzz_vmess_link_LIBS := -lluajit-5.1
@@ -272,7 +276,7 @@ FUZZ_DEPS :=
 # $(1) flavour (lf: libFuzzer, clang; rp: replay, $(CC)), $(2) compiler,
 # $(3) extra compile flags
 define fuzz_flavour
-$(FUZZ_DIR)/$(1)/obj/%.o: %.c | $(DEPS_STAMP)
+$(FUZZ_DIR)/$(1)/obj/%.o: %.c | $(DEPS_STAMP) $(PROTO_H)
 	$$(call say,CC,$$<)
 	$$(Q)mkdir -p $$(@D)
 	$$(Q)$(2) $$(FUZZ_CFLAGS) $$(FUZZ_SAN) $(3) -MMD -MP -c $$< -o $$@
@@ -283,11 +287,11 @@ $(eval $(call fuzz_flavour,rp,$$(CC),))
 
 # $(1) target: its main object in both flavours, the fuzzer and the replay
 define fuzz_target
-$(FUZZ_DIR)/lf/main/$(1).o: $(call fuzz_src,$(1)) | $(DEPS_STAMP)
+$(FUZZ_DIR)/lf/main/$(1).o: $(call fuzz_src,$(1)) | $(DEPS_STAMP) $(PROTO_H)
 	$$(call say,CC,$$@)
 	$$(Q)mkdir -p $$(@D)
 	$$(Q)$$(FUZZ_CC) $$(FUZZ_CFLAGS) $$(FUZZ_SAN) -fsanitize=fuzzer-no-link $$($(1)_DEF) -MMD -MP -c $$< -o $$@
-$(FUZZ_DIR)/rp/main/$(1).o: $(call fuzz_src,$(1)) | $(DEPS_STAMP)
+$(FUZZ_DIR)/rp/main/$(1).o: $(call fuzz_src,$(1)) | $(DEPS_STAMP) $(PROTO_H)
 	$$(call say,CC,$$@)
 	$$(Q)mkdir -p $$(@D)
 	$$(Q)$$(CC) $$(FUZZ_CFLAGS) $$(FUZZ_SAN) $$($(1)_DEF) -MMD -MP -c $$< -o $$@

@@ -114,6 +114,9 @@ size_t lr_v2api_sess_backlog(const struct lr_v2api_sess *s);
 int lr_v2api_sess_idle(const struct lr_v2api_sess *s);
 /* 1 once the client's preface and SETTINGS came. */
 int lr_v2api_sess_ready(const struct lr_v2api_sess *s);
+/* Request bytes held by every session at once (for tests: 0 when none
+ * is open). */
+size_t lr_v2api_held_all(void);
 /* GOAWAY (NO_ERROR): finish what is open, take no more. */
 void lr_v2api_sess_goaway(struct lr_v2api_sess *s);
 /* 1 when nothing is left to read or write. */

@@ -512,6 +512,11 @@ int lr_v2api_sess_ready(const struct lr_v2api_sess *s)
     return s->ready;
 }
 
+size_t lr_v2api_held_all(void)
+{
+    return all_held;
+}
+
 void lr_v2api_sess_goaway(struct lr_v2api_sess *s)
 {
     if (!s->broken)
