@@ -96,7 +96,9 @@ static void open_conns_fn(void *ud, const char *name, int kind, uint64_t value)
  *   NumGoroutine  client connections open over every inbound and worker
  *                 (v2ray's goroutines grow with its connections);
  *   Alloc         bytes malloc has handed out and not had back (mallinfo2:
- *                 uordblks + hblkhd, every arena);
+ *                 uordblks + hblkhd, every arena); when another malloc is
+ *                 in (a preloaded one, a sanitizer's) and mallinfo2 says
+ *                 0, the data segment's size (/proc/self/statm);
  *   Sys           resident memory of the process (/proc/self/statm), what
  *                 it holds from the OS;
  *   NumGC, TotalAlloc, Mallocs, Frees, LiveObjects, PauseTotalNs: 0 (no
@@ -111,15 +113,19 @@ static void env_sys(void *ud, struct lr_v2api_sys *out)
     out->num_goroutine = open > 0 ? (uint32_t)open : 0;
     struct mallinfo2 mi = mallinfo2();
     out->alloc = (uint64_t)mi.uordblks + (uint64_t)mi.hblkhd;
+    /* pages: size resident shared text lib data dt */
     FILE *f = fopen("/proc/self/statm", "r");
-    unsigned long long size = 0, rss = 0;
+    unsigned long long size = 0, rss = 0, shared = 0, text = 0, lib = 0, data = 0;
     if (f) {
-        if (fscanf(f, "%llu %llu", &size, &rss) != 2)
-            rss = 0;
+        if (fscanf(f, "%llu %llu %llu %llu %llu %llu", &size, &rss, &shared, &text, &lib,
+                   &data) != 6)
+            rss = data = 0;
         fclose(f);
     }
-    long page = sysconf(_SC_PAGESIZE);
-    out->sys = rss * (uint64_t)(page > 0 ? page : 4096);
+    uint64_t page = (uint64_t)(sysconf(_SC_PAGESIZE) > 0 ? sysconf(_SC_PAGESIZE) : 4096);
+    out->sys = rss * page;
+    if (!out->alloc)
+        out->alloc = data * page;
 }
 
 /* ------------------------------------------------------------ connections */
