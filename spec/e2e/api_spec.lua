@@ -210,6 +210,33 @@ describe("v2ray API (luaray.api)", function()
     assert.truthy(out:find("code = Unimplemented", 1, true), out)
   end))
 
+  it("300 calls at once on one connection are all answered", h:guard(function()
+    assert.are.equal("OK 300", api.py("many", "300"))
+  end))
+
+  it("with two workers the counters are the sum over both", h:guard(function()
+    local port, aport = E.free_port(), E.free_port()
+    local text, opts = E.luaray_server_script {
+      port = port, users = { { id = ID, email = "wk@e2e" } },
+      extra = ('luaray.workers(2)\nluaray.api { listen = "127.0.0.1:%d" }'):format(aport) }
+    opts.ports[#opts.ports + 1] = { "127.0.0.1", aport }
+    h:luaray("luaray-api-workers", text, opts)
+    local vs = E.free_port()
+    h:v2ray("v2ray-client-workers", E.v2ray_client_config { socks_port = vs, server_port = port, id = ID })
+    local socks_list = {}
+    for i = 1, 8 do
+      socks_list[i] = assert(E.socks5_connect("127.0.0.1", vs, "127.0.0.1", echo.port))
+    end
+    assert(E.transfer_echo_many(socks_list, 32 * KiB))
+    local a, st = api_of(h, aport), nil
+    assert.is_truthy(eventually(function()
+      st = a.query("wk@e2e", false)
+      return (st["user>>>wk@e2e>>>traffic>>>uplink"] or 0) >= 8 * 32 * KiB and
+             (st["user>>>wk@e2e>>>traffic>>>downlink"] or 0) >= 8 * 32 * KiB
+    end), E.json(st or {}))
+    assert.is_true(st["user>>>wk@e2e>>>traffic>>>uplink"] <= 8 * 32 * KiB * 1.1)
+  end))
+
   describe("bad input", function()
     -- after each: the server still answers v2ctl
     local function still_answers()

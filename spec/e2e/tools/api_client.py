@@ -14,6 +14,7 @@ framing), through python3-h2 on a raw socket.
   api_client.py ADDR get NAME [reset]
   api_client.py ADDR query PATTERN [reset]
   api_client.py ADDR sys
+  api_client.py ADDR many N                   N QueryStats at once on one channel
   api_client.py ADDR call PATH HEX            any method, any request bytes
   api_client.py ADDR raw PATH HEX [PAD]       HEX (and PAD zero bytes) is the
                                               whole DATA of the stream (prefix
@@ -222,6 +223,22 @@ def main(argv):
     if cmd == "raw":
         pad = bytes(int(args[2])) if len(args) > 2 else b""
         print(raw(addr, args[0], bytes.fromhex(args[1]) + pad))
+        return 0
+    if cmd == "many":
+        import grpc
+        n, ok = int(args[0]), 0
+        with grpc.insecure_channel(addr) as ch:
+            fn = ch.unary_unary(STATS + "QueryStats", request_serializer=None,
+                                response_deserializer=None)
+            futs = [fn.future(field_bytes(1, "traffic"), timeout=10) for _ in range(n)]
+            for f in futs:
+                try:
+                    if any(num == 1 for num, _, _ in fields(f.result())):
+                        ok += 1
+                except grpc.RpcError as e:
+                    print("ERR %d %s" % (e.code().value[0], e.details()))
+                    return 0
+        print("OK %d" % ok)
         return 0
     if cmd == "add":
         tag, uuid, email = args[0], args[1], args[2]
