@@ -61,6 +61,8 @@ LR_API void lr_conf_free(struct lr_conf *c)
     free(c->metrics_host);
     free(c->metrics_token);
     free(c->metrics_where);
+    free(c->api_host);
+    free(c->api_where);
     for (uint32_t i = 0; i < c->nusers; i++)
         free(c->users[i].email);
     free(c->users);
@@ -140,6 +142,20 @@ LR_API int lr_conf_metrics(struct lr_conf *c, const char *host, uint16_t port,
     c->metrics_where = dup_or_null(where);
     c->metrics_port = port;
     if (!c->metrics_host || (token && !c->metrics_token))
+        return fail(c, "out of memory");
+    return LR_OK;
+}
+
+LR_API int lr_conf_api(struct lr_conf *c, const char *host, uint16_t port, const char *where)
+{
+    if (!host || !port)
+        return fail(c, "api: listen address missing");
+    free(c->api_host);
+    free(c->api_where);
+    c->api_host = strdup(host);
+    c->api_where = dup_or_null(where);
+    c->api_port = port;
+    if (!c->api_host || (where && !c->api_where))
         return fail(c, "out of memory");
     return LR_OK;
 }

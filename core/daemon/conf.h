@@ -55,6 +55,9 @@ struct lr_conf {
     /* luaray.metrics: host NULL when not configured */
     char *metrics_host, *metrics_token, *metrics_where;
     uint16_t metrics_port;
+    /* luaray.api: host NULL when not configured */
+    char *api_host, *api_where;
+    uint16_t api_port;
 };
 
 struct lr_conf_policy {

@@ -27,6 +27,7 @@
 #include "daemon/conf.h"
 #include "daemon/live.h"
 #include "daemon/metrics.h"
+#include "daemon/v2api.h"
 #include "daemon/daemon_api.h"
 #include "net/conn.h"
 #include "route/route.h"
@@ -864,6 +865,32 @@ static void metrics_reload(struct lr_daemon *d, struct lr_conf *c)
     d->metrics = m;
 }
 
+/* A reload's luaray.api (main thread), as metrics_reload: the same
+ * address keeps its listener and connections; another one opens first, so
+ * a failure keeps the old one serving; none closes it. */
+static void api_reload(struct lr_daemon *d, struct lr_conf *c)
+{
+    char why[300];
+    if (!c->api_host) {
+        if (d->api)
+            lr_info("api: no longer served");
+        lr_v2api_stop(d->api);
+        d->api = NULL;
+        return;
+    }
+    if (lr_v2api_listens_on(d->api, c->api_host, c->api_port))
+        return;
+    struct lr_v2api *a = lr_v2api_start(d->rt.net.loop, d, c->api_host, c->api_port, why,
+                                        sizeof(why));
+    if (!a) {
+        lr_error("reload: %s: %s; %s", c->api_where ? c->api_where : "api", why,
+                 d->api ? "the old API listener stays" : "no API served");
+        return;
+    }
+    lr_v2api_stop(d->api);
+    d->api = a;
+}
+
 /* Installs a built generation with its script: logging, listeners,
  * policies (on the loop, or before it runs). */
 static void gen_commit(struct lr_daemon *d, struct lr_conf *c, struct lr_gen *g,
@@ -909,6 +936,20 @@ int lr_daemon_commit(struct lr_daemon *d, struct lr_conf *c,
                 fclose(access);
             lr_gen_free(g);
             return errf(err, errlen, c->metrics_where, "%s", why);
+        }
+    }
+    if (!dry_run && d->rt.worker == 0 && !d->rt.gen && c->api_host) {
+        /* the same for the API's address */
+        char why[300];
+        d->api = lr_v2api_start(d->rt.net.loop, d, c->api_host, c->api_port, why,
+                                sizeof(why));
+        if (!d->api) {
+            lr_metrics_stop(d->metrics);
+            d->metrics = NULL;
+            if (access && access != stderr)
+                fclose(access);
+            lr_gen_free(g);
+            return errf(err, errlen, c->api_where, "%s", why);
         }
     }
     if (dry_run) {
@@ -1046,8 +1087,10 @@ static void built_cb(struct ev_loop *loop, ev_async *aw, int revents)
         lr_error("%sreload failed, keeping generation %llu: %s", w,
                  (unsigned long long)d->rt.gen->id, b->err);
     } else {
-        if (d->rt.worker == 0)
+        if (d->rt.worker == 0) {
             metrics_reload(d, b->c);
+            api_reload(d, b->c);
+        }
         struct lr_gen *g = b->g;
         b->g = NULL;
         if ((uint32_t)b->c->workers != d->conf_workers && d->rt.worker == 0)
@@ -1166,6 +1209,8 @@ static void loop_finish(struct lr_daemon *d)
     lr_loop_close_lingering(&d->rt.net);
     lr_metrics_stop(d->metrics);
     d->metrics = NULL;
+    lr_v2api_stop(d->api);
+    d->api = NULL;
     if (d->rt.worker == 0)
         lr_live_set_main(NULL);
     lr_dns_shutdown();

@@ -103,6 +103,10 @@ local function apply(cfg, conf)
     local m = cfg.metrics
     check(C.lr_conf_metrics(conf, m.host, m.port, m.token, m.where), m.where)
   end
+  if cfg.api then
+    local a = cfg.api
+    check(C.lr_conf_api(conf, a.host, a.port, a.where), a.where)
+  end
   for _, u in ipairs(cfg.users) do
     check(C.lr_conf_user(conf, u.id, u.email, u.alter_id or 0, u.level or 0), u.where)
   end

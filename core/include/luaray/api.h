@@ -511,6 +511,11 @@ LR_API int lr_conf_workers(struct lr_conf *c, int n);
 LR_API int lr_conf_metrics(struct lr_conf *c, const char *host, uint16_t port,
                            const char *token, const char *where);
 
+/* luaray.api: v2ray 4.34's gRPC API (StatsService, HandlerService) on
+ * host:port; where: its "file:line" for errors. */
+LR_API int lr_conf_api(struct lr_conf *c, const char *host, uint16_t port,
+                       const char *where);
+
 LR_API int lr_conf_user(struct lr_conf *c, const char *uuid,
                         const char *email, uint32_t alter_id, uint32_t level);
 
