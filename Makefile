@@ -275,7 +275,7 @@ FUZZ_TARGETS := fuzz_req_aead_1user fuzz_req_legacy_1user fuzz_req_1000users \
                 fuzz_resp fuzz_body fuzz_socks_addr fuzz_socks fuzz_http \
                 fuzz_sniff fuzz_vmess_link fuzz_mux fuzz_proxyproto fuzz_tls \
                 fuzz_ws_frames fuzz_http_upgrade \
-                fuzz_gun fuzz_h2s fuzz_gunc fuzz_h2c
+                fuzz_gun fuzz_h2s fuzz_gunc fuzz_h2c fuzz_http_resp
 # the codec alone (no libev, no Lua); the inbound targets add socks.c,
 # http.c and sock.c with net/conn.c replaced by spec/fuzz/targets/fuzz_conn.c
 FUZZ_CODEC := $(sort $(wildcard core/base/*.c core/crypto/*.c core/vmess/*.c)) core/api.c
@@ -310,6 +310,8 @@ fuzz_gunc_EXTRA := core/stream/grpc.c
 fuzz_gunc_LIBS := -lnghttp2
 fuzz_h2c_EXTRA := core/stream/grpc.c
 fuzz_h2c_LIBS := -lnghttp2
+# the response parser of luaray.http.request (net/http_resp.c, pure)
+fuzz_http_resp_EXTRA := core/net/http_resp.c
 # link.lua under LuaJIT (no codec needed, linked anyway for one link rule)
 fuzz_vmess_link_DEF = -DFZ_LINK_LUA='"$(CURDIR)/lua/luaray/link.lua"'
 fuzz_vmess_link_LIBS := -lluajit-5.1
