@@ -27,7 +27,7 @@ LIB_SRCS := $(sort $(foreach d,$(LIB_DIRS),$(wildcard core/$(d)/*.c))) core/api.
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 # the executable adds the CLI, the Lua bridge and the embedded Lua modules
 EMBED_LUA := luaray.config=lua/luaray/config.lua luaray.link=lua/luaray/link.lua \
-             luaray.control=lua/luaray/control.lua \
+             luaray.control=lua/luaray/control.lua luaray.json=lua/luaray/json.lua \
              luaray.daemon=lua/luaray/daemon.lua luaray.cdef=$(BUILD)/lua/luaray/cdef.lua
 EMBED_SRC := $(BUILD)/gen/embedded_lua.c
 MAIN_OBJS := $(BUILD)/obj/core/main.o $(BUILD)/obj/core/script/bridge.o \

@@ -429,12 +429,20 @@ end
 local http = setmetatable({}, { __index = { request = control.request },
                                 __newindex = function() error("luaray.http is read-only", 2) end })
 
+-- luaray.log_line(level, text): a line in the daemon's log (level "debug",
+-- "info", "warn" or "error"), from a hook or a control coroutine.
+local function log_line(level, text)
+  local l = LEVELS[level]
+  if not l then error("luaray.log_line: level must be debug, info, warn or error", 2) end
+  C.lr_ctl_log(l, tostring(text))
+end
+
 -- The run-time fields of `luaray` (opts.luaray of config.load).
 local function run_time_words()
   return { shared = shared, policy = policy, usage = usage, reset_usage = reset,
-           stats = stats, users = users, online = online,
+           stats = stats, users = users, online = online, log_line = log_line,
            every = control.every, spawn = control.spawn, sleep = control.sleep,
-           http = http, now = control.now }
+           http = http, now = control.now, json = require "luaray.json" }
 end
 
 -- Called by core/script/bridge.c with a struct lr_ctl_event *.
