@@ -105,6 +105,11 @@ luaray.spawn(function() print("OBS\tspawned\tonce") end)
 luaray.on("accept", function(ctx)
   print(("OBS\tseen\t%s\t%s"):format(tostring(luaray.shared.get("ticks")),
                                      tostring(luaray.shared.get("failures"))))
+  local ok, err = pcall(luaray.spawn, function()
+    luaray.sleep(0.05)
+    print(("OBS\thookspawn\t%d"):format(luaray.shared.incr("hook-spawns")))
+  end)
+  print(("OBS\tspawncall\t%s\t%s"):format(tostring(ok), tostring(err)))
 end)
 ]], { ports = { port } })
     end))
@@ -123,6 +128,27 @@ end)
       local seen = wait_obs(srv, "seen", seen_before + 1)
       assert.is_true(tonumber(seen[#seen][2]) >= 10, "the hook read " .. seen[#seen][2])
       assert.equal(1, #E.observations(E.read_file(srv.out), "spawned"))
+    end))
+
+    it("spawn from a hook: runs on the main thread, an error on the other worker", h:guard(function()
+      local before = #E.observations(E.read_file(srv.out), "spawncall")
+      for _ = 1, 24 do assert.is_true(echo_via(port, 256)) end
+      local calls = wait_obs(srv, "spawncall", before + 24)
+      local ok, refused = 0, 0
+      for i = before + 1, #calls do
+        local f = calls[i]
+        if f[2] == "true" then
+          ok = ok + 1
+        else
+          refused = refused + 1
+          assert.truthy(f[3]:find("control coroutines run on the main thread only", 1, true), f[3])
+        end
+      end
+      -- SO_REUSEPORT spreads 24 connections over both workers
+      assert.is_true(ok > 0 and refused > 0, ("%d spawned, %d refused"):format(ok, refused))
+      local spawned_before = 0
+      for i = 1, before do if calls[i][2] == "true" then spawned_before = spawned_before + 1 end end
+      wait_obs(srv, "hookspawn", spawned_before + ok)
     end))
 
     it("a failing timer is logged with file:line and keeps its schedule", h:guard(function()
