@@ -13,7 +13,9 @@
 --     refused connection, a body over max_body; HTTPS against openssl
 --     s_server with a test PKI (ca =, no ca: refused, insecure = true);
 --     called from a hook (outside a control coroutine): a clear error;
---   * SIGHUP: the old config's timers stop, the new one's start.
+--   * a rebuild that luaray.users.add causes keeps the control state (the
+--     timer that added the user counts on); SIGHUP: the old config's timers
+--     stop, the new one's start.
 --
 -- Waits are bounded by counts of events with generous deadlines, never by
 -- tight timing: the machine may be loaded (2 cores, specs in parallel).
@@ -339,6 +341,33 @@ end)
       assert.equal("error", o["no-ca"][3])
       assert.truthy(o["no-ca"][4]:find("certificate verify failed", 1, true), o["no-ca"][4])
       assert.same({ "200", "hello over TLS" }, { o.insecure[3], o.insecure[4] })
+      h:stop_luaray(srv)
+    end))
+  end)
+
+  -------------------------------------------------------------------------
+  describe("a rebuild for luaray.users", function()
+    it("keeps the control state: the timer that added a user goes on", h:guard(function()
+      local port, vport = E.free_port(), E.free_port()
+      local srv = h:luaray_obs("users", head(port) .. ([[
+luaray.user { id = %q, email = "first@e2e" }
+luaray.inbound "vmess-in" { type = "vmess", listen = "127.0.0.1:%d" }
+local n = 0
+luaray.every(0.2, function()
+  n = n + 1
+  if n == 3 then
+    print(("OBS\tadd\t%%s"):format(tostring(luaray.users.add { id = %q, email = "added@e2e" })))
+  end
+  print(("OBS\tn\t%%d"):format(n))
+end)
+]]):format(E.uuid(), vport, E.uuid()), { ports = { port, vport } })
+      wait_obs(srv, "add", 1)
+      assert(E.wait_log(srv, "reload: generation 2 serving", 1, 30))
+      local after = #E.observations(E.read_file(srv.out), "n")
+      local list = wait_obs(srv, "n", after + 5)
+      for i, f in ipairs(list) do
+        assert.equal(tostring(i), f[2], "the timer's own count restarted at tick " .. i)
+      end
       h:stop_luaray(srv)
     end))
   end)
