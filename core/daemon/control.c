@@ -30,6 +30,9 @@
 #include "script/bridge.h"
 
 #define HTTP_MAX 64
+/* timers, sleeps and requests pending at once (all hosts): a runaway
+ * spawn loop meets this rather than the memory of the process */
+#define OBJ_MAX 16384
 #define BODY_LIMIT (64.0 * 1024 * 1024)
 
 enum { OBJ_TIMER = 1, OBJ_HTTP = 2 };
@@ -59,6 +62,7 @@ static struct {
     int on;
     struct host *hosts;
     struct obj *objs;
+    uint32_t nobjs;
     uint32_t next_host;
     uint32_t nhttp;
     ev_timer kick;
@@ -115,7 +119,32 @@ static void obj_free(struct obj *o)
         ctl.nhttp--;
     }
     free(o);
+    ctl.nobjs--;
     kick_soon();
+}
+
+static struct obj *obj_find(const struct host *h, uint32_t id);
+
+/* A new object of host h (not linked yet; one with the same id is freed
+ * first), or NULL with err set. */
+static struct obj *obj_new(struct host *h, uint32_t id, int kind, char *err, size_t errlen)
+{
+    struct obj *o = obj_find(h, id);
+    if (o)
+        obj_free(o);
+    if (ctl.nobjs >= OBJ_MAX) {
+        snprintf(err, errlen, "too many timers, sleeps and requests pending (%d at most)", OBJ_MAX);
+        return NULL;
+    }
+    if (!(o = calloc(1, sizeof(*o)))) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    o->h = h;
+    o->id = id;
+    o->kind = kind;
+    ctl.nobjs++;
+    return o;
 }
 
 static struct obj *obj_find(const struct host *h, uint32_t id)
@@ -317,16 +346,9 @@ LR_API int lr_ctl_timer(uint32_t host, uint32_t id, double after, double every, 
         snprintf(err, errlen, "timer: seconds out of range");
         return -1;
     }
-    struct obj *o = obj_find(h, id);
-    if (o)
-        obj_free(o);
-    if (!(o = calloc(1, sizeof(*o)))) {
-        snprintf(err, errlen, "out of memory");
+    struct obj *o = obj_new(h, id, OBJ_TIMER, err, errlen);
+    if (!o)
         return -1;
-    }
-    o->h = h;
-    o->id = id;
-    o->kind = OBJ_TIMER;
     ev_timer_init(&o->t, obj_timer_cb, after, every);
     ev_timer_start(ctl.loop, &o->t);
     o->next = ctl.objs;
@@ -379,16 +401,9 @@ LR_API int lr_ctl_http_start(uint32_t host, uint32_t id, const struct lr_ctl_htt
         snprintf(err, errlen, "max_body: 0..%.0f bytes", BODY_LIMIT);
         return -1;
     }
-    struct obj *o = obj_find(h, id);
-    if (o)
-        obj_free(o);
-    if (!(o = calloc(1, sizeof(*o)))) {
-        snprintf(err, errlen, "out of memory");
+    struct obj *o = obj_new(h, id, OBJ_HTTP, err, errlen);
+    if (!o)
         return -1;
-    }
-    o->h = h;
-    o->id = id;
-    o->kind = OBJ_HTTP;
     ev_init(&o->t, obj_timer_cb); /* unused, stopped by obj_free */
     struct lr_httpc_opts ho = {
         .method = r->method, .url = r->url, .headers = r->headers,
@@ -398,6 +413,7 @@ LR_API int lr_ctl_http_start(uint32_t host, uint32_t id, const struct lr_ctl_htt
     };
     if (!(o->req = lr_httpc_start(ctl.loop, &ho, http_done, o, err, errlen))) {
         free(o);
+        ctl.nobjs--;
         return -1;
     }
     ctl.nhttp++;

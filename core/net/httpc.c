@@ -521,7 +521,10 @@ static void do_read(struct lr_httpc *h)
             return;
         }
     }
-    /* plenty read this round: the loop comes back (the socket stays readable) */
+    /* plenty read this round: the loop comes back (the socket stays
+     * readable; bytes OpenSSL holds already are handed in as an event) */
+    if (h->ssl && SSL_pending(h->ssl) > 0)
+        ev_feed_event(h->loop, &h->io, EV_READ);
 }
 
 static void do_write(struct lr_httpc *h)
@@ -693,6 +696,9 @@ struct lr_httpc *lr_httpc_start(struct ev_loop *loop, const struct lr_httpc_opts
         goto fail;
     if (h->tls && !(h->ctx = ctx_get(o->insecure, o->ca, err, errlen)))
         goto fail;
+    /* the deadline counts from now, not from the start of this loop turn
+     * (a control coroutine may have run for a while in it) */
+    ev_now_update(loop);
     ev_timer_init(&h->timer, timer_cb, h->timeout, 0.);
     ev_timer_start(loop, &h->timer);
     ev_init(&h->io, io_cb);
