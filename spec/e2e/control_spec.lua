@@ -10,9 +10,12 @@
 --   * luaray.http.request against tools/http_server.lua: GET (Content-Length
 --     and chunked bodies, compared by checksum), POST with a body, the
 --     request head as sent, a server that never answers (the timeout), a
---     refused connection, a body over max_body; HTTPS against openssl
+--     refused connection, a body over max_body, 70 at once (64 go, 6 are
+--     told "too many requests in flight"); HTTPS against openssl
 --     s_server with a test PKI (ca =, no ca: refused, insecure = true);
 --     called from a hook (outside a control coroutine): a clear error;
+--     luaray.spawn from a hook: run on the main thread, an error on the
+--     other worker;
 --   * a rebuild that luaray.users.add causes keeps the control state (the
 --     timer that added the user counts on); SIGHUP: the old config's timers
 --     stop, the new one's start.
@@ -306,6 +309,37 @@ end)
       assert.equal("false", hook[1][2])
       assert.truthy(hook[1][3]:find("luaray.http.request works only inside luaray.every / luaray.spawn functions",
                                     1, true), hook[1][3])
+    end))
+  end)
+
+  -------------------------------------------------------------------------
+  describe("requests in flight", function()
+    it("at most 64 at once: the next ones get nil and the reason", h:guard(function()
+      -- a listener that never accepts: connects complete in its backlog and
+      -- the requests wait for their timeout
+      local socket = require "socket"
+      local l = assert(socket.tcp4())
+      assert(l:bind("127.0.0.1", 0))
+      assert(l:listen(256))
+      local _, lport = l:getsockname()
+      local port = E.free_port()
+      local srv = h:luaray_obs("inflight", head(port) .. ([[
+for i = 1, 70 do
+  luaray.spawn(function()
+    local r, e = luaray.http.request { url = "http://127.0.0.1:%d/", timeout = 3 }
+    print(("OBS\tflight\t%%d\t%%s"):format(i, tostring(e)))
+  end)
+end
+]]):format(tonumber(lport)), { ports = { port } })
+      local list = wait_obs(srv, "flight", 70, 40)
+      local busy, timeouts = 0, 0
+      for _, f in ipairs(list) do
+        if f[3]:find("too many requests in flight (64 at most)", 1, true) then busy = busy + 1
+        elseif f[3]:find("^timeout after 3 s") then timeouts = timeouts + 1 end
+      end
+      assert.same({ 6, 64 }, { busy, timeouts })
+      l:close()
+      h:stop_luaray(srv)
     end))
   end)
 
