@@ -91,12 +91,21 @@ local function finish(task)
   if task.timer then task.timer.task = nil end
 end
 
+-- An error object that is not a string becomes text inside the budget (its
+-- __tostring may loop too).
+local function to_text(v)
+  local ok, s = pcall(tostring, v)
+  if ok and type(s) == "string" then return s end
+  return "(error object is a " .. type(v) .. " value)"
+end
+
 -- Resumes a task with the values given; logs its failure.  A run cut short
 -- in C (its budget) unwinds past this function: LR_CTL_ABORT tidies up.
 local function run(task, ...)
   current = task
   ctl_begin()
   local ok, err = co_resume(task.co, ...)
+  if not ok and type(err) ~= "string" then err = to_text(err) end
   ctl_end()
   current = nil
   if not ok then
