@@ -36,6 +36,7 @@ LIB_SRCS := $(sort $(foreach d,$(LIB_DIRS),$(wildcard core/$(d)/*.c))) core/api.
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o) $(PROTO_OBJS)
 # the executable adds the CLI, the Lua bridge and the embedded Lua modules
 EMBED_LUA := luaray.config=lua/luaray/config.lua luaray.link=lua/luaray/link.lua \
+             luaray.control=lua/luaray/control.lua luaray.json=lua/luaray/json.lua \
              luaray.daemon=lua/luaray/daemon.lua luaray.cdef=$(BUILD)/lua/luaray/cdef.lua
 EMBED_SRC := $(BUILD)/gen/embedded_lua.c
 MAIN_OBJS := $(BUILD)/obj/core/main.o $(BUILD)/obj/core/script/bridge.o \
@@ -296,7 +297,8 @@ FUZZ_TARGETS := fuzz_req_aead_1user fuzz_req_legacy_1user fuzz_req_1000users \
                 fuzz_resp fuzz_body fuzz_socks_addr fuzz_socks fuzz_http \
                 fuzz_sniff fuzz_vmess_link fuzz_mux fuzz_proxyproto fuzz_tls \
                 fuzz_ws_frames fuzz_http_upgrade \
-                fuzz_gun fuzz_h2s fuzz_gunc fuzz_h2c fuzz_metrics_http fuzz_v2api
+                fuzz_gun fuzz_h2s fuzz_gunc fuzz_h2c fuzz_metrics_http fuzz_v2api \
+                fuzz_http_resp
 # the codec alone (no libev, no Lua); the inbound targets add socks.c,
 # http.c and sock.c with net/conn.c replaced by spec/fuzz/targets/fuzz_conn.c
 FUZZ_CODEC := $(sort $(wildcard core/base/*.c core/crypto/*.c core/vmess/*.c)) core/api.c
@@ -337,6 +339,8 @@ fuzz_h2c_LIBS := -lnghttp2
 # (protoc-c's code) and the services, with the daemon's side faked
 fuzz_v2api_EXTRA := core/daemon/v2api_svc.c core/daemon/v2api_h2.c $(PROTO_C)
 fuzz_v2api_LIBS := -lnghttp2 -lprotobuf-c
+# the response parser of luaray.http.request (net/http_resp.c, pure)
+fuzz_http_resp_EXTRA := core/net/http_resp.c
 # link.lua under LuaJIT (no codec needed, linked anyway for one link rule)
 fuzz_vmess_link_DEF = -DFZ_LINK_LUA='"$(CURDIR)/lua/luaray/link.lua"'
 fuzz_vmess_link_LIBS := -lluajit-5.1

@@ -25,6 +25,7 @@
 #include "base/log.h"
 #include "base/stats.h"
 #include "daemon/conf.h"
+#include "daemon/control.h"
 #include "daemon/live.h"
 #include "daemon/metrics.h"
 #include "daemon/v2api.h"
@@ -371,6 +372,7 @@ static void reap(struct lr_gen *g)
  * the daemon let go) is freed by the reaper thread. */
 static void gen_release(struct lr_gen *g)
 {
+    lr_ctl_forget(g);
     if (g->rt && g != g->rt->gen) {
         g->rt->old_gens--;
         lr_info("generation %llu released", (unsigned long long)g->id);
@@ -892,9 +894,11 @@ static void api_reload(struct lr_daemon *d, struct lr_conf *c)
 }
 
 /* Installs a built generation with its script: logging, listeners,
- * policies (on the loop, or before it runs). */
+ * policies (on the loop, or before it runs); on the main thread, the
+ * control plane (config_load: the start or a SIGHUP, whose generation
+ * runs the timers; see daemon/control.h). */
 static void gen_commit(struct lr_daemon *d, struct lr_conf *c, struct lr_gen *g,
-                       struct lr_script *script, FILE *access)
+                       struct lr_script *script, FILE *access, int config_load)
 {
     g->script = script;
     g->hooks = script ? lr_scripts->hooks(script) : 0;
@@ -905,6 +909,8 @@ static void gen_commit(struct lr_daemon *d, struct lr_conf *c, struct lr_gen *g,
     lr_live_installed(d, c);
     for (uint32_t i = 0; i < c->npolicies; i++)
         lr_policy_set(c->policies[i].email, &c->policies[i].p);
+    if (d->rt.worker == 0)
+        lr_ctl_installed(d->rt.net.loop, g, config_load);
 }
 
 int lr_daemon_commit(struct lr_daemon *d, struct lr_conf *c,
@@ -959,7 +965,7 @@ int lr_daemon_commit(struct lr_daemon *d, struct lr_conf *c,
         lr_gen_free(g);
         return 0;
     }
-    gen_commit(d, c, g, script, access);
+    gen_commit(d, c, g, script, access, 1);
     return 0;
 }
 
@@ -980,6 +986,7 @@ struct lr_build {
     struct lr_script *s;
     struct lr_gen *g;
     FILE *access;                /* the access log it names, opened */
+    int hup;                     /* a SIGHUP asked for it (not only live users) */
     int rc;
     char err[1024];
 };
@@ -1045,6 +1052,7 @@ static void reload_start(struct lr_daemon *d)
     }
     b->d = d;
     b->old = d->rt.gen;
+    b->hup = d->hup_pending;
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, &old);
@@ -1056,6 +1064,7 @@ static void reload_start(struct lr_daemon *d)
         free(b);
         return;
     }
+    d->hup_pending = 0;
     d->build = b;
 }
 
@@ -1096,7 +1105,7 @@ static void built_cb(struct ev_loop *loop, ev_async *aw, int revents)
         if ((uint32_t)b->c->workers != d->conf_workers && d->rt.worker == 0)
             lr_warn("reload: workers %d in the config; %u keep running until a restart",
                     b->c->workers, d->conf_workers);
-        gen_commit(d, b->c, g, b->s, b->access);
+        gen_commit(d, b->c, g, b->s, b->access, b->hup);
         b->s = NULL; /* the generation owns it */
         b->access = NULL; /* the log's now */
         lr_info("%sreload: generation %llu serving; %u connections on older generations",
@@ -1115,7 +1124,9 @@ static void built_cb(struct ev_loop *loop, ev_async *aw, int revents)
 
 static void hup_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
-    reload_start(w->data);
+    struct lr_daemon *d = w->data;
+    d->hup_pending = 1; /* the build that takes it moves the control plane */
+    reload_start(d);
 }
 
 /* Live users changed (live.c): the next generation takes them in. */
@@ -1211,8 +1222,10 @@ static void loop_finish(struct lr_daemon *d)
     d->metrics = NULL;
     lr_v2api_stop(d->api);
     d->api = NULL;
-    if (d->rt.worker == 0)
+    if (d->rt.worker == 0) {
         lr_live_set_main(NULL);
+        lr_ctl_shutdown();
+    }
     lr_dns_shutdown();
 }
 

@@ -48,6 +48,7 @@ struct lr_daemon {
     struct lr_build *build;  /* the reload being built, or NULL */
     ev_async built_w;
     int reload_again;        /* another SIGHUP came meanwhile */
+    int hup_pending;         /* main: a SIGHUP no build has taken yet */
     struct lr_metrics *metrics;   /* main: luaray.metrics, or NULL */
     ev_async live_w;              /* main: live users changed: rebuild */
     struct lr_v2api *api;         /* main: luaray.api, or NULL */
