@@ -1122,6 +1122,12 @@ local function error_text(S, e)
       break
     end
   end
+  -- A runtime error inside the DSL's own machinery (the environment's
+  -- __index, say, when the user's code recursed until the stack ran out)
+  -- carries a position in luaray's module: the error is the user's, and
+  -- the config frame below names where.
+  local own = e:match("^([^:]*lua/luaray/[%w_]+%.lua:%d+: )")
+  if own then e = e:sub(#own + 1) end
   if not has_position(S, e) then
     local w = config_frame(S)
     e = (w or (S.main and S.main.display .. ":1") or "?") .. ": " .. e
