@@ -10,6 +10,9 @@
 
 #include "daemon/conf.h"
 #include "daemon/live.h"
+#include "route/cidr_set.h"
+#include "route/domain_set.h"
+#include "route/geodata.h"
 #include "route/route.h"
 
 static int fail(struct lr_conf *c, const char *fmt, ...)
@@ -619,6 +622,24 @@ static int add_mask(struct lr_conf *c, uint8_t *set, uint32_t mask,
     return LR_OK;
 }
 
+/* A domain string into the rule's compiled set (core/route/domain_set.c). */
+static int route_domain(struct lr_conf *c, struct lr_rule *r, uint32_t kind, const char *value)
+{
+    static const int type[] = { [LR_ROUTE_DOMAIN] = LR_DOM_FULL,
+                                [LR_ROUTE_DOMAIN_SUFFIX] = LR_DOM_DOMAIN,
+                                [LR_ROUTE_DOMAIN_KEYWORD] = LR_DOM_PLAIN,
+                                [LR_ROUTE_DOMAIN_REGEX] = LR_DOM_REGEX };
+    char why[320];
+    if (!r->dset && !(r->dset = lr_dset_new()))
+        return LR_ENOMEM;
+    const char *v = value;
+    if (kind == LR_ROUTE_DOMAIN_SUFFIX && v[0] == '.' && v[1])
+        v++;                     /* ".a.com": a.com and below, as "a.com" */
+    if (lr_dset_add(r->dset, type[kind], v, strlen(v), why, sizeof(why)) != 0)
+        return fail(c, "%s", why);
+    return LR_OK;
+}
+
 LR_API int lr_conf_route_string(struct lr_conf *c, uint32_t kind,
                                 const char *value)
 {
@@ -629,11 +650,10 @@ LR_API int lr_conf_route_string(struct lr_conf *c, uint32_t kind,
         return fail(c, "route filter %u without a value", kind);
     switch (kind) {
     case LR_ROUTE_DOMAIN:
-        return push_str(&r->domain, &r->ndomain, value);
     case LR_ROUTE_DOMAIN_SUFFIX:
-        return push_str(&r->suffix, &r->nsuffix, value);
     case LR_ROUTE_DOMAIN_KEYWORD:
-        return push_str(&r->keyword, &r->nkeyword, value);
+    case LR_ROUTE_DOMAIN_REGEX:
+        return route_domain(c, r, kind, value);
     case LR_ROUTE_USER:
         return push_str(&r->user, &r->nuser, value);
     case LR_ROUTE_INBOUND:
@@ -654,13 +674,67 @@ LR_API int lr_conf_route_cidr(struct lr_conf *c, const uint8_t *ip,
     if (bits > len * 8)
         return fail(c, "bad CIDR: /%u is longer than an IPv%c address", bits,
                     len == 4 ? '4' : '6');
-    if (!GROW(r->cidr, r->ncidr))
+    if (!r->cset && !(r->cset = lr_cset_new()))
         return LR_ENOMEM;
-    struct lr_cidr *cd = &r->cidr[r->ncidr++];
-    memcpy(cd->ip, ip, len);
-    cd->len = (uint8_t)len;
-    cd->bits = (uint8_t)bits;
+    if (lr_cset_add(r->cset, ip, len, bits) != 0)
+        return LR_ENOMEM;
     return LR_OK;
+}
+
+LR_API int lr_conf_route_source(struct lr_conf *c, const uint8_t *ip,
+                                uint32_t len, uint32_t bits)
+{
+    struct lr_rule *r = last_rule(c);
+    if (!r)
+        return LR_EINVAL;
+    if (!ip || (len != 4 && len != 16))
+        return fail(c, "bad source CIDR: the address must be 4 or 16 bytes (got %u)", len);
+    if (bits > len * 8)
+        return fail(c, "bad source CIDR: /%u is longer than an IPv%c address", bits,
+                    len == 4 ? '4' : '6');
+    if (!r->src && !(r->src = lr_cset_new()))
+        return LR_ENOMEM;
+    if (lr_cset_add(r->src, ip, len, bits) != 0)
+        return LR_ENOMEM;
+    return LR_OK;
+}
+
+/* Appends a shared routing data entry to a rule's list. */
+static int push_geo(struct lr_geo ***v, uint32_t *n, struct lr_geo *g)
+{
+    struct lr_geo **nv = realloc(*v, sizeof(*nv) * (*n + 1));
+    if (!nv) {
+        lr_geo_unref(g);
+        return LR_ENOMEM;
+    }
+    *v = nv;
+    nv[(*n)++] = g;
+    return LR_OK;
+}
+
+LR_API int lr_conf_route_geosite(struct lr_conf *c, const char *path, const char *list)
+{
+    struct lr_rule *r = last_rule(c);
+    if (!r)
+        return LR_EINVAL;
+    char why[512];
+    struct lr_geo *g = lr_geo_site(path, list, why, sizeof(why));
+    if (!g)
+        return fail(c, "geosite '%s': %s", list ? list : "", why);
+    return push_geo(&r->site, &r->nsite, g);
+}
+
+LR_API int lr_conf_route_geoip(struct lr_conf *c, const char *path, const char *code,
+                               uint32_t reverse)
+{
+    struct lr_rule *r = last_rule(c);
+    if (!r)
+        return LR_EINVAL;
+    char why[512];
+    struct lr_geo *g = lr_geo_ip(path, code, reverse != 0, why, sizeof(why));
+    if (!g)
+        return fail(c, "geoip '%s': %s", code ? code : "", why);
+    return push_geo(&r->gip, &r->ngip, g);
 }
 
 LR_API int lr_conf_route_ports(struct lr_conf *c, uint32_t lo, uint32_t hi)
@@ -735,8 +809,14 @@ LR_API int32_t lr_conf_route_pick(struct lr_conf *c, const struct lr_route_query
         fail(c, "out of memory");
         return -1;
     }
-    for (uint32_t i = 0; i < c->nrules; i++)
+    for (uint32_t i = 0; i < c->nrules; i++) {
+        if (lr_rule_finish(&c->rules[i].r) != 0) {
+            free(rules);
+            fail(c, "out of memory");
+            return -1;
+        }
         rules[i] = c->rules[i].r;
+    }
     int sn = 0;
     int32_t ob = lr_route_pick(rules, c->nrules, def, q, &sn);
     free(rules);

@@ -426,6 +426,8 @@ static int gen_validate(struct lr_conf *c, int *def, char *err, size_t errlen)
         r->r.to = find_ob(c, r->to);
         if (r->r.to < 0)
             return errf(err, errlen, r->where, "route to unknown outbound '%s'", r->to);
+        if (lr_rule_finish(&r->r) != 0)
+            return errf(err, errlen, r->where, "out of memory building the route's tables");
     }
     return 0;
 }

@@ -358,6 +358,14 @@ void lr_dispatch(struct lr_conn *c)
             .inbound = c->ib->tag, .sniff_proto = c->dst.sniff_proto,
             .sniff_host = c->dst.sniff_host,
         };
+        /* the client's address, for `source` rules */
+        if (c->src.ss.ss_family == AF_INET) {
+            q.src_ip = (const uint8_t *)&((const struct sockaddr_in *)&c->src.ss)->sin_addr;
+            q.src_len = 4;
+        } else if (c->src.ss.ss_family == AF_INET6) {
+            q.src_ip = (const uint8_t *)&((const struct sockaddr_in6 *)&c->src.ss)->sin6_addr;
+            q.src_len = 16;
+        }
         ob = lr_route_pick(c->gen->rules, c->gen->nrules, c->gen->default_ob, &q,
                            &to_sniffed);
         if (to_sniffed) {

@@ -1,8 +1,11 @@
 /*
- * Rule matching.  A linear scan with cheap tests; issue "Lua layer" brings
- * the compiled tries and CIDR tables.  Domain comparisons are
- * case-insensitive; a suffix "example.com" matches the name itself and its
- * subdomains, not "badexample.com".
+ * Rule matching.  Rules are tried in order; within a rule each filter is a
+ * compiled set (domain_set.c: hashed names and label suffixes,
+ * Aho-Corasick keywords, PCRE2 regexps; cidr_set.c: sorted ranges;
+ * geodata.c: shared geosite/geoip entries), so a rule with 100,000 names
+ * costs a few hash lookups.  Domain comparisons are case-insensitive; a
+ * suffix "example.com" matches the name itself and its subdomains, not
+ * "badexample.com".
  *
  * A domain filter matches the name the client asked for or the name it
  * sent in its TLS SNI / HTTP Host (sniffed).  A rule that matched only
@@ -14,48 +17,31 @@
 #include <string.h>
 #include <strings.h>
 
+#include "route/cidr_set.h"
+#include "route/domain_set.h"
+#include "route/geodata.h"
 #include "route/route.h"
-
-static int suffix_match(const char *host, size_t hl, const char *suf)
-{
-    size_t sl = strlen(suf);
-    if (sl == 0)
-        return 0;
-    if (suf[0] == '.')
-        return hl >= sl && strcasecmp(host + hl - sl, suf) == 0;
-    if (hl == sl)
-        return strcasecmp(host, suf) == 0;
-    return hl > sl && host[hl - sl - 1] == '.' &&
-           strcasecmp(host + hl - sl, suf) == 0;
-}
 
 static int domain_group(const struct lr_rule *r, const char *host)
 {
-    size_t hl = strlen(host);
-    for (uint32_t i = 0; i < r->ndomain; i++)
-        if (strcasecmp(host, r->domain[i]) == 0)
-            return 1;
-    for (uint32_t i = 0; i < r->nsuffix; i++)
-        if (suffix_match(host, hl, r->suffix[i]))
-            return 1;
-    for (uint32_t i = 0; i < r->nkeyword; i++)
-        if (strcasestr(host, r->keyword[i]))
+    if (r->dset && lr_dset_match(r->dset, host))
+        return 1;
+    for (uint32_t i = 0; i < r->nsite; i++)
+        if (lr_geo_match_domain(r->site[i], host))
             return 1;
     return 0;
 }
 
-static int cidr_match(const struct lr_cidr *c, const uint8_t *ip, int len)
+static int ip_group(const struct lr_rule *r, const uint8_t *ip, int len)
 {
-    if (c->len != len)
+    if (!ip || !len)
         return 0;
-    int full = c->bits / 8, rest = c->bits % 8;
-    if (memcmp(c->ip, ip, (size_t)full) != 0)
-        return 0;
-    if (rest) {
-        uint8_t m = (uint8_t)(0xff << (8 - rest));
-        return (c->ip[full] & m) == (ip[full] & m);
-    }
-    return 1;
+    if (r->cset && lr_cset_match(r->cset, ip, (size_t)len))
+        return 1;
+    for (uint32_t i = 0; i < r->ngip; i++)
+        if (lr_geo_match_ip(r->gip[i], ip, (size_t)len))
+            return 1;
+    return 0;
 }
 
 /* 0 no match, 1 match, 2 match through the sniffed name only (the
@@ -67,7 +53,7 @@ static int rule_match(const struct lr_rule *r, const struct lr_route_query *q)
         return 0;
     if (r->protocol && !(r->protocol & q->sniff_proto))
         return 0;
-    if (r->ndomain + r->nsuffix + r->nkeyword) {
+    if (r->dset || r->nsite) {
         /* the name the client asked for, else the one it sent in TLS/HTTP */
         int ok = q->atyp == LR_ATYP_DOMAIN && q->host && domain_group(r, q->host);
         if (!ok && q->sniff_host && q->sniff_host[0] && domain_group(r, q->sniff_host))
@@ -75,14 +61,13 @@ static int rule_match(const struct lr_rule *r, const struct lr_route_query *q)
         if (!ok)
             return 0;
     }
-    if (r->ncidr) {
+    if (r->cset || r->ngip) {
         int len = q->atyp == LR_ATYP_IPV4 ? 4 : q->atyp == LR_ATYP_IPV6 ? 16 : 0;
-        int ok = 0;
-        for (uint32_t i = 0; len && q->ip && i < r->ncidr && !ok; i++)
-            ok = cidr_match(&r->cidr[i], q->ip, len);
-        if (!ok)
+        if (!ip_group(r, q->ip, len))
             return 0;
     }
+    if (r->src && !(q->src_ip && lr_cset_match(r->src, q->src_ip, q->src_len)))
+        return 0;
     if (r->nports) {
         int ok = 0;
         for (uint32_t i = 0; i < r->nports && !ok; i++)
@@ -124,7 +109,7 @@ int32_t lr_route_pick(const struct lr_rule *rules, uint32_t n, int32_t def,
 int lr_route_wants_sniff(const struct lr_rule *rules, uint32_t n)
 {
     for (uint32_t i = 0; i < n; i++)
-        if (rules[i].protocol || rules[i].ndomain || rules[i].nsuffix || rules[i].nkeyword)
+        if (rules[i].protocol || rules[i].dset || rules[i].nsite)
             return 1;
     return 0;
 }
@@ -136,14 +121,30 @@ static void free_list(char **v, uint32_t n)
     free(v);
 }
 
+int lr_rule_finish(struct lr_rule *r)
+{
+    if (r->dset && lr_dset_build(r->dset) != 0)
+        return -1;
+    if (r->cset && lr_cset_build(r->cset) != 0)
+        return -1;
+    if (r->src && lr_cset_build(r->src) != 0)
+        return -1;
+    return 0;
+}
+
 void lr_rule_free(struct lr_rule *r)
 {
-    free_list(r->domain, r->ndomain);
-    free_list(r->suffix, r->nsuffix);
-    free_list(r->keyword, r->nkeyword);
+    lr_dset_free(r->dset);
+    lr_cset_free(r->cset);
+    lr_cset_free(r->src);
+    for (uint32_t i = 0; i < r->nsite; i++)
+        lr_geo_unref(r->site[i]);
+    free(r->site);
+    for (uint32_t i = 0; i < r->ngip; i++)
+        lr_geo_unref(r->gip[i]);
+    free(r->gip);
     free_list(r->user, r->nuser);
     free_list(r->inbound, r->ninbound);
-    free(r->cidr);
     free(r->ports);
     memset(r, 0, sizeof(*r));
 }

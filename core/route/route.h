@@ -11,18 +11,27 @@
 
 #include "base/base.h"
 
-/* A compiled routing rule (first match wins). */
+/* One address block (the inbounds' trusted-proxy lists use it). */
 struct lr_cidr {
     uint8_t ip[16];
     uint8_t len;                 /* 4 or 16 */
     uint8_t bits;
 };
 
+struct lr_dset;
+struct lr_cset;
+struct lr_geo;
+
+/* A compiled routing rule (first match wins).  The domain group (dset and
+ * the geosite lists) matches when any of them does; so does the address
+ * group (cset and the geoip lists).  dset, cset and src are the rule's
+ * own, built by lr_rule_finish; the lr_geo are shared (geodata.h). */
 struct lr_rule {
-    char **domain;      uint32_t ndomain;
-    char **suffix;      uint32_t nsuffix;
-    char **keyword;     uint32_t nkeyword;
-    struct lr_cidr *cidr; uint32_t ncidr;
+    struct lr_dset *dset;               /* domain strings of every form */
+    struct lr_geo **site; uint32_t nsite; /* geosite lists */
+    struct lr_cset *cset;               /* ip_cidr */
+    struct lr_geo **gip; uint32_t ngip; /* geoip codes (.dat or .mmdb) */
+    struct lr_cset *src;                /* source: the client's address */
     uint16_t (*ports)[2]; uint32_t nports;
     char **user;        uint32_t nuser;
     char **inbound;     uint32_t ninbound;
@@ -40,6 +49,9 @@ int32_t lr_route_pick(const struct lr_rule *rules, uint32_t n, int32_t def,
                       const struct lr_route_query *q, int *to_sniffed);
 /* Whether any rule needs the sniffed name or protocol. */
 int lr_route_wants_sniff(const struct lr_rule *rules, uint32_t n);
+/* Builds what the rule's filters were added into (the keyword automaton,
+ * sorted ranges): 0, or -1 out of memory.  Again: nothing more to do. */
+int lr_rule_finish(struct lr_rule *r);
 /* Frees a rule's owned strings and arrays. */
 void lr_rule_free(struct lr_rule *r);
 

@@ -952,7 +952,8 @@ local function decl_outbound(S, w, tag, t)
 end
 
 local ROUTE_FILTERS = { "domain", "domain_suffix", "domain_keyword", "ip_cidr", "port",
-                        "user", "inbound", "network", "protocol" }
+                        "user", "inbound", "network", "protocol",
+                        "geosite", "geoip", "source" }
 local ROUTE_KEYS = set_of(ROUTE_FILTERS)
 ROUTE_KEYS.to = true
 ROUTE_KEYS.default = true
@@ -1009,6 +1010,150 @@ local function norm_suffix(v) return normalise_domain(v, "domain_suffix") end
 local function norm_keyword(v) return as_name(v) and v:lower() end
 local function norm_protocol(v) return (v == "tls" or v == "http") and v or nil end
 
+-- Routing data (README "Routing data"): v2ray's domain string forms, and
+-- the geosite / geoip / source filters.  Files are resolved against
+-- luaray.geodata's dir when the load ends (resolve_geodata).
+local GEO_NAME = "^[%w][%w%-_%.!]*$"       -- a geosite list or geoip code
+local DOMAIN_FORMS = "domain names or v2ray's forms (full:NAME, domain:NAME, keyword:TEXT, " ..
+  "regexp:RE, dotless:TEXT, geosite:LIST, ext:FILE:LIST)"
+
+-- "cn", "cn@ads@!x" (attributes after @): the list part checked
+local function geosite_name(v)
+  if type(v) ~= "string" or #v > 255 then return nil end
+  local list = v:match("^([^@]*)")
+  if not list:find(GEO_NAME) or v:find("@@") or v:find("@$") then return nil end
+  return v
+end
+
+-- "ext:FILE:NAME" / "ext-domain:FILE:NAME": file and name, or nil
+local function ext_ref(v, prefix2)
+  local rest = v:match("^ext:(.*)$") or (prefix2 and v:match("^" .. prefix2 .. ":(.*)$"))
+  if not rest then return nil end
+  local file, name = rest:match("^([^:]+):([^:]+)$")
+  if not file or file:find("%c") then return false end
+  return file, name
+end
+
+-- One entry of `domain`: { list key, value } or nil
+local function domain_form(d)
+  if type(d) ~= "string" or d == "" or #d > 1024 or d:find("%c") then return nil end
+  local form, val = d:match("^([%a%-]+):(.*)$")
+  if form == "full" or form == "domain" then
+    local n = normalise_domain(val, form == "domain" and "domain_suffix" or "domain")
+    return n and { form == "full" and "domain_full" or "domain_suffix", n }
+  elseif form == "keyword" then
+    return val ~= "" and { "domain_keyword", val:lower() } or nil
+  elseif form == "regexp" then
+    return val ~= "" and { "domain_regexp", val } or nil
+  elseif form == "dotless" then
+    -- v2ray's dotless: a name without dots (containing the text, itself
+    -- a regexp there too)
+    if val:find("%.") then return nil end
+    return { "domain_regexp", "^[^.]*" .. val .. "[^.]*$" }
+  elseif form == "geosite" then
+    return geosite_name(val) and { "geosite", { list = val } } or nil
+  elseif form == "ext" or form == "ext-domain" then
+    local file, name = ext_ref(d, "ext%-domain")
+    return file and geosite_name(name) and { "geosite", { file = file, list = name } } or nil
+  end
+  local n = normalise_domain(d, "domain")
+  return n and { "domain", n }
+end
+
+local function domain_forms(w, t, r)
+  local list = opt_list(w, t, "domain", "route", domain_form, DOMAIN_FORMS)
+  for _, e in ipairs(list or {}) do
+    r[e[1]] = r[e[1]] or {}
+    r[e[1]][#r[e[1]] + 1] = e[2]
+  end
+end
+
+local function geo_filters(w, t, r)
+  if t.geosite ~= nil then
+    local v = t.geosite
+    if type(v) == "string" then v = { v } end
+    local list = opt_list(w, { geosite = v }, "geosite", "route", as_name, "geosite list names")
+    r.geosite = r.geosite or {}
+    for _, s in ipairs(list) do
+      local name = s:match("^geosite:(.*)$") or s
+      local file, ext = ext_ref(s, "ext%-domain")
+      if file ~= nil then
+        if not file or not geosite_name(ext) then bad(w, "geosite", "route", "\"ext:FILE:LIST\"", s) end
+        r.geosite[#r.geosite + 1] = { file = file, list = ext }
+      elseif geosite_name(name) then
+        r.geosite[#r.geosite + 1] = { list = name }
+      else
+        bad(w, "geosite", "route", "a list of geosite list names like \"cn\" or \"category-ads-all@ads\"", s)
+      end
+    end
+  end
+  if t.geoip ~= nil then
+    local v = t.geoip
+    if type(v) == "string" then v = { v } end
+    local list = opt_list(w, { geoip = v }, "geoip", "route", as_name, "geoip codes")
+    r.geoip = {}
+    for _, s in ipairs(list) do
+      local file, code = ext_ref(s, "ext%-ip")
+      if file == false then bad(w, "geoip", "route", "\"ext:FILE:CODE\"", s) end
+      if not file then code = s:match("^geoip:(.*)$") or s end
+      local reverse = code:sub(1, 1) == "!"
+      if reverse then code = code:sub(2) end
+      if not code:find("^[%w][%w%-_%.]*$") then
+        bad(w, "geoip", "route", "a list of country codes like \"cn\", \"private\", \"!cn\" or \"ext:FILE:CODE\"", s)
+      end
+      r.geoip[#r.geoip + 1] = { file = file or nil, code = code, reverse = reverse }
+    end
+  end
+  r.source = opt_list(w, t, "source", "route", parse_cidr, "CIDR blocks like \"10.0.0.0/8\"")
+end
+
+-- luaray.geodata { dir = "..." }: where geosite.dat, geoip.dat and .mmdb
+-- files are read from (relative: to the config file's directory).
+local GEODATA_DEFAULT_DIR = "/usr/local/share/luaray"
+local function decl_geodata(S, w, t, chunk)
+  check_table(w, t, "luaray.geodata")
+  check_keys(w, t, { dir = true }, "geodata")
+  if S.geodata then fail(w, "luaray.geodata is called twice (first at %s)", S.geodata.where) end
+  local dir = req(w, t, "dir", "geodata")
+  if type(dir) ~= "string" or dir == "" or dir:find("%c") then bad(w, "dir", "geodata", "a directory path", dir) end
+  S.geodata = { dir = join(chunk and chunk.dir or "", dir), where = w }
+end
+
+local function readable(path)
+  local f = io.open(path, "rb")
+  if f then f:close() return true end
+  return false
+end
+
+-- Gives every geosite / geoip entry of the routes its file (an absolute
+-- or config-relative path), checking it can be opened.
+local function resolve_geodata(S)
+  local dir = S.geodata and S.geodata.dir or GEODATA_DEFAULT_DIR
+  local function file_of(r, what, name)
+    local path = join(dir, name)
+    if not readable(path) then
+      fail(r.where, "%s in route: cannot read %s (%s)", what, path,
+           S.geodata and ("luaray.geodata dir at " .. S.geodata.where)
+           or "set the directory with luaray.geodata { dir = \"...\" }")
+    end
+    return path
+  end
+  for _, r in ipairs(S.routes) do
+    for _, g in ipairs(r.geosite or {}) do g.file = file_of(r, "geosite", g.file or "geosite.dat") end
+    for _, g in ipairs(r.geoip or {}) do
+      local f = g.file
+      if not f then
+        -- geoip.dat, else a MaxMind country database under its usual names
+        for _, n in ipairs({ "geoip.dat", "GeoLite2-Country.mmdb", "Country.mmdb" }) do
+          if readable(join(dir, n)) then f = n; break end
+        end
+        f = f or "geoip.dat"
+      end
+      g.file = file_of(r, "geoip", f)
+    end
+  end
+end
+
 local function decl_route(S, w, t)
   check_table(w, t, "luaray.route")
   check_keys(w, t, ROUTE_KEYS, "route")
@@ -1032,7 +1177,7 @@ local function decl_route(S, w, t)
     fail(w, "route has no filter (use luaray.route { default = \"tag\" } for the default outbound)")
   end
   r.to = name_string(w, "to", "route", req(w, t, "to", "route"))
-  r.domain = opt_list(w, t, "domain", "route", norm_domain, "domain names")
+  domain_forms(w, t, r)
   r.domain_suffix = opt_list(w, t, "domain_suffix", "route", norm_suffix, "domain names")
   r.domain_keyword = opt_list(w, t, "domain_keyword", "route", norm_keyword,
     "non-empty strings")
@@ -1042,6 +1187,7 @@ local function decl_route(S, w, t)
   r.inbound = opt_list(w, t, "inbound", "route", as_name, "inbound tags")
   r.network = network_filter(w, t)
   r.protocol = opt_list(w, t, "protocol", "route", norm_protocol, "\"tls\" or \"http\"")
+  geo_filters(w, t, r)
   S.routes[#S.routes + 1] = r
 end
 
@@ -1189,6 +1335,7 @@ local function make_luaray(S, extra)
   word("api", function(w, t) decl_api(S, w, t) end)
   word("user", function(w, t) decl_user(S, w, t) end)
   word("route", function(w, t) decl_route(S, w, t) end)
+  word("geodata", function(w, t) decl_geodata(S, w, t, select(2, config_frame(S))) end)
   word("on", function(w, name, fn) decl_on(S, w, name, fn) end)
   for _, kind in ipairs({ "inbound", "outbound" }) do
     local decl = kind == "inbound" and decl_inbound or decl_outbound
@@ -1383,6 +1530,7 @@ local function finish(S)
       end
     end
   end
+  resolve_geodata(S)
   for _, r in ipairs(S.routes) do
     if not S.outbound_by_tag[r.to] then
       fail(r.where, "'to' in route names unknown outbound '%s'", r.to)

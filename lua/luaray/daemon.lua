@@ -183,7 +183,10 @@ local function apply(cfg, conf)
   for _, r in ipairs(cfg.routes) do
     local w = r.where
     check(C.lr_conf_route(conf, r.to, w), w)
-    each(C.LR_ROUTE_DOMAIN, r.domain, w)
+    -- a plain name in `domain` is a substring, as in v2ray; full: is exact
+    each(C.LR_ROUTE_DOMAIN_KEYWORD, r.domain, w)
+    each(C.LR_ROUTE_DOMAIN, r.domain_full, w)
+    each(C.LR_ROUTE_DOMAIN_REGEX, r.domain_regexp, w)
     each(C.LR_ROUTE_DOMAIN_SUFFIX, r.domain_suffix, w)
     each(C.LR_ROUTE_DOMAIN_KEYWORD, r.domain_keyword, w)
     each(C.LR_ROUTE_USER, r.user, w)
@@ -193,6 +196,13 @@ local function apply(cfg, conf)
     end
     for _, p in ipairs(r.port or {}) do
       check(C.lr_conf_route_ports(conf, p[1], p[2]), w)
+    end
+    for _, g in ipairs(r.geosite or {}) do check(C.lr_conf_route_geosite(conf, g.file, g.list), w) end
+    for _, g in ipairs(r.geoip or {}) do
+      check(C.lr_conf_route_geoip(conf, g.file, g.code, g.reverse and 1 or 0), w)
+    end
+    for _, c in ipairs(r.source or {}) do
+      check(C.lr_conf_route_source(conf, c.ip, #c.ip, c.bits), w)
     end
     if r.network then
       local mask = 0

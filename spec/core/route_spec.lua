@@ -97,7 +97,7 @@ describe("routing (lr_route_pick through lr_conf_route_pick)", function()
     assert.same({ OB.direct, false }, { i, to_sniffed })
   end)
 
-  it("CIDRs: prefixes ending inside a byte, /32, IPv6; an IPv4 rule never matches IPv6", function()
+  it("CIDRs: prefixes ending inside a byte, /32, IPv6; an IPv4 rule matches IPv4-mapped IPv6 only", function()
     rule("lan");   assert.equal(C.LR_OK, C.lr_conf_route_cidr(conf, ip4(10, 0, 0, 0), 4, 8))
     rule("block"); assert.equal(C.LR_OK, C.lr_conf_route_cidr(conf, ip4(126, 0, 0, 0), 4, 7))
     rule("proxy"); assert.equal(C.LR_OK, C.lr_conf_route_cidr(conf, ip4(192, 0, 2, 7), 4, 32))
@@ -111,8 +111,10 @@ describe("routing (lr_route_pick through lr_conf_route_pick)", function()
     assert.equal(OB.direct, (pick { ip = "\192\0\2\8" }))
     assert.equal(OB.lan, (pick { ip = H.unhex("20010db8ffff00000000000000000001") }))
     assert.equal(OB.direct, (pick { ip = H.unhex("20010db9000000000000000000000001") }))
-    -- ::ffff:10.0.0.1 is an IPv6 destination to the rules
-    assert.equal(OB.direct, (pick { ip = H.unhex("00000000000000000000ffff0a000001") }))
+    -- ::ffff:10.0.0.1 is 10.0.0.1 to the rules, as in v2ray (whose
+    -- net.IPAddress turns an IPv4-mapped address into the IPv4 one)
+    assert.equal(OB.lan, (pick { ip = H.unhex("00000000000000000000ffff0a000001") }))
+    assert.equal(OB.direct, (pick { ip = H.unhex("00000000000000000000fffe0a000001") }))
   end)
 
   it("ports, network, user and inbound; every filter of a rule must match, any entry of one", function()

@@ -101,10 +101,10 @@ describe("lr_conf_route_* (typed route filters)", function()
   it("takes a string for each string kind and refuses unknown kinds and NULL", function()
     with_rule()
     for _, kind in ipairs { C.LR_ROUTE_DOMAIN, C.LR_ROUTE_DOMAIN_SUFFIX, C.LR_ROUTE_DOMAIN_KEYWORD,
-                            C.LR_ROUTE_USER, C.LR_ROUTE_INBOUND } do
+                            C.LR_ROUTE_USER, C.LR_ROUTE_INBOUND, C.LR_ROUTE_DOMAIN_REGEX } do
       assert.equal(C.LR_OK, C.lr_conf_route_string(conf, kind, "x.example"))
     end
-    for _, kind in ipairs { 0, C.LR_ROUTE_INBOUND + 1, 0xffffffff } do
+    for _, kind in ipairs { 0, C.LR_ROUTE_DOMAIN_REGEX + 1, 0xffffffff } do
       refused(C.lr_conf_route_string(conf, kind, "x.example"),
               ("unknown route filter kind %u"):format(kind))
     end

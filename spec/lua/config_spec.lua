@@ -733,6 +733,8 @@ describe("luaray.outbound", function()
 end)
 
 describe("luaray.route", function()
+  local FORMS = "domain names or v2ray's forms (full:NAME, domain:NAME, keyword:TEXT, " ..
+    "regexp:RE, dotless:TEXT, geosite:LIST, ext:FILE:LIST)"
   local function route(filters)
     return ok("luaray.route { " .. filters .. ", to = 'direct' }").routes[1]
   end
@@ -744,12 +746,12 @@ describe("luaray.route", function()
     assert.same({ "track" }, route('domain_keyword = "TRACK"').domain_keyword)
     assert.same({ "192.168.1.1" }, route('domain = "192.168.1.1"').domain)
     for _, bad in ipairs({ "", ".", "a..b", "a b", "bad/name", "x" .. string.rep("y", 63) }) do
-      fails("cfg.lua:4: 'domain' in route must be a list of domain names; element 1 is " ..
+      fails("cfg.lua:4: 'domain' in route must be a list of " .. FORMS .. "; element 1 is " ..
             (#bad > 40 and "a string" or string.format("string %q", bad)),
             "luaray.route { domain = { '" .. bad .. "' }, to = 'direct' }")
     end
     -- names outside ASCII must be given in their xn-- form
-    fails("cfg.lua:4: 'domain' in route must be a list of domain names; element 1 is string \"b\195\188cher.example\"",
+    fails("cfg.lua:4: 'domain' in route must be a list of " .. FORMS .. "; element 1 is string \"b\195\188cher.example\"",
           "luaray.route { domain = 'b\195\188cher.example', to = 'direct' }")
     assert.same({ "xn--bcher-kva.example" }, route('domain = "xn--bcher-kva.example"').domain)
     fails("cfg.lua:4: 'domain_suffix' in route must be a list of domain names; element 2 is number 3",

@@ -627,7 +627,8 @@ enum lr_route_kind {
     LR_ROUTE_DOMAIN_SUFFIX = 2,  /* the name or any name below it */
     LR_ROUTE_DOMAIN_KEYWORD = 3, /* a substring of the name */
     LR_ROUTE_USER = 4,           /* a user's email */
-    LR_ROUTE_INBOUND = 5         /* an inbound's tag */
+    LR_ROUTE_INBOUND = 5,        /* an inbound's tag */
+    LR_ROUTE_DOMAIN_REGEX = 6    /* a PCRE2 regexp over the lower-case name */
 };
 
 /* Starts a routing rule to outbound `to`; the lr_conf_route_* calls after
@@ -642,6 +643,16 @@ LR_API int lr_conf_route_string(struct lr_conf *c, uint32_t kind,
  * ignored when matching. */
 LR_API int lr_conf_route_cidr(struct lr_conf *c, const uint8_t *ip,
                               uint32_t len, uint32_t bits);
+/* Routing data (core/route/geodata.c): the list `list` ("cn", "cn@ads")
+ * of the geosite.dat at `path`; the country `code` of the geoip.dat or
+ * .mmdb at `path`, `reverse` 1 for every address outside it.  The file is
+ * read here: a missing file, list or code is an error. */
+LR_API int lr_conf_route_geosite(struct lr_conf *c, const char *path, const char *list);
+LR_API int lr_conf_route_geoip(struct lr_conf *c, const char *path, const char *code,
+                               uint32_t reverse);
+/* A block of client (source) addresses, as lr_conf_route_cidr. */
+LR_API int lr_conf_route_source(struct lr_conf *c, const uint8_t *ip,
+                                uint32_t len, uint32_t bits);
 /* A destination port range [lo, hi], lo <= hi <= 65535. */
 LR_API int lr_conf_route_ports(struct lr_conf *c, uint32_t lo, uint32_t hi);
 /* Networks: a non-zero mask of LR_NET_* bits. */
@@ -662,6 +673,8 @@ struct lr_route_query {
     const char *inbound;
     uint8_t sniff_proto;         /* LR_PROTO_*, 0: none */
     const char *sniff_host;      /* NULL or "": none */
+    const uint8_t *src_ip;       /* the client's address (4 or 16 bytes), NULL: unknown */
+    uint8_t src_len;             /* 4 or 16 */
 };
 
 /* Routes `q` through the rules declared so far (the daemon's matcher):
