@@ -47,8 +47,8 @@ struct lr_dset {
     uint32_t *slots; uint32_t nslots;        /* entry index + 1, 0: free */
     /* Plain (Aho-Corasick) */
     int32_t *fail; uint8_t *out;             /* per node */
-    int32_t *first, *next;                   /* trie children: build only */
-    uint8_t *byte;                           /* the byte into a node: build only */
+    int32_t *first, *next;                   /* trie children (for building) */
+    uint8_t *byte;                           /* the byte into a node */
     uint32_t nnodes, nodes_cap;
     struct ac_edge *edges; uint32_t nedges, edges_cap;
     uint32_t nplain;
@@ -315,11 +315,6 @@ int lr_dset_build(struct lr_dset *s)
         }
         free(queue);
     }
-    free(s->first);
-    free(s->next);
-    free(s->byte);
-    s->first = s->next = NULL;
-    s->byte = NULL;
     s->built = 1;
     return 0;
 }
@@ -329,8 +324,6 @@ int lr_dset_build(struct lr_dset *s)
 int lr_dset_add(struct lr_dset *s, int type, const char *v, size_t n,
                 char *err, size_t errlen)
 {
-    if (s->built)
-        return seterr(err, errlen, "the domain set is already built");
     if (!v || n == 0)
         return seterr(err, errlen, "empty domain pattern");
     if (type == LR_DOM_REGEX) {
@@ -366,6 +359,8 @@ int lr_dset_add(struct lr_dset *s, int type, const char *v, size_t n,
     for (size_t i = 0; i < n; i++)
         buf[i] = lower(v[i]);
     int rc = type == LR_DOM_PLAIN ? plain_add(s, buf, n) : name_add(s, buf, n, type);
+    if (rc == 0 && type == LR_DOM_PLAIN)
+        s->built = 0;            /* the automaton's links are made again */
     return rc == 0 ? 0 : seterr(err, errlen, "out of memory");
 }
 
@@ -380,9 +375,12 @@ int lr_dset_match(const struct lr_dset *s, const char *host)
             return 0;            /* no name is that long */
         buf[n] = lower(host[n]);
     }
+    buf[n] = 0;
+    /* keywords and regexps see the name as given (lower case), as v2ray's
+     * do; names compare without one trailing dot */
+    size_t full = n;
     if (n > 1 && buf[n - 1] == '.')
         n--;
-    buf[n] = 0;
     if (n == 0)
         return 0;
     if (s->nents) {
@@ -399,7 +397,7 @@ int lr_dset_match(const struct lr_dset *s, const char *host)
     }
     if (s->nplain) {
         uint32_t node = 0;
-        for (size_t i = 0; i < n; i++) {
+        for (size_t i = 0; i < full; i++) {
             node = ac_step(s, node, (uint8_t)buf[i]);
             if (s->out[node])
                 return 1;
@@ -411,7 +409,7 @@ int lr_dset_match(const struct lr_dset *s, const char *host)
             return 0;
         int hit = 0;
         for (uint32_t i = 0; i < s->nre && !hit; i++)
-            hit = pcre2_match(s->re[i], (PCRE2_SPTR)buf, n, 0, 0, md, NULL) >= 0;
+            hit = pcre2_match(s->re[i], (PCRE2_SPTR)buf, full, 0, 0, md, NULL) >= 0;
         pcre2_match_data_free(md);
         return hit;
     }

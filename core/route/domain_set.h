@@ -4,8 +4,9 @@
  * pattern or ends in "." + pattern: found by looking up the name and each
  * of its label suffixes), an Aho-Corasick automaton for Plain (substring)
  * patterns, and PCRE2 (JIT) for Regex.  Names and Full/Domain/Plain
- * patterns are compared in lower case, one trailing dot dropped; a regexp
- * runs over the lower-case name, as v2ray's does.
+ * patterns are compared in lower case, one trailing dot of the name
+ * dropped; keywords and regexps run over the lower-case name as given, as
+ * v2ray's do.
  *
  * Built once (lr_dset_add ... lr_dset_build), then only read: any number of
  * threads may call lr_dset_match at once.
@@ -32,7 +33,8 @@ struct lr_dset *lr_dset_new(void);
 int lr_dset_add(struct lr_dset *s, int type, const char *v, size_t n,
                 char *err, size_t errlen);
 /* Finishes the set (the keyword automaton): 0, or -1 out of memory.
- * Adding after it is an error; building twice does nothing. */
+ * Building twice does nothing; adding a keyword after it needs another
+ * build (before any lr_dset_match). */
 int lr_dset_build(struct lr_dset *s);
 /* 1 when `host` matches any pattern (the set must be built). */
 int lr_dset_match(const struct lr_dset *s, const char *host);
