@@ -1177,10 +1177,10 @@ local function decl_route(S, w, t)
     fail(w, "route has no filter (use luaray.route { default = \"tag\" } for the default outbound)")
   end
   r.to = name_string(w, "to", "route", req(w, t, "to", "route"))
-  domain_forms(w, t, r)
   r.domain_suffix = opt_list(w, t, "domain_suffix", "route", norm_suffix, "domain names")
   r.domain_keyword = opt_list(w, t, "domain_keyword", "route", norm_keyword,
     "non-empty strings")
+  domain_forms(w, t, r)   -- after domain_suffix / domain_keyword: adds to them
   r.ip_cidr = opt_list(w, t, "ip_cidr", "route", parse_cidr, "CIDR blocks like \"10.0.0.0/8\"")
   r.port = port_filter(w, t)
   r.user = opt_list(w, t, "user", "route", as_name, "user emails")
