@@ -818,11 +818,19 @@ LR_API int32_t lr_conf_route_pick(struct lr_conf *c, const struct lr_route_query
         rules[i] = c->rules[i].r;
     }
     int sn = 0;
-    int32_t ob = lr_route_pick(rules, c->nrules, def, q, &sn);
+    int32_t ob = lr_route_pick_ex(rules, c->nrules, def, q, c->route_strategy, &sn);
     free(rules);
     if (to_sniffed)
         *to_sniffed = sn;
     return ob;
+}
+
+LR_API int lr_conf_route_strategy(struct lr_conf *c, uint32_t strategy)
+{
+    if (strategy > LR_ROUTE_IP_ON_DEMAND)
+        return fail(c, "bad routing domain_strategy %u", strategy);
+    c->route_strategy = (uint8_t)strategy;
+    return LR_OK;
 }
 
 LR_API int lr_conf_default(struct lr_conf *c, const char *tag)

@@ -51,6 +51,7 @@ struct lr_conf {
     struct lr_conf_ob *ob;        uint32_t nob;
     struct lr_conf_rule *rules;   uint32_t nrules;
     char *default_tag;
+    uint8_t route_strategy;      /* enum lr_route_strategy */
     struct lr_conf_policy *policies;
     uint32_t npolicies;
     struct lr_live_snap *live_snap;   /* gen_build, main thread's: live.c */

@@ -626,6 +626,7 @@ static struct lr_gen *gen_adopt(struct lr_daemon *d, struct lr_conf *c, struct l
     }
     g->default_ob = def;
     g->sniff = lr_route_wants_sniff(g->rules, g->nrules);
+    g->route_strategy = c->route_strategy;
     g->ib = ib;
     g->nib = c->nib;
     for (uint32_t i = 0; i < c->nib; i++) {

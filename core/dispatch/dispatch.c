@@ -16,6 +16,7 @@
 #include "base/log.h"
 #include "dispatch/policy.h"
 #include "dispatch/dispatch.h"
+#include "dispatch/route_dns.h"
 #include "inbound/front.h"
 #include "outbound/outbound.h"
 #include "route/route.h"
@@ -285,6 +286,87 @@ static int dest_normalise(struct lr_dest *d)
     return 0;
 }
 
+/* The connection's outbound is ob (or none): dial it. */
+static void dial_outbound(struct lr_conn *c, int32_t ob)
+{
+    if (ob < 0) {
+        lr_conn_dial_failed(c, -EHOSTUNREACH, "no route");
+        return;
+    }
+    c->ob = &c->gen->ob[ob];
+    c->obops = lr_outbound_ops(c->ob->type);
+    lr_conn_set_deadline(c, c->ob->connect_timeout);
+    c->obops->dial(c);
+}
+
+static void route_rules(struct lr_conn *c, const uint8_t *ips, int nips, int resolved);
+
+/* The destination name's addresses, for rules under a domain_strategy. */
+static void route_resolved(void *ud, int err, const struct lr_addr *addrs, int naddrs)
+{
+    struct lr_conn *c = ud;
+    uint8_t ips[LR_DNS_MAX_ADDRS * 16];
+    c->dns = NULL;
+    int n = err ? 0 : lr_route_dns_bytes(addrs, naddrs, ips);
+    lr_route_dns_put(c->dst.host, ips, n);
+    route_rules(c, ips, n, 1);
+}
+
+/* The routing rules (after the route hook left the choice to them), then
+ * the dial.  A domain_strategy may need the name's addresses first: from
+ * the worker's cache, or resolved (without blocking) and back here. */
+static void route_rules(struct lr_conn *c, const uint8_t *ips, int nips, int resolved)
+{
+    int32_t ob;
+    {
+        int to_sniffed = 0;
+        struct lr_route_query q = {
+            .network = c->dst.network, .atyp = c->dst.atyp, .port = c->dst.port,
+            .ip = c->dst.ip, .host = c->dst.host,
+            .user = c->user >= 0 ? c->gen->users[c->user].email : NULL,
+            .inbound = c->ib->tag, .sniff_proto = c->dst.sniff_proto,
+            .sniff_host = c->dst.sniff_host,
+            .resolved = ips, .nresolved = (uint8_t)nips, .resolve_done = (uint8_t)resolved,
+        };
+        /* the client's address, for `source` rules */
+        if (c->src.ss.ss_family == AF_INET) {
+            q.src_ip = (const uint8_t *)&((const struct sockaddr_in *)&c->src.ss)->sin_addr;
+            q.src_len = 4;
+        } else if (c->src.ss.ss_family == AF_INET6) {
+            q.src_ip = (const uint8_t *)&((const struct sockaddr_in6 *)&c->src.ss)->sin6_addr;
+            q.src_len = 16;
+        }
+        ob = lr_route_pick_ex(c->gen->rules, c->gen->nrules, c->gen->default_ob, &q,
+                              c->gen->route_strategy, &to_sniffed);
+        if (ob == LR_ROUTE_NEED_IPS) {
+            uint8_t cached[LR_DNS_MAX_ADDRS * 16];
+            int n = 0;
+            if (lr_route_dns_get(c->dst.host, cached, &n)) {
+                route_rules(c, cached, n, 1);
+                return;
+            }
+            /* the default outbound's connect timeout bounds the lookup */
+            lr_conn_set_deadline(c, c->gen->ob[c->gen->default_ob].connect_timeout);
+            c->dns = lr_dns_resolve(c->dst.host, c->dst.port, 0, route_resolved, c);
+            if (!c->dns)
+                lr_conn_dial_failed(c, -ENOMEM, "out of memory");
+            return;
+        }
+        if (to_sniffed) {
+            /* the rule allowed the name the client sent in TLS/HTTP: that
+             * name is what gets dialled (v2ray's destOverride) */
+            c->dst.atyp = LR_ATYP_DOMAIN;
+            memset(c->dst.ip, 0, sizeof(c->dst.ip));
+            memcpy(c->dst.host, c->dst.sniff_host, sizeof(c->dst.host));
+            if (dest_normalise(&c->dst) < 0) {
+                lr_conn_dial_failed(c, -EINVAL, "bad destination address");
+                return;
+            }
+        }
+    }
+    dial_outbound(c, ob);
+}
+
 void lr_dispatch(struct lr_conn *c)
 {
     struct lr_loop *lp = c->lp;
@@ -350,44 +432,10 @@ void lr_dispatch(struct lr_conn *c)
         }
     }
     if (ob < 0) {
-        int to_sniffed = 0;
-        struct lr_route_query q = {
-            .network = c->dst.network, .atyp = c->dst.atyp, .port = c->dst.port,
-            .ip = c->dst.ip, .host = c->dst.host,
-            .user = c->user >= 0 ? c->gen->users[c->user].email : NULL,
-            .inbound = c->ib->tag, .sniff_proto = c->dst.sniff_proto,
-            .sniff_host = c->dst.sniff_host,
-        };
-        /* the client's address, for `source` rules */
-        if (c->src.ss.ss_family == AF_INET) {
-            q.src_ip = (const uint8_t *)&((const struct sockaddr_in *)&c->src.ss)->sin_addr;
-            q.src_len = 4;
-        } else if (c->src.ss.ss_family == AF_INET6) {
-            q.src_ip = (const uint8_t *)&((const struct sockaddr_in6 *)&c->src.ss)->sin6_addr;
-            q.src_len = 16;
-        }
-        ob = lr_route_pick(c->gen->rules, c->gen->nrules, c->gen->default_ob, &q,
-                           &to_sniffed);
-        if (to_sniffed) {
-            /* the rule allowed the name the client sent in TLS/HTTP: that
-             * name is what gets dialled (v2ray's destOverride) */
-            c->dst.atyp = LR_ATYP_DOMAIN;
-            memset(c->dst.ip, 0, sizeof(c->dst.ip));
-            memcpy(c->dst.host, c->dst.sniff_host, sizeof(c->dst.host));
-            if (dest_normalise(&c->dst) < 0) {
-                lr_conn_dial_failed(c, -EINVAL, "bad destination address");
-                return;
-            }
-        }
-    }
-    if (ob < 0) {
-        lr_conn_dial_failed(c, -EHOSTUNREACH, "no route");
+        route_rules(c, NULL, 0, 0);
         return;
     }
-    c->ob = &c->gen->ob[ob];
-    c->obops = lr_outbound_ops(c->ob->type);
-    lr_conn_set_deadline(c, c->ob->connect_timeout);
-    c->obops->dial(c);
+    dial_outbound(c, ob);
 }
 
 

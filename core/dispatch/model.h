@@ -162,6 +162,7 @@ struct lr_gen {
     struct lr_script *script;    /* its Lua state (hooks), may be NULL */
     uint32_t hooks;              /* bit mask of the hooks it defines */
     int sniff;                   /* rules or hooks want the sniffed name */
+    uint8_t route_strategy;      /* enum lr_route_strategy (dispatch/route_dns.c) */
     int counted;                 /* its counters' slots are set (installed) */
     struct lr_gen *reap_next;    /* released, queued for the reaper thread */
 };

@@ -44,9 +44,16 @@ static int ip_group(const struct lr_rule *r, const uint8_t *ip, int len)
     return 0;
 }
 
+/* How a rule's address group treats a domain destination (the routing
+ * domain_strategy): never matched (as_is, and ip_if_non_match's first
+ * pass), matched by the name's resolved addresses, or "resolve first"
+ * (ip_on_demand before resolution). */
+enum { IP_NO = 0, IP_RESOLVED = 1, IP_ON_DEMAND = 2 };
+
 /* 0 no match, 1 match, 2 match through the sniffed name only (the
- * connection must then go to that name). */
-static int rule_match(const struct lr_rule *r, const struct lr_route_query *q)
+ * connection must then go to that name), 3 the rule needs the name's
+ * addresses to decide (IP_ON_DEMAND). */
+static int rule_match(const struct lr_rule *r, const struct lr_route_query *q, int ipmode)
 {
     int via_sniff = 0;
     if (r->network && !(r->network & q->network))
@@ -59,11 +66,6 @@ static int rule_match(const struct lr_rule *r, const struct lr_route_query *q)
         if (!ok && q->sniff_host && q->sniff_host[0] && domain_group(r, q->sniff_host))
             ok = via_sniff = 1;
         if (!ok)
-            return 0;
-    }
-    if (r->cset || r->ngip) {
-        int len = q->atyp == LR_ATYP_IPV4 ? 4 : q->atyp == LR_ATYP_IPV6 ? 16 : 0;
-        if (!ip_group(r, q->ip, len))
             return 0;
     }
     if (r->src && !(q->src_ip && lr_cset_match(r->src, q->src_ip, q->src_len)))
@@ -89,21 +91,71 @@ static int rule_match(const struct lr_rule *r, const struct lr_route_query *q)
         if (!ok)
             return 0;
     }
+    /* the address group last: only a rule whose other filters all match
+     * makes an ip_on_demand lookup */
+    if (r->cset || r->ngip) {
+        if (q->atyp == LR_ATYP_DOMAIN) {
+            if (ipmode == IP_ON_DEMAND)
+                return 3;
+            int ok = 0;
+            for (uint32_t i = 0; ipmode == IP_RESOLVED && q->resolved && i < q->nresolved && !ok; i++)
+                ok = ip_group(r, q->resolved + 16 * i, 16);
+            if (!ok)
+                return 0;
+        } else {
+            int len = q->atyp == LR_ATYP_IPV4 ? 4 : q->atyp == LR_ATYP_IPV6 ? 16 : 0;
+            if (!ip_group(r, q->ip, len))
+                return 0;
+        }
+    }
     return via_sniff ? 2 : 1;
 }
 
-int32_t lr_route_pick(const struct lr_rule *rules, uint32_t n, int32_t def,
-                      const struct lr_route_query *q, int *to_sniffed)
+static int32_t first_match(const struct lr_rule *rules, uint32_t n, const struct lr_route_query *q,
+                           int ipmode, int *to_sniffed)
 {
-    *to_sniffed = 0;
     for (uint32_t i = 0; i < n; i++) {
-        int m = rule_match(&rules[i], q);
+        int m = rule_match(&rules[i], q, ipmode);
+        if (m == 3)
+            return LR_ROUTE_NEED_IPS;
         if (m) {
             *to_sniffed = m == 2;
             return rules[i].to;
         }
     }
-    return def;
+    return -1;
+}
+
+int32_t lr_route_pick_ex(const struct lr_rule *rules, uint32_t n, int32_t def,
+                         const struct lr_route_query *q, int strategy, int *to_sniffed)
+{
+    *to_sniffed = 0;
+    int named = q->atyp == LR_ATYP_DOMAIN && q->host && q->host[0];
+    int32_t ob;
+    switch (named ? strategy : LR_ROUTE_AS_IS) {
+    case LR_ROUTE_IP_IF_NON_MATCH:
+        /* the rules with the name; then, if none matched, with its addresses */
+        ob = first_match(rules, n, q, IP_NO, to_sniffed);
+        if (ob >= 0)
+            return ob;
+        if (!q->resolve_done)
+            return LR_ROUTE_NEED_IPS;
+        ob = first_match(rules, n, q, IP_RESOLVED, to_sniffed);
+        break;
+    case LR_ROUTE_IP_ON_DEMAND:
+        ob = first_match(rules, n, q, q->resolve_done ? IP_RESOLVED : IP_ON_DEMAND, to_sniffed);
+        break;
+    default:
+        ob = first_match(rules, n, q, IP_NO, to_sniffed);
+        break;
+    }
+    return ob == -1 ? def : ob;
+}
+
+int32_t lr_route_pick(const struct lr_rule *rules, uint32_t n, int32_t def,
+                      const struct lr_route_query *q, int *to_sniffed)
+{
+    return lr_route_pick_ex(rules, n, def, q, LR_ROUTE_AS_IS, to_sniffed);
 }
 
 int lr_route_wants_sniff(const struct lr_rule *rules, uint32_t n)

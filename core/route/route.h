@@ -47,6 +47,12 @@ struct lr_rule {
  * the connection must then be dialled to that name. */
 int32_t lr_route_pick(const struct lr_rule *rules, uint32_t n, int32_t def,
                       const struct lr_route_query *q, int *to_sniffed);
+/* The same under a routing domain_strategy (enum lr_route_strategy):
+ * LR_ROUTE_NEED_IPS when the answer needs the destination name's
+ * addresses and q->resolve_done is 0 (resolve, fill q->resolved, ask
+ * again). */
+int32_t lr_route_pick_ex(const struct lr_rule *rules, uint32_t n, int32_t def,
+                         const struct lr_route_query *q, int strategy, int *to_sniffed);
 /* Whether any rule needs the sniffed name or protocol. */
 int lr_route_wants_sniff(const struct lr_rule *rules, uint32_t n);
 /* Builds what the rule's filters were added into (the keyword automaton,

@@ -957,6 +957,8 @@ local ROUTE_FILTERS = { "domain", "domain_suffix", "domain_keyword", "ip_cidr", 
 local ROUTE_KEYS = set_of(ROUTE_FILTERS)
 ROUTE_KEYS.to = true
 ROUTE_KEYS.default = true
+ROUTE_KEYS.domain_strategy = true
+local DOMAIN_STRATEGIES = set_of({ "as_is", "ip_if_non_match", "ip_on_demand" })
 
 local function port_filter(w, t)
   local v = t.port
@@ -1157,9 +1159,27 @@ end
 local function decl_route(S, w, t)
   check_table(w, t, "luaray.route")
   check_keys(w, t, ROUTE_KEYS, "route")
+  if t.domain_strategy ~= nil then
+    -- luaray.route { domain_strategy = "..." }: for every rule (v2ray's
+    -- routing domainStrategy); may share its call with `default` only
+    for _, k in ipairs(sorted_keys(t)) do
+      if k ~= "default" and k ~= "domain_strategy" then
+        fail(w, "'domain_strategy' cannot be combined with '%s' in route (it applies to every rule)", k)
+      end
+    end
+    local v = t.domain_strategy
+    if not DOMAIN_STRATEGIES[v] then
+      bad(w, "domain_strategy", "route", "\"as_is\", \"ip_if_non_match\" or \"ip_on_demand\"", v)
+    end
+    if S.domain_strategy_where then
+      fail(w, "the routing domain_strategy is set twice (first at %s)", S.domain_strategy_where)
+    end
+    S.domain_strategy, S.domain_strategy_where = v, w
+    if t.default == nil then return end
+  end
   if t.default ~= nil then
     for _, k in ipairs(sorted_keys(t)) do
-      if k ~= "default" then
+      if k ~= "default" and k ~= "domain_strategy" then
         fail(w, "'default' cannot be combined with '%s' in route (a default route takes no filters)", k)
       end
     end
@@ -1588,6 +1608,7 @@ local function finish(S)
     outbounds = S.outbounds,
     routes = S.routes,
     default_outbound = S.default or S.outbounds[1].tag,
+    domain_strategy = S.domain_strategy or "as_is",
     default_where = S.default_where,
     hooks = S.hooks,
     sniffed_used = S.mentions_sniffed or false,

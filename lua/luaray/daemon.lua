@@ -216,6 +216,8 @@ local function apply(cfg, conf)
     end
   end
   check(C.lr_conf_default(conf, cfg.default_outbound))
+  check(C.lr_conf_route_strategy(conf, cfg.domain_strategy == "ip_if_non_match" and C.LR_ROUTE_IP_IF_NON_MATCH
+    or cfg.domain_strategy == "ip_on_demand" and C.LR_ROUTE_IP_ON_DEMAND or C.LR_ROUTE_AS_IS))
   for _, sp in ipairs(staged) do check(C.lr_conf_policy(conf, sp[1], sp[2])) end
 end
 

@@ -222,6 +222,68 @@ describe("compiled route matchers", function()
     assert.equal(C.LR_EINVAL, C.lr_conf_route_source(conf, H.buf("\1\2\3\4"), 4, 33))
   end)
 
+  describe("domain_strategy", function()
+    -- pick with the name's addresses (16 bytes each) once asked for them
+    local function pick(host, ips)
+      local r = ffi.new("struct lr_route_query")
+      r.network, r.port, r.inbound = C.LR_NET_TCP, 443, "in"
+      r.atyp, r.host = C.LR_ATYP_DOMAIN, host
+      if ips then
+        local b = {}
+        for _, a in ipairs(ips) do
+          local ip = G.cidr_bytes(a)
+          b[#b + 1] = #ip == 4 and ("\0"):rep(10) .. "\255\255" .. ip or ip
+        end
+        local buf = H.buf(table.concat(b) .. "\0")
+        keep[#keep + 1] = buf
+        r.resolved, r.nresolved, r.resolve_done = buf, #ips, 1
+      end
+      return C.lr_conf_route_pick(conf, r, nil)
+    end
+    local function rules()
+      ob(conf, "other")                                   -- 2
+      rule(); cidr "10.0.0.0/8"                           -- 10/8 -> hit (1)
+      assert.equal(C.LR_OK, C.lr_conf_route(conf, "other", "spec"))
+      str(C.LR_ROUTE_DOMAIN_SUFFIX, "named.example")      -- named.example -> other (2)
+    end
+
+    it("as_is: address rules never see a name's addresses", function()
+      rules()
+      assert.equal(0, pick("x.example"))
+      assert.equal(2, pick("a.named.example"))
+    end)
+
+    it("ip_if_non_match: the name first, then (only when nothing matched) its addresses", function()
+      rules()
+      assert.equal(C.LR_OK, C.lr_conf_route_strategy(conf, C.LR_ROUTE_IP_IF_NON_MATCH))
+      assert.equal(2, pick("a.named.example"))              -- no lookup needed
+      assert.equal(C.LR_ROUTE_NEED_IPS, pick("x.example"))
+      assert.equal(1, pick("x.example", { "10.1.2.3" }))
+      assert.equal(1, pick("x.example", { "192.0.2.1", "::ffff:10.0.0.1" }))
+      assert.equal(0, pick("x.example", { "192.0.2.1" }))
+      assert.equal(0, pick("x.example", {}))                -- did not resolve: the default
+      -- the name rule wins over the address rule before it
+      assert.equal(2, pick("a.named.example", { "10.1.2.3" }))
+    end)
+
+    it("ip_on_demand: resolved as soon as an address rule is reached", function()
+      rules()
+      assert.equal(C.LR_OK, C.lr_conf_route_strategy(conf, C.LR_ROUTE_IP_ON_DEMAND))
+      assert.equal(C.LR_ROUTE_NEED_IPS, pick("a.named.example"))
+      assert.equal(1, pick("a.named.example", { "10.1.2.3" }))   -- the address rule comes first
+      assert.equal(2, pick("a.named.example", { "192.0.2.1" }))
+      -- a rule whose other filters fail never asks for addresses
+      C.lr_conf_free(conf)
+      conf = C.lr_conf_new()
+      ob(conf, "direct"); ob(conf, "hit")
+      assert.equal(C.LR_OK, C.lr_conf_route_strategy(conf, C.LR_ROUTE_IP_ON_DEMAND))
+      rule(); cidr "10.0.0.0/8"
+      assert.equal(C.LR_OK, C.lr_conf_route_ports(conf, 25, 25))
+      assert.equal(0, pick("x.example"))
+      assert.equal(C.LR_EINVAL, C.lr_conf_route_strategy(conf, 3))
+    end)
+  end)
+
   describe("geosite.dat / geoip.dat", function()
     local T = G.T
     local site = write("geosite.dat", G.geosite {

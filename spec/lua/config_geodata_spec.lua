@@ -104,4 +104,20 @@ describe("routing data in the config", function()
     fails("cfg.lua:4: unknown key 'path' in geodata", 'luaray.geodata { path = "x" }')
     fails("cfg.lua:4: 'dir' in geodata must be a directory path, got number 3", 'luaray.geodata { dir = 3 }')
   end)
+
+  it("domain_strategy: once, for every rule, alone or with the default", function()
+    assert.equal("as_is", ok().domain_strategy)
+    assert.equal("ip_if_non_match", ok('luaray.route { domain_strategy = "ip_if_non_match" }').domain_strategy)
+    local cfg = ok("luaray.outbound 'block' { type = 'blackhole' }",
+                   'luaray.route { domain_strategy = "ip_on_demand", default = "block" }')
+    assert.equal("ip_on_demand", cfg.domain_strategy)
+    assert.equal("block", cfg.default_outbound)
+    assert.same({}, cfg.routes)
+    fails("cfg.lua:4: 'domain_strategy' in route must be \"as_is\", \"ip_if_non_match\" or " ..
+          "\"ip_on_demand\", got string \"IPIfNonMatch\"", 'luaray.route { domain_strategy = "IPIfNonMatch" }')
+    fails("cfg.lua:5: 'domain_strategy' cannot be combined with 'geoip' in route (it applies to every rule)",
+          GD, 'luaray.route { domain_strategy = "as_is", geoip = "cn", to = "direct" }')
+    fails("cfg.lua:5: the routing domain_strategy is set twice (first at cfg.lua:4)",
+          'luaray.route { domain_strategy = "as_is" }', 'luaray.route { domain_strategy = "ip_on_demand" }')
+  end)
 end)

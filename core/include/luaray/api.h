@@ -675,11 +675,29 @@ struct lr_route_query {
     const char *sniff_host;      /* NULL or "": none */
     const uint8_t *src_ip;       /* the client's address (4 or 16 bytes), NULL: unknown */
     uint8_t src_len;             /* 4 or 16 */
+    /* the addresses `host` resolved to (domain_strategy other than as_is):
+     * nresolved of 16 bytes each, IPv4 as ::ffff:a.b.c.d; resolve_done 1
+     * once resolution was tried (nresolved may then be 0) */
+    const uint8_t *resolved;
+    uint8_t nresolved;
+    uint8_t resolve_done;
 };
+
+/* The routing domain_strategy (v2ray's domainStrategy): whether and when
+ * address rules see a domain destination's resolved addresses. */
+enum lr_route_strategy {
+    LR_ROUTE_AS_IS = 0,          /* never: address rules match addresses only */
+    LR_ROUTE_IP_IF_NON_MATCH = 1, /* when no rule matched the name: again with its addresses */
+    LR_ROUTE_IP_ON_DEMAND = 2    /* as soon as an address rule is reached */
+};
+/* lr_conf_route_pick's answer when it needs the name's addresses. */
+enum lr_route_answer { LR_ROUTE_NEED_IPS = -2 };
+LR_API int lr_conf_route_strategy(struct lr_conf *c, uint32_t strategy);
 
 /* Routes `q` through the rules declared so far (the daemon's matcher):
  * the index of the outbound (in declaration order), or -1 with
- * lr_conf_error set (a rule or the default names no outbound).  *to_sniffed
+ * lr_conf_error set (a rule or the default names no outbound), or
+ * LR_ROUTE_NEED_IPS (domain_strategy: fill q->resolved, ask again).  *to_sniffed
  * is 1 when the rule matched only through the sniffed name (the connection
  * is then dialled to that name).  For specs and tools. */
 LR_API int32_t lr_conf_route_pick(struct lr_conf *c, const struct lr_route_query *q,
