@@ -129,6 +129,67 @@ describe("geosite/geoip routing data, luaray beside v2ray 4.34", function()
     assert.same({}, bad)
   end))
 
+  -- domain_strategy: "localhost" (127.0.0.1) against address rules.
+  -- Per case the rules in order (to block unless said), then the answer
+  -- under ip_if_non_match and under ip_on_demand.
+  local STRAT_CASES = {
+    { "addr", { { ip = "geoip:wide" } }, "B", "B" },
+    { "addr-miss", { { ip = "geoip:two" } }, "D", "D" },
+    -- an address rule before a name rule: on demand it is decided first;
+    -- if-non-match tries every rule with the name before any address
+    { "order", { { ip = "geoip:wide" }, { domain = "full:localhost", to = "direct" } }, "D", "B" },
+  }
+
+  it("domain_strategy: resolves names for address rules as v2ray does", h:guard(function()
+    local echo = h:echo_server { name = "echo-strat" }
+    local P = echo.port
+    h:write("geosite.dat", G.geosite(SITE))
+    h:write("geoip.dat", G.geoip(IP))
+    local dir = h:tmpdir()
+    local bad = {}
+    for si, strat in ipairs { { "ip_if_non_match", "IPIfNonMatch" }, { "ip_on_demand", "IPOnDemand" } } do
+      local ports_v, ports_l, inbounds, rules = {}, {}, {}, {}
+      local lines = {
+        ("luaray.geodata { dir = %q }"):format(dir),
+        "luaray.outbound 'direct' { type = 'direct', connect_timeout = 5 }",
+        "luaray.outbound 'block' { type = 'blackhole' }",
+        ("luaray.route { domain_strategy = %q }"):format(strat[1]),
+      }
+      for i, c in ipairs(STRAT_CASES) do
+        ports_v[i], ports_l[i] = E.free_port(), E.free_port()
+        local tag = "s" .. i
+        inbounds[#inbounds + 1] = { tag = tag, port = ports_v[i], listen = "127.0.0.1", protocol = "socks",
+                                    settings = { auth = "noauth", udp = false } }
+        lines[#lines + 1] = ("luaray.inbound %q { type = 'socks', listen = '127.0.0.1:%d' }"):format(tag, ports_l[i])
+        for _, r in ipairs(c[2]) do
+          local to = r.to or "block"
+          rules[#rules + 1] = { type = "field", inboundTag = { tag }, outboundTag = to,
+                                ip = r.ip and { r.ip } or nil, domain = r.domain and { r.domain } or nil }
+          lines[#lines + 1] = ("luaray.route { inbound = %q, %s = %q, to = %q }"):format(
+            tag, r.ip and "geoip" or "domain", r.ip and r.ip:gsub("^geoip:", "") or r.domain, to)
+        end
+      end
+      h:v2ray("v2ray-" .. strat[1], {
+        log = { loglevel = "warning" }, inbounds = inbounds,
+        outbounds = { { tag = "direct", protocol = "freedom", settings = {} },
+                      { tag = "block", protocol = "blackhole", settings = {} } },
+        routing = { domainStrategy = strat[2], rules = rules },
+      }, { env = { V2RAY_LOCATION_ASSET = dir } })
+      h:luaray("luaray-" .. strat[1], table.concat(lines, "\n") .. "\n", { ports = ports_l })
+      for i, c in ipairs(STRAT_CASES) do
+        local want = c[2 + si]
+        -- twice: the second answer comes from luaray's name cache
+        for round = 1, 2 do
+          local v, l = outcome(ports_v[i], "localhost", P), outcome(ports_l[i], "localhost", P)
+          if v ~= want or l ~= want then
+            bad[#bad + 1] = ("%s %s (%d): expected %s, v2ray %s, luaray %s"):format(strat[1], c[1], round, want, v, l)
+          end
+        end
+      end
+    end
+    assert.same({}, bad)
+  end))
+
   it("refuses a list or code missing from the file, naming the route's line", h:guard(function()
     h:write("geosite.dat", G.geosite(SITE))
     h:write("geoip.dat", G.geoip(IP))
