@@ -57,12 +57,26 @@ static int parse_hostport(const char *s, struct sockaddr_in *a)
     return inet_pton(AF_INET, host, &a->sin_addr) == 1 ? 0 : -1;
 }
 
-/* The CONNECT request for the target (IPv4). */
-static void socks_request(uint8_t req[10])
+/* --name: the CONNECT asks for this name (ATYP 3) at the target's port
+ * instead of the target's address (routing rules then see a name). */
+static const char *opt_name;
+
+/* The CONNECT request for the target (IPv4, or opt_name): its length. */
+static size_t socks_request(uint8_t req[262])
 {
-    req[0] = 5; req[1] = 1; req[2] = 0; req[3] = 1;
+    req[0] = 5; req[1] = 1; req[2] = 0;
+    if (opt_name) {
+        size_t n = strlen(opt_name);
+        req[3] = 3;
+        req[4] = (uint8_t)n;
+        memcpy(req + 5, opt_name, n);
+        memcpy(req + 5 + n, &target_addr.sin_port, 2);
+        return 7 + n;
+    }
+    req[3] = 1;
     memcpy(req + 4, &target_addr.sin_addr, 4);
     memcpy(req + 8, &target_addr.sin_port, 2);
+    return 10;
 }
 
 /* Total size of a SOCKS5 reply from its first 5 bytes (0: malformed). */
@@ -134,12 +148,12 @@ static int run_bulk(uint64_t bytes)
     if (connect(fd, (const struct sockaddr *)first, sizeof(*first)) != 0)
         return bulk_fail("connect", t_start);
     if (use_socks) {
-        uint8_t g[3] = { 5, 1, 0 }, m[2], req[10], rep[32];
-        socks_request(req);
+        uint8_t g[3] = { 5, 1, 0 }, m[2], req[262], rep[300];
+        size_t reqlen = socks_request(req);
         errno = 0;
         if (send_full(fd, g, 3) || recv_full(fd, m, 2) || m[0] != 5 || m[1] != 0)
             return bulk_fail("socks method", t_start);
-        if (send_full(fd, req, 10) || recv_full(fd, rep, 5) || rep[1] != 0)
+        if (send_full(fd, req, reqlen) || recv_full(fd, rep, 5) || rep[1] != 0)
             return bulk_fail("socks connect", t_start);
         size_t rl = socks_reply_len(rep);
         if (rl == 0 || recv_full(fd, rep + 5, rl - 5))
@@ -338,9 +352,9 @@ static int lc_step(struct lc *c, uint32_t events)
             return 0;
         }
         {
-            uint8_t req[10];
-            socks_request(req);
-            if (lc_send(c, req, 10))
+            uint8_t req[262];
+            size_t reqlen = socks_request(req);
+            if (lc_send(c, req, reqlen))
                 return 0;
         }
         c->st = S_REPLY_HEAD;
@@ -350,7 +364,8 @@ static int lc_step(struct lc *c, uint32_t events)
     case S_REPLY_HEAD:
         if ((r = lc_fill(c)) <= 0)
             return 0;
-        if (c->buf[0] != 5 || c->buf[1] != 0 || socks_reply_len(c->buf) == 0) {
+        if (c->buf[0] != 5 || c->buf[1] != 0 || socks_reply_len(c->buf) == 0 ||
+            socks_reply_len(c->buf) > sizeof(c->buf)) {
             lc_fail(c, E_SOCKS);
             return 0;
         }
@@ -594,7 +609,7 @@ static void usage(void)
     fprintf(stderr,
             "usage: load bulk|conn|idle --socks H:P|none --target H:P [--bytes N]\n"
             "            [--concurrency C] [--duration S] [--max N] [--size B]\n"
-            "            [--count N] [--hold S] [--timeout S]\n");
+            "            [--count N] [--hold S] [--timeout S] [--name HOST]\n");
 }
 
 int main(int argc, char **argv)
@@ -624,6 +639,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--count")) count = strtoul(val, NULL, 10);
         else if (!strcmp(a, "--hold")) hold = atof(val);
         else if (!strcmp(a, "--timeout")) opt_timeout = atof(val);
+        else if (!strcmp(a, "--name") && strlen(val) < 256) opt_name = val;
         else {
             usage();
             return 2;
