@@ -392,6 +392,39 @@ describe("compiled route matchers", function()
       C.lr_conf_free(conf3)
     end)
 
+    it("a held entry of an unchanged file is shared, not read again", function()
+      local p = write("same.dat", G.geosite { { "l", { { T.full, "one.example" } } } })
+      rule()
+      assert.equal(C.LR_OK, C.lr_conf_route_geosite(conf, p, "l"))
+      -- other bytes of the same length, with the old modification time put
+      -- back: to the cache this is the same file
+      local f = assert(io.popen("stat -c %y " .. p))
+      local mtime = f:read("*l")
+      f:close()
+      local h = assert(io.open(p, "r+b"))      -- same inode
+      h:write(G.geosite { { "l", { { T.full, "two.example" } } } })
+      h:close()
+      assert(os.execute(("touch -d '%s' %s"):format(mtime, p)) == 0)
+      local conf2 = C.lr_conf_new()
+      ob(conf2, "direct"); ob(conf2, "hit")
+      assert.equal(C.LR_OK, C.lr_conf_route(conf2, "hit", "spec"))
+      assert.equal(C.LR_OK, C.lr_conf_route_geosite(conf2, p, "l"))
+      local saved = conf
+      conf = conf2
+      assert.is_true(hit "one.example")       -- the copy conf holds
+      assert.is_false(hit "two.example")
+      conf = saved
+      -- once no conf holds it, the file is read again
+      C.lr_conf_free(conf2)
+      C.lr_conf_free(conf)
+      conf = C.lr_conf_new()
+      ob(conf, "direct"); ob(conf, "hit")
+      rule()
+      assert.equal(C.LR_OK, C.lr_conf_route_geosite(conf, p, "l"))
+      assert.is_true(hit "two.example")
+      assert.is_false(hit "one.example")
+    end)
+
     it("100,000 names and 20,000 CIDRs load and match", function()
       local doms, cidrs = {}, {}
       for i = 1, 100000 do
