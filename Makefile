@@ -343,6 +343,11 @@ fuzz_v2api_EXTRA := core/daemon/v2api_svc.c core/daemon/v2api_h2.c $(PROTO_C)
 fuzz_v2api_LIBS := -lnghttp2 -lprotobuf-c
 # the response parser of luaray.http.request (net/http_resp.c, pure)
 fuzz_http_resp_EXTRA := core/net/http_resp.c
+# routing data files: geosite/geoip .dat (protobuf-c) and .mmdb
+FUZZ_TARGETS += fuzz_geodata
+fuzz_geodata_EXTRA := core/route/geodata.c core/route/domain_set.c core/route/cidr_set.c \
+                      $(PROTO_GEN)/geodata.pb-c.c
+fuzz_geodata_LIBS := -lprotobuf-c -lpcre2-8 -lmaxminddb
 # link.lua under LuaJIT (no codec needed, linked anyway for one link rule)
 fuzz_vmess_link_DEF = -DFZ_LINK_LUA='"$(CURDIR)/lua/luaray/link.lua"'
 fuzz_vmess_link_LIBS := -lluajit-5.1
