@@ -15,7 +15,9 @@
  *
  * Regex patterns are compiled with PCRE2 and JIT-compiled where the
  * platform allows; a few are expected (geosite lists have a handful), so
- * they are tried one after the other.
+ * they are tried one after the other, each under a step limit (a
+ * backtracking pattern cannot hold the loop: past the limit it does not
+ * match).
  */
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
@@ -27,6 +29,8 @@
 #include "route/domain_set.h"
 
 #define NAME_MAX_LEN 255
+#define REGEX_MATCH_LIMIT 100000
+#define REGEX_DEPTH_LIMIT 1000
 
 struct name_ent {
     uint32_t off;                /* in the arena */
@@ -54,6 +58,7 @@ struct lr_dset {
     uint32_t nplain;
     /* Regex */
     pcre2_code **re; uint32_t nre;
+    pcre2_match_context *mctx;               /* the step limits (shared, read-only) */
     int built;
 };
 
@@ -337,6 +342,16 @@ int lr_dset_add(struct lr_dset *s, int type, const char *v, size_t n,
                           (int)(n > 200 ? 200 : n), v, (const char *)msg, (size_t)off);
         }
         (void)pcre2_jit_compile(re, PCRE2_JIT_COMPLETE); /* the interpreter otherwise */
+        if (!s->mctx) {
+            /* a pathological pattern costs at most this much per name:
+             * past the limit the match fails (the rule does not match) */
+            if (!(s->mctx = pcre2_match_context_create(NULL))) {
+                pcre2_code_free(re);
+                return seterr(err, errlen, "out of memory");
+            }
+            pcre2_set_match_limit(s->mctx, REGEX_MATCH_LIMIT);
+            pcre2_set_depth_limit(s->mctx, REGEX_DEPTH_LIMIT);
+        }
         pcre2_code **nr = realloc(s->re, (s->nre + 1) * sizeof(*nr));
         if (!nr) {
             pcre2_code_free(re);
@@ -409,7 +424,7 @@ int lr_dset_match(const struct lr_dset *s, const char *host)
             return 0;
         int hit = 0;
         for (uint32_t i = 0; i < s->nre && !hit; i++)
-            hit = pcre2_match(s->re[i], (PCRE2_SPTR)buf, full, 0, 0, md, NULL) >= 0;
+            hit = pcre2_match(s->re[i], (PCRE2_SPTR)buf, full, 0, 0, md, s->mctx) >= 0;
         pcre2_match_data_free(md);
         return hit;
     }
@@ -437,5 +452,6 @@ void lr_dset_free(struct lr_dset *s)
     for (uint32_t i = 0; i < s->nre; i++)
         pcre2_code_free(s->re[i]);
     free(s->re);
+    pcre2_match_context_free(s->mctx);
     free(s);
 }

@@ -175,6 +175,13 @@ describe("compiled route matchers", function()
     assert.is_false(hit "xad12.example")
     assert.is_true(hit "img.cdn")
     assert.is_false(hit "img.cdn.x")
+    -- catastrophic backtracking is cut off by the step limit: no match, quickly
+    rule()
+    str(C.LR_ROUTE_DOMAIN_REGEX, "^(a+)+$")
+    local t0 = os.clock()
+    assert.is_false(hit(("a"):rep(60) .. "b"))
+    assert.is_true(os.clock() - t0 < 5)   -- unbounded, this takes hours
+    assert.is_true(hit(("a"):rep(60)))
     assert.equal(C.LR_EINVAL, C.lr_conf_route_string(conf, C.LR_ROUTE_DOMAIN_REGEX, "a(b"))
     assert.matches("bad regexp \"a%(b\": .* at offset 3", ffi.string(C.lr_conf_error(conf)))
   end)

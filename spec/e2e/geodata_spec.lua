@@ -95,6 +95,7 @@ describe("geosite/geoip routing data, luaray beside v2ray 4.34", function()
     local inbounds, rules = {}, {}
     local lines = {
       "luaray.log { level = 'info', access = true }",
+      "luaray.workers(2)",   -- the compiled lists are shared by both workers
       ("luaray.geodata { dir = %q }"):format(dir),
       "luaray.outbound 'direct' { type = 'direct', connect_timeout = 5 }",
       "luaray.outbound 'block' { type = 'blackhole' }",
@@ -150,6 +151,7 @@ describe("geosite/geoip routing data, luaray beside v2ray 4.34", function()
     for si, strat in ipairs { { "ip_if_non_match", "IPIfNonMatch" }, { "ip_on_demand", "IPOnDemand" } } do
       local ports_v, ports_l, inbounds, rules = {}, {}, {}, {}
       local lines = {
+        "luaray.workers(2)",   -- a name cache per worker
         ("luaray.geodata { dir = %q }"):format(dir),
         "luaray.outbound 'direct' { type = 'direct', connect_timeout = 5 }",
         "luaray.outbound 'block' { type = 'blackhole' }",
@@ -188,6 +190,52 @@ describe("geosite/geoip routing data, luaray beside v2ray 4.34", function()
       end
     end
     assert.same({}, bad)
+  end))
+
+  it("a reload reads a changed file again and keeps an unchanged one", h:guard(function()
+    local psignal = require "posix.signal"
+    local echo = h:echo_server { name = "echo-reload", hosts = { "127.0.0.2" } }
+    local P = echo.port
+    local dir = h:tmpdir() .. "/reload"
+    assert(os.execute("mkdir -p " .. dir) == 0)
+    local function put(name, bytes)
+      local f = assert(io.open(dir .. "/" .. name, "wb"))
+      f:write(bytes)
+      f:close()
+    end
+    put("geosite.dat", G.geosite { { "l", { { T.full, "localhost" } } } })
+    put("geoip.dat", G.geoip { { "x", { "127.0.0.2/32" } } })
+    local port = E.free_port()
+    local srv = h:luaray("luaray-reload", table.concat({
+      "luaray.log { level = 'info', access = true }",
+      ("luaray.geodata { dir = %q }"):format(dir),
+      ("luaray.inbound 'in' { type = 'socks', listen = '127.0.0.1:%d' }"):format(port),
+      "luaray.outbound 'direct' { type = 'direct', connect_timeout = 5 }",
+      "luaray.outbound 'block' { type = 'blackhole' }",
+      "luaray.route { geosite = 'l', to = 'block' }",
+      "luaray.route { geoip = 'x', to = 'block' }",
+    }, "\n") .. "\n", { ports = { port } })
+    assert.equal("B", outcome(port, "localhost", P))
+    assert.equal("B", outcome(port, "127.0.0.2", P))
+    -- geosite.dat now lists another name; geoip.dat is left alone
+    put("geosite.dat", G.geosite { { "l", { { T.full, "other.example" } } } })
+    local before = E.count_matches(E.read_file(srv.log), "reload: generation %d+ serving")
+    assert(psignal.kill(srv.pid, psignal.SIGHUP))
+    local text = E.wait_log(srv, "reload: generation %d+ serving", before + 1)
+    assert(text, "no reload\n" .. h:tail(srv))
+    assert.equal("D", outcome(port, "localhost", P))
+    assert.equal("B", outcome(port, "127.0.0.2", P))
+    assert.equal("D", outcome(port, "127.0.0.1", P))
+    -- a list gone from the file: the reload fails with the route's line and
+    -- the running rules stay
+    put("geosite.dat", G.geosite { { "other", { { T.full, "localhost" } } } })
+    local bad = E.count_matches(E.read_file(srv.log), "reload failed")
+    assert(psignal.kill(srv.pid, psignal.SIGHUP))
+    text = E.wait_log(srv, "reload failed", bad + 1)
+    assert(text, "no failed reload\n" .. h:tail(srv))
+    assert.matches("%.lua:6: geosite 'l': .*no list 'l'", text)
+    assert.equal("D", outcome(port, "localhost", P))
+    assert.equal("B", outcome(port, "127.0.0.2", P))
   end))
 
   it("refuses a list or code missing from the file, naming the route's line", h:guard(function()
