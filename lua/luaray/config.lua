@@ -82,9 +82,15 @@
 --     authenticated_length = bool (default false), udp = bool (default true) }
 --   cfg.routes[i] = {       -- in declaration order; the first match wins
 --     where = "file:line", to = "outbound tag",
---     domain = { "exact.name", ... } or nil,         -- lower case, no trailing dot
---     domain_suffix = { "example.com", ... } or nil, -- lower case, no leading dot
---     domain_keyword = { "word", ... } or nil,       -- lower case
+--     domain = { "name", ... } or nil,               -- plain names: substrings, as in
+--                                                    -- v2ray; lower case, no trailing dot
+--     domain_full = { "exact.name", ... } or nil,    -- from "full:NAME"
+--     domain_suffix = { "example.com", ... } or nil, -- lower case, no leading dot (+ "domain:")
+--     domain_keyword = { "word", ... } or nil,       -- lower case (+ "keyword:")
+--     domain_regexp = { "re", ... } or nil,          -- "regexp:" and "dotless:"
+--     geosite = { { list = "cn@ads", file = "/dir/geosite.dat" }, ... } or nil,
+--     geoip = { { code = "cn", reverse = bool, file = "/dir/geoip.dat" }, ... } or nil,
+--     source = { CIDR as ip_cidr, ... } or nil,      -- the client's address
 --     ip_cidr = { { addr = "10.0.0.0", bits = 8, family = 4, ip = "\10\0\0\0" }, ... } or nil,
 --               -- addr is canonical (host bits cleared; IPv6 in RFC 5952 form);
 --               -- ip is the same address as 4 or 16 bytes (network order);
@@ -95,6 +101,7 @@
 --     network = { tcp = true, udp = true } or nil,   -- only the keys given are set
 --     protocol = { "tls"|"http", ... } or nil }
 --   cfg.default_outbound = "tag"       -- luaray.route { default = } or the first outbound
+--   cfg.domain_strategy = "as_is"|"ip_if_non_match"|"ip_on_demand"  -- luaray.route { domain_strategy = }
 --   cfg.default_where = "file:line" or nil  -- nil when it defaulted to the first outbound
 --   cfg.hooks = { accept = fn or nil, auth =, route =, connect =, close =, reload = }
 --   cfg.files = { "path", ... }        -- every file read from disk, main file first,
