@@ -21,7 +21,8 @@ public descriptions (never from luaray's reader):
 
   G.geosite{ {code, { {type, value, attrs = {"ads"}}, ... }}, ... } -> bytes
   G.geoip{ {code, { "10.0.0.0/8", "2001:db8::/32", ... }, reverse = bool}, ... } -> bytes
-  G.mmdb_v4{ {"1.2.3.0/24", "CN"}, ... } -> bytes (ip_version 4, country.iso_code)
+  G.mmdb_v4{ {"1.2.3.0/24", "CN"}, ... } -> bytes (ip_version 4, country.iso_code;
+                networks must not nest: a later one replaces what it covers)
   G.cidr_bytes("a.b.c.d/n" | "v6/n") -> ip bytes, prefix
   G.T = { plain = 0, regex = 1, domain = 2, full = 3 }
 ]==]

@@ -1136,29 +1136,34 @@ end
 
 -- Gives every geosite / geoip entry of the routes its file (an absolute
 -- or config-relative path), checking it can be opened.
+local function geodata_file(S, dir, r, what, name)
+  local path = join(dir, name)
+  if not readable(path) then
+    fail(r.where, "%s in route: cannot read %s (%s)", what, path,
+         S.geodata and ("luaray.geodata dir at " .. S.geodata.where)
+         or "set the directory with luaray.geodata { dir = \"...\" }")
+  end
+  return path
+end
+
+local GEOIP_FILES = { "geoip.dat", "GeoLite2-Country.mmdb", "Country.mmdb" }
+
 local function resolve_geodata(S)
   local dir = S.geodata and S.geodata.dir or GEODATA_DEFAULT_DIR
-  local function file_of(r, what, name)
-    local path = join(dir, name)
-    if not readable(path) then
-      fail(r.where, "%s in route: cannot read %s (%s)", what, path,
-           S.geodata and ("luaray.geodata dir at " .. S.geodata.where)
-           or "set the directory with luaray.geodata { dir = \"...\" }")
-    end
-    return path
-  end
   for _, r in ipairs(S.routes) do
-    for _, g in ipairs(r.geosite or {}) do g.file = file_of(r, "geosite", g.file or "geosite.dat") end
+    for _, g in ipairs(r.geosite or {}) do
+      g.file = geodata_file(S, dir, r, "geosite", g.file or "geosite.dat")
+    end
     for _, g in ipairs(r.geoip or {}) do
       local f = g.file
       if not f then
         -- geoip.dat, else a MaxMind country database under its usual names
-        for _, n in ipairs({ "geoip.dat", "GeoLite2-Country.mmdb", "Country.mmdb" }) do
+        for _, n in ipairs(GEOIP_FILES) do
           if readable(join(dir, n)) then f = n; break end
         end
         f = f or "geoip.dat"
       end
-      g.file = file_of(r, "geoip", f)
+      g.file = geodata_file(S, dir, r, "geoip", f)
     end
   end
 end

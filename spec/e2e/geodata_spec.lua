@@ -238,6 +238,26 @@ describe("geosite/geoip routing data, luaray beside v2ray 4.34", function()
     assert.equal("B", outcome(port, "127.0.0.2", P))
   end))
 
+  it("geoip from a MaxMind .mmdb when the dir has no geoip.dat", h:guard(function()
+    local echo = h:echo_server { name = "echo-mmdb", hosts = { "127.0.0.2" } }
+    local P = echo.port
+    local dir = h:tmpdir() .. "/mmdb"
+    assert(os.execute("mkdir -p " .. dir) == 0)
+    local f = assert(io.open(dir .. "/GeoLite2-Country.mmdb", "wb"))
+    f:write(G.mmdb_v4 { { "127.0.0.2/32", "CN" }, { "127.0.0.1/32", "US" } })
+    f:close()
+    local port = E.free_port()
+    h:luaray("luaray-mmdb", table.concat({
+      ("luaray.geodata { dir = %q }"):format(dir),
+      ("luaray.inbound 'in' { type = 'socks', listen = '127.0.0.1:%d' }"):format(port),
+      "luaray.outbound 'direct' { type = 'direct', connect_timeout = 5 }",
+      "luaray.outbound 'block' { type = 'blackhole' }",
+      "luaray.route { geoip = 'cn', to = 'block' }",
+    }, "\n") .. "\n", { ports = { port } })
+    assert.equal("B", outcome(port, "127.0.0.2", P))
+    assert.equal("D", outcome(port, "127.0.0.1", P))
+  end))
+
   it("refuses a list or code missing from the file, naming the route's line", h:guard(function()
     h:write("geosite.dat", G.geosite(SITE))
     h:write("geoip.dat", G.geoip(IP))
