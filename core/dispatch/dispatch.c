@@ -317,51 +317,48 @@ static void route_resolved(void *ud, int err, const struct lr_addr *addrs, int n
  * the worker's cache, or resolved (without blocking) and back here. */
 static void route_rules(struct lr_conn *c, const uint8_t *ips, int nips, int resolved)
 {
-    int32_t ob;
-    {
-        int to_sniffed = 0;
-        struct lr_route_query q = {
-            .network = c->dst.network, .atyp = c->dst.atyp, .port = c->dst.port,
-            .ip = c->dst.ip, .host = c->dst.host,
-            .user = c->user >= 0 ? c->gen->users[c->user].email : NULL,
-            .inbound = c->ib->tag, .sniff_proto = c->dst.sniff_proto,
-            .sniff_host = c->dst.sniff_host,
-            .resolved = ips, .nresolved = (uint8_t)nips, .resolve_done = (uint8_t)resolved,
-        };
-        /* the client's address, for `source` rules */
-        if (c->src.ss.ss_family == AF_INET) {
-            q.src_ip = (const uint8_t *)&((const struct sockaddr_in *)&c->src.ss)->sin_addr;
-            q.src_len = 4;
-        } else if (c->src.ss.ss_family == AF_INET6) {
-            q.src_ip = (const uint8_t *)&((const struct sockaddr_in6 *)&c->src.ss)->sin6_addr;
-            q.src_len = 16;
-        }
-        ob = lr_route_pick_ex(c->gen->rules, c->gen->nrules, c->gen->default_ob, &q,
-                              c->gen->route_strategy, &to_sniffed);
-        if (ob == LR_ROUTE_NEED_IPS) {
-            uint8_t cached[LR_DNS_MAX_ADDRS * 16];
-            int n = 0;
-            if (lr_route_dns_get(c->dst.host, cached, &n)) {
-                route_rules(c, cached, n, 1);
-                return;
-            }
-            /* the default outbound's connect timeout bounds the lookup */
-            lr_conn_set_deadline(c, c->gen->ob[c->gen->default_ob].connect_timeout);
-            c->dns = lr_dns_resolve(c->dst.host, c->dst.port, 0, route_resolved, c);
-            if (!c->dns)
-                lr_conn_dial_failed(c, -ENOMEM, "out of memory");
+    int to_sniffed = 0;
+    struct lr_route_query q = {
+        .network = c->dst.network, .atyp = c->dst.atyp, .port = c->dst.port,
+        .ip = c->dst.ip, .host = c->dst.host,
+        .user = c->user >= 0 ? c->gen->users[c->user].email : NULL,
+        .inbound = c->ib->tag, .sniff_proto = c->dst.sniff_proto,
+        .sniff_host = c->dst.sniff_host,
+        .resolved = ips, .nresolved = (uint8_t)nips, .resolve_done = (uint8_t)resolved,
+    };
+    /* the client's address, for `source` rules */
+    if (c->src.ss.ss_family == AF_INET) {
+        q.src_ip = (const uint8_t *)&((const struct sockaddr_in *)&c->src.ss)->sin_addr;
+        q.src_len = 4;
+    } else if (c->src.ss.ss_family == AF_INET6) {
+        q.src_ip = (const uint8_t *)&((const struct sockaddr_in6 *)&c->src.ss)->sin6_addr;
+        q.src_len = 16;
+    }
+    int32_t ob = lr_route_pick_ex(c->gen->rules, c->gen->nrules, c->gen->default_ob, &q,
+                                  c->gen->route_strategy, &to_sniffed);
+    if (ob == LR_ROUTE_NEED_IPS) {
+        uint8_t cached[LR_DNS_MAX_ADDRS * 16];
+        int n = 0;
+        if (lr_route_dns_get(c->dst.host, cached, &n)) {
+            route_rules(c, cached, n, 1);
             return;
         }
-        if (to_sniffed) {
-            /* the rule allowed the name the client sent in TLS/HTTP: that
-             * name is what gets dialled (v2ray's destOverride) */
-            c->dst.atyp = LR_ATYP_DOMAIN;
-            memset(c->dst.ip, 0, sizeof(c->dst.ip));
-            memcpy(c->dst.host, c->dst.sniff_host, sizeof(c->dst.host));
-            if (dest_normalise(&c->dst) < 0) {
-                lr_conn_dial_failed(c, -EINVAL, "bad destination address");
-                return;
-            }
+        /* the default outbound's connect timeout bounds the lookup */
+        lr_conn_set_deadline(c, c->gen->ob[c->gen->default_ob].connect_timeout);
+        c->dns = lr_dns_resolve(c->dst.host, c->dst.port, 0, route_resolved, c);
+        if (!c->dns)
+            lr_conn_dial_failed(c, -ENOMEM, "out of memory");
+        return;
+    }
+    if (to_sniffed) {
+        /* the rule allowed the name the client sent in TLS/HTTP: that
+         * name is what gets dialled (v2ray's destOverride) */
+        c->dst.atyp = LR_ATYP_DOMAIN;
+        memset(c->dst.ip, 0, sizeof(c->dst.ip));
+        memcpy(c->dst.host, c->dst.sniff_host, sizeof(c->dst.host));
+        if (dest_normalise(&c->dst) < 0) {
+            lr_conn_dial_failed(c, -EINVAL, "bad destination address");
+            return;
         }
     }
     dial_outbound(c, ob);
