@@ -15,7 +15,7 @@ local BASE = {
 local dir = os.tmpname()
 os.remove(dir)
 assert(os.execute("mkdir -p " .. dir .. "/sub") == 0)
-for _, f in ipairs { "geosite.dat", "geoip.dat", "sub/extra.dat", "sub/GeoLite2-Country.mmdb" } do
+for _, f in ipairs { "geosite.dat", "geoip.dat", "extra.dat", "sub/extra.dat", "sub/GeoLite2-Country.mmdb" } do
   local h = assert(io.open(dir .. "/" .. f, "wb"))
   h:write("x")
   h:close()
@@ -119,5 +119,22 @@ describe("routing data in the config", function()
           GD, 'luaray.route { domain_strategy = "as_is", geoip = "cn", to = "direct" }')
     fails("cfg.lua:5: the routing domain_strategy is set twice (first at cfg.lua:4)",
           'luaray.route { domain_strategy = "as_is" }', 'luaray.route { domain_strategy = "ip_on_demand" }')
+  end)
+
+  it("README's routing data block loads (with its dir pointed here)", function()
+    local f = assert(io.open("README.md"))
+    local readme = f:read("*a")
+    f:close()
+    local sec = readme:match("\n## Routing data: geosite, geoip and v2ray's domain forms\n(.-)\n## ")
+    assert(sec, "README.md has no routing data section")
+    local block = assert(sec:match("```lua\n(.-)```"), "no lua block in the section")
+    local n
+    block, n = block:gsub('dir = "/usr/local/share/luaray"', ("dir = %q"):format(dir))
+    assert.equal(1, n)
+    local cfg = ok("luaray.outbound 'block' { type = 'blackhole' }",
+                   "luaray.outbound 'lan' { type = 'direct' }", block)
+    assert.equal(4, #cfg.routes)
+    assert.equal("ip_if_non_match", cfg.domain_strategy)
+    assert.same({ "^d\\." }, cfg.routes[3].domain_regexp)
   end)
 end)
