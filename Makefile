@@ -37,7 +37,8 @@ LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o) $(PROTO_OBJS)
 # the executable adds the CLI, the Lua bridge and the embedded Lua modules
 EMBED_LUA := luaray.config=lua/luaray/config.lua luaray.link=lua/luaray/link.lua \
              luaray.control=lua/luaray/control.lua luaray.json=lua/luaray/json.lua \
-             luaray.daemon=lua/luaray/daemon.lua luaray.cdef=$(BUILD)/lua/luaray/cdef.lua
+             luaray.daemon=lua/luaray/daemon.lua luaray.cdef=$(BUILD)/lua/luaray/cdef.lua \
+             luaray.convert=lua/luaray/convert.lua
 EMBED_SRC := $(BUILD)/gen/embedded_lua.c
 MAIN_OBJS := $(BUILD)/obj/core/main.o $(BUILD)/obj/core/script/bridge.o \
              $(BUILD)/obj/core/script/pattern.o $(BUILD)/obj/gen/embedded_lua.o \
