@@ -427,6 +427,9 @@ end
 ---------------------------------------------------------------------------
 -- Inbounds
 
+-- a tag, email or name the DSL takes: 1-255 bytes, no control characters
+local function good_name(s) return type(s) == "string" and s ~= "" and #s <= 255 and not s:find("%c") end
+
 local function uniq(used, base)
   local name, n = base, 1
   while used[name] do
@@ -450,6 +453,10 @@ function Conv:user(c, path, inbound_tag)
   local level = co:num("level") or 0
   local aid = co:num("alterId") or 0
   local email = co:str("email")
+  if email and email ~= "" and not good_name(email) then
+    self:remark(fmt("%s.email = %s: not a luaray email (1-255 bytes, no control characters): renamed", path, show(email)))
+    email = nil
+  end
   co:str("security")
   local flow = co:str("flow")
   if flow and flow ~= "" then self:skip(co:p("flow"), flow, "VLESS flows are not VMess") end
@@ -460,7 +467,7 @@ function Conv:user(c, path, inbound_tag)
       self:remark(fmt("%s: the same id as user %q (luaray users are global: one user)", path, u.email))
     end
     if aid > u.alter_id then u.alter_id = aid end
-    return u
+    return u, aid
   end
   if not email or email == "" or self.user_by_email[email] then
     if email and email ~= "" then
@@ -475,7 +482,7 @@ function Conv:user(c, path, inbound_tag)
   self.users[#self.users + 1] = u
   self.user_by_id[key] = u
   self.user_by_email[email] = u
-  return u
+  return u, aid
 end
 
 function Conv:accounts(s, m)
@@ -502,12 +509,16 @@ function Conv:inbound(ib, i)
   local o = self:obj(ib, path)
   local proto = o:str("protocol") or "?"
   local tag = o:str("tag")
+  if tag and not good_name(tag) then
+    self:skip(o:p("tag"), tag, "a luaray tag is 1-255 bytes without control characters: renamed")
+    tag = nil
+  end
   local listen = o:str("listen") or "0.0.0.0"
   local port, why = one_port(o:get("port"))
   local entry = { json_tag = tag, levels = {}, path = path }
   local m = map()
   local function give_up(reason)
-    self:skip(path, nil, reason)
+    self:skip(path, ib, reason)
     o.read = setmetatable({}, { __index = function() return true end })
     self:emit()
   end
@@ -523,11 +534,11 @@ function Conv:inbound(ib, i)
   end
   if not port then
     self:skip(o:p("port"), o:get("port"), why)
-    return give_up("the inbound above (protocol " .. proto .. ") has no single port")
+    return give_up("so the whole inbound: no single port")
   end
   if listen:sub(1, 1) == "/" or listen:sub(1, 1) == "@" then
     self:skip(o:p("listen"), listen, "Unix sockets are not supported")
-    return give_up("the inbound above")
+    return give_up("so the whole inbound")
   end
   local alloc = o:sub("allocate")
   local strat = alloc:str("strategy")
@@ -545,11 +556,11 @@ function Conv:inbound(ib, i)
     ltype = "vmess"
     local emails, legacy = {}, false
     for j, c in ipairs(s:list("clients")) do
-      local u = self:user(c, pkey(s:p("clients"), j - 1), tag)
+      local u, aid = self:user(c, pkey(s:p("clients"), j - 1), tag)
       if u then
         emails[#emails + 1] = u.email
         entry.levels[u.level] = true
-        if (c.alterId or 0) ~= 0 then legacy = true end
+        if aid ~= 0 then legacy = true end
       end
     end
     if #emails == 0 then
@@ -615,7 +626,7 @@ function Conv:inbound(ib, i)
       local dp = one_port(dport)
       if not addr or not dp then
         self:skip(s.path, s.t, "a dokodemo-door needs address and port")
-        return give_up("the inbound above")
+        return give_up("so the whole inbound")
       end
       ltype = "tunnel"
       put(m, "type", "tunnel")
@@ -628,14 +639,14 @@ function Conv:inbound(ib, i)
     entry.levels[s:num("userLevel") or 0] = true
   else
     self:skip(o:p("protocol"), proto, "luaray's inbounds are vmess, socks, http and dokodemo-door")
-    return give_up("the inbound above")
+    return give_up("so the whole inbound")
   end
   s:done()
   local st = self:stream(o, "in")
-  if not st then return give_up("the inbound above: its stream cannot be expressed") end
+  if not st then return give_up("so the whole inbound: its stream cannot be expressed") end
   if (st.tls or st.transport) and ltype ~= "vmess" then
     self:skip(o:p("streamSettings"), o.t.streamSettings, "tls and transports are for VMess inbounds")
-    return give_up("the inbound above")
+    return give_up("so the whole inbound")
   end
   if st.sockopt_tproxy and not (ltype == "tproxy" or ltype == "redirect") then
     self:skip(pkey(o:p("streamSettings"), "sockopt") .. ".tproxy", st.sockopt_tproxy, "only with followRedirect")
@@ -661,9 +672,13 @@ function Conv:outbound(ob, i)
   local o = self:obj(ob, path)
   local proto = o:str("protocol") or "?"
   local tag = o:str("tag")
+  if tag and not good_name(tag) then
+    self:skip(o:p("tag"), tag, "a luaray tag is 1-255 bytes without control characters: renamed")
+    tag = nil
+  end
   local m = map()
   local function give_up(reason)
-    self:skip(path, nil, reason)
+    self:skip(path, ob, reason)
     o.read = setmetatable({}, { __index = function() return true end })
     self:emit()
   end
@@ -696,7 +711,7 @@ function Conv:outbound(ob, i)
     local vnext = s:list("vnext")
     if #vnext == 0 then
       self:skip(s:p("vnext"), nil, "a VMess outbound needs a server")
-      return give_up("the outbound above")
+      return give_up("so the whole outbound")
     end
     local v = self:obj(vnext[1], pkey(s:p("vnext"), 0))
     for j = 2, #vnext do self:skip(pkey(s:p("vnext"), j - 1), vnext[j], "luaray dials one server per outbound: make another outbound") end
@@ -704,18 +719,18 @@ function Conv:outbound(ob, i)
     local port = one_port(v:get("port"))
     if not host or not port then
       self:skip(v.path, vnext[1], "needs address and port")
-      return give_up("the outbound above")
+      return give_up("so the whole outbound")
     end
     put(m, "server", hostport(host, port))
     local users = v:list("users")
     if #users == 0 then
       self:skip(v:p("users"), nil, "a VMess outbound needs a user")
-      return give_up("the outbound above")
+      return give_up("so the whole outbound")
     end
     for j = 2, #users do self:skip(pkey(v:p("users"), j - 1), users[j], "one user per outbound") end
     local u = self:obj(users[1], pkey(v:p("users"), 0))
     local id = u:str("id")
-    if not id then return give_up("the outbound above: no user id") end
+    if not id then return give_up("so the whole outbound: no user id") end
     put(m, "id", id)
     local aid = u:num("alterId")
     if aid and aid > 0 then put(m, "alter_id", aid) end
@@ -736,11 +751,11 @@ function Conv:outbound(ob, i)
     v:done()
   else
     self:skip(o:p("protocol"), proto, "luaray's outbounds are vmess, freedom and blackhole")
-    return give_up("the outbound above")
+    return give_up("so the whole outbound")
   end
   s:done()
   local st = self:stream(o, "out", host)
-  if not st then return give_up("the outbound above: its stream cannot be expressed") end
+  if not st then return give_up("so the whole outbound: its stream cannot be expressed") end
   if (st.tls or st.transport) and base ~= "proxy" then
     self:skip(o:p("streamSettings"), o.t.streamSettings, "tls and transports are for VMess outbounds")
   elseif base == "proxy" then
@@ -1027,15 +1042,15 @@ function M.convert(text, name)
   local pol = {}
   for _, k in ipairs(sorted_keys(levels.t)) do
     local lo = levels:sub(k)
-    pol[tonumber(k) or -1] = lo
+    pol[tostring(tonumber(k) or k)] = lo
   end
   for _, e in ipairs(inbound_entries) do
     for _, key in ipairs({ { "handshake", "handshake_timeout" }, { "connIdle", "idle_timeout" } }) do
       local vals, lvls = {}, {}
-      for L in pairs(e.levels) do
-        local lo = pol[L]
+      for _, L in ipairs(sorted_keys(e.levels)) do
+        local lo = pol[tostring(L)]
         local v = lo and lo.t[key[1]]
-        if type(v) == "number" then vals[#vals + 1] = v; lvls[#lvls + 1] = L; level_used[L] = true end
+        if type(v) == "number" then vals[#vals + 1] = v; lvls[#lvls + 1] = L; level_used[tostring(L)] = true end
       end
       if #vals > 0 then
         local mx = math.max(unpack(vals))
@@ -1053,7 +1068,8 @@ function M.convert(text, name)
       end
     end
   end
-  for L, lo in pairs(pol) do
+  for _, L in ipairs(sorted_keys(pol)) do
+    local lo = pol[L]
     for _, k in ipairs({ "handshake", "connIdle" }) do
       if lo.t[k] ~= nil then
         lo:get(k)
