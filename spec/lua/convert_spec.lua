@@ -63,7 +63,7 @@ describe("convert", function()
       log = { loglevel = "warning", access = "none" },
       inbounds = { { port = 10086, protocol = "vmess",
                      settings = { clients = { { id = ID, email = "a@x", level = 1, alterId = 4 } } } } },
-      outbounds = { { protocol = "freedom", settings = {} } },
+      outbounds = { { protocol = "freedom", settings = { domainStrategy = "UseIPv4" } } },
     }
     assert.equal(0, n)
     local cfg = load(text)
@@ -73,7 +73,8 @@ describe("convert", function()
     local ib = cfg.inbounds[1]
     assert.same({ "vmess-in", "vmess", "0.0.0.0", 10086, true, true },
                 { ib.tag, ib.type, ib.listen.host, ib.listen.port, ib.allow_legacy, ib.allow_private })
-    assert.same({ "direct", "direct" }, { cfg.outbounds[1].tag, cfg.outbounds[1].type })
+    assert.same({ "direct", "direct", "ipv4" }, { cfg.outbounds[1].tag, cfg.outbounds[1].type,
+                                                 cfg.outbounds[1].domain_strategy })
     assert.equal("direct", cfg.default_outbound)
   end)
 
@@ -181,6 +182,7 @@ describe("convert", function()
           outboundTag = "block" },
         { type = "field", inboundTag = { "in" }, network = "udp", protocol = { "tls", "bittorrent" },
           outboundTag = "direct" },
+        { type = "field", source = { "192.0.2.0/24" }, outboundTag = "direct" },
       } },
     }
     local want = {
@@ -193,6 +195,7 @@ describe("convert", function()
       'luaray.route { geoip = { "private" }, port = "53,443,1000-2000", to = "block" }',
       '-- not converted: routing.rules[2].protocol[1] = "bittorrent"',
       'luaray.route { network = "udp", inbound = { "in" }, protocol = { "tls" }, to = "direct" }',
+      'luaray.route { source = { "192.0.2.0/24" }, to = "direct" }',
       'luaray.route { default = "direct" }',
     }
     local pos = 1
