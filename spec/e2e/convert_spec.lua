@@ -28,7 +28,9 @@ local function run_out(name, args)
   local argv = { "/bin/sh", "-c", 'out="$1"; err="$2"; shift 2; exec "$@" >"$out" 2>"$err"', "sh", out, err,
                  LUARAY }
   for _, a in ipairs(args) do argv[#argv + 1] = a end
-  local code = h:exec(name, argv, { keep_preload = true })
+  -- under `make asan` the commands run with LeakSanitizer on, as daemons do
+  local env = os.getenv("LURAY_ASAN") and { ASAN_OPTIONS = "detect_leaks=1:abort_on_error=1" } or nil
+  local code = h:exec(name, argv, { keep_preload = true, env = env })
   return code, E.read_file(out), E.read_file(err)
 end
 
@@ -38,21 +40,28 @@ local function check_lua(name, text)
   return code, out .. err
 end
 
--- the features of other branches, each probed with a minimal config
+-- the features of other branches, each probed with a minimal config (cfg)
+-- that differs from one -t passes today (base) only in that feature's key
+local SOCKS = 'luaray.inbound "s" { type = "socks", listen = "127.0.0.1:1" }\n'
+local DIRECT = 'luaray.outbound "d" { type = "direct" }\n'
 local PROBES = {
-  geoip = { branch = "geo", pat = "geoip = {",
-    cfg = 'luaray.outbound "d" { type = "direct" }\nluaray.route { geoip = { "private" }, to = "d" }\n' },
-  geosite = { branch = "geo", pat = "geosite = {",
-    cfg = 'luaray.outbound "d" { type = "direct" }\n' ..
-          'luaray.route { geosite = { "category-ads" }, to = "d" }\n' },
-  domain_forms = { branch = "geo", pat = 'domain = { "%a+:',
-    cfg = 'luaray.outbound "d" { type = "direct" }\nluaray.route { domain = { "regexp:^d\\\\." }, to = "d" }\n' },
-  tunnel = { branch = "tunnel", pat = 'type = "tunnel"',
+  geoip = { key = "geoip", branch = "geo", pat = "geoip = {",
+    cfg = SOCKS .. DIRECT .. 'luaray.route { geoip = { "private" }, to = "d" }\n',
+    base = SOCKS .. DIRECT .. 'luaray.route { ip_cidr = { "10.0.0.0/8" }, to = "d" }\n' },
+  geosite = { key = "geosite", branch = "geo", pat = "geosite = {",
+    cfg = SOCKS .. DIRECT .. 'luaray.route { geosite = { "category-ads" }, to = "d" }\n',
+    base = SOCKS .. DIRECT .. 'luaray.route { domain_suffix = { "ads.example" }, to = "d" }\n' },
+  domain_forms = { key = "domain", branch = "geo", pat = 'domain = { "%a+:',
+    cfg = SOCKS .. DIRECT .. 'luaray.route { domain = { "regexp:^d\\\\." }, to = "d" }\n',
+    base = SOCKS .. DIRECT .. 'luaray.route { domain = { "d.example" }, to = "d" }\n' },
+  tunnel = { key = "type", branch = "tunnel", pat = 'type = "tunnel"',
     cfg = 'luaray.inbound "t" { type = "tunnel", listen = "127.0.0.1:1", to = "127.0.0.1:53", network = "udp" }\n' ..
-          'luaray.outbound "d" { type = "direct" }\n' },
-  mux = { branch = "xudp", pat = "mux = {",
-    cfg = ('luaray.outbound "p" { type = "vmess", server = "127.0.0.1:1", id = "%s", ' ..
-           'mux = { concurrency = 8 } }\n'):format(ID) },
+          DIRECT,
+    base = 'luaray.inbound "t" { type = "socks", listen = "127.0.0.1:1", udp = true }\n' .. DIRECT },
+  mux = { key = "mux", branch = "xudp", pat = "mux = {",
+    cfg = SOCKS .. ('luaray.outbound "p" { type = "vmess", server = "127.0.0.1:1", id = "%s", ' ..
+           'mux = { concurrency = 8 } }\n'):format(ID),
+    base = SOCKS .. ('luaray.outbound "p" { type = "vmess", server = "127.0.0.1:1", id = "%s" }\n'):format(ID) },
 }
 local HAVE = {}
 for name, p in pairs(PROBES) do
@@ -181,7 +190,7 @@ describe("luaray convert", function()
         n = n + 1
       end
     end
-    assert.equal(17, n)
+    assert.equal(16, n)
   end))
 
   it_needs({ "mux" }, "converts the specs' v2ray client with mux; -t accepts it", function()
@@ -234,6 +243,35 @@ describe("luaray convert", function()
     assert.equal(1, code)
     assert.equal("", out)
     assert.equal("luaray: " .. jf .. ":4:32: ',' or '}' expected\n", err)
+  end))
+
+  it("the feature probes are real: -t passes the same config without the new key", h:guard(function()
+    for name, p in pairs(PROBES) do
+      local code, log = check_lua("probe-base-" .. name, p.base)
+      assert.equal(0, code, name .. ": " .. log)
+      -- without the branch, the probe fails on its key and nothing else
+      if not HAVE[name] then
+        code, log = check_lua("probe-again-" .. name, p.cfg)
+        assert.equal(1, code)
+        assert.truthy(log:find("'" .. p.key .. "'", 1, true), log)
+      end
+    end
+  end))
+
+  it("usage: convert and import take exactly one argument (exit 2)", h:guard(function()
+    local code, out, err = run_out("usage-1", { "convert" })
+    assert.equal(2, code)
+    assert.truthy(err:find("convert needs a JSON file", 1, true), err)
+    code, out, err = run_out("usage-2", { "import" })
+    assert.equal(2, code)
+    assert.truthy(err:find("import needs a vmess:// link", 1, true), err)
+    code, out, err = run_out("usage-3", { "convert", "a.json", "b.json" })
+    assert.equal(2, code)
+    assert.truthy(err:find("convert takes one argument", 1, true), err)
+    code, out, err = run_out("usage-4", { "import", "vless://x" })
+    assert.equal(1, code)
+    assert.equal("", out)
+    assert.truthy(err:find("^luaray: not a vmess:// link"), err)
   end))
 
   it("-c with a JSON file is refused with the hint to convert it", h:guard(function()

@@ -31,7 +31,11 @@ local function has(text, s) return text:find(s, 1, true) ~= nil end
 local function dsl_takes(src)
   return config.load_string('luaray.outbound "d" { type = "direct" }\n' .. src, "=probe") ~= nil
 end
-local HAVE_GEO = dsl_takes('luaray.route { geoip = { "private" }, to = "d" }')
+-- the probe itself works: the same shape with today's keys loads
+assert(dsl_takes('luaray.inbound "s" { type = "socks", listen = "127.0.0.1:1" }\n' ..
+                 'luaray.route { ip_cidr = { "10.0.0.0/8" }, to = "d" }'))
+local HAVE_GEO = dsl_takes('luaray.inbound "s" { type = "socks", listen = "127.0.0.1:1" }\n' ..
+                           'luaray.route { geoip = { "private" }, to = "d" }')
 local HAVE_TUNNEL = dsl_takes('luaray.inbound "t" { type = "tunnel", listen = "127.0.0.1:1", to = "1.1.1.1:53", network = "udp" }')
 
 describe("json.decode_config", function()
