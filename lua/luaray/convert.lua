@@ -504,8 +504,7 @@ function Conv:accounts(s, m)
 end
 
 -- The level an inbound's users have (for policy.levels): a set.
-function Conv:inbound(ib, i)
-  local path = pkey("inbounds", i - 1)
+function Conv:inbound(ib, path)
   local o = self:obj(ib, path)
   local proto = o:str("protocol") or "?"
   local tag = o:str("tag")
@@ -667,8 +666,7 @@ end
 local SECURITIES = { ["aes-128-gcm"] = true, ["chacha20-poly1305"] = true, none = true,
                      zero = true, ["aes-128-cfb"] = true, auto = true }
 
-function Conv:outbound(ob, i)
-  local path = pkey("outbounds", i - 1)
+function Conv:outbound(ob, path)
   local o = self:obj(ob, path)
   local proto = o:str("protocol") or "?"
   local tag = o:str("tag")
@@ -845,8 +843,7 @@ function Conv:ip_groups(list, path, key)
   return g
 end
 
-function Conv:rule(r, j, outs_by_json, ins_by_json)
-  local path = pkey("routing.rules", j - 1)
+function Conv:rule(r, path, outs_by_json, ins_by_json)
   local o = self:obj(r, path)
   local rtag = o:str("ruleTag")
   local typ = o:str("type") or "field"
@@ -974,8 +971,10 @@ function M.convert(text, name)
   self.api_tag = api:str("tag")
   local routing = top:sub("routing")
   local rsettings = routing:sub("settings")
-  local rules = routing:list("rules")
-  if #rules == 0 and rsettings.t.rules then rules = rsettings:list("rules") end
+  local rules, rules_path = routing:list("rules"), "routing.rules"
+  if #rules == 0 and rsettings.t.rules then
+    rules, rules_path = rsettings:list("rules"), "routing.settings.rules"
+  end
   if self.api_tag then
     for _, r in ipairs(rules) do
       if type(r) == "table" and r.outboundTag == self.api_tag and type(r.inboundTag) == "table" then
@@ -1016,17 +1015,30 @@ function M.convert(text, name)
   -- own output (what was given up) is kept aside until after the users.
   -- A JSON tag is kept; a generated one avoids every JSON tag.
   local inbound_entries, ins_by_json = {}, {}
-  for _, ib in ipairs(top:list("inbounds")) do
+  -- v2ray's v4 lists, and the v3 format's inbound/outbound + *Detour lists
+  -- (which v2ray 4.34 still reads): { json, path } in v2ray's order
+  local function items(single, list, detour)
+    local out = {}
+    if root[single] ~= nil then out[1] = { top:get(single), single } end
+    for _, name in ipairs({ list, detour }) do
+      for i, v in ipairs(top:list(name)) do out[#out + 1] = { v, pkey(name, i - 1) } end
+    end
+    return out
+  end
+  local in_list = items("inbound", "inbounds", "inboundDetour")
+  local out_list = items("outbound", "outbounds", "outboundDetour")
+  for _, it in ipairs(in_list) do
+    local ib = it[1]
     if type(ib) == "table" and type(ib.tag) == "string" then self.in_tags[ib.tag] = true end
   end
-  local out_list = top:list("outbounds")
-  for _, ob in ipairs(out_list) do
+  for _, it in ipairs(out_list) do
+    local ob = it[1]
     if type(ob) == "table" and type(ob.tag) == "string" then self.out_tags[ob.tag] = true end
   end
   local main_out = self.out
   self.out = {}
-  for i, ib in ipairs(top:list("inbounds")) do
-    local e = self:inbound(ib, i)
+  for _, it in ipairs(in_list) do
+    local e = self:inbound(it[1], it[2])
     if e then
       inbound_entries[#inbound_entries + 1] = e
       if e.json_tag then ins_by_json[e.json_tag] = e.tag end
@@ -1147,9 +1159,10 @@ function M.convert(text, name)
   -- outbounds
   self:section("outbounds")
   local outs, outs_by_json = {}, {}
-  local first_json = type(out_list[1]) == "table" and out_list[1] or nil
-  for i, ob in ipairs(out_list) do
-    local e = self:outbound(ob, i)
+  local first_json = out_list[1] and type(out_list[1][1]) == "table" and out_list[1][1] or nil
+  for _, it in ipairs(out_list) do
+    local ob = it[1]
+    local e = self:outbound(ob, it[2])
     if e then
       outs[#outs + 1] = e
       if e.json_tag then outs_by_json[e.json_tag] = e end
@@ -1181,7 +1194,7 @@ function M.convert(text, name)
   rsettings:done()
   routing:get("strategy")
   routing:done()
-  for j, r in ipairs(rules) do self:rule(r, j, outs_by_json, ins_by_json) end
+  for j, r in ipairs(rules) do self:rule(r, pkey(rules_path, j - 1), outs_by_json, ins_by_json) end
   if #outs > 0 then
     if not outs[1].first then
       self:remark("the first JSON outbound was not converted: the default is the first that was")
@@ -1196,6 +1209,7 @@ function M.convert(text, name)
     for _, l in ipairs(policy_notes) do self.out[#self.out + 1] = l end
   end
   top:get("inbounds"); top:get("outbounds"); top:get("log"); top:get("policy")
+  top:get("inboundDetour"); top:get("outboundDetour")
   top:get("routing"); top:get("api")
   self.notes = {}
   top:done("luaray has no such section")

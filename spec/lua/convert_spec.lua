@@ -224,6 +224,25 @@ describe("convert", function()
     for i = 1, 3 do assert.equal("10.0.0.0", cfg.routes[i].ip_cidr[1].addr) end
   end)
 
+  it("the v3 format v2ray 4.34 still reads: inbound/outbound, *Detour, routing.settings.rules", function()
+    local text = conv {
+      inbound = { port = 10086, protocol = "vmess", settings = { clients = { { id = ID } } } },
+      inboundDetour = { { tag = "s", listen = "127.0.0.1", port = 1080, protocol = "socks", settings = { udp = true } } },
+      outbound = { protocol = "freedom" },
+      outboundDetour = { { tag = "blocked", protocol = "blackhole" }, { tag = "x", protocol = "dns" } },
+      routing = { strategy = "rules", settings = { rules = {
+        { type = "field", ip = { "10.0.0.0/8" }, outboundTag = "blocked" },
+        { type = "field", ip = { "1.1.1.1" }, outboundTag = "x" } } } },
+    }
+    local cfg = load(text)
+    assert.same({ "vmess-in", "s" }, { cfg.inbounds[1].tag, cfg.inbounds[2].tag })
+    assert.same({ "direct", "blocked" }, { cfg.outbounds[1].tag, cfg.outbounds[2].tag })
+    assert.equal("blocked", cfg.routes[1].to)
+    assert.equal("direct", cfg.default_outbound)
+    assert.truthy(has(text, '-- not converted: outboundDetour[1].protocol = "dns"'), text)
+    assert.truthy(has(text, '-- not converted: routing.settings.rules[1] = '), text)
+  end)
+
   it("tags: JSON tags kept, generated ones never take a JSON tag; the first outbound stays the default", function()
     local text = conv {
       inbounds = { { port = 1, listen = "127.0.0.1", protocol = "socks" }, { tag = "socks-in", port = 2, listen = "127.0.0.1", protocol = "socks" } },
