@@ -220,18 +220,40 @@ describe("luaray convert", function()
   -- Debian's v2ray package ships these; config.json and vpoint_vmess_freedom
   -- route geoip:private / geosite:category-ads (branch geo)
   local debian = {
-    { "config.json", { "geoip", "geosite" } },
-    { "config_vmess.json", {} },
-    { "vpoint_socks_vmess.json", {} },
-    { "vpoint_vmess_freedom.json", { "geoip" } },
+    { "config.json", { "geoip", "geosite" }, {
+      'luaray.log { level = "warn" }',
+      'luaray.inbound "socks-inbound" { type = "socks", listen = "127.0.0.1:1080" }',
+      'luaray.route { geoip = { "private" }, to = "blocked" }',
+      'luaray.route { geosite = { "category-ads" }, to = "blocked" }',
+      'luaray.route { default = "direct" }',
+      '-- not converted: routing.domainStrategy = "IPOnDemand"',
+      '-- not converted: dns = ' } },
+    { "config_vmess.json", {}, {
+      'alter_id = 64,', 'listen = "0.0.0.0:10086",', 'allow_legacy = true,',
+      'luaray.outbound "blocked" { type = "blackhole" }' } },
+    { "vpoint_socks_vmess.json", {}, {
+      'luaray.inbound "socks-in" { type = "socks", listen = "127.0.0.1:1080" }',
+      '-- not converted: policy.levels["0"].uplinkOnly = 0' } },
+    { "vpoint_vmess_freedom.json", { "geoip" }, {
+      'luaray.route { geoip = { "private" }, to = "blocked" }' } },
   }
   for _, d in ipairs(debian) do
     local path = "/usr/share/v2ray/" .. d[1]
-    it_needs(d[2], "converts Debian's " .. path .. " (comments and all); -t accepts it", function()
+    local function converted()
       local f = assert(io.open(path, "rb"), path .. " missing: run scripts/deps.sh")
       local json = f:read("*a")
       f:close()
-      local text = convert("debian-" .. d[1], json)
+      return convert("debian-" .. d[1], json)
+    end
+    it("converts Debian's " .. path .. " (comments and all)", h:guard(function()
+      local text = converted()
+      for _, want in ipairs(d[3]) do
+        assert.truthy(text:find(want, 1, true), want .. "\n" .. text)
+      end
+    end))
+    it_needs(d[2], "-t accepts the conversion of Debian's " .. path, function()
+      local text = converted()
+      assert.same({}, missing(text))
       local code, log = check_lua("debian-" .. d[1], text)
       assert.equal(0, code, text .. "\n" .. log)
     end)
