@@ -391,6 +391,16 @@ function Conv:tls(t, side, host, tp)
   else
     local sn = t:str("serverName")
     if sn then put(m, "server_name", sn) end
+    if alpn and #alpn > 0 and tp and tp[1][2] ~= "grpc" then
+      -- an HTTP/1.1 upgrade must not offer h2: a server preferring it
+      -- would pick it and the upgrade would fail
+      local keep = {}
+      for _, a in ipairs(alpn) do if a ~= "h2" then keep[#keep + 1] = a end end
+      if #keep < #alpn then
+        self:remark(t:p("alpn") .. ": h2 left out, a " .. tp[1][2] .. " upgrade is HTTP/1.1")
+      end
+      alpn = keep
+    end
     if not alpn or #alpn == 0 then
       -- what v2ray's own dialers offer: ws/httpupgrade HTTP/1.1, gRPC h2
       if tp and tp[1][2] == "grpc" then alpn = { "h2" }
@@ -583,6 +593,7 @@ function Conv:inbound(ib, path)
     put(m, "listen", hostport(listen, port))
     if s:bool("udp") then put(m, "udp", true) end
     self:accounts(s, m)
+    if s:get("allowTransparent") then self:skip(s:p("allowTransparent"), true) end
     local ip = s:str("ip")
     if ip and ip ~= listen and not (ip == "127.0.0.1" and listen == "0.0.0.0") then
       self:skip(s:p("ip"), ip, "luaray answers UDP ASSOCIATE with the address the client reached")
@@ -871,10 +882,20 @@ function Conv:rule(r, path, outs_by_json, ins_by_json)
   local dg = self:domain_groups(domains, o:p(o.t.domain and "domain" or "domains"))
   local ig = self:ip_groups(ips, o:p("ip"), "ip")
   local port = o:get("port")
-  if port ~= nil then
-    if type(port) == "number" then put(common, "port", port)
-    elseif type(port) == "string" then put(common, "port", (port:gsub("%s", "")))
-    else self:skip(o:p("port"), port, "a port or \"a-b,c\" expected") end
+  local port_json = port
+  if type(port) == "number" then port = tostring(math.floor(port)) end
+  if type(port) == "string" then
+    -- luaray's ports are 1-65535: a range from 0 starts at 1, port 0 alone is no port
+    local parts = {}
+    for part in (port:gsub("%s", "") .. ","):gmatch("([^,]*),") do
+      local a, b = part:match("^(%d+)%-(%d+)$")
+      if a and tonumber(a) == 0 then part = "1-" .. b end
+      if part ~= "" and tonumber(part) ~= 0 then parts[#parts + 1] = part end
+    end
+    if #parts > 0 then put(common, "port", concat(parts, ","))
+    else self:skip(o:p("port"), port_json, "no port 1-65535 in it") end
+  elseif port ~= nil then
+    self:skip(o:p("port"), port, "a port or \"a-b,c\" expected")
   end
   local sp = o:get("sourcePort")
   if sp then self:skip(o:p("sourcePort"), sp, "luaray has no source port filter") end

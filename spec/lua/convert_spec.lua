@@ -243,6 +243,26 @@ describe("convert", function()
     assert.truthy(has(text, '-- not converted: routing.settings.rules[1] = '), text)
   end)
 
+  it("what v2rayN writes: port 0-65535, h2 offered over ws, allowTransparent false", function()
+    local text = conv {
+      inbounds = { { tag = "socks", port = 10808, listen = "127.0.0.1", protocol = "socks",
+                     settings = { auth = "noauth", udp = true, allowTransparent = false } } },
+      outbounds = { { tag = "proxy", protocol = "vmess",
+        settings = { vnext = { { address = "1.2.3.4", port = 443, users = { { id = ID } } } } },
+        streamSettings = { network = "ws", security = "tls",
+          tlsSettings = { serverName = "cdn.example.com", alpn = { "h2", "http/1.1" } },
+          wsSettings = { path = "/ws?ed=2048" } } } },
+      routing = { rules = { { type = "field", port = "0-65535", outboundTag = "proxy" },
+                            { type = "field", port = 0, outboundTag = "proxy" } } },
+    }
+    local cfg = load(text)
+    assert.same({ "http/1.1" }, cfg.outbounds[1].tls.alpn)
+    assert.same({ 1, 65535 }, { cfg.routes[1].port[1].lo, cfg.routes[1].port[1].hi })
+    assert.equal(1, #cfg.routes)
+    assert.truthy(has(text, "-- not converted: routing.rules[1].port = 0 (no port 1-65535 in it)"), text)
+    assert.falsy(has(text, "allowTransparent"))
+  end)
+
   it("tags: JSON tags kept, generated ones never take a JSON tag; the first outbound stays the default", function()
     local text = conv {
       inbounds = { { port = 1, listen = "127.0.0.1", protocol = "socks" }, { tag = "socks-in", port = 2, listen = "127.0.0.1", protocol = "socks" } },
