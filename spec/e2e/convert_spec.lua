@@ -407,9 +407,41 @@ describe("converted configs in v2ray's place", function()
     h:stop(v)
   end)
 
-  it("luaray import of `luaray link`'s links reaches the server the links came from (tcp, ws, ws+tls)", h:guard(function()
+  it_needs({ "tunnel" }, "a v2ray client's dokodemo-door, converted, tunnels TCP and UDP to its address through a " ..
+           "v2ray 4.34 server", function()
+    local socket = require "socket"
+    local port = E.free_port()
+    local v = h:v2ray("v2ray-server-tunnel", E.v2ray_server_config { port = port, users = { { id = ID } } })
+    local tport = E.free_port()
+    local ccfg = E.v2ray_client_config { socks_port = E.free_port(), server_port = port, id = ID }
+    ccfg.inbounds[1] = { tag = "tunnel", listen = "127.0.0.1", port = tport, protocol = "dokodemo-door",
+                         settings = { address = "127.0.0.1", port = echo.port, network = "tcp,udp" } }
+    local cli, text = run_converted("cli-tunnel", ccfg, { { "127.0.0.1", tport } })
+    assert.truthy(text:find('type = "tunnel"', 1, true), text)
+    local s = assert(E.tcp_connect("127.0.0.1", tport))
+    local ok, err = E.transfer_echo(s, 256 * 1024, { timeout = 30 })
+    assert.is_true(ok, err)
+    local u = assert(socket.udp())
+    assert(u:setpeername("127.0.0.1", tport))
+    u:settimeout(1)
+    local got
+    for i = 1, 5 do
+      assert(u:send("datagram " .. i))
+      got = u:receive()
+      if got then
+        assert.equal("datagram " .. i, got)
+        break
+      end
+    end
+    u:close()
+    assert.truthy(got, "no UDP echo through the tunnel")
+    h:stop_luaray(cli)
+    h:stop(v)
+  end)
+
+  it("luaray import of `luaray link`'s links reaches the server the links came from (tcp, ws, ws+tls, grpc)", h:guard(function()
     local d = pki()
-    local p1, p2, p3 = E.free_port(), E.free_port(), E.free_port()
+    local p1, p2, p3, p4 = E.free_port(), E.free_port(), E.free_port(), E.free_port()
     local srv = h:luaray("import-server", ([[
 luaray.user { id = %q, email = "alice@e2e" }
 luaray.inbound "tcp" { type = "vmess", listen = "127.0.0.1:%d", allow_private = true }
@@ -418,14 +450,16 @@ luaray.inbound "ws" { type = "vmess", listen = "127.0.0.1:%d", allow_private = t
 luaray.inbound "wss" { type = "vmess", listen = "127.0.0.1:%d", allow_private = true,
   tls = { cert = %q, key = %q, alpn = { "http/1.1" } },
   transport = { type = "ws", path = "/ray", host = "localhost" } }
+luaray.inbound "grpc" { type = "vmess", listen = "127.0.0.1:%d", allow_private = true,
+  transport = { type = "grpc", service_name = "gun.Tunnel" } }
 luaray.outbound "direct" { type = "direct" }
-]]):format(ID, p1, p2, p3, d .. "/localhost.pem", d .. "/localhost.key"),
-      { ports = { { "127.0.0.1", p1 }, { "127.0.0.1", p2 }, { "127.0.0.1", p3 } } })
+]]):format(ID, p1, p2, p3, d .. "/localhost.pem", d .. "/localhost.key", p4),
+      { ports = { { "127.0.0.1", p1 }, { "127.0.0.1", p2 }, { "127.0.0.1", p3 }, { "127.0.0.1", p4 } } })
     local code, out, err = run_out("links", { "link", "-c", srv.argv[3], "-H", "127.0.0.1" })
     assert.equal(0, code, err)
     local links = {}
     for l in out:gmatch("[^\n]+") do links[#links + 1] = l end
-    assert.equal(3, #links)
+    assert.equal(4, #links)
     for i, l in ipairs(links) do
       local c2, lua, e2 = run_out("import-" .. i, { "import", l })
       assert.equal(0, c2, e2)
