@@ -266,13 +266,21 @@ function Conv:stream(o, side, host)
     local ws = ss:sub("wsSettings")
     local tp = put(map(), "type", "ws")
     local path = ws:str("path") or "/"
+    if path:sub(1, 1) ~= "/" then path = "/" .. path end
     local h = ws:sub("headers")
     local hosthdr
     for k in pairs(h.t) do
-      if k:lower() == "host" then hosthdr = h:str(k) end
+      if k:lower() == "host" then
+        hosthdr = h:str(k)
+        if side == "in" then
+          -- a v2ray server never checks it (headers are what a client sends)
+          self:remark(h:p(k) .. " ignored: a v2ray server does not check the Host")
+          hosthdr = nil
+        end
+      end
     end
-    h:done("luaray sends and checks no other headers")
-    hosthdr = ws:str("host") or hosthdr
+    h:done(side == "in" and "a server sends no request headers" or "luaray sends no other headers")
+    hosthdr = ws:str("host") or hosthdr   -- Xray's field: a server checks it
     local med = ws:num("maxEarlyData")
     local edh = ws:str("earlyDataHeaderName")
     if edh and edh ~= "Sec-WebSocket-Protocol" then
@@ -301,6 +309,7 @@ function Conv:stream(o, side, host)
     local hu = ss:sub("httpupgradeSettings")
     local tp = put(map(), "type", "httpupgrade")
     local path = hu:str("path") or "/"
+    if path:sub(1, 1) ~= "/" then path = "/" .. path end
     if side == "in" then path = path:gsub("%?.*$", "") end
     put(tp, "path", path)
     put(tp, "host", hu:str("host"))
@@ -314,8 +323,12 @@ function Conv:stream(o, side, host)
     if side == "in" then g:bool("multiMode") end -- the server takes both
     g:done()
     res.transport = tp
-    if (tp[2][2]) == "" then
+    local sn = tp[2][2]
+    if sn == "" then
       self:skip(g:p("serviceName"), "", "luaray needs a gRPC service name")
+      ok = false
+    elseif sn:find("[%s/?#%%\128-\255]") then
+      self:skip(g:p("serviceName"), sn, "custom gRPC paths are not supported: a plain service name is")
       ok = false
     end
   else

@@ -121,6 +121,10 @@ describe("convert", function()
               { certificateFile = "/a.pem", keyFile = "/a.key" }, { certificateFile = "/b.pem", keyFile = "/b.key" } } } } },
         { tag = "u", listen = "127.0.0.1", port = 10001, protocol = "vmess", settings = { clients = { { id = ID2 } } },
           streamSettings = { network = "httpupgrade", httpupgradeSettings = { path = "/up", host = "h.example" } } },
+        { tag = "w", listen = "127.0.0.1", port = 10002, protocol = "vmess", settings = { clients = { { id = ID2 } } },
+          streamSettings = { network = "ws", wsSettings = { path = "ray", headers = { Host = "w.example" } } } },
+        { tag = "x", listen = "127.0.0.1", port = 10003, protocol = "vmess", settings = { clients = { { id = ID2 } } },
+          streamSettings = { network = "ws", wsSettings = { path = "/x", host = "x.example" } } },
       },
       outbounds = { { protocol = "blackhole" } },
     }
@@ -130,9 +134,14 @@ describe("convert", function()
     assert.same({ { cert = "/a.pem", key = "/a.key" }, { cert = "/b.pem", key = "/b.key" } }, g.tls.certs)
     assert.same({ "h2" }, g.tls.alpn)
     assert.same({ type = "httpupgrade", path = "/up", host = "h.example" }, u.transport)
+    -- a v2ray server's headers.Host is never checked by v2ray; Xray's host is
+    assert.same({ type = "ws", path = "/ray", max_early_data = 2048 }, cfg.inbounds[3].transport)
+    assert.same({ type = "ws", path = "/x", host = "x.example", max_early_data = 2048 }, cfg.inbounds[4].transport)
+    assert.truthy(has(text, '-- inbounds[2].streamSettings.wsSettings.headers.Host ignored'), text)
     -- two VMess inbounds: each lists its own users
     assert.same({ "user1" }, g.users)
     assert.same({ "user2" }, u.users)
+    assert.same({ "user2" }, cfg.inbounds[3].users)
     assert.truthy(has(text, '-- not converted: inbounds[0].streamSettings.grpcSettings.serverName = "x"'))
   end)
 
