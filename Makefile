@@ -39,7 +39,8 @@ LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o) $(PROTO_OBJS)
 # the executable adds the CLI, the Lua bridge and the embedded Lua modules
 EMBED_LUA := luaray.config=lua/luaray/config.lua luaray.link=lua/luaray/link.lua \
              luaray.control=lua/luaray/control.lua luaray.json=lua/luaray/json.lua \
-             luaray.daemon=lua/luaray/daemon.lua luaray.cdef=$(BUILD)/lua/luaray/cdef.lua
+             luaray.daemon=lua/luaray/daemon.lua luaray.cdef=$(BUILD)/lua/luaray/cdef.lua \
+             luaray.convert=lua/luaray/convert.lua
 EMBED_SRC := $(BUILD)/gen/embedded_lua.c
 MAIN_OBJS := $(BUILD)/obj/core/main.o $(BUILD)/obj/core/script/bridge.o \
              $(BUILD)/obj/core/script/pattern.o $(BUILD)/obj/gen/embedded_lua.o \
@@ -300,7 +301,7 @@ FUZZ_TARGETS := fuzz_req_aead_1user fuzz_req_legacy_1user fuzz_req_1000users \
                 fuzz_sniff fuzz_vmess_link fuzz_mux fuzz_proxyproto fuzz_tls \
                 fuzz_ws_frames fuzz_http_upgrade \
                 fuzz_gun fuzz_h2s fuzz_gunc fuzz_h2c fuzz_metrics_http fuzz_v2api \
-                fuzz_http_resp
+                fuzz_http_resp fuzz_convert
 # the codec alone (no libev, no Lua); the inbound targets add socks.c,
 # http.c and sock.c with net/conn.c replaced by spec/fuzz/targets/fuzz_conn.c
 FUZZ_CODEC := $(sort $(wildcard core/base/*.c core/crypto/*.c core/vmess/*.c)) core/api.c
@@ -351,6 +352,9 @@ fuzz_geodata_LIBS := -lprotobuf-c -lpcre2-8 -lmaxminddb
 # link.lua under LuaJIT (no codec needed, linked anyway for one link rule)
 fuzz_vmess_link_DEF = -DFZ_LINK_LUA='"$(CURDIR)/lua/luaray/link.lua"'
 fuzz_vmess_link_LIBS := -lluajit-5.1
+# convert.lua (luaray convert / import) with json.lua and link.lua, under LuaJIT
+fuzz_convert_DEF = -DFZ_LUA_DIR='"$(CURDIR)/lua"'
+fuzz_convert_LIBS := -lluajit-5.1
 fuzz_src = $(or $($(1)_SRC),spec/fuzz/targets/$(1).c)
 
 FUZZ_BINS := $(FUZZ_TARGETS:%=$(FUZZ_DIR)/bin/%)

@@ -8,6 +8,8 @@
  *   luaray --print-default      print the embedded default config
  *   luaray uuid | version | --help
  *   luaray link -c FILE [-H HOST]  vmess:// share links, one per user
+ *   luaray convert FILE.json    a v2ray/Xray JSON config as a luaray config
+ *   luaray import LINK          a client config from a vmess:// link
  */
 #include <ares.h>
 #include <ev.h>
@@ -34,6 +36,8 @@ static void usage(FILE *f)
             "usage: luaray [-c FILE]                run (no -c: the embedded default)\n"
             "       luaray -t -c FILE               check a config (--check: the same)\n"
             "       luaray link -c FILE [-H HOST]   print vmess:// share links\n"
+            "       luaray convert FILE.json        v2ray/Xray JSON -> luaray config\n"
+            "       luaray import 'vmess://...'     a client config from a share link\n"
             "       luaray uuid | version | --help\n");
 }
 
@@ -47,6 +51,11 @@ static void help(void)
            "                  reaching it; a fresh user UUID at each start)\n"
            "  link            one vmess:// link (v2rayN format) per user of each VMess\n"
            "                  inbound of the -c config\n"
+           "  convert FILE    print FILE (v2ray/Xray JSON; - for stdin) as a luaray\n"
+           "                  config; what it cannot express becomes comments\n"
+           "                  \"not converted: <JSON path> = <value>\"\n"
+           "  import LINK     print a client config (SOCKS5 127.0.0.1:1080, HTTP\n"
+           "                  127.0.0.1:8080) for the server of a vmess:// link\n"
            "  uuid            print a fresh random UUID\n"
            "  version         the version, the commit built and the library versions\n"
            "\n"
@@ -123,6 +132,18 @@ int main(int argc, char **argv)
             lr_uuid_format(id, s);
             printf("%s\n", s);
             return 0;
+        } else if (strcmp(a, "convert") == 0 || strcmp(a, "import") == 0) {
+            if (!val)
+                return usage_error(a[0] == 'c' ? "%s needs a JSON file (luaray convert FILE.json)"
+                                               : "%s needs a vmess:// link", a);
+            if (i + 2 < argc)
+                return usage_error("%s takes one argument", a);
+            struct lr_script *s = lr_script_new(NULL);
+            int rc = s ? lr_script_daemon_call(s, a, val, err, sizeof(err)) : -1;
+            if (rc != 0)
+                fprintf(stderr, "luaray: %s\n", s ? err : "cannot create the Lua state");
+            lr_script_free(s);
+            return rc ? 1 : 0;
         } else if (strcmp(a, "link") == 0) {
             link = 1;
         } else if (strcmp(a, "-t") == 0 || strcmp(a, "--check") == 0) {

@@ -43,6 +43,7 @@ max_len() {
     fuzz_socks_addr) echo 300 ;;
     fuzz_socks) echo 1024 ;;
     fuzz_vmess_link) echo 2048 ;;
+    fuzz_convert) echo 8192 ;;
     fuzz_sniff) echo 9000 ;;
     fuzz_proxyproto) echo 700 ;;
     fuzz_metrics_http) echo 9000 ;;

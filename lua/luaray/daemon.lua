@@ -648,6 +648,9 @@ end
 -- code mentions ctx.sniffed)
 function M.load(path, conf_ud, announce)
   local cfg, err, uuid
+  -- a v2ray/Xray JSON file: say how to convert it
+  local hint = path and require("luaray.convert").json_hint(path)
+  if hint then return nil, hint end
   local opts = { luaray = run_time_words() }
   loading, staged = true, {}
   control.loading = true
@@ -730,6 +733,8 @@ end
 -- each link is named "email (inbound tag)", so a client that imports them
 -- all can tell them apart; with one, just the email.
 function M.links(path, host)
+  local hint = require("luaray.convert").json_hint(path)
+  if hint then return nil, hint end
   load_begin()
   control.loading = true
   local cfg, err = config.load(path, { luaray = run_time_words() })
@@ -763,6 +768,40 @@ function M.links(path, host)
   end
   if #out == 0 then return nil, path .. ": no VMess inbound with users" end
   io.stdout:write(table.concat(out, "\n"), "\n")
+  return true
+end
+
+-- convert(path): `luaray convert FILE.json` (path "-": standard input)
+-- writes the Lua config to stdout; the count of what was not converted
+-- goes to stderr.
+function M.convert(path)
+  local text, f, e
+  if path == "-" then
+    text = io.stdin:read("*a")
+  else
+    f, e = io.open(path, "rb")
+    if not f then return nil, "cannot open " .. tostring(e) end
+    text, e = f:read("*a")
+    f:close()
+    if not text then return nil, path .. ": cannot read: " .. tostring(e) end
+  end
+  local lua, n = require("luaray.convert").convert(text, path == "-" and "stdin" or path)
+  if not lua then return nil, n end
+  io.stdout:write(lua)
+  io.stdout:flush()
+  if n > 0 then
+    io.stderr:write(("luaray convert: %d setting%s not converted: see the \"not converted\" " ..
+                     "comments in the output\n"):format(n, n == 1 and "" or "s"))
+  end
+  return true
+end
+
+-- import(link): `luaray import 'vmess://...'`: a client config on stdout.
+function M.import(s)
+  local lua, err = require("luaray.convert").import(s)
+  if not lua then return nil, err end
+  io.stdout:write(lua)
+  io.stdout:flush()
   return true
 end
 

@@ -103,9 +103,28 @@ local decode_value
 
 local function fail(pos, what) error({ pos = pos, what = what }, 0) end
 
+-- decode_config sets this while it runs: comments are whitespace then
+local comments = false
+
 local function skip(s, pos)
   local _, e = find(s, "^[ \t\r\n]*", pos)
-  return e + 1
+  pos = e + 1
+  while comments do
+    local two = sub(s, pos, pos + 1)
+    if two == "//" or sub(s, pos, pos) == "#" then
+      local nl = find(s, "\n", pos, true)
+      pos = nl and nl + 1 or #s + 1
+    elseif two == "/*" then
+      local _, ce = find(s, "*/", pos + 2, true)
+      if not ce then fail(pos, "unterminated /* comment") end
+      pos = ce + 1
+    else
+      break
+    end
+    _, e = find(s, "^[ \t\r\n]*", pos)
+    pos = e + 1
+  end
+  return pos
 end
 
 local function utf8(cp)
@@ -228,6 +247,35 @@ function M.decode(s)
     return nil, fmt("luaray.json.decode: at byte %d: %s", v.pos, v.what)
   end
   return nil, "luaray.json.decode: " .. tostring(v)
+end
+
+-- decode_config(text) -> value, or nil, "line L, column C: what": JSON as
+-- v2ray and Xray read their config files, which also allow comments
+-- (// and # to the end of the line, /* ... */) between tokens; a UTF-8
+-- byte order mark at the start is skipped.  Columns count bytes from 1.
+function M.decode_config(s)
+  if type(s) ~= "string" then return nil, "a string expected" end
+  local start = sub(s, 1, 3) == "\239\187\191" and 4 or 1
+  comments = true
+  local ok, v, pos = pcall(decode_value, s, start, 0)
+  local what
+  if ok then
+    ok, pos = pcall(skip, s, pos)
+    if ok and pos <= #s then what = { pos = pos, what = "trailing characters after the value" }
+    elseif not ok then what = pos end
+    if ok and not what and v == M.null then what = { pos = start, what = "the file is only null" } end
+  else
+    what = v
+  end
+  comments = false
+  if not what then return v end
+  if type(what) ~= "table" then return nil, tostring(what) end
+  local line, col = 1, what.pos
+  for nl in s:sub(1, what.pos - 1):gmatch("()\n") do
+    line = line + 1
+    col = what.pos - nl
+  end
+  return nil, fmt("line %d, column %d: %s", line, col, what.what)
 end
 
 return M

@@ -366,6 +366,64 @@ seed("fuzz_vmess_link", "json-lone-surrogate", "\2" .. [[{"a":"\udc00"}]])
 seed("fuzz_vmess_link", "base64", "\3" .. l:sub(9))
 seed("fuzz_vmess_link", "base64-bad", "\3QUJD=RA==")
 
+---------------------------------------------------------------- convert / import
+-- mode (0 convert the JSON, 1 import the link, 2 import vmess://base64(bytes),
+-- 3 json.decode_config), the bytes
+do
+  local D = "/usr/share/v2ray/"
+  for _, name in ipairs({ "config.json", "config_vmess.json", "vpoint_socks_vmess.json",
+                          "vpoint_vmess_freedom.json" }) do
+    local f = io.open(D .. name, "rb")
+    if f then
+      seed("fuzz_convert", "debian-" .. name, "\0" .. f:read("*a"))
+      f:close()
+    end
+  end
+  local id = "de305d54-75b4-431b-adb2-eb6b9e546014"
+  seed("fuzz_convert", "server-ws-tls", "\0" .. cjson.encode {
+    log = { loglevel = "info", access = "none" }, stats = {},
+    api = { tag = "api", services = { "StatsService" } },
+    policy = { levels = { ["0"] = { handshake = 4, connIdle = 300, uplinkOnly = 1 } } },
+    inbounds = {
+      { tag = "api-in", listen = "127.0.0.1", port = 10085, protocol = "dokodemo-door", settings = { address = "127.0.0.1" } },
+      { tag = "in", port = 443, protocol = "vmess", settings = { clients = { { id = id, alterId = 4, email = "a@x" } } },
+        streamSettings = { network = "ws", security = "tls", wsSettings = { path = "/ray", headers = { Host = "h" } },
+          tlsSettings = { alpn = { "http/1.1" }, certificates = { { certificateFile = "/a", keyFile = "/b" } } } } },
+      { tag = "t", port = 53, protocol = "dokodemo-door", settings = { address = "1.1.1.1", port = 53, network = "udp" } },
+      { port = 12345, protocol = "dokodemo-door", settings = { followRedirect = true },
+        streamSettings = { sockopt = { tproxy = "tproxy" } } } },
+    outbounds = { { protocol = "freedom", settings = { domainStrategy = "UseIPv4" } },
+                  { tag = "block", protocol = "blackhole" } },
+    routing = { domainStrategy = "IPIfNonMatch", rules = {
+      { type = "field", inboundTag = { "api-in" }, outboundTag = "api" },
+      { type = "field", domain = { "geosite:cn", "full:a.b", "domain:c.d", "keyword:e", "regexp:^f", "g" },
+        ip = { "geoip:private", "10.0.0.0/8" }, port = "1-1024,8080", network = "tcp,udp",
+        user = { "a@x" }, protocol = { "tls" }, outboundTag = "block" } } } })
+  seed("fuzz_convert", "client-grpc-mux", "\0" .. cjson.encode {
+    inbounds = { { listen = "127.0.0.1", port = 1080, protocol = "socks",
+                   settings = { auth = "password", udp = true, accounts = { { user = "u", pass = "p" } } } },
+                 { listen = "127.0.0.1", port = 8080, protocol = "http", settings = { timeout = 30 } } },
+    outbounds = { { tag = "proxy", protocol = "vmess", mux = { enabled = true, concurrency = 8 },
+                    settings = { vnext = { { address = "example.com", port = 443,
+                      users = { { id = id, security = "auto", experiments = "AuthenticatedLength" } } } } },
+                    streamSettings = { network = "grpc", security = "tls", grpcSettings = { serviceName = "gun", multiMode = true },
+                      tlsSettings = { serverName = "example.com", allowInsecure = true,
+                                      certificates = { { usage = "verify", certificateFile = "/ca" } } } } } } })
+  seed("fuzz_convert", "v3-format", "\0" .. [[
+// v3
+{ "inbound": { "port": 1, "protocol": "vmess", "settings": { "clients": [ { "id": "]] .. id .. [[" } ] } },
+  /* detours */ "inboundDetour": [ { "port": "1000-2000", "protocol": "socks" } ],
+  "outbound": { "protocol": "freedom" }, # hash
+  "routing": { "strategy": "rules", "settings": { "rules": [ { "type": "field", "ip": [ "1.1.1.1" ], "outboundTag": "x" } ] } } }]])
+  local ws = link.vmess_link(user, "vmess.example.com", 443, { security = "auto",
+    transport = { type = "ws", path = "/ray", max_early_data = 2048 }, tls = { alpn = { "h2", "http/1.1" } } })
+  seed("fuzz_convert", "link-ws-tls", "\1" .. ws)
+  seed("fuzz_convert", "link-json-grpc", "\2" .. link.base64_decode(link.vmess_link(user, "10.0.0.1", 80,
+    { transport = { type = "grpc", service_name = "gun", multi = true }, tls = { alpn = { "h2" } } }):sub(9)))
+  seed("fuzz_convert", "jsonc", "\3" .. '\239\187\191// c\n{ "a": [1, /* x */ "//", # y\n {"b": null}] }')
+  seed("fuzz_convert", "jsonc-open-comment", "\3{ /* ")
+end
+
 ---------------------------------------------------------------- mux (Mux.Cool)
 -- ctrl (1 client EOF, 2 hostile, (>> 2) & 3 client speed, (>> 4) & 3 session
 -- capacity, 0x40 chatty remotes, 0x80 first read with the header), split
