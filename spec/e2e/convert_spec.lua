@@ -34,7 +34,21 @@ local function run_out(name, args)
   return code, E.read_file(out), E.read_file(err)
 end
 
+-- the routing data a converted config names (v2ray finds geoip.dat and
+-- geosite.dat beside its binary; luaray in luaray.geodata's dir): written
+-- by spec/geodat.lua, and given to every config that routes by them
+local G = require "geodat"
+local GEODIR = h:path("geodata")
+os.execute("mkdir -p '" .. GEODIR .. "'")
+h:write("geodata/geosite.dat", G.geosite({
+  { "category-ads", { { G.T.domain, "ads.example" }, { G.T.full, "tracker.example" } } } }))
+h:write("geodata/geoip.dat", G.geoip({
+  { "private", { "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "fc00::/7" } } }))
+
 local function check_lua(name, text)
+  if text:find("geoip = {", 1, true) or text:find("geosite = {", 1, true) then
+    text = ("luaray.geodata { dir = %q }\n"):format(GEODIR) .. text
+  end
   local f = h:write(name .. ".lua", text)
   local code, out, err = run_out(name .. "-t", { "-t", "-c", f })
   return code, out .. err
