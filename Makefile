@@ -7,7 +7,7 @@ say = $(if $(filter 1,$(V)),,@printf '  %-6s %s\n' $(1) $(2);)
 
 BUILD ?= build
 CC ?= cc
-PKGS := luajit libsodium openssl libcares libnghttp2
+PKGS := luajit libsodium openssl libcares libnghttp2 libprotobuf-c
 
 # pkg-config is only consulted once the dependencies are installed, so
 # `make` on a fresh machine first runs scripts/deps.sh (the stamp below).
@@ -19,14 +19,24 @@ WARN := -Wall -Wextra -Wshadow -Wmissing-prototypes -Wstrict-prototypes \
 OPT ?= -O2 -g
 SAN ?=
 CFLAGS_ALL = -std=c11 -D_GNU_SOURCE $(OPT) $(SAN) $(WARN) -Werror=implicit-function-declaration \
-	           -fPIC -fvisibility=hidden -Icore -Icore/include $(PKG_CFLAGS) $(CFLAGS)
+	           -fPIC -fvisibility=hidden -Icore -Icore/include -I$(PROTO_GEN) $(PKG_CFLAGS) $(CFLAGS)
 LIBS = $(PKG_LIBS) -lev -lm
+
+# The v2ray API's messages (core/daemon/proto/*.proto): C made by protoc-c
+# at build time under $(BUILD)/gen/proto (never committed), included as
+# <name.pb-c.h>
+PROTO_SRCS := $(sort $(wildcard core/daemon/proto/*.proto))
+PROTO_GEN := $(BUILD)/gen/proto
+PROTO_C := $(PROTO_SRCS:core/daemon/proto/%.proto=$(PROTO_GEN)/%.pb-c.c)
+PROTO_H := $(PROTO_C:.c=.h)
+PROTO_OBJS := $(PROTO_C:$(BUILD)/gen/%.c=$(BUILD)/obj/gen/%.o)
 
 LIB_DIRS := base crypto vmess net stream route dispatch inbound outbound daemon
 LIB_SRCS := $(sort $(foreach d,$(LIB_DIRS),$(wildcard core/$(d)/*.c))) core/api.c
-LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
+LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o) $(PROTO_OBJS)
 # the executable adds the CLI, the Lua bridge and the embedded Lua modules
 EMBED_LUA := luaray.config=lua/luaray/config.lua luaray.link=lua/luaray/link.lua \
+             luaray.control=lua/luaray/control.lua luaray.json=lua/luaray/json.lua \
              luaray.daemon=lua/luaray/daemon.lua luaray.cdef=$(BUILD)/lua/luaray/cdef.lua
 EMBED_SRC := $(BUILD)/gen/embedded_lua.c
 MAIN_OBJS := $(BUILD)/obj/core/main.o $(BUILD)/obj/core/script/bridge.o \
@@ -48,7 +58,20 @@ $(DEPS_STAMP): scripts/deps.sh
 	$(Q)bash scripts/deps.sh
 	$(Q)mkdir -p $(@D) && touch $@
 
-$(BUILD)/obj/%.o: %.c | $(DEPS_STAMP)
+$(BUILD)/obj/%.o: %.c | $(DEPS_STAMP) $(PROTO_H)
+	$(call say,CC,$<)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(CFLAGS_ALL) -MMD -MP -c $< -o $@
+
+# one protoc-c run makes both files of a .proto (a grouped pattern rule);
+# kept (not intermediate) so the objects' dependency files can name them
+.SECONDARY: $(PROTO_C) $(PROTO_H)
+$(PROTO_GEN)/%.pb-c.c $(PROTO_GEN)/%.pb-c.h: core/daemon/proto/%.proto | $(DEPS_STAMP)
+	$(call say,PROTOC,$<)
+	$(Q)mkdir -p $(@D)
+	$(Q)protoc-c --proto_path=core/daemon/proto --c_out=$(PROTO_GEN) $<
+
+$(BUILD)/obj/gen/proto/%.o: $(PROTO_GEN)/%.c | $(PROTO_H)
 	$(call say,CC,$<)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(CFLAGS_ALL) -MMD -MP -c $< -o $@
@@ -268,13 +291,14 @@ FUZZ_CC ?= clang
 FUZZ_DIR := $(BUILD)/fuzz
 FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=undefined
 FUZZ_CFLAGS = -std=c11 -D_GNU_SOURCE -O1 -g -fno-omit-frame-pointer $(WARN) \
-              -Icore -Icore/include -Ispec/fuzz/targets $(PKG_CFLAGS)
+              -Icore -Icore/include -Ispec/fuzz/targets -I$(PROTO_GEN) $(PKG_CFLAGS)
 FUZZ_LIBS := -lssl -lcrypto -lsodium -lm
 FUZZ_TARGETS := fuzz_req_aead_1user fuzz_req_legacy_1user fuzz_req_1000users \
                 fuzz_resp fuzz_body fuzz_socks_addr fuzz_socks fuzz_http \
                 fuzz_sniff fuzz_vmess_link fuzz_mux fuzz_proxyproto fuzz_tls \
                 fuzz_ws_frames fuzz_http_upgrade \
-                fuzz_gun fuzz_h2s fuzz_gunc fuzz_h2c fuzz_metrics_http
+                fuzz_gun fuzz_h2s fuzz_gunc fuzz_h2c fuzz_metrics_http fuzz_v2api \
+                fuzz_http_resp
 # the codec alone (no libev, no Lua); the inbound targets add socks.c,
 # http.c and sock.c with net/conn.c replaced by spec/fuzz/targets/fuzz_conn.c
 FUZZ_CODEC := $(sort $(wildcard core/base/*.c core/crypto/*.c core/vmess/*.c)) core/api.c
@@ -311,6 +335,12 @@ fuzz_gunc_EXTRA := core/stream/grpc.c
 fuzz_gunc_LIBS := -lnghttp2
 fuzz_h2c_EXTRA := core/stream/grpc.c
 fuzz_h2c_LIBS := -lnghttp2
+# the v2ray API's request side: HTTP/2 session, gRPC framing, protobuf
+# (protoc-c's code) and the services, with the daemon's side faked
+fuzz_v2api_EXTRA := core/daemon/v2api_svc.c core/daemon/v2api_h2.c $(PROTO_C)
+fuzz_v2api_LIBS := -lnghttp2 -lprotobuf-c
+# the response parser of luaray.http.request (net/http_resp.c, pure)
+fuzz_http_resp_EXTRA := core/net/http_resp.c
 # link.lua under LuaJIT (no codec needed, linked anyway for one link rule)
 fuzz_vmess_link_DEF = -DFZ_LINK_LUA='"$(CURDIR)/lua/luaray/link.lua"'
 fuzz_vmess_link_LIBS := -lluajit-5.1
@@ -323,7 +353,7 @@ FUZZ_DEPS :=
 # $(1) flavour (lf: libFuzzer, clang; rp: replay, $(CC)), $(2) compiler,
 # $(3) extra compile flags
 define fuzz_flavour
-$(FUZZ_DIR)/$(1)/obj/%.o: %.c | $(DEPS_STAMP)
+$(FUZZ_DIR)/$(1)/obj/%.o: %.c | $(DEPS_STAMP) $(PROTO_H)
 	$$(call say,CC,$$<)
 	$$(Q)mkdir -p $$(@D)
 	$$(Q)$(2) $$(FUZZ_CFLAGS) $$(FUZZ_SAN) $(3) -MMD -MP -c $$< -o $$@
@@ -334,11 +364,11 @@ $(eval $(call fuzz_flavour,rp,$$(CC),))
 
 # $(1) target: its main object in both flavours, the fuzzer and the replay
 define fuzz_target
-$(FUZZ_DIR)/lf/main/$(1).o: $(call fuzz_src,$(1)) | $(DEPS_STAMP)
+$(FUZZ_DIR)/lf/main/$(1).o: $(call fuzz_src,$(1)) | $(DEPS_STAMP) $(PROTO_H)
 	$$(call say,CC,$$@)
 	$$(Q)mkdir -p $$(@D)
 	$$(Q)$$(FUZZ_CC) $$(FUZZ_CFLAGS) $$(FUZZ_SAN) -fsanitize=fuzzer-no-link $$($(1)_DEF) -MMD -MP -c $$< -o $$@
-$(FUZZ_DIR)/rp/main/$(1).o: $(call fuzz_src,$(1)) | $(DEPS_STAMP)
+$(FUZZ_DIR)/rp/main/$(1).o: $(call fuzz_src,$(1)) | $(DEPS_STAMP) $(PROTO_H)
 	$$(call say,CC,$$@)
 	$$(Q)mkdir -p $$(@D)
 	$$(Q)$$(CC) $$(FUZZ_CFLAGS) $$(FUZZ_SAN) $$($(1)_DEF) -MMD -MP -c $$< -o $$@

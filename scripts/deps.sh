@@ -11,7 +11,8 @@ pkgs=(
   libsodium-dev                       # randomness, constant-time compare, wiping
   libluajit-5.1-dev luajit            # scripting, FFI
   libc-ares-dev                       # non-blocking DNS for the direct outbound
-  libnghttp2-dev                      # HTTP/2 for the gRPC transport
+  libnghttp2-dev                      # HTTP/2 for the gRPC transport and the v2ray API
+  protobuf-c-compiler libprotobuf-c-dev  # the v2ray API's messages: protoc-c at build time, libprotobuf-c
   lua-busted lua-cjson                # specs (run on LuaJIT), JSON vectors
   lua-socket lua-posix                # end-to-end specs: sockets, processes
   v2ray                               # the interoperability oracle
@@ -23,6 +24,7 @@ pkgs=(
   groff-base                          # install_spec: the man page linted with groff -ww
   openssl                             # e2e: test certificates (tls_spec)
   python3-h2                          # the independent gRPC (gun) peer in spec/e2e/grpc_spec.lua
+  python3-grpcio                      # an independent gRPC client of the v2ray API (api_spec)
   clang libclang-rt-14-dev            # libFuzzer (make fuzz); replays use gcc
 )
 

@@ -54,6 +54,7 @@ max_len() {
     fuzz_h2s) echo 16384 ;;
     fuzz_gunc) echo 16384 ;;
     fuzz_h2c) echo 16384 ;;
+    fuzz_v2api) echo 32768 ;;
     *) echo 4096 ;;
     esac
 }

@@ -45,6 +45,8 @@ struct lr_conf {
     int access_set;
     char *log_where;              /* luaray.log's file:line, or NULL */
     struct lr_user_info *users;   uint32_t nusers;
+    int32_t *uhash;               /* conf.c: emails and ids, hashed */
+    uint32_t uhcap;
     struct lr_conf_ib *ib;        uint32_t nib;
     struct lr_conf_ob *ob;        uint32_t nob;
     struct lr_conf_rule *rules;   uint32_t nrules;
@@ -55,6 +57,9 @@ struct lr_conf {
     /* luaray.metrics: host NULL when not configured */
     char *metrics_host, *metrics_token, *metrics_where;
     uint16_t metrics_port;
+    /* luaray.api: host NULL when not configured */
+    char *api_host, *api_where;
+    uint16_t api_port;
 };
 
 struct lr_conf_policy {

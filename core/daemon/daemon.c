@@ -25,8 +25,10 @@
 #include "base/log.h"
 #include "base/stats.h"
 #include "daemon/conf.h"
+#include "daemon/control.h"
 #include "daemon/live.h"
 #include "daemon/metrics.h"
+#include "daemon/v2api.h"
 #include "daemon/daemon_api.h"
 #include "net/conn.h"
 #include "route/route.h"
@@ -370,6 +372,7 @@ static void reap(struct lr_gen *g)
  * the daemon let go) is freed by the reaper thread. */
 static void gen_release(struct lr_gen *g)
 {
+    lr_ctl_forget(g);
     if (g->rt && g != g->rt->gen) {
         g->rt->old_gens--;
         lr_info("generation %llu released", (unsigned long long)g->id);
@@ -864,10 +867,38 @@ static void metrics_reload(struct lr_daemon *d, struct lr_conf *c)
     d->metrics = m;
 }
 
+/* A reload's luaray.api (main thread), as metrics_reload: the same
+ * address keeps its listener and connections; another one opens first, so
+ * a failure keeps the old one serving; none closes it. */
+static void api_reload(struct lr_daemon *d, struct lr_conf *c)
+{
+    char why[300];
+    if (!c->api_host) {
+        if (d->api)
+            lr_info("api: no longer served");
+        lr_v2api_stop(d->api);
+        d->api = NULL;
+        return;
+    }
+    if (lr_v2api_listens_on(d->api, c->api_host, c->api_port))
+        return;
+    struct lr_v2api *a = lr_v2api_start(d->rt.net.loop, d, c->api_host, c->api_port, why,
+                                        sizeof(why));
+    if (!a) {
+        lr_error("reload: %s: %s; %s", c->api_where ? c->api_where : "api", why,
+                 d->api ? "the old API listener stays" : "no API served");
+        return;
+    }
+    lr_v2api_stop(d->api);
+    d->api = a;
+}
+
 /* Installs a built generation with its script: logging, listeners,
- * policies (on the loop, or before it runs). */
+ * policies (on the loop, or before it runs); on the main thread, the
+ * control plane (config_load: the start or a SIGHUP, whose generation
+ * runs the timers; see daemon/control.h). */
 static void gen_commit(struct lr_daemon *d, struct lr_conf *c, struct lr_gen *g,
-                       struct lr_script *script, FILE *access)
+                       struct lr_script *script, FILE *access, int config_load)
 {
     g->script = script;
     g->hooks = script ? lr_scripts->hooks(script) : 0;
@@ -878,6 +909,8 @@ static void gen_commit(struct lr_daemon *d, struct lr_conf *c, struct lr_gen *g,
     lr_live_installed(d, c);
     for (uint32_t i = 0; i < c->npolicies; i++)
         lr_policy_set(c->policies[i].email, &c->policies[i].p);
+    if (d->rt.worker == 0)
+        lr_ctl_installed(d->rt.net.loop, g, config_load);
 }
 
 int lr_daemon_commit(struct lr_daemon *d, struct lr_conf *c,
@@ -911,6 +944,20 @@ int lr_daemon_commit(struct lr_daemon *d, struct lr_conf *c,
             return errf(err, errlen, c->metrics_where, "%s", why);
         }
     }
+    if (!dry_run && d->rt.worker == 0 && !d->rt.gen && c->api_host) {
+        /* the same for the API's address */
+        char why[300];
+        d->api = lr_v2api_start(d->rt.net.loop, d, c->api_host, c->api_port, why,
+                                sizeof(why));
+        if (!d->api) {
+            lr_metrics_stop(d->metrics);
+            d->metrics = NULL;
+            if (access && access != stderr)
+                fclose(access);
+            lr_gen_free(g);
+            return errf(err, errlen, c->api_where, "%s", why);
+        }
+    }
     if (dry_run) {
         if (d->rt.worker == 0)
             for (uint32_t i = 0; i < g->nib; i++)
@@ -918,7 +965,7 @@ int lr_daemon_commit(struct lr_daemon *d, struct lr_conf *c,
         lr_gen_free(g);
         return 0;
     }
-    gen_commit(d, c, g, script, access);
+    gen_commit(d, c, g, script, access, 1);
     return 0;
 }
 
@@ -939,6 +986,7 @@ struct lr_build {
     struct lr_script *s;
     struct lr_gen *g;
     FILE *access;                /* the access log it names, opened */
+    int hup;                     /* a SIGHUP asked for it (not only live users) */
     int rc;
     char err[1024];
 };
@@ -1004,6 +1052,7 @@ static void reload_start(struct lr_daemon *d)
     }
     b->d = d;
     b->old = d->rt.gen;
+    b->hup = d->hup_pending;
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, &old);
@@ -1015,6 +1064,7 @@ static void reload_start(struct lr_daemon *d)
         free(b);
         return;
     }
+    d->hup_pending = 0;
     d->build = b;
 }
 
@@ -1046,14 +1096,16 @@ static void built_cb(struct ev_loop *loop, ev_async *aw, int revents)
         lr_error("%sreload failed, keeping generation %llu: %s", w,
                  (unsigned long long)d->rt.gen->id, b->err);
     } else {
-        if (d->rt.worker == 0)
+        if (d->rt.worker == 0) {
             metrics_reload(d, b->c);
+            api_reload(d, b->c);
+        }
         struct lr_gen *g = b->g;
         b->g = NULL;
         if ((uint32_t)b->c->workers != d->conf_workers && d->rt.worker == 0)
             lr_warn("reload: workers %d in the config; %u keep running until a restart",
                     b->c->workers, d->conf_workers);
-        gen_commit(d, b->c, g, b->s, b->access);
+        gen_commit(d, b->c, g, b->s, b->access, b->hup);
         b->s = NULL; /* the generation owns it */
         b->access = NULL; /* the log's now */
         lr_info("%sreload: generation %llu serving; %u connections on older generations",
@@ -1072,7 +1124,9 @@ static void built_cb(struct ev_loop *loop, ev_async *aw, int revents)
 
 static void hup_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
-    reload_start(w->data);
+    struct lr_daemon *d = w->data;
+    d->hup_pending = 1; /* the build that takes it moves the control plane */
+    reload_start(d);
 }
 
 /* Live users changed (live.c): the next generation takes them in. */
@@ -1166,8 +1220,12 @@ static void loop_finish(struct lr_daemon *d)
     lr_loop_close_lingering(&d->rt.net);
     lr_metrics_stop(d->metrics);
     d->metrics = NULL;
-    if (d->rt.worker == 0)
+    lr_v2api_stop(d->api);
+    d->api = NULL;
+    if (d->rt.worker == 0) {
         lr_live_set_main(NULL);
+        lr_ctl_shutdown();
+    }
     lr_dns_shutdown();
 }
 

@@ -14,6 +14,7 @@
 
 struct lr_build;
 struct lr_metrics;
+struct lr_v2api;
 
 #define LR_MAX_WORKERS 64
 
@@ -47,8 +48,10 @@ struct lr_daemon {
     struct lr_build *build;  /* the reload being built, or NULL */
     ev_async built_w;
     int reload_again;        /* another SIGHUP came meanwhile */
+    int hup_pending;         /* main: a SIGHUP no build has taken yet */
     struct lr_metrics *metrics;   /* main: luaray.metrics, or NULL */
     ev_async live_w;              /* main: live users changed: rebuild */
+    struct lr_v2api *api;         /* main: luaray.api, or NULL */
     int32_t st_reload_ok, st_reload_failed;   /* main: counter slots */
 };
 

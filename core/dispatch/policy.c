@@ -7,6 +7,7 @@
  * Worker threads share the entries: every public call holds one mutex
  * (uncontended it costs tens of nanoseconds, once per relayed chunk).
  */
+#include <arpa/inet.h>
 #include <math.h>
 #include <pthread.h>
 #include <string.h>
@@ -258,4 +259,40 @@ void lr_policy_each(lr_policy_each_fn fn, void *ud)
         for (struct lr_pol *p = tab[i]; p; p = p->next)
             fn(ud, p->email, p->conns, p->nips);
     pthread_mutex_unlock(&lock);
+}
+
+/* "email\tip\n" per (user, source address) with connections open. */
+static size_t online_user(const struct lr_pol *p, char *out, size_t cap, size_t o)
+{
+    for (uint32_t i = 0; i < p->nips; i++) {
+        char ip[INET6_ADDRSTRLEN];
+        if (!inet_ntop(p->ips[i].len == 4 ? AF_INET : AF_INET6, p->ips[i].ip, ip, sizeof(ip)))
+            continue;
+        size_t el = strlen(p->email), il = strlen(ip), n = el + il + 2;
+        if (o + n <= cap) {
+            memcpy(out + o, p->email, el);
+            out[o + el] = '\t';
+            memcpy(out + o + el + 1, ip, il);
+            out[o + n - 1] = '\n';
+        }
+        o += n;
+    }
+    return o;
+}
+
+LR_API size_t lr_policy_online(const char *email, char *out, size_t cap)
+{
+    size_t o = 0;
+    pthread_mutex_lock(&lock);
+    if (email) {
+        struct lr_pol *p = find(email, 0);
+        if (p)
+            o = online_user(p, out, cap, o);
+    } else {
+        for (uint32_t i = 0; i < tab_size; i++)
+            for (struct lr_pol *p = tab[i]; p; p = p->next)
+                o = online_user(p, out, cap, o);
+    }
+    pthread_mutex_unlock(&lock);
+    return o;
 }

@@ -73,7 +73,9 @@
 /* how long it keeps ticking after the last run it saw, before it sleeps */
 #define WATCHDOG_LINGER_NS 2000000000ll
 
-enum { RUN_HOOK = 1, RUN_LOAD = 2 };
+/* RUN_CTL: one resume of a control coroutine (luaray.every / spawn),
+ * with the hook's budget */
+enum { RUN_HOOK = 1, RUN_LOAD = 2, RUN_CTL = 3 };
 
 struct budget {
     /* shared with the watchdog thread */
@@ -98,6 +100,7 @@ struct lr_script {
     size_t mem, mem_limit;
     uint32_t hooks;
     int ref_call;            /* daemon.call_hook */
+    int ref_ctl;             /* daemon.control_event */
     uint64_t failures;
     char *stack_base;        /* C stack where C last entered Lua */
     double hook_seconds;
@@ -307,7 +310,8 @@ static void budget_fail(lua_State *L, struct lr_script *s, int level, int by_tim
      * hook, handed to an xpcall handler that no hook can stop) */
     s->mem_limit += BUDGET_MEM_SLACK;
     lua_pushfstring(L, "%sluaray: %s exceeded its budget (%s)", where,
-                    b->kind == RUN_LOAD ? "config" : "hook", what);
+                    b->kind == RUN_LOAD ? "config" : b->kind == RUN_CTL ? "control coroutine"
+                                                                        : "hook", what);
     b->msg_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     s->mem_limit -= BUDGET_MEM_SLACK;
     b->poisoned = 1;
@@ -372,8 +376,8 @@ static void budget_begin(lua_State *L, struct lr_script *s, int kind)
     b->used = 0;
     b->poisoned = 0;
     b->msg_ref = LUA_NOREF;
-    b->seconds = kind == RUN_HOOK ? s->hook_seconds : LOAD_SECONDS;
-    b->max_used = kind == RUN_HOOK ? s->hook_instructions : UINT64_MAX;
+    b->seconds = kind == RUN_LOAD ? LOAD_SECONDS : s->hook_seconds;
+    b->max_used = kind == RUN_LOAD ? UINT64_MAX : s->hook_instructions;
     b->cur = ++b->runs;
     atomic_store(&b->deadline, mono_ns() + (int64_t)(b->seconds * 1e9));
     atomic_store(&b->run, b->cur);
@@ -419,6 +423,12 @@ static int l_hook_begin(lua_State *L)
     return 0;
 }
 
+static int l_ctl_begin(lua_State *L)
+{
+    budget_begin(L, script_of(L), RUN_CTL);
+    return 0;
+}
+
 static int l_load_begin(lua_State *L)
 {
     budget_begin(L, script_of(L), RUN_LOAD);
@@ -452,6 +462,7 @@ static int l_budget_module(lua_State *L)
     static const luaL_Reg fns[] = {
         {"hook_begin", l_hook_begin}, {"hook_end", l_end},
         {"load_begin", l_load_begin}, {"load_end", l_end},
+        {"ctl_begin", l_ctl_begin}, {"ctl_end", l_end},
         {"set", l_set}, {NULL, NULL}};
     lua_newtable(L);
     luaL_register(L, NULL, fns);
@@ -856,6 +867,7 @@ struct lr_script *lr_script_new(struct lr_daemon *d)
     s->d = d;
     s->mem_limit = SCRIPT_MEM_LIMIT;
     s->ref_call = LUA_NOREF;
+    s->ref_ctl = LUA_NOREF;
     s->hook_seconds = HOOK_SECONDS;
     s->hook_instructions = HOOK_INSTRUCTIONS;
     s->budget.msg_ref = LUA_NOREF;
@@ -970,6 +982,8 @@ int lr_script_load_config(struct lr_script *s, const char *path,
     }
     lua_getfield(L, -1, "call_hook");
     s->ref_call = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_getfield(L, -1, "control_event");
+    s->ref_ctl = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_settop(L, base);
     return 0;
 }
@@ -1001,6 +1015,34 @@ int lr_script_call(struct lr_script *s, struct lr_hook_ctx *ctx)
     if (ctx->verdict == LR_VERDICT_ERROR || s->mem > s->mem_limit / 2)
         lua_gc(L, LUA_GCCOLLECT, 0);
     return ctx->verdict;
+}
+
+int lr_script_control(struct lr_script *s, struct lr_ctl_event *ev, char *err,
+                      size_t errlen)
+{
+    lua_State *L = s->L;
+    int base = lua_gettop(L);
+    char buf[1024];
+    int rc = 0;
+    if (s->ref_ctl == LUA_NOREF) {
+        snprintf(err, errlen, "no control entry point in this state");
+        return -1;
+    }
+    s->stack_base = __builtin_frame_address(0);
+    lua_pushcfunction(L, on_error);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, s->ref_ctl);
+    lua_pushlightuserdata(L, ev);
+    if (lua_pcall(L, 1, 0, base + 1) != 0) {
+        const char *m = budget_after(L, s, lua_tostring(L, -1), buf, sizeof(buf));
+        snprintf(err, errlen, "%s", m ? m : "control event failed");
+        rc = -1;
+    }
+    budget_end(L, s);
+    lua_settop(L, base);
+    /* as after a hook: garbage of a run at (or near) the cap goes now */
+    if (rc != 0 || s->mem > s->mem_limit / 2)
+        lua_gc(L, LUA_GCCOLLECT, 0);
+    return rc;
 }
 
 void lr_script_reload_hook(struct lr_gen *g)
@@ -1055,4 +1097,5 @@ const struct lr_scripts lr_bridge_scripts = {
     .hooks = lr_script_hooks,
     .call = lr_script_call,
     .reload_hook = lr_script_reload_hook,
+    .control = lr_script_control,
 };

@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 struct lr_conf;
+struct lr_ctl_event;
 struct lr_daemon;
 struct lr_gen;
 struct lr_hook_ctx;
@@ -38,6 +39,12 @@ uint32_t lr_script_hooks(const struct lr_script *s);
 int lr_script_call(struct lr_script *s, struct lr_hook_ctx *ctx);
 /* runs Lua: the reload hook of a freshly installed generation. */
 void lr_script_reload_hook(struct lr_gen *g);
+/* runs Lua: hands a control-plane event (api.h, daemon/control.c) to
+ * require("luaray.daemon").control_event under the hook budget.  0, or -1
+ * with err set (the run failed: its budget, its memory cap, or the
+ * event's own Lua). */
+int lr_script_control(struct lr_script *s, struct lr_ctl_event *ev, char *err,
+                      size_t errlen);
 /* runs Lua: prints a vmess:// link per user of the config at `path`. */
 int lr_script_links(struct lr_script *s, const char *path, const char *host,
                     char *err, size_t errlen);
@@ -53,6 +60,8 @@ struct lr_scripts {
     uint32_t (*hooks)(const struct lr_script *s);
     int (*call)(struct lr_script *s, struct lr_hook_ctx *ctx);
     void (*reload_hook)(struct lr_gen *g);
+    int (*control)(struct lr_script *s, struct lr_ctl_event *ev, char *err,
+                   size_t errlen);
 };
 extern const struct lr_scripts *lr_scripts;
 /* The bridge's table (bridge.c), for main.c to install. */

@@ -47,6 +47,7 @@
 --                                    -- default 0.25 s, 50 million instructions
 --   cfg.workers_where = "file:line" or nil
 --   cfg.metrics = { host =, port =, token = "..." or nil, where = "file:line" } or nil
+--   cfg.api = { host =, port =, where = "file:line" } or nil
 --   cfg.users[i] = { id = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" (lower case),
 --                    email = "...",          -- default "user" .. i
 --                    alter_id = 0..65535, level = 0..255, where = "file:line" }
@@ -577,6 +578,22 @@ local function decl_metrics(S, w, t)
   S.metrics = { host = host, port = port, token = token, where = w, key = key, listen = lv }
 end
 
+-- luaray.api { listen = "host:port" }: a gRPC server speaking v2ray 4.34's
+-- own API (StatsService, HandlerService.AlterInbound), so `v2ctl api` and
+-- panels' gRPC clients work unchanged (design.md 7).  Like v2ray's, it has
+-- no authentication: listen on loopback (or a private address) only.
+local function decl_api(S, w, t)
+  check_table(w, t, "luaray.api")
+  if S.api then fail(w, "luaray.api is called twice (first at %s)", S.api.where) end
+  check_keys(w, t, { listen = true }, "api")
+  local lv = req(w, t, "listen", "api")
+  local host, port, key = parse_hostport(lv)
+  if not host then
+    bad(w, "listen", "api", "\"host:port\" (IPv6 in brackets, port 1-65535)", lv)
+  end
+  S.api = { host = host, port = port, where = w, key = key, listen = lv }
+end
+
 -- luaray.budget { seconds = s, instructions = n }: what one hook call may
 -- use (default 0.25 s and 50 million instructions); the daemon enforces it.
 local BUDGET_DEFAULT = { seconds = 0.25, instructions = 50000000 }
@@ -1105,6 +1122,12 @@ local function error_text(S, e)
       break
     end
   end
+  -- A runtime error inside the DSL's own machinery (the environment's
+  -- __index, say, when the user's code recursed until the stack ran out)
+  -- carries a position in luaray's module: the error is the user's, and
+  -- the config frame below names where.
+  local own = e:match("^([^:]*lua/luaray/[%w_]+%.lua:%d+: )")
+  if own then e = e:sub(#own + 1) end
   if not has_position(S, e) then
     local w = config_frame(S)
     e = (w or (S.main and S.main.display .. ":1") or "?") .. ": " .. e
@@ -1163,6 +1186,7 @@ local function make_luaray(S, extra)
   word("workers", function(w, n) decl_workers(S, w, n) end)
   word("budget", function(w, t) decl_budget(S, w, t) end)
   word("metrics", function(w, t) decl_metrics(S, w, t) end)
+  word("api", function(w, t) decl_api(S, w, t) end)
   word("user", function(w, t) decl_user(S, w, t) end)
   word("route", function(w, t) decl_route(S, w, t) end)
   word("on", function(w, name, fn) decl_on(S, w, name, fn) end)
@@ -1384,6 +1408,15 @@ local function finish(S)
     fail(S.metrics.where, "metrics listen address '%s' is already used by inbound '%s' (%s)",
          S.metrics.listen, other.tag, other.where)
   end
+  if S.api and S.listen_seen[S.api.key] then
+    local other = S.listen_seen[S.api.key]
+    fail(S.api.where, "api listen address '%s' is already used by inbound '%s' (%s)",
+         S.api.listen, other.tag, other.where)
+  end
+  if S.api and S.metrics and S.api.key == S.metrics.key then
+    fail(S.api.where, "api listen address '%s' is already used by luaray.metrics (%s)",
+         S.api.listen, S.metrics.where)
+  end
   if S.workers and S.workers ~= 1 then
     -- a dynamic-port listener picks its ports itself; several workers
     -- would each pick others, and a client is told only one of them
@@ -1401,6 +1434,7 @@ local function finish(S)
     budget = S.budget or { seconds = BUDGET_DEFAULT.seconds, instructions = BUDGET_DEFAULT.instructions },
     workers_where = S.workers_where,
     metrics = S.metrics,
+    api = S.api,
     users = S.users,
     inbounds = S.inbounds,
     outbounds = S.outbounds,

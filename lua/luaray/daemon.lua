@@ -5,6 +5,7 @@ local ffi = require "ffi"
 require "luaray.cdef"
 local C = ffi.C
 local config = require "luaray.config"
+local control = require "luaray.control"
 
 local M = {}
 
@@ -102,6 +103,10 @@ local function apply(cfg, conf)
   if cfg.metrics then
     local m = cfg.metrics
     check(C.lr_conf_metrics(conf, m.host, m.port, m.token, m.where), m.where)
+  end
+  if cfg.api then
+    local a = cfg.api
+    check(C.lr_conf_api(conf, a.host, a.port, a.where), a.where)
   end
   for _, u in ipairs(cfg.users) do
     check(C.lr_conf_user(conf, u.id, u.email, u.alter_id or 0, u.level or 0), u.where)
@@ -397,6 +402,56 @@ do
                              __newindex = function() error("luaray.stats is read-only", 2) end })
 end
 
+-- luaray.online([email]) -> { [email] = { "ip", ... } }: the source
+-- addresses with connections open now, per user (all users, or one).
+local online
+do
+  local cap, buf = 16384, nil
+  function online(email)
+    if email ~= nil and type(email) ~= "string" then
+      error("luaray.online: an email (or nothing) expected", 2)
+    end
+    local n
+    for _ = 1, 8 do
+      buf = buf or ffi.new("char[?]", cap)
+      n = tonumber(C.lr_policy_online(email, buf, cap))
+      if n <= cap then break end
+      cap, buf = n * 2, nil
+    end
+    local out = {}
+    if n > cap then return out end
+    for e, ip in ffi.string(buf, n):gmatch("([^\t\n]+)\t([^\n]+)\n") do
+      local l = out[e]
+      if not l then l = {}; out[e] = l end
+      l[#l + 1] = ip
+    end
+    return out
+  end
+end
+
+-- The control plane's words (lua/luaray/control.lua, design.md 7).
+local http = setmetatable({}, { __index = { request = control.request },
+                                __newindex = function() error("luaray.http is read-only", 2) end })
+
+-- luaray.log_line(level, text): a line in the daemon's log (level "debug",
+-- "info", "warn" or "error"), from a hook or a control coroutine.
+local function log_line(level, text)
+  local l = LEVELS[level]
+  if not l then error("luaray.log_line: level must be debug, info, warn or error", 2) end
+  C.lr_ctl_log(l, tostring(text))
+end
+
+-- The run-time fields of `luaray` (opts.luaray of config.load).
+local function run_time_words()
+  return { shared = shared, policy = policy, usage = usage, reset_usage = reset,
+           stats = stats, users = users, online = online, log_line = log_line,
+           every = control.every, spawn = control.spawn, sleep = control.sleep,
+           http = http, now = control.now, json = require "luaray.json" }
+end
+
+-- Called by core/script/bridge.c with a struct lr_ctl_event *.
+M.control_event = control.event
+
 ---------------------------------------------------------------------------
 -- Hooks
 
@@ -581,9 +636,9 @@ end
 -- code mentions ctx.sniffed)
 function M.load(path, conf_ud, announce)
   local cfg, err, uuid
-  local opts = { luaray = { shared = shared, policy = policy, usage = usage, reset_usage = reset,
-                            stats = stats, users = users } }
+  local opts = { luaray = run_time_words() }
   loading, staged = true, {}
+  control.loading = true
   if not path then uuid = fresh_uuid() end
   -- the config runs under the load budget (a runaway top level fails the
   -- load like any other error; see budgeted above)
@@ -601,6 +656,7 @@ function M.load(path, conf_ud, announce)
   end
   load_end()
   loading = false
+  control.loading = false
   if not cfg then return nil, err end
   set_budget(cfg.budget.seconds, cfg.budget.instructions)
   local ok, e = pcall(apply, cfg, ffi.cast("struct lr_conf *", conf_ud))
@@ -663,7 +719,9 @@ end
 -- all can tell them apart; with one, just the email.
 function M.links(path, host)
   load_begin()
-  local cfg, err = config.load(path)
+  control.loading = true
+  local cfg, err = config.load(path, { luaray = run_time_words() })
+  control.loading = false
   load_end()
   if not cfg then return nil, err end
   local link = require "luaray.link"

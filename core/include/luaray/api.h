@@ -518,6 +518,11 @@ LR_API int lr_conf_workers(struct lr_conf *c, int n);
 LR_API int lr_conf_metrics(struct lr_conf *c, const char *host, uint16_t port,
                            const char *token, const char *where);
 
+/* luaray.api: v2ray 4.34's gRPC API (StatsService, HandlerService) on
+ * host:port; where: its "file:line" for errors. */
+LR_API int lr_conf_api(struct lr_conf *c, const char *host, uint16_t port,
+                       const char *where);
+
 LR_API int lr_conf_user(struct lr_conf *c, const char *uuid,
                         const char *email, uint32_t alter_id, uint32_t level);
 
@@ -865,5 +870,76 @@ struct lr_policy_usage {
 LR_API int lr_policy_usage(const char *email, struct lr_policy_usage *out);
 /* Resets the byte count of a user (a new quota period). */
 LR_API int lr_policy_reset(const char *email);
+
+
+/* Who is online: "email\tip\n" for every source address with an open
+ * connection of a user (every user when email is NULL), written while the
+ * lines fit; returns the bytes they take (> cap: call again with more). */
+LR_API size_t lr_policy_online(const char *email, char *out, size_t cap);
+
+/* ------------------------------------------------------------------ */
+/* The control plane (design.md 7; daemon/control.c): luaray.every,     */
+/* luaray.spawn, luaray.sleep and luaray.http.request, run as coroutines*/
+/* on the main thread.  A Lua state there is a "host" (a number C gives */
+/* it); timers and requests belong to a host, carry the number Lua gave */
+/* them, and end in an event C hands to that state (lr_ctl_event, read */
+/* by lua/luaray/control.lua through the FFI, borrowed for the call).   */
+/* Each call returns 0, or -1 with err set (not the main thread, no such*/
+/* host, too many requests, a bad URL...).                              */
+/* ------------------------------------------------------------------ */
+
+enum lr_ctl_kind {
+    LR_CTL_ATTACH = 1,         /* the state became a host (control: its timers start) */
+    LR_CTL_STOP = 2,           /* the host is stopped: everything of it was cancelled */
+    LR_CTL_TIMER = 3,          /* timer `id` fired (a repeating one stays) */
+    LR_CTL_HTTP = 4,           /* request `id` is done */
+    LR_CTL_ABORT = 5           /* the last event's run failed in C (err: why) */
+};
+
+struct lr_ctl_event {
+    int32_t kind;              /* enum lr_ctl_kind */
+    uint32_t host;
+    uint32_t id;
+    int32_t control;           /* ATTACH: 1 for the control state (it runs luaray.every) */
+    uint64_t generation;       /* ATTACH: the generation of this state */
+    const char *err;           /* HTTP: NULL or what failed; ABORT: the error */
+    int32_t status;            /* HTTP */
+    const char *fields;        /* HTTP: "name: value\n" lines, names lower case */
+    size_t fields_len;
+    const char *body;          /* HTTP */
+    size_t body_len;
+};
+
+struct lr_ctl_http {
+    const char *method;
+    const char *url;
+    const char *headers;       /* "Name: value\r\n" lines, or NULL */
+    size_t headers_len;
+    const char *body;          /* NULL: none */
+    size_t body_len;
+    double timeout;            /* seconds for the whole request */
+    double max_body;           /* bytes */
+    int32_t insecure;
+    const char *ca;            /* NULL or a PEM file */
+};
+
+/* A timer of `host`: first after `after` s, then every `every` s (0:
+ * once).  An id in use is replaced. */
+LR_API int lr_ctl_timer(uint32_t host, uint32_t id, double after, double every,
+                        char *err, size_t errlen);
+/* Stops timer or request `id` of `host` (no event follows); 0 even when
+ * there is none. */
+LR_API int lr_ctl_cancel(uint32_t host, uint32_t id);
+/* Starts an HTTP request of `host`; its LR_CTL_HTTP event comes from the
+ * loop, never from inside this call. */
+LR_API int lr_ctl_http_start(uint32_t host, uint32_t id, const struct lr_ctl_http *r,
+                             char *err, size_t errlen);
+/* Requests in flight now, and the most there may be. */
+LR_API uint32_t lr_ctl_http_count(void);
+LR_API uint32_t lr_ctl_http_max(void);
+/* A line in the daemon's log at `level` (LR_LOG_*). */
+LR_API void lr_ctl_log(int32_t level, const char *msg);
+/* Monotonic seconds (the main loop's clock: ev_now). */
+LR_API double lr_ctl_now(void);
 
 #endif

@@ -5,6 +5,10 @@
 -- One request per connection, answered with "Connection: close", then the
 -- connection is closed:
 --   GET /data/<N>/<SEED>  200, N bytes of e2e.support's stream(SEED)
+--   GET /chunked/<N>/<SEED>  the same bytes with Transfer-Encoding: chunked
+--                         (chunks of 1 to 9000 bytes, an extension on some
+--                         size lines, a trailer field)
+--   GET /headers          200, the request's head as it came (text/plain)
 --   POST /echo            200, the request body (Content-Length required)
 --   anything else         404
 -- The request target may be in origin form ("/data/..") or absolute form
@@ -65,6 +69,23 @@ local function respond(c, status, body, extra)
   c.state = "send"
 end
 
+-- N bytes of stream(SEED) as chunks of varying sizes, then a trailer.
+local function respond_chunked(c, body)
+  local parts, i, k = {}, 1, 0
+  while i <= #body do
+    k = k + 1
+    local n = math.min(#body - i + 1, (k * 2654435761) % 9000 + 1)
+    parts[#parts + 1] = ("%x%s\r\n"):format(n, k % 3 == 0 and ";ext=1" or "") ..
+                        body:sub(i, i + n - 1) .. "\r\n"
+    i = i + n
+  end
+  parts[#parts + 1] = "0\r\nX-Trailer: done\r\n\r\n"
+  c.out = "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n" ..
+          "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" .. table.concat(parts)
+  c.outi = 1
+  c.state = "send"
+end
+
 local function on_head(c)
   local head = c.buf:sub(1, c.head_end)
   c.buf = c.buf:sub(c.head_end + 1)
@@ -84,6 +105,9 @@ local function on_head(c)
   if method == "GET" then
     local n, seed = path:match("^/data/(%d+)/(%d+)$")
     if n then return respond(c, "200 OK", E.pattern(tonumber(n), tonumber(seed))) end
+    n, seed = path:match("^/chunked/(%d+)/(%d+)$")
+    if n then return respond_chunked(c, E.pattern(tonumber(n), tonumber(seed))) end
+    if path == "/headers" then return respond(c, "200 OK", head) end
   end
   respond(c, "404 Not Found", "not found\n")
 end
