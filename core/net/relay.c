@@ -441,6 +441,15 @@ void lr_relay_side_readable(struct lr_conn *c, struct lr_pipe *p,
         lr_relay_update_reads(c);
         return;
     }
+    if (p->enc && !src->dgram) {
+        /* an encoding pipe reads no more than its sealed chunks can take
+         * in one `out` buffer: a full 64 KiB read grew by its chunks'
+         * overhead past LR_BUF_CAP, and its tail took a second send */
+        size_t over = lr_body_max_wire(p->enc, 0);
+        size_t fit = LR_BUF_CAP - over * (LR_BUF_CAP / PIECE + 1);
+        if (room > fit)
+            room = fit;
+    }
     ssize_t n;
     if (src->dgram) {
         /* one datagram (a connected UDP socket) */

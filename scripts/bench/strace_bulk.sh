@@ -24,10 +24,14 @@ strace -f -c -o "$d/client.strace" -e trace=network,getrandom "$bin" -c "$d/clie
 sleep 1.5
 flag=-B; [ "$dir_" = down ] && flag=-D
 "$B/tools/connbench" -p $cp -s 127.0.0.1:$tp $flag "$bytes" -T 300 | tail -1
-# SIGTERM the daemons (strace forwards it), so strace writes its summary
-kill -TERM "${pids[1]}" "${pids[2]}"
+# SIGTERM the traced daemons themselves (a signal to strace only detaches
+# it, and its summary would come at the cleanup, after it is read here);
+# strace writes its summary when its tracee exits
+for s in "${pids[1]}" "${pids[2]}"; do
+    kill -TERM $(pgrep -P "$s") 2>/dev/null || true
+done
 for i in $(seq 600); do
-    kill -0 "${pids[1]}" 2>/dev/null || kill -0 "${pids[2]}" 2>/dev/null || break
+    if ! kill -0 "${pids[1]}" 2>/dev/null && ! kill -0 "${pids[2]}" 2>/dev/null; then break; fi
     sleep 0.1
 done
 gib=$(python3 -c "print($bytes/2**30)")
