@@ -153,6 +153,71 @@ LR_API void lr_random(uint8_t *out, size_t len)
     rpos += len;
 }
 
+/* Non-secret bytes (api.h lr_random_nonsecret): a ChaCha20-IETF
+ * keystream, 1 KiB per libsodium call, the 96-bit nonce a block counter.
+ * The key comes from lr_random (the system RNG) on a thread's first use,
+ * after every LR_NONSECRET_REKEY bytes, and after a fork (the fork
+ * generation moves, so parent and child never continue one stream). */
+#define NS_BLOCK 1024
+#define LR_NONSECRET_REKEY (64u << 20)
+struct ns_state {
+    uint8_t key[crypto_stream_chacha20_ietf_KEYBYTES];
+    uint8_t nonce[crypto_stream_chacha20_ietf_NONCEBYTES];
+    uint8_t block[NS_BLOCK];
+    size_t pos;           /* next unused byte of block */
+    size_t since_key;     /* bytes generated under this key */
+    unsigned gen;         /* fork generation it was keyed in; 0 unkeyed */
+};
+static __thread struct ns_state ns = {.pos = NS_BLOCK};
+static unsigned ns_fork_gen = 1;
+static pthread_once_t ns_once = PTHREAD_ONCE_INIT;
+
+static void ns_after_fork(void)
+{
+    __atomic_add_fetch(&ns_fork_gen, 1, __ATOMIC_RELAXED);
+    /* the forking thread is the child's only thread: wipe its state too */
+    sodium_memzero(&ns, sizeof(ns));
+    ns.pos = NS_BLOCK;
+}
+
+static void ns_setup(void)
+{
+    pthread_atfork(NULL, NULL, ns_after_fork);
+}
+
+static void ns_refill(void)
+{
+    unsigned gen = __atomic_load_n(&ns_fork_gen, __ATOMIC_RELAXED);
+    if (ns.gen != gen || ns.since_key >= LR_NONSECRET_REKEY) {
+        pthread_once(&ns_once, ns_setup);
+        gen = __atomic_load_n(&ns_fork_gen, __ATOMIC_RELAXED);
+        lr_random(ns.key, sizeof(ns.key));
+        memset(ns.nonce, 0, sizeof(ns.nonce));
+        ns.since_key = 0;
+        ns.gen = gen;
+    }
+    crypto_stream_chacha20_ietf(ns.block, NS_BLOCK, ns.nonce, ns.key);
+    sodium_increment(ns.nonce, sizeof(ns.nonce));
+    ns.since_key += NS_BLOCK;
+    ns.pos = 0;
+}
+
+LR_API void lr_random_nonsecret(uint8_t *out, size_t len)
+{
+    while (len) {
+        if (ns.pos == NS_BLOCK ||
+            ns.gen != __atomic_load_n(&ns_fork_gen, __ATOMIC_RELAXED))
+            ns_refill();
+        size_t k = NS_BLOCK - ns.pos < len ? NS_BLOCK - ns.pos : len;
+        memcpy(out, ns.block + ns.pos, k);
+        /* bytes handed out are not kept */
+        memset(ns.block + ns.pos, 0, k);
+        ns.pos += k;
+        out += k;
+        len -= k;
+    }
+}
+
 LR_API int lr_memeq_ct(const uint8_t *a, const uint8_t *b, size_t len)
 {
     return sodium_memcmp(a, b, len);

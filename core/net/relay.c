@@ -255,7 +255,11 @@ int lr_relay_pump(struct lr_conn *c, struct lr_pipe *p, struct lr_side *src,
         free(p->prefix);
         p->prefix = NULL;
     }
-    for (int round = 0; round < 256; round++) {
+    /* Every complete unit of what was read is decoded into `out` before
+     * one write takes them all: a send per chunk was 4 system calls per
+     * read of 64 KiB.  `out` is written when it cannot take the pending
+     * unit (or is full), and when there is nothing left to decode. */
+    for (int round = 0;; round++) {
         int more = 1;
         if (!p->pend_len) {
             more = decode(c, p);
@@ -265,6 +269,9 @@ int lr_relay_pump(struct lr_conn *c, struct lr_pipe *p, struct lr_side *src,
         int blocked = 0;
         if (p->pend_len && (blocked = emit(c, p, src, dst)) < 0)
             return -1;
+        int idle = !p->pend_len && (!more || !p->in || lr_buf_len(p->in) == 0);
+        if (!blocked && !idle && !p->pend_len && round < 255)
+            continue; /* decode the next unit into the same write */
         if (lr_relay_flush(c, p, dst) < 0)
             return -1;
         if (blocked > 0)
@@ -273,7 +280,7 @@ int lr_relay_pump(struct lr_conn *c, struct lr_pipe *p, struct lr_side *src,
          * us) or when there is nothing left to decode */
         if (p->out && lr_buf_len(p->out))
             break;
-        if (!p->pend_len && (!more || !p->in || lr_buf_len(p->in) == 0))
+        if (idle || round >= 255)
             break;
     }
     if (p->in && lr_buf_len(p->in) == 0 && !p->pend_len) {
@@ -433,6 +440,15 @@ void lr_relay_side_readable(struct lr_conn *c, struct lr_pipe *p,
             return;
         lr_relay_update_reads(c);
         return;
+    }
+    if (p->enc && !src->dgram) {
+        /* an encoding pipe reads no more than its sealed chunks can take
+         * in one `out` buffer: a full 64 KiB read grew by its chunks'
+         * overhead past LR_BUF_CAP, and its tail took a second send */
+        size_t over = lr_body_max_wire(p->enc, 0);
+        size_t fit = LR_BUF_CAP - over * (LR_BUF_CAP / PIECE + 1);
+        if (room > fit)
+            room = fit;
     }
     ssize_t n;
     if (src->dgram) {

@@ -250,7 +250,7 @@ static int seal_chunk(struct lr_body *b, const uint8_t *in, size_t len,
         if (b->flags & LR_BODY_ZERO_PADDING)
             memset(p, 0, pad);
         else
-            lr_random(p, pad);
+            lr_random_nonsecret(p, pad); /* padding hides lengths, no secret */
     }
     size_t total = sl + len + b->overhead + pad;
     if (b->seal == SEAL_CFB) {

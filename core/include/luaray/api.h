@@ -164,6 +164,13 @@ LR_API int lr_kdf(const uint8_t *key, size_t klen, const uint8_t *const *path,
 /* Fills `out` with `len` bytes from libsodium's CSPRNG. */
 LR_API void lr_random(uint8_t *out, size_t len);
 
+/* Fills `out` with `len` bytes that need to be unpredictable to an
+ * observer but protect no secret (VMess GlobalPadding content): a
+ * per-thread ChaCha20 keystream, keyed from lr_random on first use, every
+ * 64 MiB and in a forked child, so no system call per
+ * call.  Never for keys, IVs, nonces or auth IDs: those take lr_random. */
+LR_API void lr_random_nonsecret(uint8_t *out, size_t len);
+
 /* Constant-time comparison (libsodium): 0 when equal, -1 otherwise. */
 LR_API int lr_memeq_ct(const uint8_t *a, const uint8_t *b, size_t len);
 
