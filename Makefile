@@ -246,7 +246,7 @@ uninstall:
 BENCH_DIR := $(BUILD)/bench
 BENCH_TOOLS := $(BENCH_DIR)/load $(BENCH_DIR)/sink
 
-.PHONY: bench bench-quick bench-callgrind bench-deps bench-transports
+.PHONY: bench bench-quick bench-callgrind bench-deps bench-transports bench-pinned
 bench-deps:
 	$(Q)bash scripts/bench-deps.sh
 
@@ -278,6 +278,13 @@ bench-transports: all bench-deps
 	    scripts/bench/judged/systems/luaray-grpc-tls-aes-128-gcm.toml \
 	    scripts/bench/judged/systems/luaray-grpc-aes-128-gcm.toml \
 	    --tests up,down,conc,idle --idle 1000 --runs 3 --out $(BUILD)/bench/judged-$$(date +%Y%m%d-%H%M%S)
+# Bulk (aes-128-gcm, chacha20-poly1305) and the connection rate through
+# ../shared/bench under split pinning and unpinned in one run, beside v2ray
+# 4.34, the lean C relay sketch and ss-libev, then the server's system calls
+# per GiB (scripts/bench/pinned.sh). About 15 minutes. PINS=split for one.
+PINS ?= split,none
+bench-pinned: all bench-deps
+	$(Q)LURAY_BUILD=$(BUILD) bash scripts/bench/pinned.sh --pins $(PINS)
 # (end of benchmarks)
 
 # ---------------------------------------------------------------------------
