@@ -450,7 +450,23 @@ int lr_dispatch_accept(struct lr_inbound *ib, int fd, const struct lr_addr *src,
     c->peer = *src;
     if (lr_front_start(c) != 0)
         lr_conn_close(c, "out of memory"); /* closes fd too */
+    else if (c->ibops->accepted) /* no front: the inbound starts now */
+        c->ibops->accepted(c);
     return 0;
+}
+
+struct lr_conn *lr_dispatch_datagram(struct lr_inbound *ib, const struct lr_addr *src,
+                                     const struct lr_ib_ops *ops,
+                                     size_t (*sink)(struct lr_conn *, const uint8_t *, size_t))
+{
+    struct lr_conn *c = lr_conn_new(&ib->rt->net, -1, src, ops, ib->handshake_timeout,
+                                    ib->idle_timeout);
+    if (!c)
+        return NULL;
+    c->cli.sink = sink;
+    c->peer = *src;
+    adopt(c, ib, 0); /* a client of its own: counted as a connection */
+    return c;
 }
 
 /* ------------------------------------------------------------ fallback */
