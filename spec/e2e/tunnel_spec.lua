@@ -9,6 +9,7 @@
 --     caps the sessions;
 --   * the same through a VMess outbound to a luaray server and to Debian's
 --     v2ray 4.34 (VMess UDP, command 2);
+--   * two worker threads (a UDP socket each on the port, SO_REUSEPORT);
 --   * IPv6 (::1) when the host has it;
 --   * a SIGHUP keeps the UDP listener and an open session (its client goes
 --     on getting replies) while new clients get the new rules.
@@ -202,6 +203,28 @@ luaray.route { default = "luaray" }
       local ok, why = udp_rounds("127.0.0.1", tp, 4, 4, { timeout = 3 })
       assert(ok, ("port %d: %s"):format(tp, tostring(why)))
     end
+  end))
+
+  it("serves UDP and TCP from two worker threads", h:guard(function()
+    local tp = E.free_port()
+    local p = h:luaray("workers", ([[
+luaray.workers(2)
+luaray.log { level = "info", access = true }
+luaray.inbound "w" { type = "tunnel", listen = "127.0.0.1:%d", to = "127.0.0.1:%d",
+                     network = "tcp,udp", udp_timeout = 1 }
+luaray.outbound "direct" { type = "direct" }
+]]):format(tp, echo.port), { ports = { tp } })
+    -- each worker has its own socket on the port (SO_REUSEPORT): the
+    -- kernel keeps a client on one of them, so its session is one session
+    -- (once both sockets are there: SIGUSR1's listing shows worker 1 runs)
+    assert(psignal.kill(p.pid, psignal.SIGUSR1))
+    assert(E.wait_log(p, "worker 1: %d+ connections"))
+    assert(udp_rounds("127.0.0.1", tp, 8, 4))
+    local socks = {}
+    for i = 1, 4 do socks[i] = assert(E.tcp_connect("127.0.0.1", tp)) end
+    assert(E.transfer_echo_many(socks, 64 * KiB, { timeout = 20 }))
+    local text = assert(E.wait_log(p, " w %- udp 127%.0%.0%.1:" .. echo.port .. " direct up=", 8))
+    assert.equal(8, E.count_matches(text, " w %- udp 127%.0%.0%.1:" .. echo.port .. " direct up="))
   end))
 
   it("works on IPv6", h:guard(function()
