@@ -239,6 +239,12 @@ static int accept_verdict(int v, const struct lr_hook_ctx *x, uint32_t w)
 
 int lr_dispatch_accept_hook(struct lr_inbound *ib, const struct lr_addr *src)
 {
+    return lr_dispatch_accept_hook_net(ib, src, "tcp");
+}
+
+int lr_dispatch_accept_hook_net(struct lr_inbound *ib, const struct lr_addr *src,
+                                const char *network)
+{
     struct lr_gen *g = ib->gen;
     if (!g->script || !(g->hooks & (1u << LR_HOOK_ACCEPT)))
         return 0;
@@ -253,7 +259,7 @@ int lr_dispatch_accept_hook(struct lr_inbound *ib, const struct lr_addr *src)
     x.id = ib->rt->net.next_conn_id + ib->rt->net.id_step; /* the id it will get */
     x.generation = g->id;
     hook_where(&x, ib, src, src, &t);
-    x.network = "tcp";
+    x.network = network;
     return accept_verdict(lr_scripts->call(g->script, &x), &x, ib->rt->net.stats_worker);
 }
 

@@ -50,6 +50,10 @@ struct lr_inbound *lr_dispatch_current_ib(struct lr_inbound *ib);
  * lr_dispatch_accept_hook_conn once the PROXY header has said who the
  * client is. */
 int lr_dispatch_accept_hook(struct lr_inbound *ib, const struct lr_addr *src);
+/* The same for a client of `network` ("tcp" or "udp": a tunnel's or a
+ * tproxy inbound's new UDP session). */
+int lr_dispatch_accept_hook_net(struct lr_inbound *ib, const struct lr_addr *src,
+                                const char *network);
 /* The accept hook for connection c as it is now (its src, peer, id). */
 int lr_dispatch_accept_hook_conn(struct lr_conn *c);
 /* The inbound knows the destination (c->dst, c->user): sniff if wanted,

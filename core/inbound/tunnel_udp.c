@@ -282,7 +282,7 @@ static void sess_open(struct lr_udp_in *u, uint32_t h, const struct lr_addr *cli
         return;
     if (u->transparent && lr_addr_port(odst) == ib->port && lr_tunnel_is_local(odst))
         return; /* sent to the listener itself, not diverted: no loop */
-    if (lr_dispatch_accept_hook(ib, client) != 0)
+    if (lr_dispatch_accept_hook_net(ib, client, "udp") != 0)
         return;
     if (grow(u) != 0)
         return;

@@ -153,6 +153,45 @@ luaray.outbound "direct" { type = "direct" }
     assert(E.transfer_echo(s, 32 * KiB, { timeout = 20 }))
   end))
 
+  it("runs the accept and route hooks for its TCP clients and UDP sessions", h:guard(function()
+    local tp, refused = E.free_port(), E.free_port()
+    local p = h:luaray("hooks", ([[
+luaray.log { level = "info", access = true }
+luaray.inbound "hk" { type = "tunnel", listen = "127.0.0.1:%d", to = "127.0.0.1:%d", network = "tcp,udp" }
+luaray.outbound "tcp-out" { type = "direct" }
+luaray.outbound "udp-out" { type = "direct" }
+luaray.on("accept", function(ctx)
+  if ctx.network == "udp" and ctx.src.port == %d then return false end
+end)
+luaray.on("route", function(ctx)
+  if ctx.inbound == "hk" and ctx.dst.host == "127.0.0.1" and ctx.dst.port == %d then
+    return ctx.network == "udp" and "udp-out" or "tcp-out"
+  end
+end)
+]]):format(tp, echo.port, refused, echo.port), { ports = { tp } })
+    assert(udp_rounds("127.0.0.1", tp, 2, 2))
+    local s = assert(E.tcp_connect("127.0.0.1", tp))
+    assert(E.transfer_echo(s, 16 * KiB, { timeout = 20 }))
+    -- the client the accept hook refuses gets nothing back
+    local u = socket.udp4()
+    assert(u:setsockname("127.0.0.1", refused))
+    u:settimeout(0.5)
+    local got
+    for _ = 1, 3 do
+      u:sendto("client 1 round 1|refused", "127.0.0.1", tp)
+      got = u:receivefrom()
+      if got then break end
+    end
+    u:close()
+    assert.is_nil(got)
+    h:stop_luaray(p)
+    local text = E.read_file(p.log)
+    assert.equal(2, E.count_matches(text, " hk %- udp 127%.0%.0%.1:" .. echo.port .. " udp%-out "))
+    -- (the harness's port probe is a TCP client too: count the transfer)
+    assert.equal(1, E.count_matches(text, " hk %- tcp 127%.0%.0%.1:" .. echo.port .. " tcp%-out up=16384 down=16384 "))
+    assert.equal(0, E.count_matches(text, "127%.0%.0%.1:" .. refused .. " hk"))
+  end))
+
   it("caps UDP sessions at max_connections", h:guard(function()
     local tp, probe = E.free_port(), E.free_port()
     -- the SOCKS inbound is there to say when the daemon listens
