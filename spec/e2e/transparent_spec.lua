@@ -174,7 +174,35 @@ luaray.outbound "direct" { type = "direct", connect_timeout = 5 }
                              tostring(256 * 1024), "3")
       assert(ok, out)
     end
+    -- dialled directly (not diverted, not redirected), the listeners close
+    -- the connection instead of dialling themselves round and round, and a
+    -- datagram sent to the tproxy socket itself is dropped
+    local code, out = h:exec("direct-to-listeners", netns(R, { "python3", "-c", [[
+import socket
+for port in (12345, 12346):
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.settimeout(5)
+    try:
+        print(port, "eof" if s.recv(100) == b"" else "data")
+    except ConnectionResetError:
+        print(port, "reset")
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.settimeout(1.5)
+u.sendto(b"to the listener itself", ("127.0.0.1", 12345))
+try:
+    u.recvfrom(100)
+    print("udp reply")
+except socket.timeout:
+    print("udp dropped")
+]] }), { timeout = 30 })
+    assert.equal(0, code, out)
+    assert.matches("12345 [er][oe][fs]", out)
+    assert.matches("12346 [er][oe][fs]", out)
+    assert.matches("udp dropped", out)
     h:stop_luaray(p)
+    local log = E.read_file(p.log)
+    assert.matches("127%.0%.0%.1:%d+ tp4 %- tcp %- %- up=0 down=0 dur=[%d.]+ not diverted by TPROXY", log)
+    assert.matches("127%.0%.0%.1:%d+ rd4 %- tcp %- %- up=0 down=0 dur=[%d.]+ not redirected", log)
     -- every connection and session went through luaray to the address the
     -- client used (one UDP session per client socket: 4 per family)
     local text = E.read_file(p.log)
