@@ -15,8 +15,11 @@
 -- (3 connections, 256 KiB each way, half-close) and UDP (4 clients, 4
 -- rounds, every reply from the address the client asked) work, and the
 -- access log shows luaray carried each one to the original destination.
--- Then the same with the README's redirect table (TCP).  And a tproxy
--- inbound started without CAP_NET_ADMIN stops with an error naming it.
+-- Then the same with the README's redirect table (TCP); a connection to
+-- the listeners themselves is closed, not dialled round and round.  Then
+-- tproxy through a VMess outbound to a luaray server on the outside host.
+-- And a tproxy inbound started without CAP_NET_ADMIN stops with an error
+-- naming it.
 --
 -- Needs root (namespaces, nft); without it, or when `ip netns add` fails
 -- here, every test is pending with the reason.
@@ -104,6 +107,22 @@ ip netns exec $R sysctl -qw net.ipv4.ip_forward=0 net.ipv6.conf.all.forwarding=0
     end
   end)
 
+  -- The README's nft table `which` ("tproxy" or "redirect") on the router,
+  -- instead of whichever was there; the README's ip rule / ip route lines
+  -- the first time.
+  local routed = false
+  local function router_table(which)
+    local rd = readme_router()
+    local lan = function(block) return (block:gsub('"lan0"', '"r0"')) end
+    if not routed then
+      sh("router-ip", ("ip netns exec %s sh -e <<'EOF'\n%s\nEOF\n"):format(R, table.concat(rd.ip, "\n")))
+      routed = true
+    end
+    sh("router-" .. which, ("ip netns exec %s nft delete table inet luaray 2>/dev/null || true\n" ..
+       "ip netns exec %s nft delete table inet luaray_nat 2>/dev/null || true\n" ..
+       "ip netns exec %s nft -f - <<'EOF'\n%sEOF\n"):format(R, R, R, lan(rd[which])))
+  end
+
   -- An echo server (TCP and UDP on one port) in the outside namespace.
   local function outside_echo(port)
     return h:spawn("echo-outside", netns(O, { unistd.readlink("/proc/self/exe"),
@@ -111,10 +130,10 @@ ip netns exec $R sysctl -qw net.ipv4.ip_forward=0 net.ipv6.conf.all.forwarding=0
       "--host", "2001:db8:2::2", "--lifetime", "600" }))
   end
 
-  -- luaray on the router.
-  local function router_luaray(name, script, prefix)
+  -- luaray in namespace ns (the router unless given).
+  local function router_luaray(name, script, prefix, ns)
     local file = h:write(name .. ".lua", script)
-    local argv = netns(R, prefix or {})
+    local argv = netns(ns or R, prefix or {})
     argv[#argv + 1] = E.luaray_bin()
     argv[#argv + 1] = "-c"
     argv[#argv + 1] = file
@@ -143,13 +162,10 @@ luaray.outbound "direct" { type = "direct", connect_timeout = 5 }
 
   it("tproxy catches TCP and UDP from the LAN (IPv4 and IPv6), redirect TCP", h:guard(function()
     if skip then pending(skip) return end
-    local rd = readme_router()
-    local lan = function(block) return (block:gsub('"lan0"', '"r0"')) end
     local port = 7000
     outside_echo(port)
     -- the README's policy routing and TPROXY table on the router
-    sh("router-tproxy", ("ip netns exec %s sh -e <<'EOF'\n%s\nEOF\nip netns exec %s nft -f - <<'EOF'\n%sEOF\n")
-       :format(R, table.concat(rd.ip, "\n"), R, lan(rd.tproxy)))
+    router_table("tproxy")
     -- without luaray the outside cannot be reached (forwarding is off)
     for _, host in ipairs { "198.51.100.2", "2001:db8:2::2" } do
       for _, proto in ipairs { "tcp", "udp" } do
@@ -167,8 +183,7 @@ luaray.outbound "direct" { type = "direct", connect_timeout = 5 }
       assert(ok, out)
     end
     -- the README's redirect table instead of the TPROXY one
-    sh("router-redirect", ("ip netns exec %s nft delete table inet luaray\nip netns exec %s nft -f - <<'EOF'\n%sEOF\n")
-       :format(R, R, lan(rd.redirect)))
+    router_table("redirect")
     for _, host in ipairs { "198.51.100.2", "2001:db8:2::2" } do
       local ok, out = client("check", "redirect tcp " .. host, "tcp", host, tostring(port),
                              tostring(256 * 1024), "3")
@@ -213,6 +228,44 @@ except socket.timeout:
     assert.equal(4, count("%[fd13:1::2%]:%d+ tp6 %- udp %[2001:db8:2::2%]:7000 direct up=%d+ down=%d+ "))
     assert.equal(3, count("10%.213%.1%.2:%d+ rd4 %- tcp 198%.51%.100%.2:7000 direct up=262144 down=262144 "))
     assert.equal(3, count("%[fd13:1::2%]:%d+ rd6 %- tcp %[2001:db8:2::2%]:7000 direct up=262144 down=262144 "))
+  end))
+
+  it("carries what tproxy catches through a VMess outbound (TCP and UDP)", h:guard(function()
+    if skip then pending(skip) return end
+    local port = 7100
+    outside_echo(port)
+    router_table("tproxy")
+    -- a luaray VMess server on the outside host
+    local id = E.uuid()
+    local script = E.luaray_server_script { port = 10086, listen = "198.51.100.2", users = { { id = id } } }
+    local srv = router_luaray("vmess-server", script, nil, O)
+    assert(E.wait_log(srv, "inbound vmess%-in %(vmess%) listening on", 1, 10))
+    local p = router_luaray("router-vmess", ([[
+luaray.log { level = "info", access = true }
+luaray.inbound "tp4" { type = "tproxy", listen = "0.0.0.0:12345", network = "tcp,udp" }
+luaray.inbound "tp6" { type = "tproxy", listen = "[::]:12345", network = "tcp,udp" }
+luaray.outbound "proxy" { type = "vmess", server = "198.51.100.2:10086", id = %q }
+]]):format(id))
+    assert(E.wait_log(p, "inbound tp6 %(tproxy%) listening on", 1, 10))
+    for _, host in ipairs { "198.51.100.2", "2001:db8:2::2" } do
+      local ok, out = client("check", "vmess tcp " .. host, "tcp", host, tostring(port),
+                             tostring(256 * 1024), "3")
+      assert(ok, out)
+      ok, out = client("check", "vmess udp " .. host, "udp", host, tostring(port), "4", "4")
+      assert(ok, out)
+    end
+    h:stop_luaray(p)
+    local text = E.read_file(p.log)
+    assert.equal(3, E.count_matches(text, "10%.213%.1%.2:%d+ tp4 %- tcp 198%.51%.100%.2:7100 proxy up=262144 down=262144 "))
+    assert.equal(3, E.count_matches(text, "%[fd13:1::2%]:%d+ tp6 %- tcp %[2001:db8:2::2%]:7100 proxy up=262144 down=262144 "))
+    assert.equal(4, E.count_matches(text, "10%.213%.1%.2:%d+ tp4 %- udp 198%.51%.100%.2:7100 proxy "))
+    assert.equal(4, E.count_matches(text, "%[fd13:1::2%]:%d+ tp6 %- udp %[2001:db8:2::2%]:7100 proxy "))
+    -- the server saw the router, asking for the addresses the client used
+    -- (its lines are written as its connections close: stopped first)
+    h:stop_luaray(srv)
+    local stext = E.read_file(srv.log)
+    assert.is_true(E.count_matches(stext, "198%.51%.100%.1:%d+ vmess%-in user1@e2e udp 198%.51%.100%.2:7100 direct") >= 4)
+    assert.is_true(E.count_matches(stext, "198%.51%.100%.1:%d+ vmess%-in user1@e2e tcp %[2001:db8:2::2%]:7100 direct") >= 3)
   end))
 
   it("refuses to start a tproxy inbound without CAP_NET_ADMIN, naming it", h:guard(function()
