@@ -8,7 +8,9 @@
  * (lr_dispatch_datagram), routed and dialled like any other -- a connected
  * UDP socket for the direct outbound, a VMess UDP request (command 2, one
  * datagram per chunk) for a VMess outbound; it ends after udp_timeout
- * without a datagram (the connection's idle timer).  Sessions count in the
+ * without a datagram (the connection's idle timer).  Datagrams that come
+ * while its pipe still holds one (dialling, a slow outbound) wait in a
+ * small queue (QUEUE_MAX, QUEUE_BYTES), fed to the pipe as it empties.  Sessions count in the
  * inbound's max_connections; a datagram that would open one more is
  * dropped.  The accept hook runs for each new session.
  *
@@ -49,8 +51,17 @@
 
 #define UDP_MAX 65535
 #define READS_PER_EVENT 64   /* datagrams taken per readable event */
+#define QUEUE_MAX 32         /* datagrams a session holds while it dials / sends */
+#define QUEUE_BYTES 65536    /* and their bytes */
 
 struct udp_sess;
+
+/* A datagram waiting for its session's pipe. */
+struct qdgram {
+    struct qdgram *next;
+    size_t len;
+    uint8_t data[];
+};
 
 struct lr_udp_in {
     int fd;
@@ -72,6 +83,13 @@ struct udp_sess {
     uint32_t hash;
     int rfd;                     /* tproxy: the reply socket (-1 until used) */
     uint8_t reply_failed;        /* the reply socket could not be made: logged once */
+    /* datagrams that came while the pipe held one (the session dialling,
+     * or the outbound slower than the client): a resolver's A and AAAA
+     * queries come back to back from one port, and the second must not be
+     * lost while a VMess outbound connects */
+    struct qdgram *q_head, *q_tail;
+    uint32_t q_n;
+    size_t q_bytes;
 };
 
 static __thread uint8_t dgram_buf[UDP_MAX + 1]; /* per worker thread */
@@ -214,6 +232,78 @@ static size_t sess_sink(struct lr_conn *c, const uint8_t *data, size_t len)
     return len;
 }
 
+/* The session's pipe holds a datagram not yet sent. */
+static int pipe_busy(const struct lr_conn *c)
+{
+    return c->up.pend_len || (c->up.in && lr_buf_len(c->up.in));
+}
+
+/* A client datagram for session s: into its pipe, or queued behind the one
+ * there (dropped past QUEUE_MAX / QUEUE_BYTES, as UDP may be). */
+static void deliver(struct udp_sess *s, const uint8_t *data, size_t len)
+{
+    /* what waits goes first, in order, while the pipe takes it (a relaying
+     * session sends each at once) */
+    while (s->q_head && !pipe_busy(s->conn)) {
+        struct qdgram *q = s->q_head;
+        s->q_head = q->next;
+        if (!s->q_head)
+            s->q_tail = NULL;
+        s->q_n--;
+        s->q_bytes -= q->len;
+        int r = lr_conn_push_datagram(s->conn, q->data, q->len);
+        free(q);
+        if (r < 0)
+            return; /* closed: s is gone */
+    }
+    if (!s->q_head && !pipe_busy(s->conn)) {
+        lr_conn_push_datagram(s->conn, data, len); /* may close the session */
+        return;
+    }
+    if (s->q_n >= QUEUE_MAX || s->q_bytes + len > QUEUE_BYTES)
+        return;
+    struct qdgram *q = malloc(sizeof(*q) + len);
+    if (!q)
+        return;
+    q->next = NULL;
+    q->len = len;
+    memcpy(q->data, data, len);
+    if (s->q_tail)
+        s->q_tail->next = q;
+    else
+        s->q_head = q;
+    s->q_tail = q;
+    s->q_n++;
+    s->q_bytes += len;
+}
+
+/* The relay sent what the pipe held (cli.room): the next queued datagram
+ * goes in, and the connection is pumped from the loop (room must not pump
+ * itself). */
+static void sess_room(struct lr_conn *c)
+{
+    struct udp_sess *s = c->ib_state;
+    if (!s || !s->q_head || pipe_busy(c))
+        return;
+    if (!c->up.in && !(c->up.in = lr_buf_get()))
+        return; /* out of memory: the next datagram tries again */
+    struct qdgram *q = s->q_head;
+    lr_buf_compact(c->up.in);
+    if (q->len <= lr_buf_room(c->up.in)) {
+        memcpy(lr_buf_tail(c->up.in), q->data, q->len);
+        c->up.in->wr += (uint32_t)q->len;
+        c->t_last = ev_now(c->lp->loop);
+        lr_conn_kick(c);
+    }
+    /* one that can never fit is dropped */
+    s->q_head = q->next;
+    if (!s->q_head)
+        s->q_tail = NULL;
+    s->q_n--;
+    s->q_bytes -= q->len;
+    free(q);
+}
+
 static void sess_connected(struct lr_conn *c)
 {
     c->replied = 1;
@@ -235,6 +325,11 @@ static void sess_free(struct lr_conn *c)
     unlink_sess(s->u, s);
     if (s->rfd >= 0)
         close(s->rfd);
+    while (s->q_head) {
+        struct qdgram *q = s->q_head;
+        s->q_head = q->next;
+        free(q);
+    }
     struct lr_udp_in *u = s->u;
     free(s);
     uin_unref(u);
@@ -306,6 +401,7 @@ static void sess_open(struct lr_udp_in *u, uint32_t h, const struct lr_addr *cli
     u->nsess++;
     u->refs++;
     c->ib_state = s;
+    c->cli.room = sess_room;
     sess_dest(u, odst, &c->dst);
     c->idle_timeout = ib->udp_timeout;
     /* the first datagram waits in the session until it is dialled */
@@ -367,7 +463,7 @@ static void uin_read_cb(struct ev_loop *loop, ev_io *w, int revents)
         uint32_t h = key_hash(u, &client, &odst);
         struct udp_sess *s = find(u, h, &client, u->transparent ? &odst : NULL);
         if (s)
-            lr_conn_push_datagram(s->conn, dgram_buf, (size_t)n);
+            deliver(s, dgram_buf, (size_t)n);
         else
             sess_open(u, h, &client, u->transparent ? &odst : NULL, dgram_buf, (size_t)n);
     }

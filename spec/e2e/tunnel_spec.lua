@@ -4,7 +4,8 @@
 --   * TCP to the echo server (both ways, half-close), and to a server that
 --     speaks first (the tunnel dials before the client sends anything);
 --   * UDP from several clients at once: each gets its own replies, from the
---     tunnel's listen address; one session per client address (the access
+--     tunnel's listen address; datagrams sent back to back by a new client
+--     all arrive (they wait while its session dials); one session per client address (the access
 --     log has one UDP line per client after udp_timeout), max_connections
 --     caps the sessions;
 --   * the same through a VMess outbound to a luaray server and to Debian's
@@ -63,6 +64,39 @@ local function udp_rounds(host, port, n, rounds, opts)
       end
       if ok and not got then ok, why = false, ("client %d round %d: no reply"):format(i, r) end
       if not ok then break end
+    end
+    if not ok then break end
+  end
+  for _, u in ipairs(cs) do u:close() end
+  return ok, why
+end
+
+-- n fresh UDP clients each send k datagrams back to back (as a resolver
+-- sends its A and AAAA queries from one port), with no resend: every one
+-- must come back (those that arrive while the new session dials wait in
+-- it).  -> true or false, why
+local function udp_burst(host, port, n, k)
+  local cs = {}
+  for i = 1, n do
+    local u = host:find(":", 1, true) and socket.udp6() or socket.udp4()
+    assert(u:setsockname(host:find(":", 1, true) and "::1" or "127.0.0.1", 0))
+    u:settimeout(5)
+    cs[i] = u
+  end
+  for i, u in ipairs(cs) do
+    for j = 1, k do assert(u:sendto(("burst %d.%d|"):format(i, j) .. E.pattern(40 * j, i * 10 + j), host, port)) end
+  end
+  local ok, why = true, nil
+  for i, u in ipairs(cs) do
+    local seen = {}
+    for _ = 1, k do
+      local d = u:receivefrom()
+      if not d then ok, why = false, ("client %d: %d of %d replies"):format(i, #seen, k); break end
+      local a, b = d:match("^burst (%d+)%.(%d+)|")
+      if tonumber(a) ~= i or d ~= ("burst %d.%s|"):format(i, b) .. E.pattern(40 * tonumber(b), i * 10 + tonumber(b)) then
+        ok, why = false, ("client %d: a wrong reply"):format(i); break
+      end
+      seen[#seen + 1] = b
     end
     if not ok then break end
   end
@@ -139,14 +173,16 @@ luaray.outbound "direct" { type = "direct" }
 ]]):format(tp, echo.port), { ports = { tp } })
     -- 6 clients, 5 rounds each, interleaved
     assert(udp_rounds("127.0.0.1", tp, 6, 5))
+    -- 3 more, 6 datagrams each sent at once: none lost (9 sessions in all)
+    assert(udp_burst("127.0.0.1", tp, 3, 6))
     -- one session per client address: 6 UDP lines once they idle out
     -- (udp_timeout = 1), however many datagrams each sent
-    local text = assert(E.wait_log(p, " u %- udp 127%.0%.0%.1:" .. echo.port .. " direct up=%d+ down=%d+", 6))
+    local text = assert(E.wait_log(p, " u %- udp 127%.0%.0%.1:" .. echo.port .. " direct up=%d+ down=%d+", 9))
     local n, up = 0, 0
     for u in text:gmatch(" u %- udp 127%.0%.0%.1:%d+ direct up=(%d+) down=%d+") do
       n, up = n + 1, up + tonumber(u)
     end
-    assert.equal(6, n)
+    assert.equal(9, n)
     assert.is_true(up > 0)
     -- and TCP on the same port
     local s = assert(E.tcp_connect("127.0.0.1", tp))
@@ -240,6 +276,9 @@ luaray.route { default = "luaray" }
       for i = 1, 2 do socks[i] = assert(E.tcp_connect("127.0.0.1", tp)) end
       assert(E.transfer_echo_many(socks, 128 * KiB, { timeout = 30 }))
       local ok, why = udp_rounds("127.0.0.1", tp, 4, 4, { timeout = 3 })
+      assert(ok, ("port %d: %s"):format(tp, tostring(why)))
+      -- back to back while the VMess connection is made: none lost
+      ok, why = udp_burst("127.0.0.1", tp, 3, 6)
       assert(ok, ("port %d: %s"):format(tp, tostring(why)))
     end
   end))
