@@ -163,6 +163,33 @@ luaray.outbound "direct" { type = "direct" }
     assert(E.wait_log(p, "127%.0%.0%.1:%d+ b %- tcp 127%.0%.0%.1:" .. bp .. " direct", 1))
   end))
 
+  it("dials a name, and resets the client when the destination refuses", h:guard(function()
+    local tn, tc, closed = E.free_port(), E.free_port(), E.free_port()
+    local p = h:luaray("names", ([[
+luaray.log { level = "info", access = true }
+luaray.inbound "n" { type = "tunnel", listen = "127.0.0.1:%d", to = "localhost:%d", network = "tcp,udp" }
+luaray.inbound "x" { type = "tunnel", listen = "127.0.0.1:%d", to = "127.0.0.1:%d" }
+luaray.outbound "direct" { type = "direct", domain_strategy = "ipv4" }
+]]):format(tn, echo.port, tc, closed), { ports = { tn, tc } })
+    local s = assert(E.tcp_connect("127.0.0.1", tn))
+    assert(E.transfer_echo(s, 32 * KiB, { timeout = 20 }))
+    assert(udp_rounds("127.0.0.1", tn, 2, 2))
+    assert(E.wait_log(p, "127%.0%.0%.1:%d+ n %- tcp localhost:" .. echo.port .. " direct up=32768"))
+    -- nothing listens on `closed`: the client sees what a refused connect
+    -- looks like, an RST, not an empty stream that ended well
+    local code, out = h:exec("refused-client", { "python3", "-c", ([[
+import socket
+try:
+    # the RST may come before connect() returns, or after
+    s = socket.create_connection(("127.0.0.1", %d), timeout=5)
+    print("eof" if s.recv(100) == b"" else "data")
+except ConnectionResetError:
+    print("reset")
+]]):format(tc) })
+    assert.equal(0, code, out)
+    assert.equal("reset", out:match("%a+"))
+  end))
+
   it("keeps one UDP session per client, replying to each from the listen address", h:guard(function()
     local tp = E.free_port()
     local p = h:luaray("udp", ([[
