@@ -275,9 +275,14 @@ luaray.outbound "proxy" { type = "vmess", server = "198.51.100.2:10086", id = %q
     os.execute("chmod o+rx " .. h:tmpdir() .. "; chmod o+r " .. file)
     local code, out = h:exec("unprivileged", netns(R, { "setpriv", "--reuid=65534", "--regid=65534",
       "--clear-groups", E.luaray_bin(), "-c", file }), { timeout = 20 })
-    assert.equal(1, code)
+    assert.equal(1, code, out)
     assert.matches("unprivileged.lua:2: inbound 'tp4' %(tproxy%) on 0%.0%.0%.0:12345: cannot make the TCP "
                    .. "socket transparent %(IP_TRANSPARENT%): operation not permitted: tproxy needs "
                    .. "CAP_NET_ADMIN", out)
+    -- a check (-t) opens no socket: it passes without the privilege
+    code, out = h:exec("unprivileged-check", netns(R, { "setpriv", "--reuid=65534", "--regid=65534",
+      "--clear-groups", E.luaray_bin(), "-t", "-c", file }), { timeout = 20 })
+    assert.equal(0, code, out)
+    assert.matches("configuration OK", out)
   end))
 end)
