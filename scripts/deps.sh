@@ -26,7 +26,7 @@ pkgs=(
   python3-h2                          # the independent gRPC (gun) peer in spec/e2e/grpc_spec.lua
   python3-grpcio                      # an independent gRPC client of the v2ray API (api_spec)
   clang libclang-rt-14-dev            # libFuzzer (make fuzz); replays use gcc
-  nftables iproute2                   # tproxy/redirect inbounds in a test-made network namespace (transparent_spec)
+  nftables iptables iproute2          # tproxy/redirect inbounds in a test-made network namespace (transparent_spec)
 )
 
 missing=()

@@ -37,8 +37,10 @@ local function readme_router()
   assert(sec, "README has no section 'Inbounds for routers'")
   local nft = {}
   for block in sec:gmatch("```nft\n(.-)```") do nft[#nft + 1] = block end
-  local ip = {}
+  local ip, ipt = {}, {}
   for block in sec:gmatch("```sh\n(.-)```") do
+    local kind = block:match("^# iptables: (%u+)\n")
+    if kind then ipt[kind:lower()] = block end
     for line in block:gmatch("[^\n]+") do
       if line:match("^ip %-?6? ?rule add") or line:match("^ip %-?6? ?route add") then
         ip[#ip + 1] = line
@@ -47,7 +49,9 @@ local function readme_router()
   end
   assert(#nft == 2, "README: wanted the tproxy and the redirect nft tables, found " .. #nft)
   assert(#ip == 4, "README: wanted 4 ip rule/route lines, found " .. #ip)
-  return { tproxy = nft[1], redirect = nft[2], ip = ip }
+  assert(ipt.tproxy and ipt.redirect, "README: wanted the iptables TPROXY and REDIRECT blocks")
+  return { tproxy = nft[1], redirect = nft[2], ip = ip,
+           ["ipt-tproxy"] = ipt.tproxy, ["ipt-redirect"] = ipt.redirect }
 end
 
 describe("tproxy and redirect inbounds in network namespaces", function()
@@ -107,9 +111,10 @@ ip netns exec $R sysctl -qw net.ipv4.ip_forward=0 net.ipv6.conf.all.forwarding=0
     end
   end)
 
-  -- The README's nft table `which` ("tproxy" or "redirect") on the router,
-  -- instead of whichever was there; the README's ip rule / ip route lines
-  -- the first time.
+  -- The README's table `which` ("tproxy" or "redirect": nft; "ipt-tproxy"
+  -- or "ipt-redirect": the iptables lines) on the router, instead of
+  -- whatever was there (nft flush ruleset: iptables here is iptables-nft);
+  -- the README's ip rule / ip route lines the first time.
   local routed = false
   local function router_table(which)
     local rd = readme_router()
@@ -118,9 +123,10 @@ ip netns exec $R sysctl -qw net.ipv4.ip_forward=0 net.ipv6.conf.all.forwarding=0
       sh("router-ip", ("ip netns exec %s sh -e <<'EOF'\n%s\nEOF\n"):format(R, table.concat(rd.ip, "\n")))
       routed = true
     end
-    sh("router-" .. which, ("ip netns exec %s nft delete table inet luaray 2>/dev/null || true\n" ..
-       "ip netns exec %s nft delete table inet luaray_nat 2>/dev/null || true\n" ..
-       "ip netns exec %s nft -f - <<'EOF'\n%sEOF\n"):format(R, R, R, lan(rd[which])))
+    local ipt = which:match("^ipt") ~= nil
+    local text = ipt and (rd[which]:gsub("%f[%w]lan0%f[%W]", "r0")) or lan(rd[which])
+    sh("router-" .. which, ("ip netns exec %s nft flush ruleset\n" ..
+       "ip netns exec %s %s <<'EOF'\n%sEOF\n"):format(R, R, ipt and "sh -e" or "nft -f -", text))
   end
 
   -- An echo server (TCP and UDP on one port) in the outside namespace.
@@ -266,6 +272,41 @@ luaray.outbound "proxy" { type = "vmess", server = "198.51.100.2:10086", id = %q
     local stext = E.read_file(srv.log)
     assert.is_true(E.count_matches(stext, "198%.51%.100%.1:%d+ vmess%-in user1@e2e udp 198%.51%.100%.2:7100 direct") >= 4)
     assert.is_true(E.count_matches(stext, "198%.51%.100%.1:%d+ vmess%-in user1@e2e tcp %[2001:db8:2::2%]:7100 direct") >= 3)
+  end))
+
+  it("works the same behind the README's iptables lines", h:guard(function()
+    if skip then pending(skip) return end
+    if not unistd.access("/usr/sbin/iptables", "x") then
+      pending("/usr/sbin/iptables is missing: run scripts/deps.sh")
+      return
+    end
+    local port = 7200
+    outside_echo(port)
+    local p = router_luaray("router-iptables", CONFIG)
+    assert(E.wait_log(p, "inbound rd6 %(redirect%) listening on", 1, 10))
+    router_table("ipt-tproxy")
+    for _, host in ipairs { "198.51.100.2", "2001:db8:2::2" } do
+      local ok, out = client("check", "iptables tproxy tcp " .. host, "tcp", host, tostring(port),
+                             tostring(64 * 1024), "2")
+      assert(ok, out)
+      ok, out = client("check", "iptables tproxy udp " .. host, "udp", host, tostring(port), "2", "3")
+      assert(ok, out)
+    end
+    router_table("ipt-redirect")
+    for _, host in ipairs { "198.51.100.2", "2001:db8:2::2" } do
+      local ok, out = client("check", "iptables redirect tcp " .. host, "tcp", host, tostring(port),
+                             tostring(64 * 1024), "2")
+      assert(ok, out)
+    end
+    h:stop_luaray(p)
+    local text = E.read_file(p.log)
+    local function count(pat) return E.count_matches(text, pat) end
+    assert.equal(2, count("10%.213%.1%.2:%d+ tp4 %- tcp 198%.51%.100%.2:7200 direct up=65536 down=65536 "))
+    assert.equal(2, count("%[fd13:1::2%]:%d+ tp6 %- tcp %[2001:db8:2::2%]:7200 direct up=65536 down=65536 "))
+    assert.equal(2, count("10%.213%.1%.2:%d+ tp4 %- udp 198%.51%.100%.2:7200 direct "))
+    assert.equal(2, count("%[fd13:1::2%]:%d+ tp6 %- udp %[2001:db8:2::2%]:7200 direct "))
+    assert.equal(2, count("10%.213%.1%.2:%d+ rd4 %- tcp 198%.51%.100%.2:7200 direct up=65536 down=65536 "))
+    assert.equal(2, count("%[fd13:1::2%]:%d+ rd6 %- tcp %[2001:db8:2::2%]:7200 direct up=65536 down=65536 "))
   end))
 
   it("refuses to start a tproxy inbound without CAP_NET_ADMIN, naming it", h:guard(function()
