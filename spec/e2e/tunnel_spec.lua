@@ -7,7 +7,7 @@
 --     tunnel's listen address; datagrams sent back to back by a new client
 --     all arrive (they wait while its session dials); one session per client address (the access
 --     log has one UDP line per client after udp_timeout), max_connections
---     caps the sessions;
+--     caps the sessions, 200 sessions give back their descriptors;
 --   * the same through a VMess outbound to a luaray server and to Debian's
 --     v2ray 4.34 (VMess UDP, command 2);
 --   * two worker threads (a UDP socket each on the port, SO_REUSEPORT);
@@ -253,6 +253,31 @@ end)
     -- (the harness's port probe is a TCP client too: count the transfer)
     assert.equal(1, E.count_matches(text, " hk %- tcp 127%.0%.0%.1:" .. echo.port .. " tcp%-out up=16384 down=16384 "))
     assert.equal(0, E.count_matches(text, "127%.0%.0%.1:" .. refused .. " hk"))
+  end))
+
+  it("gives back every session's descriptors when it idles out", h:guard(function()
+    local tp = E.free_port()
+    local p = h:luaray("churn", ([[
+luaray.log { level = "warn", access = false }
+luaray.inbound "ch" { type = "tunnel", listen = "127.0.0.1:%d", to = "127.0.0.1:%d",
+                      network = "tcp,udp", udp_timeout = 1 }
+luaray.outbound "direct" { type = "direct" }
+]]):format(tp, echo.port), { ports = { tp } })
+    E.sleep(0.2)
+    local base = assert(E.fd_count(p.pid))
+    -- 200 clients, one session (and one outbound socket) each
+    for _ = 1, 4 do assert(udp_rounds("127.0.0.1", tp, 50, 1)) end
+    -- (the last 50 at least are still open: each holds a socket)
+    local peak = assert(E.fd_count(p.pid))
+    assert.is_true(peak >= base + 40, ("%d descriptors open, %d before"):format(peak, base))
+    -- every session ends after udp_timeout; the descriptors go with them
+    local n
+    local deadline = E.now() + 10
+    repeat
+      E.sleep(0.2)
+      n = E.fd_count(p.pid)
+    until n == base or E.now() > deadline
+    assert.equal(base, n)
   end))
 
   it("caps UDP sessions at max_connections", h:guard(function()
