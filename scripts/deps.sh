@@ -28,6 +28,7 @@ pkgs=(
   clang libclang-rt-14-dev            # libFuzzer (make fuzz); replays use gcc
   libpcre2-dev                        # routing: regexp: domain rules (PCRE2, JIT)
   libmaxminddb-dev                    # routing: geoip from MaxMind .mmdb files
+  nftables iptables iproute2          # tproxy/redirect inbounds in a test-made network namespace (transparent_spec)
 )
 
 missing=()

@@ -74,6 +74,7 @@ LR_API void lr_conf_free(struct lr_conf *c)
         struct lr_inbound *ib = &c->ib[i].ib;
         free(ib->tag);
         free(ib->host);
+        free(ib->to_host);
         for (uint32_t k = 0; k < ib->naccounts; k++) {
             free(ib->accounts[k].user);
             free(ib->accounts[k].pass);
@@ -262,6 +263,12 @@ LR_API int lr_conf_inbound(struct lr_conf *c, const struct lr_conf_inbound *s)
         type = LR_IB_SOCKS;
     else if (strcmp(s->type, "http") == 0)
         type = LR_IB_HTTP;
+    else if (strcmp(s->type, "tunnel") == 0)
+        type = LR_IB_TUNNEL;
+    else if (strcmp(s->type, "tproxy") == 0)
+        type = LR_IB_TPROXY;
+    else if (strcmp(s->type, "redirect") == 0)
+        type = LR_IB_REDIRECT;
     else
         return fail(c, "inbound '%s': unknown type '%s'", s->tag, s->type);
     if (!s->host || s->port == 0)
@@ -284,6 +291,8 @@ LR_API int lr_conf_inbound(struct lr_conf *c, const struct lr_conf_inbound *s)
     ib->port = s->port;
     ib->addr = a;
     ib->fd = -1;
+    ib->ufd = -1;
+    ib->net_tcp = 1;
     ib->allow_legacy = s->allow_legacy;
     ib->allow_private = s->allow_private;
     ib->udp = s->udp;
@@ -296,6 +305,36 @@ LR_API int lr_conf_inbound(struct lr_conf *c, const struct lr_conf_inbound *s)
         return fail(c, "inbound '%s': max_sessions out of range", s->tag);
     ib->max_sessions = s->max_sessions ? s->max_sessions : 256;
     ci->where = dup_or_null(s->where);
+    return LR_OK;
+}
+
+LR_API int lr_conf_inbound_tunnel(struct lr_conf *c, const char *to_host, uint16_t to_port,
+                                  int32_t tcp, int32_t udp, double udp_timeout)
+{
+    if (!c->nib)
+        return fail(c, "tunnel settings without an inbound");
+    struct lr_inbound *ib = &c->ib[c->nib - 1].ib;
+    if (ib->type != LR_IB_TUNNEL && ib->type != LR_IB_TPROXY && ib->type != LR_IB_REDIRECT)
+        return fail(c, "inbound '%s': 'to' and 'network' are for tunnel, tproxy and "
+                    "redirect inbounds", ib->tag);
+    if (ib->type == LR_IB_TUNNEL && (!to_host || !*to_host || strlen(to_host) > 255 ||
+                                     to_port == 0))
+        return fail(c, "inbound '%s': a tunnel needs to = \"host:port\"", ib->tag);
+    if (ib->type != LR_IB_TUNNEL && to_host)
+        return fail(c, "inbound '%s': 'to' is for tunnel inbounds", ib->tag);
+    if (!tcp && !udp)
+        return fail(c, "inbound '%s': network must name tcp, udp or both", ib->tag);
+    if (ib->type == LR_IB_REDIRECT && udp)
+        return fail(c, "inbound '%s': redirect is TCP only", ib->tag);
+    if (ib->type == LR_IB_TUNNEL) {
+        free(ib->to_host);
+        if (!(ib->to_host = strdup(to_host)))
+            return LR_ENOMEM;
+        ib->to_port = to_port;
+    }
+    ib->net_tcp = tcp ? 1 : 0;
+    ib->net_udp = udp ? 1 : 0;
+    ib->udp_timeout = udp_timeout > 0 ? udp_timeout : 60;
     return LR_OK;
 }
 

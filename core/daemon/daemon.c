@@ -38,6 +38,7 @@
 #include "inbound/front.h"
 #include "outbound/front.h"
 #include "inbound/inbound.h"
+#include "inbound/tunnel.h"
 #include "dispatch/dispatch.h"
 #include "crypto/crypto.h"
 
@@ -160,6 +161,8 @@ static void begin_stop(struct lr_daemon *d, int signum)
     d->stopping = 1;
     for (uint32_t i = 0; i < d->rt.gen->nib; i++) {
         ev_io_stop(loop, &d->rt.gen->ib[i].accept_w);
+        if (lr_tunnel_is_type(d->rt.gen->ib[i].type))
+            lr_tunnel_release(&d->rt.gen->ib[i], 1);
         if (d->rt.gen->ib[i].fd >= 0) {
             close(d->rt.gen->ib[i].fd);
             d->rt.gen->ib[i].fd = -1;
@@ -393,6 +396,8 @@ static struct lr_inbound *old_listener(struct lr_gen *old, struct lr_inbound *ib
          * off the loop (the socket itself is taken when installed) */
         if (o->type != ib->type || o->is_detour != ib->is_detour)
             continue;
+        if (o->net_tcp != ib->net_tcp || o->net_udp != ib->net_udp)
+            continue; /* a tunnel's sockets: the same kinds, or new ones */
         if (ib->is_detour) {
             if (strcmp(o->tag, ib->tag) == 0)
                 return o;
@@ -523,11 +528,16 @@ static int gen_users(struct lr_daemon *d, struct lr_conf *c, struct lr_gen *old,
 /* Closes the listeners gen_listeners opened (not those carried over). */
 static void close_listeners(struct lr_conf *c, struct lr_inbound **carried)
 {
-    for (uint32_t k = 0; k < c->nib; k++)
+    for (uint32_t k = 0; k < c->nib; k++) {
         if (!carried[k] && c->ib[k].ib.fd >= 0) {
             close(c->ib[k].ib.fd);
             c->ib[k].ib.fd = -1;
         }
+        if (!carried[k] && c->ib[k].ib.ufd >= 0 && lr_tunnel_is_type(c->ib[k].ib.type)) {
+            close(c->ib[k].ib.ufd);
+            c->ib[k].ib.ufd = -1;
+        }
+    }
 }
 
 /* Each inbound's listener: the running generation's socket for the same
@@ -557,6 +567,14 @@ static int gen_listeners(struct lr_conf *c, struct lr_gen *old, struct lr_inboun
                 lr_addr_set_port(&ci->ib.addr, ci->ib.port);
                 fd = lr_sock_listen(&ci->ib.addr, SOCK_STREAM, 1024);
             }
+        } else if (lr_tunnel_is_type(ci->ib.type)) {
+            /* tunnel / tproxy / redirect: TCP, UDP or both, maybe transparent */
+            char why[300];
+            if (lr_tunnel_listen(&ci->ib, why, sizeof(why)) != 0) {
+                close_listeners(c, carried);
+                return errf(err, errlen, ci->where, "%s", why);
+            }
+            continue;
         } else {
             fd = lr_sock_listen(&ci->ib.addr, SOCK_STREAM, 1024);
         }
@@ -633,6 +651,7 @@ static struct lr_gen *gen_adopt(struct lr_daemon *d, struct lr_conf *c, struct l
         g->ib[i] = c->ib[i].ib;
         memset(&c->ib[i].ib, 0, sizeof(c->ib[i].ib));
         c->ib[i].ib.fd = -1;
+        c->ib[i].ib.ufd = -1;
         g->ib[i].gen = g;
         g->ib[i].rt = &d->rt;
         g->ib[i].nconns = 0;
@@ -720,8 +739,9 @@ static int gen_build(struct lr_daemon *d, struct lr_conf *c, int dry_run,
 
 static const char *ib_type_name(int type)
 {
-    static const char *names[] = {"?", "vmess", "socks", "http"};
-    return names[type & 3];
+    static const char *names[] = {"?", "vmess", "socks", "http", "tunnel", "tproxy",
+                                  "redirect", "?"};
+    return names[type & 7];
 }
 
 /* A SOCKS or HTTP inbound without accounts on an address other hosts may
@@ -764,6 +784,10 @@ static void gen_install(struct lr_daemon *d, struct lr_gen *g)
             ev_io_stop(d->rt.net.loop, &o->accept_w);
             ib->fd = o->fd;
             o->fd = -1;
+            if (lr_tunnel_is_type(ib->type))
+                lr_tunnel_install(ib, o); /* its UDP listener and sessions */
+        } else if (lr_tunnel_is_type(ib->type)) {
+            lr_tunnel_install(ib, NULL);
         }
         if (d->rt.worker == 0) {
             char a[80];
@@ -780,6 +804,8 @@ static void gen_install(struct lr_daemon *d, struct lr_gen *g)
         for (uint32_t i = 0; i < old->nib; i++) {
             struct lr_inbound *o = &old->ib[i];
             ev_io_stop(d->rt.net.loop, &o->accept_w);
+            if (lr_tunnel_is_type(o->type))
+                lr_tunnel_release(o, 0); /* a UDP listener not handed over */
             if (o->fd >= 0) {
                 char a[80];
                 lr_addr_str(&o->addr, a, sizeof(a));
@@ -1218,6 +1244,9 @@ static void loop_finish(struct lr_daemon *d)
         build_free(d->build);
         d->build = NULL;
     }
+    for (uint32_t i = 0; d->rt.gen && i < d->rt.gen->nib; i++)
+        if (lr_tunnel_is_type(d->rt.gen->ib[i].type))
+            lr_tunnel_release(&d->rt.gen->ib[i], 1);
     while (d->rt.net.conns)
         lr_conn_close(d->rt.net.conns, "shutdown");
     lr_loop_close_lingering(&d->rt.net);

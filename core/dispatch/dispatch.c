@@ -240,6 +240,12 @@ static int accept_verdict(int v, const struct lr_hook_ctx *x, uint32_t w)
 
 int lr_dispatch_accept_hook(struct lr_inbound *ib, const struct lr_addr *src)
 {
+    return lr_dispatch_accept_hook_net(ib, src, "tcp");
+}
+
+int lr_dispatch_accept_hook_net(struct lr_inbound *ib, const struct lr_addr *src,
+                                const char *network)
+{
     struct lr_gen *g = ib->gen;
     if (!g->script || !(g->hooks & (1u << LR_HOOK_ACCEPT)))
         return 0;
@@ -254,7 +260,7 @@ int lr_dispatch_accept_hook(struct lr_inbound *ib, const struct lr_addr *src)
     x.id = ib->rt->net.next_conn_id + ib->rt->net.id_step; /* the id it will get */
     x.generation = g->id;
     hook_where(&x, ib, src, src, &t);
-    x.network = "tcp";
+    x.network = network;
     return accept_verdict(lr_scripts->call(g->script, &x), &x, ib->rt->net.stats_worker);
 }
 
@@ -503,7 +509,23 @@ int lr_dispatch_accept(struct lr_inbound *ib, int fd, const struct lr_addr *src,
     c->peer = *src;
     if (lr_front_start(c) != 0)
         lr_conn_close(c, "out of memory"); /* closes fd too */
+    else if (c->ibops->accepted) /* no front: the inbound starts now */
+        c->ibops->accepted(c);
     return 0;
+}
+
+struct lr_conn *lr_dispatch_datagram(struct lr_inbound *ib, const struct lr_addr *src,
+                                     const struct lr_ib_ops *ops,
+                                     size_t (*sink)(struct lr_conn *, const uint8_t *, size_t))
+{
+    struct lr_conn *c = lr_conn_new(&ib->rt->net, -1, src, ops, ib->handshake_timeout,
+                                    ib->idle_timeout);
+    if (!c)
+        return NULL;
+    c->cli.sink = sink;
+    c->peer = *src;
+    adopt(c, ib, 0); /* a client of its own: counted as a connection */
+    return c;
 }
 
 /* ------------------------------------------------------------ fallback */

@@ -33,6 +33,13 @@ struct lr_conn *lr_dispatch_session(struct lr_conn *parent, const struct lr_ib_o
 struct lr_conn *lr_dispatch_session_of(struct lr_conn *parent, struct lr_inbound *ib,
                                        const struct lr_ib_ops *ops,
                                        size_t (*sink)(struct lr_conn *, const uint8_t *, size_t));
+/* A UDP client of inbound ib with no connection around it (a tunnel or
+ * tproxy inbound's session for one client address): a virtual client side
+ * whose replies go to `sink`, counted in the inbound's client connections
+ * (the caller checks max_connections).  NULL on ENOMEM. */
+struct lr_conn *lr_dispatch_datagram(struct lr_inbound *ib, const struct lr_addr *src,
+                                     const struct lr_ib_ops *ops,
+                                     size_t (*sink)(struct lr_conn *, const uint8_t *, size_t));
 /* The inbound of the worker's current generation with ib's tag, type and
  * transport (ib itself when that generation is ib's, or has none such):
  * what a new session on a long-lived connection (a gRPC tunnel) runs on,
@@ -43,6 +50,10 @@ struct lr_inbound *lr_dispatch_current_ib(struct lr_inbound *ib);
  * lr_dispatch_accept_hook_conn once the PROXY header has said who the
  * client is. */
 int lr_dispatch_accept_hook(struct lr_inbound *ib, const struct lr_addr *src);
+/* The same for a client of `network` ("tcp" or "udp": a tunnel's or a
+ * tproxy inbound's new UDP session). */
+int lr_dispatch_accept_hook_net(struct lr_inbound *ib, const struct lr_addr *src,
+                                const char *network);
 /* The accept hook for connection c as it is now (its src, peer, id). */
 int lr_dispatch_accept_hook_conn(struct lr_conn *c);
 /* The inbound knows the destination (c->dst, c->user): sniff if wanted,

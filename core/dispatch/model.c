@@ -56,6 +56,9 @@ static void inbound_free(struct lr_inbound *ib)
 {
     if (ib->fd >= 0)
         close(ib->fd);
+    if (ib->ufd > 0) /* a UDP socket never installed (uin is the loop's) */
+        close(ib->ufd);
+    free(ib->to_host);
     free(ib->tag);
     free(ib->host);
     lr_users_free(ib->users);

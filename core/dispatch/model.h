@@ -20,6 +20,7 @@ struct lr_rule;
 struct lr_script;
 struct lr_worker;
 struct lr_cidr;
+struct lr_udp_in;
 
 /* A transport's settings (design.md 6; lr_conf_transport). */
 struct lr_transport {
@@ -52,7 +53,8 @@ struct lr_tls {
     void *ctx;                   /* built (tls.c): an SSL_CTX and what goes with it */
 };
 
-enum lr_ib_type { LR_IB_VMESS = 1, LR_IB_SOCKS, LR_IB_HTTP };
+enum lr_ib_type { LR_IB_VMESS = 1, LR_IB_SOCKS, LR_IB_HTTP,
+                  LR_IB_TUNNEL, LR_IB_TPROXY, LR_IB_REDIRECT };
 enum lr_ob_type { LR_OB_DIRECT = 1, LR_OB_BLACKHOLE, LR_OB_VMESS };
 
 struct lr_account {
@@ -105,6 +107,14 @@ struct lr_inbound {
     uint8_t proxy_protocol;
     struct lr_cidr *trusted;     /* trusted_proxies */
     uint32_t ntrusted;
+    /* tunnel / tproxy / redirect (inbound/tunnel.c, tunnel_udp.c) */
+    char *to_host;               /* tunnel: the fixed destination */
+    uint16_t to_port;
+    uint8_t net_tcp, net_udp;    /* what it takes: TCP (a listener in fd), UDP */
+    double udp_timeout;          /* a UDP session's idle time */
+    int ufd;                     /* its UDP socket until installed (else -1) */
+    struct lr_udp_in *uin;       /* installed: the UDP listener and its sessions
+                                    (the loop's; carried over on reload) */
     /* counters (base/stats.h), once installed: traffic, open connections,
      * and closes / refused handshakes by reason (a small cache of the
      * reasons seen: they are static strings) */

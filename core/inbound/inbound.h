@@ -8,6 +8,8 @@
 #include "dispatch/dispatch.h"
 
 extern const struct lr_ib_ops lr_vmess_in_ops, lr_socks_in_ops, lr_http_in_ops;
+/* tunnel, tproxy and redirect over TCP (inbound/tunnel.c) */
+extern const struct lr_ib_ops lr_tunnel_in_ops;
 
 /* The ops table of an inbound type (LR_IB_*). */
 const struct lr_ib_ops *lr_inbound_ops(int type);

@@ -179,6 +179,10 @@ struct lr_ib_ops {
     /* the client's bytes after the handshake are plain relay input: keep
      * reading them (into the up pipe, up to its buffer) while dialling */
     uint8_t read_while_dialing;
+    /* optional: called once a client without a front (TLS, transport) is
+     * accepted, before any byte is read: an inbound that knows the
+     * destination from the socket alone (tunnel, tproxy, redirect) */
+    void (*accepted)(struct lr_conn *c);
 };
 
 struct lr_ob_ops {

@@ -68,7 +68,12 @@
 --     udp = bool,             -- default false
 --     accounts = { { user = "u", pass = "p" }, ... } or nil,  -- nil: no auth
 --     -- type "http":
---     accounts = (as for socks) or nil }
+--     accounts = (as for socks) or nil,
+--     -- type "tunnel" (dokodemo-door), "tproxy", "redirect":
+--     to = { host = "...", port = 1..65535 } or nil,  -- tunnel only (required there)
+--     network = { tcp = true, udp = true },           -- tunnel, tproxy: default tcp;
+--                                                     -- redirect: tcp only
+--     udp_timeout = n }       -- > 0; default 60: a UDP session's idle time
 --   cfg.outbounds[i] = {
 --     tag = "...", type = "direct"|"blackhole"|"vmess", where = "file:line",
 --     connect_timeout = n,    -- > 0; default 10
@@ -652,7 +657,7 @@ local function decl_user(S, w, t)
   S.user_by_email[email] = u
 end
 
-local INBOUND_TYPES = { "vmess", "socks", "http" }
+local INBOUND_TYPES = { "vmess", "socks", "http", "tunnel", "tproxy", "redirect" }
 local INBOUND_COMMON = { "type", "listen", "handshake_timeout", "idle_timeout", "max_connections",
                          "proxy_protocol", "trusted_proxies" }
 local INBOUND_KEYS = {
@@ -660,9 +665,18 @@ local INBOUND_KEYS = {
                    "tls", "transport", "fallback" }),
   socks = set_of({ "udp", "accounts", "max_sessions" }),
   http = set_of({ "accounts" }),
+  tunnel = set_of({ "to", "network", "udp_timeout" }),
+  tproxy = set_of({ "network", "udp_timeout" }),
+  redirect = set_of({ "network" }),
 }
 for _, keys in pairs(INBOUND_KEYS) do
   for _, k in ipairs(INBOUND_COMMON) do keys[k] = true end
+end
+-- what arrives on a tunnel, tproxy or redirect inbound comes straight from
+-- its client (the address is the packet's), never through a PROXY sender
+for _, typ in ipairs { "tunnel", "tproxy", "redirect" } do
+  INBOUND_KEYS[typ].proxy_protocol = nil
+  INBOUND_KEYS[typ].trusted_proxies = nil
 end
 
 local function dynamic_port(w, t, ctx)
@@ -824,11 +838,60 @@ local function tls_client(w, t, ctx, server_host)
            pinned_sha256 = pin }
 end
 
+-- network = "tcp" | "udp" | "tcp,udp" (or a list) for an inbound -> { tcp =, udp = }
+local function inbound_network(w, t, ctx, typ)
+  local v = t.network
+  if v == nil then return { tcp = true } end
+  local expect = typ == "redirect" and "\"tcp\" (redirect is TCP only)" or "\"tcp\", \"udp\" or \"tcp,udp\""
+  local items = {}
+  if type(v) == "string" then
+    for part in (v .. ","):gmatch("([^,]*),") do items[#items + 1] = part:match("^%s*(.-)%s*$") end
+  elseif type(v) == "table" and #v > 0 then
+    for i = 1, #v do items[i] = v[i] end
+  else
+    bad(w, "network", ctx, expect, v)
+  end
+  local out = {}
+  for _, n in ipairs(items) do
+    if (n ~= "tcp" and n ~= "udp") or out[n] then bad(w, "network", ctx, expect, v) end
+    out[n] = true
+  end
+  if typ == "redirect" and out.udp then bad(w, "network", ctx, expect, v) end
+  return out
+end
+
+-- The keys of a tunnel (dokodemo-door: every connection and datagram to
+-- one fixed destination), tproxy (Linux TPROXY: the destination the client
+-- used) or redirect (iptables/nft REDIRECT: SO_ORIGINAL_DST) inbound.
+local function transparent_inbound(w, t, ctx, typ, ib)
+  if typ == "tunnel" then
+    local v = req(w, t, "to", ctx)
+    local host, port = parse_hostport(v)
+    if not host then
+      bad(w, "to", ctx, "\"host:port\" (IPv6 in brackets, port 1-65535)", v)
+    end
+    ib.to = { host = host, port = port }
+  end
+  ib.network = inbound_network(w, t, ctx, typ)
+  if ib.network.udp then
+    ib.udp_timeout = opt_seconds(w, t, "udp_timeout", ctx, 60)
+  elseif t.udp_timeout ~= nil then
+    fail(w, "'udp_timeout' in %s needs network = \"udp\" or \"tcp,udp\"", ctx)
+  end
+  if typ ~= "tunnel" and (ib.listen.host == "localhost" or not (parse_ipv4(ib.listen.host) or parse_ipv6(ib.listen.host))) then
+    bad(w, "listen", ctx, "an IP address and port (\"0.0.0.0:12345\", \"[::]:12345\")", t.listen)
+  end
+end
+
 local function decl_inbound(S, w, tag, t)
   check_table(w, t, fmt("luaray.inbound '%s'", tag))
   local ctx = fmt("inbound '%s'", tag)
   local typ = opt_enum(w, t, "type", ctx, INBOUND_TYPES, nil)
   if typ == nil then req(w, t, "type", ctx) end
+  if (typ == "tproxy" or typ == "redirect") and t.to ~= nil then
+    fail(w, "'to' in %s: a %s inbound relays to the address each client used ('to' is for type = \"tunnel\")",
+         ctx, typ)
+  end
   check_keys(w, t, INBOUND_KEYS[typ], ctx)
   local lv = req(w, t, "listen", ctx)
   local host, port, key = parse_hostport(lv)
@@ -867,6 +930,8 @@ local function decl_inbound(S, w, tag, t)
   elseif typ == "socks" then
     ib.udp = opt_bool(w, t, "udp", ctx, false)
     ib.accounts = accounts_list(w, t, ctx)
+  elseif typ == "tunnel" or typ == "tproxy" or typ == "redirect" then
+    transparent_inbound(w, t, ctx, typ, ib)
   else
     ib.accounts = accounts_list(w, t, ctx)
   end

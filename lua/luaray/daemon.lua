@@ -143,6 +143,11 @@ local function apply(cfg, conf)
     for _, email in ipairs(ib.users or {}) do
       check(C.lr_conf_inbound_user(conf, email), ib.where)
     end
+    if ib.network then -- tunnel, tproxy, redirect
+      local to = ib.to or {}
+      check(C.lr_conf_inbound_tunnel(conf, to.host, to.port or 0, ib.network.tcp and 1 or 0,
+                                     ib.network.udp and 1 or 0, ib.udp_timeout or 0), ib.where)
+    end
     local dp = ib.dynamic_port
     if dp then
       check(C.lr_conf_inbound_dynamic(conf, dp.port[1], dp.port[2], dp.alter_id or 0,

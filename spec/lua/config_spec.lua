@@ -602,7 +602,7 @@ describe("luaray.inbound", function()
           'luaray.inbound "socks-in" { type = "socks", lisen = "127.0.0.1:1080" }')
     fails("cfg.lua:4: missing required key 'type' in inbound 'x'",
           'luaray.inbound "x" { listen = "127.0.0.1:1080" }')
-    fails("cfg.lua:4: 'type' in inbound 'x' must be one of vmess, socks, http, got string \"ss\"",
+    fails("cfg.lua:4: 'type' in inbound 'x' must be one of vmess, socks, http, tunnel, tproxy, redirect, got string \"ss\"",
           'luaray.inbound "x" { type = "ss", listen = "127.0.0.1:1080" }')
     fails("cfg.lua:4: luaray.inbound expects a tag string first: luaray.inbound \"tag\" { type = ... }, got table",
           'luaray.inbound { type = "socks", listen = "127.0.0.1:1080" }')

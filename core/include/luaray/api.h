@@ -528,7 +528,7 @@ LR_API int lr_conf_user(struct lr_conf *c, const char *uuid,
 
 struct lr_conf_inbound {
     const char *tag;
-    const char *type;             /* "vmess" | "socks" | "http" */
+    const char *type;             /* "vmess" | "socks" | "http" | "tunnel" | "tproxy" | "redirect" */
     const char *host;
     uint16_t port;
     int32_t allow_legacy;
@@ -554,6 +554,13 @@ LR_API int lr_conf_inbound_dynamic(struct lr_conf *c, uint16_t lo, uint16_t hi,
                                    uint32_t alter_id, uint32_t minutes);
 /* Restricts a VMess inbound to the named users (default: all users). */
 LR_API int lr_conf_inbound_user(struct lr_conf *c, const char *email);
+/* The last inbound, of type "tunnel", "tproxy" or "redirect": a tunnel's
+ * fixed destination (to_host, numeric or a name, and to_port; NULL for the
+ * others), whether it takes TCP and UDP (redirect: TCP only), and how long
+ * a UDP session may idle (seconds; 0: 60).  Copies what it keeps; LR_OK, or
+ * an error naming the inbound. */
+LR_API int lr_conf_inbound_tunnel(struct lr_conf *c, const char *to_host, uint16_t to_port,
+                                  int32_t tcp, int32_t udp, double udp_timeout);
 
 struct lr_conf_outbound {
     const char *tag;
