@@ -280,8 +280,8 @@ static void sess_connected(struct lr_conn *c)
             struct xq *e = s->q[i];
             if (s->x)
                 lr_xudp_send(s->x, e->has_d ? &e->d : NULL, e->data, e->len);
-            else if (!e->has_d || same_dest(&e->d, &s->target))
-                lr_conn_push_datagram(c, e->data, e->len);
+            else if (!s->client_ended && (!e->has_d || same_dest(&e->d, &s->target)))
+                lr_conn_push_datagram(c, e->data, e->len); /* (not after its End) */
         }
         xq_clear(s);
     }
@@ -590,8 +590,10 @@ static void mux_client_done(struct lr_conn *p)
 {
     struct mux *m = p->ob_state;
     m->client_done = 1;
-    for (uint32_t i = 0; i < m->nsess; i++)
+    for (uint32_t i = 0; i < m->nsess; i++) {
+        m->sess[i]->client_ended = 1;
         lr_conn_push_eof(m->sess[i]->conn, 0);
+    }
     maybe_finish(m);
 }
 
