@@ -31,7 +31,7 @@
  * packet's destination (full cone, inbound/xudp.c).  A Keep frame of a UDP
  * session whose address does not parse ends that session (End, error).
  * Datagrams of an XUDP session that come while it is still dialled wait,
- * XQ_MAX at most.  A session routed elsewhere (VMess, block) gets only the
+ * XQ_MAX and XQ_BYTES at most.  A session routed elsewhere (VMess, block) gets only the
  * datagrams meant for its New frame's destination.
  */
 #include <string.h>
@@ -42,6 +42,7 @@
 #define META_MAX 512
 #define MUX_FRAME_DATA 16384 /* v2ray writes 8 KiB frames; any 16-bit size reads */
 #define XQ_MAX 8             /* datagrams an XUDP session holds while dialled */
+#define XQ_BYTES 16384       /* ... and their bytes at most */
 #define ADDR_MAX (2 + 1 + 1 + 255) /* port, atyp, length, name */
 
 struct xq {                  /* a datagram waiting for its session's dial */
@@ -69,6 +70,7 @@ struct mux_sess {
     uint8_t has_gid;
     uint8_t gid[8];        /* XUDP GlobalID (0: none) */
     uint8_t nq;
+    uint32_t qbytes;
     struct xq *q[XQ_MAX];  /* XUDP datagrams before the dial ended */
     struct lr_xudp *x;     /* full cone (direct outbound) */
     struct lr_dest target; /* the New frame's destination */
@@ -267,6 +269,7 @@ static void xq_clear(struct mux_sess *s)
 {
     while (s->nq)
         free(s->q[--s->nq]);
+    s->qbytes = 0;
 }
 
 static void sess_connected(struct lr_conn *c)
@@ -487,7 +490,8 @@ static void udp_deliver(struct mux *m, struct mux_sess *s, const uint8_t *data,
         return;
     }
     if (s->xudp && !s->connected) {
-        struct xq *e = s->nq < XQ_MAX ? malloc(sizeof(*e) + len) : NULL;
+        struct xq *e = s->nq < XQ_MAX && s->qbytes + len <= XQ_BYTES
+                       ? malloc(sizeof(*e) + len) : NULL;
         if (!e)
             return; /* dropped, as a full socket drops */
         e->has_d = to != NULL;
@@ -496,6 +500,7 @@ static void udp_deliver(struct mux *m, struct mux_sess *s, const uint8_t *data,
         e->len = len;
         memcpy(e->data, data, len);
         s->q[s->nq++] = e;
+        s->qbytes += (uint32_t)len;
         return;
     }
     if (to && !same_dest(to, &s->target)) {

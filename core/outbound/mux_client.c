@@ -350,8 +350,10 @@ static size_t car_input(struct lr_conn *cc, const uint8_t *data, size_t len)
                 struct lr_conn *c = s->c;
                 /* one datagram per unit: a busy down pipe drops it */
                 if (g->data_left == k && !c->down.pend_len &&
-                    (!c->down.in || !lr_buf_len(c->down.in)))
+                    (!c->down.in || !lr_buf_len(c->down.in))) {
                     lr_conn_push_down(c, g->dgram, g->dgram_len);
+                    c->t_last = ev_now(c->lp->loop);
+                }
             }
         } else if (s) {
             took = lr_conn_push_down(s->c, data + used, k);
