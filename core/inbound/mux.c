@@ -31,7 +31,15 @@
  * packet's destination (full cone, inbound/xudp.c).  A Keep frame of a UDP
  * session whose address does not parse ends that session (End, error).
  * Datagrams of an XUDP session that come while it is still dialled wait,
- * XQ_MAX and XQ_BYTES at most.  A session routed elsewhere (VMess, block) gets only the
+ * XQ_MAX and XQ_BYTES at most.
+ *
+ * GlobalID (as Xray's server): a full-cone session with a non-zero
+ * GlobalID keeps its socket when its connection is lost, for XUDP_ORPHAN
+ * seconds; a New frame with the same GlobalID, from the same user on the
+ * same inbound, on any connection of the worker, takes that session over
+ * (its old stream, if its connection is still there, gets an End), so a
+ * reconnecting client keeps its mapping.  Its data goes to the new New
+ * frame's destination.  A session routed elsewhere (VMess, block) gets only the
  * datagrams meant for its New frame's destination.
  */
 #include <string.h>
@@ -43,6 +51,7 @@
 #define MUX_FRAME_DATA 16384 /* v2ray writes 8 KiB frames; any 16-bit size reads */
 #define XQ_MAX 8             /* datagrams an XUDP session holds while dialled */
 #define XQ_BYTES 16384       /* ... and their bytes at most */
+#define XUDP_ORPHAN 60.0     /* s a mapping outlives its connection */
 #define ADDR_MAX (2 + 1 + 1 + 255) /* port, atyp, length, name */
 
 struct xq {                  /* a datagram waiting for its session's dial */
@@ -73,6 +82,9 @@ struct mux_sess {
     uint32_t qbytes;
     struct xq *q[XQ_MAX];  /* XUDP datagrams before the dial ended */
     struct lr_xudp *x;     /* full cone (direct outbound) */
+    struct mux_sess *xprev, *xnext; /* the worker's full-cone sessions with
+                                       a GlobalID (xlive) */
+    uint8_t xlinked;
     struct lr_dest target; /* the New frame's destination */
     uint8_t taddr[ADDR_MAX]; /* ... as on the wire: port, atyp, address */
     uint16_t taddr_len;
@@ -109,6 +121,23 @@ struct mux {
 };
 
 #define END_QUEUE_MAX 4096
+
+/* The worker's full-cone sessions with a GlobalID, for a re-attach. */
+static __thread struct mux_sess *xlive;
+
+static void xlive_unlink(struct mux_sess *s)
+{
+    if (!s->xlinked)
+        return;
+    if (s->xprev)
+        s->xprev->xnext = s->xnext;
+    else
+        xlive = s->xnext;
+    if (s->xnext)
+        s->xnext->xprev = s->xprev;
+    s->xprev = s->xnext = NULL;
+    s->xlinked = 0;
+}
 
 static struct mux_sess *find(struct mux *m, uint16_t id)
 {
@@ -277,6 +306,13 @@ static void sess_connected(struct lr_conn *c)
     struct mux_sess *s = c->ib_state;
     if (s && s->xudp) {
         s->x = lr_xudp_open(c, xudp_reply);
+        if (s->x && s->has_gid) {
+            s->xnext = xlive;
+            if (xlive)
+                xlive->xprev = s;
+            xlive = s;
+            s->xlinked = 1;
+        }
         /* what waited for the dial: everything through the full-cone
          * socket, or the datagrams for the destination into the relay */
         for (uint8_t i = 0; i < s->nq; i++) {
@@ -299,6 +335,7 @@ static void sess_free(struct lr_conn *c)
     if (!s)
         return;
     struct mux *m = s->m;
+    xlive_unlink(s);
     lr_xudp_free(s->x);
     s->x = NULL;
     xq_clear(s);
@@ -324,6 +361,60 @@ static const struct lr_ib_ops sess_ops = {
     .connected = sess_connected,
     .free = sess_free,
 };
+
+/* A New frame whose GlobalID (after the address, `used` bytes from
+ * meta + 5) names a live full-cone session of the same user and inbound:
+ * that session becomes this stream (room in m checked); 1 if so. */
+static int xudp_reattach(struct mux *m, const uint8_t *meta, size_t used,
+                         const struct lr_dest *d)
+{
+    static const uint8_t zero[8];
+    const uint8_t *gid = meta + 5 + used;
+    struct lr_conn *p = m->parent;
+    if (memcmp(gid, zero, 8) == 0)
+        return 0;
+    struct mux_sess *s = xlive;
+    while (s && (memcmp(s->gid, gid, 8) != 0 || s->conn->user != p->user ||
+                 s->conn->ib != p->ib))
+        s = s->xnext;
+    if (!s)
+        return 0;
+    struct mux *old = s->m;
+    if (old) {
+        /* its old stream ends there */
+        for (uint32_t i = 0; i < old->nsess; i++)
+            if (old->sess[i] == s) {
+                old->sess[i] = old->sess[--old->nsess];
+                break;
+            }
+        if (s->end_pending != 2)
+            send_end(old, s->id, 0);
+        if (old != m) {
+            lr_conn_kick(old->parent);
+            maybe_finish(old);
+        }
+    }
+    struct lr_conn *c = s->conn;
+    lr_debug("conn %llu: xudp session %llu re-attached as stream %u",
+             (unsigned long long)p->id, (unsigned long long)c->id, lr_get_be16(meta));
+    s->m = m;
+    s->id = lr_get_be16(meta);
+    s->client_ended = 0;
+    s->end_pending = 0;
+    s->blocked = 0;
+    s->target = *d;
+    memcpy(s->taddr, meta + 5, used);
+    s->taddr_len = (uint16_t)used;
+    m->sess[m->nsess++] = s;
+    /* its clock is the new stream's; the New frame's data goes to its
+     * destination */
+    c->idle_timeout = c->ib->idle_timeout;
+    lr_conn_set_deadline(c, c->idle_timeout);
+    m->pkt_dst = *d;
+    m->pkt_dst.network = LR_NET_UDP;
+    m->pkt_has = 1;
+    return 1;
+}
 
 /* port(2) atyp(1) address at p[0..n) into d (its host the text form);
  * the bytes it took, or 0 if they do not parse. */
@@ -404,6 +495,8 @@ static int sess_new(struct mux *m, const uint8_t *meta, size_t n)
         m->sess = ns;
         m->sess_size = k;
     }
+    if (d.network == LR_NET_UDP && n - 5 - used >= 8 && xudp_reattach(m, meta, used, &d))
+        return 1;
     struct mux_sess *s = calloc(1, sizeof(*s));
     struct lr_conn *c = s ? lr_dispatch_session(p, &sess_ops, sess_sink) : NULL;
     if (!c) {
@@ -630,6 +723,14 @@ static void mux_free(struct lr_conn *p)
     while (m->nsess) {
         struct mux_sess *s = m->sess[--m->nsess];
         s->m = NULL;
+        if (s->xlinked && !s->conn->doom) {
+            /* a mapping with a GlobalID waits for its client to come
+             * back on another connection */
+            s->client_ended = 1;
+            s->conn->idle_timeout = XUDP_ORPHAN; /* since its last datagram */
+            lr_conn_set_deadline(s->conn, XUDP_ORPHAN);
+            continue;
+        }
         lr_conn_close(s->conn, "mux closed");
     }
     free(m->dgram);

@@ -5,6 +5,8 @@
 --   * one XUDP session (GlobalID set, session id 0 as Xray sends it) reaches
 --     two UDP echo servers and a reflector; every reply carries its source;
 --     a third address the session never sent to reaches its port (full cone)
+--   * the GlobalID: a second connection (same user) takes the mapping over,
+--     also after the first was lost; another GlobalID or user gets its own
 --   * a per-packet destination that the rules send elsewhere is dropped
 --   * bad frames (wrong network, a cut address, a bad Keep address, too many
 --     sessions, a cut frame, metaLen > 512) end only their stream or only
@@ -63,6 +65,18 @@ describe("XUDP on the VMess inbound", function()
     print(log)
     assert.equal(1, code, log)
     assert.truthy(log:find("FAIL xudp: 3 of 7 echoes never came back", 1, true), log)
+  end))
+
+  it("a GlobalID takes its mapping over from another connection, also a lost one", h:guard(function()
+    local id, id2, port = E.uuid(), E.uuid(), E.free_port()
+    local srv = h:luaray("luaray-xudp-gid", E.luaray_server_script {
+      port = port, users = { { id = id, email = "a@e2e" }, { id = id2, email = "b@e2e" } } })
+    local code, log = peer("xudp-peer-gid", { "reattach", "--server", "127.0.0.1:" .. port,
+      "--id", id, "--id2", id2 })
+    print(log)
+    assert.equal(0, code, log)
+    assert.truthy(log:find("PASS reattach", 1, true), log)
+    assert.is_true(h:alive(srv))
   end))
 
   it("bad frames end only their stream or their connection", h:guard(function()

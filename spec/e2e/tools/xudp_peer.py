@@ -11,6 +11,10 @@ Mux.Cool, aes-128-gcm body, chunk stream only) and speaks Mux.Cool over it.
       and to a reflector of its own; every reply must come back with the
       address it came from; then a third socket the session never sent to
       reaches it (full cone)
+  xudp_peer.py reattach --server H:P --id UUID [--id2 UUID]
+      a second connection with the same GlobalID (same user) takes the
+      mapping over, also after the first connection was lost; another
+      GlobalID or another user gets its own
   xudp_peer.py bad --server H:P --id UUID --echo H:P --max-sessions N
       bad frames end only their stream, or only their connection
 
@@ -391,6 +395,74 @@ def scenario_xudp(a):
            "address at mapped port %d); resends %d" % (n, seen[1], retries)
 
 
+def reflect(vm, mux, sid, refl, gid, payload, new=True):
+    """Sends payload to the reflector through stream sid (a New frame with
+    gid, or a Keep); returns the source address the reflector saw."""
+    r_addr = refl.getsockname()
+    for attempt in range(4):
+        if new and attempt == 0:
+            vm.send(new_udp(sid, r_addr[0], r_addr[1], gid, payload))
+        else:
+            vm.send(keep_udp(sid, r_addr[0], r_addr[1], payload))
+        r, _, _ = select.select([refl], [], [], 3.0)
+        if r:
+            data, seen = refl.recvfrom(2048)
+            check(data == payload, "reflector got %r, expected %r" % (data, payload))
+            return seen
+    raise Fail("the reflector never heard %r" % payload)
+
+
+def scenario_reattach(a):
+    """GlobalID: a new connection with the same GlobalID takes the mapping
+    over (the old stream gets an End), also after the old connection was
+    lost; another GlobalID or another user gets a mapping of its own."""
+    refl = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    refl.bind(("127.0.0.1", 0))
+    r_addr = refl.getsockname()
+    gid = os.urandom(8)
+    notes = []
+    va = VMess(a.server, a.id)
+    ma = Mux(va)
+    s1 = reflect(va, ma, 0, refl, gid, b"from-a")
+    vb = VMess(a.server, a.id)
+    mb = Mux(vb)
+    s2 = reflect(vb, mb, 0, refl, gid, b"from-b")
+    check(s2 == s1, "same GlobalID on a second connection: mapping %r, first was %r" % (s2, s1))
+    check(ma.wait(lambda f: end_of(ma, 0) is not None, 5.0), "the first connection's stream got no End")
+    notes.append("second connection took mapping %d over, first stream ended" % s1[1])
+    # the mapping answers on the new connection
+    refl.sendto(b"to-b", s1)
+    check(not collect_echo(mb, 0, {b"to-b": r_addr}, 5.0), "reply after the re-attach lost")
+    # another GlobalID: a mapping of its own
+    vc = VMess(a.server, a.id)
+    mc = Mux(vc)
+    s3 = reflect(vc, mc, 0, refl, os.urandom(8), b"from-c")
+    check(s3 != s1, "another GlobalID got the same mapping")
+    vc.close()
+    # another user with the same GlobalID: a mapping of its own
+    if a.id2:
+        vd = VMess(a.server, a.id2)
+        md = Mux(vd)
+        s4 = reflect(vd, md, 0, refl, gid, b"from-d")
+        check(s4 != s1, "another user took the mapping over")
+        vd.close()
+        notes.append("other GlobalID / other user: own mappings")
+    # the connection is lost (no end chunk): the mapping waits for its client
+    vb.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    vb.close()
+    time.sleep(0.5)
+    ve = VMess(a.server, a.id)
+    me = Mux(ve)
+    s5 = reflect(ve, me, 7, refl, gid, b"from-e")
+    check(s5 == s1, "after the connection was lost: mapping %r, expected %r" % (s5, s1))
+    refl.sendto(b"to-e", s1)
+    check(not collect_echo(me, 7, {b"to-e": r_addr}, 5.0), "reply after the orphan re-attach lost")
+    notes.append("after a lost connection, re-attached as stream 7")
+    ve.close()
+    va.close()
+    return "; ".join(notes)
+
+
 def end_of(mux, sid):
     for (fid, st, opt, _s, _d) in mux.frames:
         if fid == sid and st == 3:
@@ -475,6 +547,7 @@ def main():
     ap.add_argument("vectors", nargs="?")
     ap.add_argument("--server")
     ap.add_argument("--id")
+    ap.add_argument("--id2")
     ap.add_argument("--echo")
     ap.add_argument("--echo2")
     ap.add_argument("--rounds", type=int, default=20)
@@ -485,6 +558,8 @@ def main():
             msg = scenario_selftest(a.vectors)
         elif a.scenario == "xudp":
             msg = scenario_xudp(a)
+        elif a.scenario == "reattach":
+            msg = scenario_reattach(a)
         elif a.scenario == "bad":
             msg = scenario_bad(a)
         else:

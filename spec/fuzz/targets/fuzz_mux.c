@@ -604,6 +604,13 @@ void lr_xudp_free(struct lr_xudp *x)
     FZ_CHECK(x == NULL);
 }
 
+/* only for full-cone sessions (re-attach, orphans): none here */
+void lr_conn_set_deadline(struct lr_conn *c, double seconds)
+{
+    (void)c; (void)seconds;
+    FZ_CHECK(0);
+}
+
 /* ------------------------------------------------------------ net/conn.c */
 
 struct lr_conn *lr_dispatch_session(struct lr_conn *parent, const struct lr_ib_ops *ops,
