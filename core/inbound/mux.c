@@ -31,7 +31,8 @@
  * packet's destination (full cone, inbound/xudp.c).  A Keep frame of a UDP
  * session whose address does not parse ends that session (End, error).
  * Datagrams of an XUDP session that come while it is still dialled wait,
- * XQ_MAX and XQ_BYTES at most.
+ * XQ_MAX and XQ_BYTES at most.  A session routed elsewhere (VMess, block)
+ * gets only the datagrams meant for its New frame's destination.
  *
  * GlobalID (as Xray's server): a full-cone session with a non-zero
  * GlobalID keeps its socket when its connection is lost, for XUDP_ORPHAN
@@ -39,8 +40,7 @@
  * same inbound, on any connection of the worker, takes that session over
  * (its old stream, if its connection is still there, gets an End), so a
  * reconnecting client keeps its mapping.  Its data goes to the new New
- * frame's destination.  A session routed elsewhere (VMess, block) gets only the
- * datagrams meant for its New frame's destination.
+ * frame's destination.
  */
 #include <string.h>
 
