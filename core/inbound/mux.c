@@ -375,7 +375,7 @@ static int xudp_reattach(struct mux *m, const uint8_t *meta, size_t used,
         return 0;
     struct mux_sess *s = xlive;
     while (s && (memcmp(s->gid, gid, 8) != 0 || s->conn->user != p->user ||
-                 s->conn->ib != p->ib))
+                 s->conn->ib != p->ib || s->conn->doom))
         s = s->xnext;
     if (!s)
         return 0;
