@@ -486,6 +486,8 @@ static struct mcar *car_new(struct lr_conn *c)
     cc->state = LR_CS_DIAL;
     lr_conn_set_deadline(cc, ob->connect_timeout);
     ob->mux_carrier = g;
+    lr_info("outbound %s: new mux connection %llu (up to %u streams)", ob->tag,
+            (unsigned long long)cc->id, ob->mux_concurrency);
     cc->obops->dial(cc); /* the VMess outbound: command 3 (vmess.c) */
     return g;
 }
