@@ -61,7 +61,7 @@ describe("XUDP on the VMess inbound", function()
     -- so the peer's check (every reply comes back) must fail on echo2 only
     local code, log = peer("xudp-peer-route", { "xudp", "--server", "127.0.0.1:" .. port,
       "--id", id, "--echo", "127.0.0.1:" .. e1.port, "--echo2", "127.0.0.3:" .. e2.port,
-      "--rounds", "3" })
+      "--rounds", "3", "--tries", "2" })
     print(log)
     assert.equal(1, code, log)
     assert.truthy(log:find("FAIL xudp: 3 of 7 echoes never came back", 1, true), log)

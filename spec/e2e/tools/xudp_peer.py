@@ -352,7 +352,7 @@ def scenario_xudp(a):
         p2 = b"to-echo2-%d-" % i + os.urandom(4).hex().encode() * (1 + (i * 7) % 50)
         want[p1], want[p2] = e1, e2
     pending = dict(want)
-    for attempt in range(4):
+    for attempt in range(a.tries):
         out = b""
         for k, (h, p) in pending.items():
             if k != first or attempt:
@@ -551,6 +551,7 @@ def main():
     ap.add_argument("--echo")
     ap.add_argument("--echo2")
     ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--tries", type=int, default=4)
     ap.add_argument("--max-sessions", type=int, default=4)
     a = ap.parse_args()
     try:
