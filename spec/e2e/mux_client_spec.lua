@@ -131,6 +131,21 @@ describe("mux client (Mux.Cool on the VMess outbound)", function()
       assert.is_true(h:alive(cli))
     end))
 
+  it("over the ws and grpc transports: 20 streams each, byte-exact", h:guard(function()
+    local echo = h:echo_server { name = "echo-t" }
+    for _, tp in ipairs { { type = "ws", path = "/mux" }, { type = "grpc", service_name = "MuxTun" } } do
+      local id, sp, socks = E.uuid(), E.free_port(), E.free_port()
+      h:luaray("luaray-mux-server-" .. tp.type, E.luaray_server_script {
+        port = sp, users = { { id = id } }, transport = tp })
+      local text, o = E.luaray_client_script { socks_port = socks, server_port = sp, id = id,
+        mux = { concurrency = 8 }, transport = tp }
+      local cli = h:luaray("luaray-mux-client-" .. tp.type, text, o)
+      local ok, info = streams_through(socks, echo, 20, 32 * KiB)
+      assert.is_true(ok, tp.type .. ": 20 streams over mux: " .. tostring(info))
+      assert.equal(3, E.count_matches(E.read_file(cli.log), "new mux connection", true))
+    end
+  end))
+
   it("refuses bad mux settings with the file and line", h:guard(function()
     local cases = {
       { 'mux = { concurrency = 0 }', "concurrency" },
