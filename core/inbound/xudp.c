@@ -19,7 +19,8 @@
  * waits for its name, one per lookup, and is dropped beyond that (UDP).
  *
  * Bounds per session: one socket, XUDP_NAMES cached names, XUDP_PENDING
- * lookups each holding one datagram, XUDP_ROUTES remembered verdicts.
+ * lookups each holding one datagram (XUDP_PENDING_BYTES in all),
+ * XUDP_ROUTES remembered verdicts.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -33,6 +34,7 @@
 
 #define XUDP_NAMES 8
 #define XUDP_PENDING 4
+#define XUDP_PENDING_BYTES 16384 /* datagrams waiting for their names, at most */
 #define XUDP_ROUTES 16
 #define XUDP_NAME_TTL 60.0
 #define XUDP_LINGER 2.0 /* as the relay's UDP_LINGER: replies after the client's End */
@@ -208,7 +210,10 @@ static void send_dest(struct lr_xudp *x, const struct lr_dest *d,
             send_to(x, &a, data, len);
             return;
         }
-    for (int i = 0; i < XUDP_PENDING; i++) {
+    size_t held = 0;
+    for (int i = 0; i < XUDP_PENDING; i++)
+        held += x->pend[i].data ? x->pend[i].len : 0;
+    for (int i = 0; i < XUDP_PENDING && held + len <= XUDP_PENDING_BYTES; i++) {
         struct xudp_pend *p = &x->pend[i];
         if (p->data)
             continue;
@@ -227,8 +232,8 @@ static void send_dest(struct lr_xudp *x, const struct lr_dest *d,
         }
         return;
     }
-    lr_debug("conn %llu: xudp: %d lookups pending: datagram for %s dropped",
-             (unsigned long long)x->c->id, XUDP_PENDING, d->host);
+    lr_debug("conn %llu: xudp: lookups pending: datagram for %s dropped",
+             (unsigned long long)x->c->id, d->host);
 }
 
 void lr_xudp_send(struct lr_xudp *x, const struct lr_dest *d,
