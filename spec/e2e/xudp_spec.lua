@@ -3,7 +3,8 @@
 -- Mux.Cool/XUDP frames itself from the wire description (its KDF and header
 -- sealing are checked against spec/vectors first), never from luaray's code.
 --   * one XUDP session (GlobalID set, session id 0 as Xray sends it) reaches
---     two UDP echo servers and a reflector; every reply carries its source;
+--     two UDP echo servers (one also by the name "localhost", resolved by
+--     the server) and a reflector; every reply carries its source;
 --     a third address the session never sent to reaches its port (full cone)
 --   * the GlobalID: a second connection (same user) takes the mapping over,
 --     also after the first was lost; another GlobalID or user gets its own
@@ -34,13 +35,15 @@ describe("XUDP on the VMess inbound", function()
   end))
 
   it("one session reaches two echo servers, each reply with its source; full cone", h:guard(function()
-    local e1 = h:echo_server { name = "echo1" }
+    -- echo1 also on ::1 (when there is IPv6): "localhost" reaches it either way
+    local e1 = h:echo_server { name = "echo1", ipv6 = E.has_ipv6() }
     local e2 = h:echo_server { name = "echo2", hosts = { "127.0.0.2" } }
     local id, port = E.uuid(), E.free_port()
     local srv = h:luaray("luaray-xudp", E.luaray_server_script {
       port = port, users = { { id = id, email = "xudp@e2e" } } })
     local code, log = peer("xudp-peer", { "xudp", "--server", "127.0.0.1:" .. port, "--id", id,
-      "--echo", "127.0.0.1:" .. e1.port, "--echo2", "127.0.0.2:" .. e2.port })
+      "--echo", "127.0.0.1:" .. e1.port, "--echo2", "127.0.0.2:" .. e2.port,
+      "--echo-name", "localhost:" .. e1.port })
     print(log)
     assert.equal(0, code, log)
     assert.truthy(log:find("PASS xudp", 1, true), log)

@@ -387,12 +387,28 @@ def scenario_xudp(a):
             break
     else:
         raise Fail("a datagram from a third address did not reach the session (not full cone)")
+    # a destination by name: resolved by the server, the reply from its address
+    named = ""
+    if a.echo_name:
+        name, nport = hp(a.echo_name)
+        payload = b"by-name-" + os.urandom(4).hex().encode()
+        got = None
+        for attempt in range(4):
+            vm.send(keep_udp(sid, name, nport, payload))
+            mux.wait(lambda f: any(d == payload for (_i, _s, _o, _a, d) in f), 3.0)
+            got = [src for (_i, st, _o, src, d) in mux.frames if st == 2 and d == payload]
+            if got:
+                break
+        check(got, "no reply from %s:%d" % (name, nport))
+        check(got[0] in (("127.0.0.1", nport), ("::1", nport)),
+              "the reply from %s came from %r" % (name, got[0]))
+        named = ", %s resolved to %s" % (name, got[0][0])
     ends = [f for f in mux.frames if f[1] == 3]
     check(not ends, "the session was ended: %r" % ends)
     n = len([f for f in mux.frames if f[1] == 2])
     vm.close()
     return "%d replies, each from its own source (2 echo servers, a reflector, a third " \
-           "address at mapped port %d); resends %d" % (n, seen[1], retries)
+           "address at mapped port %d%s); resends %d" % (n, seen[1], named, retries)
 
 
 def reflect(vm, mux, sid, refl, gid, payload, new=True):
@@ -550,6 +566,7 @@ def main():
     ap.add_argument("--id2")
     ap.add_argument("--echo")
     ap.add_argument("--echo2")
+    ap.add_argument("--echo-name")
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--tries", type=int, default=4)
     ap.add_argument("--max-sessions", type=int, default=4)
