@@ -22,7 +22,8 @@
  * the server sends for it is pushed into its down pipe.
  *
  * The outbound's current carrier takes streams until `concurrency` of them
- * are open at once (or its 16-bit ids run out); then the next stream opens
+ * are open at once (or its 16-bit ids run out, or CAR_OUT_CAP waits in its
+ * buffer: the server is not reading); then the next stream opens
  * another carrier, and the full one serves its streams until they end.  A
  * carrier without streams closes after CAR_IDLE seconds, a full one at once.
  * When the carrier fails, its streams go with it (waiting ones as a failed
@@ -496,8 +497,12 @@ int lr_muxc_attach(struct lr_conn *c)
 {
     struct lr_outbound *ob = c->ob;
     struct mcar *g = ob->mux_carrier;
-    if (g && (g->nstreams >= ob->mux_concurrency || g->next_id >= 0xffff)) {
-        car_retire(g); /* full: it serves its streams to their end */
+    if (g && (g->nstreams >= ob->mux_concurrency || g->next_id >= 0xffff ||
+              g->olen > CAR_OUT_CAP)) {
+        /* full (or its server is not reading): it serves its streams to
+         * their end, and its buffer holds at most two control frames a
+         * stream beyond CAR_OUT_CAP */
+        car_retire(g);
         g = NULL;
     }
     struct mstream *s = calloc(1, sizeof(*s));
