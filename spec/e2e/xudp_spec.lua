@@ -82,6 +82,18 @@ describe("XUDP on the VMess inbound", function()
     assert.is_true(h:alive(srv))
   end))
 
+  it("v2ray 4.34's mux UDP (no GlobalID, no addresses) works as before beside it", h:guard(function()
+    local echo = h:echo_server { name = "echo-v2" }
+    local id, port, socks = E.uuid(), E.free_port(), E.free_port()
+    h:luaray("luaray-xudp-v2", E.luaray_server_script { port = port, users = { { id = id } } })
+    h:v2ray("v2ray-mux-client", E.v2ray_client_config { socks_port = socks, server_port = port,
+      id = id, security = "aes-128-gcm", mux = true })
+    local ok, err = E.check_socks_udp("127.0.0.1", socks, echo, { recv_timeout = 10 })
+    assert.is_true(ok, "v2ray mux UDP: " .. tostring(err))
+    local s = assert(E.socks5_connect("127.0.0.1", socks, "127.0.0.1", echo.port, nil, nil, 10))
+    assert(E.transfer_echo(s, 128 * 1024, { timeout = 20 }))
+  end))
+
   it("bad frames end only their stream or their connection", h:guard(function()
     local e1 = h:echo_server { name = "echo-bad" }
     local id, port = E.uuid(), E.free_port()
