@@ -298,7 +298,7 @@ FUZZ_TARGETS := fuzz_req_aead_1user fuzz_req_legacy_1user fuzz_req_1000users \
                 fuzz_sniff fuzz_vmess_link fuzz_mux fuzz_proxyproto fuzz_tls \
                 fuzz_ws_frames fuzz_http_upgrade \
                 fuzz_gun fuzz_h2s fuzz_gunc fuzz_h2c fuzz_metrics_http fuzz_v2api \
-                fuzz_http_resp fuzz_mux_client
+                fuzz_http_resp
 # the codec alone (no libev, no Lua); the inbound targets add socks.c,
 # http.c and sock.c with net/conn.c replaced by spec/fuzz/targets/fuzz_conn.c
 FUZZ_CODEC := $(sort $(wildcard core/base/*.c core/crypto/*.c core/vmess/*.c)) core/api.c
@@ -325,6 +325,7 @@ fuzz_http_upgrade_EXTRA := core/stream/ws.c core/net/stream.c core/net/sock.c
 fuzz_mux_EXTRA := core/inbound/mux.c core/net/sock.c
 # Mux.Cool as a client: mux_client.c with net/conn.c and the VMess dial
 # modelled inside spec/fuzz/targets/fuzz_mux_client.c
+FUZZ_TARGETS += fuzz_mux_client
 fuzz_mux_client_EXTRA := core/outbound/mux_client.c core/net/sock.c
 # TLS server side: stream/tls.c over a socket pair (OpenSSL, our callbacks and BIO)
 fuzz_tls_EXTRA := core/stream/tls.c core/net/stream.c
