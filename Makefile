@@ -333,6 +333,10 @@ fuzz_ws_frames_EXTRA := core/stream/ws.c core/net/stream.c core/net/sock.c
 fuzz_http_upgrade_EXTRA := core/stream/ws.c core/net/stream.c core/net/sock.c
 # Mux.Cool: mux.c with net/conn.c modelled inside spec/fuzz/targets/fuzz_mux.c
 fuzz_mux_EXTRA := core/inbound/mux.c core/net/sock.c
+# Mux.Cool as a client: mux_client.c with net/conn.c and the VMess dial
+# modelled inside spec/fuzz/targets/fuzz_mux_client.c
+FUZZ_TARGETS += fuzz_mux_client
+fuzz_mux_client_EXTRA := core/outbound/mux_client.c core/net/sock.c
 # TLS server side: stream/tls.c over a socket pair (OpenSSL, our callbacks and BIO)
 fuzz_tls_EXTRA := core/stream/tls.c core/net/stream.c
 # gRPC gun: the codec alone, and the HTTP/2 server session (nghttp2) with

@@ -25,6 +25,7 @@ pkgs=(
   openssl                             # e2e: test certificates (tls_spec)
   python3-h2                          # the independent gRPC (gun) peer in spec/e2e/grpc_spec.lua
   python3-grpcio                      # an independent gRPC client of the v2ray API (api_spec)
+  python3-cryptography                # the independent XUDP/VMessAEAD test peer (xudp_spec)
   clang libclang-rt-14-dev            # libFuzzer (make fuzz); replays use gcc
   libpcre2-dev                        # routing: regexp: domain rules (PCRE2, JIT)
   libmaxminddb-dev                    # routing: geoip from MaxMind .mmdb files

@@ -533,6 +533,19 @@ LR_API int lr_conf_outbound_transport(struct lr_conf *c, const struct lr_conf_tr
     return set_transport(c, &ob->tp, ob->tag, t);
 }
 
+LR_API int lr_conf_outbound_mux(struct lr_conf *c, uint32_t concurrency)
+{
+    struct lr_outbound *ob = last_ob(c, "mux");
+    if (!ob)
+        return LR_EINVAL;
+    if (ob->type != LR_OB_VMESS)
+        return fail(c, "outbound '%s': mux needs a vmess outbound", ob->tag);
+    if (concurrency < 1 || concurrency > 1024)
+        return fail(c, "outbound '%s': mux concurrency must be 1-1024", ob->tag);
+    ob->mux_concurrency = concurrency;
+    return LR_OK;
+}
+
 LR_API int lr_conf_inbound_user(struct lr_conf *c, const char *email)
 {
     if (!c->nib)

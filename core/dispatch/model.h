@@ -146,6 +146,11 @@ struct lr_outbound {
     /* gRPC: the HTTP/2 connection new tunnels join (outbound/cfront_grpc.c;
      * it holds this generation, and clears this when it goes) */
     void *grpc_carrier;
+    /* Mux.Cool as a client (outbound/mux_client.c): streams per carrier
+     * connection at once (0: no mux), and the carrier new streams join
+     * (it holds this generation, and clears this when it goes) */
+    uint32_t mux_concurrency;
+    void *mux_carrier;
     int32_t st_up, st_down;      /* traffic counters (base/stats.h), once installed */
 };
 

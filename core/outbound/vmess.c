@@ -103,6 +103,8 @@ static int vmess_prepare(struct lr_conn *c)
     req.security = sec;
     req.option = opt;
     req.command = udp ? LR_CMD_UDP : LR_CMD_TCP;
+    if (lr_muxc_is_carrier(c))
+        req.command = LR_CMD_MUX; /* Mux.Cool: no address (outbound/mux_client.c) */
     req.port = c->dst.port;
     req.atyp = c->dst.atyp;
     if (c->dst.atyp == LR_ATYP_IPV4) {
@@ -157,6 +159,9 @@ static void vmess_connected(struct lr_conn *c, int fd)
 static void vmess_dial(struct lr_conn *c)
 {
     struct lr_outbound *ob = c->ob;
+    /* with mux: a stream of the outbound's carrier, when one can be had */
+    if (ob->mux_concurrency && !lr_muxc_is_carrier(c) && lr_muxc_attach(c) == 0)
+        return;
     struct vmess_out *st = calloc(1, sizeof(*st));
     if (!st) {
         lr_conn_dial_failed(c, -ENOMEM, "out of memory");
@@ -188,6 +193,8 @@ static void vmess_dial(struct lr_conn *c)
 
 static void vmess_free(struct lr_conn *c)
 {
+    if (lr_muxc_detach(c))
+        return; /* a mux stream: no VMess state of its own */
     lr_grpc_detach(c);
     lr_cfront_free(c);
     if (c->ob_state) {

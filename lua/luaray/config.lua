@@ -84,7 +84,8 @@
 --     alter_id = 0..65535 (default 0),
 --     security = "aes-128-gcm"|"chacha20-poly1305"|"none"|"zero"|"aes-128-cfb"|"auto",
 --     masking = bool (default true), padding = bool (default: the value of masking),
---     authenticated_length = bool (default false), udp = bool (default true) }
+--     authenticated_length = bool (default false), udp = bool (default true),
+--     mux = { concurrency = 1..1024 } or nil }  -- Mux.Cool: streams per connection
 --   cfg.routes[i] = {       -- in declaration order; the first match wins
 --     where = "file:line", to = "outbound tag",
 --     domain = { "name", ... } or nil,               -- plain names: substrings, as in
@@ -962,11 +963,22 @@ local OUTBOUND_KEYS = {
   direct = set_of({ "domain_strategy" }),
   blackhole = {},
   vmess = set_of({ "server", "id", "alter_id", "security", "masking", "padding",
-                   "authenticated_length", "udp", "tls", "transport" }),
+                   "authenticated_length", "udp", "tls", "transport", "mux" }),
 }
 for _, keys in pairs(OUTBOUND_KEYS) do
   keys.type = true
   keys.connect_timeout = true
+end
+
+-- mux = { concurrency = 1..1024 (default 8) } on a VMess outbound (design.md 9);
+-- mux = false or nil: none
+local function mux_client(w, t, ctx)
+  local m = t.mux
+  if m == nil or m == false then return nil end
+  local mctx = fmt("'mux' in %s", ctx)
+  check_table(w, m, mctx)
+  check_keys(w, m, set_of({ "concurrency" }), mctx)
+  return { concurrency = opt_int(w, m, "concurrency", mctx, 1, 1024, 8) }
 end
 
 local function decl_outbound(S, w, tag, t)
@@ -1000,6 +1012,7 @@ local function decl_outbound(S, w, tag, t)
     end
     ob.authenticated_length = opt_bool(w, t, "authenticated_length", ctx, false)
     ob.udp = opt_bool(w, t, "udp", ctx, true)
+    ob.mux = mux_client(w, t, ctx)
     ob.tls = tls_client(w, t, ctx, host)
     ob.transport = transport(w, t, ctx, true)
     check_alpn(w, ctx, ob.transport, ob.tls and ob.tls.alpn)

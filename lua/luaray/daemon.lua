@@ -180,6 +180,7 @@ local function apply(cfg, conf)
       for _, a in ipairs(ob.tls.alpn or {}) do check(C.lr_conf_outbound_alpn(conf, a), ob.where) end
     end
     if ob.transport then check(C.lr_conf_outbound_transport(conf, transport_struct(ob.transport)), ob.where) end
+    if ob.mux then check(C.lr_conf_outbound_mux(conf, ob.mux.concurrency), ob.where) end
   end
   local function each(kind, list, where)
     if not list then return end

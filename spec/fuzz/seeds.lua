@@ -512,6 +512,44 @@ mux_seed("v2ray-client-session-header-read-chatty", 0xc1, 9, 30, real)
 -- and its encrypted body for the body decoder
 seed("fuzz_body", "request-v2ray-mux", body_raw(cap.security, cap.option, 0, hex(cap.body_key),
      hex(cap.body_iv), hex(cap.client_wire):sub(cap.header_len + 1)))
+-- XUDP (Xray): a GlobalID after the New frame's address, a destination in
+-- each Keep frame of the UDP session, replies with their source
+local GID = "\1\2\3\4\5\6\7\8"
+local function xudp_new(id, port, data)
+    return mux_frame(id, 1, 1, "\2" .. be16(port) .. "\1\127\0\0\1" .. GID, data)
+end
+local function xudp_keep(id, port, atyp, addr, data)
+    local a = atyp == 2 and u8(#addr) .. addr or addr
+    return mux_frame(id, 2, 1, "\2" .. be16(port) .. u8(atyp) .. a, data)
+end
+local xs = xudp_new(0, 5000, "first") .. xudp_keep(0, 5001, 1, "\127\0\0\2", "second") ..
+    xudp_keep(0, 5002, 2, "name.example", "third") .. xudp_keep(0, 5000, 3, V6, "v6") ..
+    xudp_keep(0, 5000, 1, "\127\0\0\1", "first-again") .. mux_keep(0, "plain") .. mux_end(0)
+mux_seed("xudp-session", 1, 3, 31, xs)
+mux_seed("xudp-session-hostile-chatty", 0x47, 4, 32, xs)
+mux_seed("xudp-session-open-tiny", 0x30, 5, 33, xs)
+mux_seed("xudp-bad-keeps", 1, 4, 34,
+         xudp_new(0, 53, "q") .. mux_frame(0, 2, 1, "\2\0\1\9", "bad atyp") ..
+         xudp_new(1, 53, "r") .. mux_frame(1, 2, 1, "\3\0\1\1\1\2\3\4", "tcp network") ..
+         xudp_new(2, 53, "s") .. mux_frame(2, 2, 1, "\2\0", "cut") ..
+         mux_new(3, 1, 80, 2, "t.example", "tcp") .. xudp_keep(3, 81, 1, "\1\2\3\4", "tcp keep with address"))
+-- fuzz_mux_client: ctrl (& 7 streams - 1, 8 attach after the carrier is
+-- up, 0x10 streams send/end/close midway, 0x20 small pipes), seed (2), then
+-- the server's side: Keep/End/KeepAlive frames for stream ids 1..8
+local function muxc_seed(name, ctrl, sd, stream)
+    seed("fuzz_mux_client", name, u8(ctrl) .. be16(sd) .. stream)
+end
+local replies = mux_keep(1, ("a"):rep(3000)) .. mux_keep(2, DNS) .. mux_frame(0, 4, 0, "") ..
+    mux_keep(3, ("c"):rep(9000)) .. mux_keep(1, "more") .. mux_frame(2, 2, 1, "\2\0\53\1\8\8\8\8", DNS) ..
+    mux_end(1) .. mux_keep(1, "after end") .. mux_end(2, true) .. mux_keep(9, "unknown id") ..
+    mux_frame(3, 4, 1, "", "keepalive data") .. mux_keep(3, "") .. mux_end(3)
+muxc_seed("replies-3", 0x02, 1, replies)
+muxc_seed("replies-3-late-attach", 0x0a, 2, replies)
+muxc_seed("replies-3-chatty-small", 0x32, 3, replies)
+muxc_seed("replies-8", 0x17, 4, replies .. mux_keep(8, ("h"):rep(20000)) .. mux_end(8, true))
+muxc_seed("bad-metalen", 0x01, 5, mux_keep(1, "x") .. be16(600) .. ("\0"):rep(600) .. mux_keep(2, "y"))
+muxc_seed("partial", 0x01, 6, mux_keep(1, "x") .. be16(4) .. "\0\1\2")
+muxc_seed("empty", 0x00, 7, "")
 mux_seed("partial-frame", 1, 4, 25, mux_new(1, 1, 80, 2, "p.example", "x") .. be16(4) .. "\0\1\2")
 mux_seed("empty", 1, 1, 1, "")
 

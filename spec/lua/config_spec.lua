@@ -1289,3 +1289,24 @@ describe("transports (design.md 6)", function()
     end
   end)
 end)
+
+describe("mux on a VMess outbound (design.md 9)", function()
+  local o = 'luaray.outbound "up" { type = "vmess", server = "h:1", id = "' .. UUID .. '", '
+  it("takes { concurrency = 1..1024 }, 8 by default; false or nothing is no mux", function()
+    assert.same({ concurrency = 4 }, ok(o .. "mux = { concurrency = 4 } }").outbounds[2].mux)
+    assert.same({ concurrency = 1024 }, ok(o .. "mux = { concurrency = 1024 } }").outbounds[2].mux)
+    assert.same({ concurrency = 8 }, ok(o .. "mux = {} }").outbounds[2].mux)
+    assert.is_nil(ok(o .. "mux = false }").outbounds[2].mux)
+    assert.is_nil(ok(o .. "}").outbounds[2].mux)
+  end)
+  it("refuses anything else with the file and line", function()
+    fails("cfg.lua:4: 'concurrency' in 'mux' in outbound 'up' must be an integer from 1 to 1024, got number 0",
+          o .. "mux = { concurrency = 0 } }")
+    fails("cfg.lua:4: 'concurrency' in 'mux' in outbound 'up' must be an integer from 1 to 1024, got number 1.5",
+          o .. "mux = { concurrency = 1.5 } }")
+    fails("cfg.lua:4: unknown key 'conc' in 'mux' in outbound 'up'", o .. "mux = { conc = 8 } }")
+    fails("cfg.lua:4: 'mux' in outbound 'up' expects a table, got number 8", o .. "mux = 8 }")
+    fails("cfg.lua:4: unknown key 'mux' in outbound 'd'",
+          'luaray.outbound "d" { type = "direct", mux = {} }')
+  end)
+end)

@@ -622,6 +622,9 @@ struct lr_conf_tls {
 LR_API int lr_conf_outbound_tls(struct lr_conf *c, const struct lr_conf_tls *t);
 LR_API int lr_conf_outbound_alpn(struct lr_conf *c, const char *proto);
 LR_API int lr_conf_outbound_transport(struct lr_conf *c, const struct lr_conf_transport *t);
+/* Mux.Cool on the last (VMess) outbound: up to `concurrency` (1..1024)
+ * streams per connection at once (design.md 9). */
+LR_API int lr_conf_outbound_mux(struct lr_conf *c, uint32_t concurrency);
 
 /* Bit masks of the route filters on a connection's network and on the
  * protocol sniffed from its first client bytes (also the values the

@@ -52,6 +52,14 @@
  *   stream and every session's replies reach the client; if the client
  *   ended the stream and the remotes end theirs, the parent closes "done";
  * - closing the parent closes every session; nothing leaks (LSan).
+ *
+ * XUDP: a UDP session becomes XUDP through a GlobalID after its New
+ * frame's address or a Keep frame carrying an address; its replies then
+ * carry a UDP address in their meta (network 2, port, atyp, address), and
+ * its datagrams that came while it was dialled are pushed when it
+ * connects (outside a parser call: each must be the data of an earlier
+ * deliverable frame).  The full-cone socket (inbound/xudp.c) needs the
+ * direct outbound, which this world has not: lr_xudp_open answers NULL.
  */
 #include <errno.h>
 
@@ -126,7 +134,8 @@ static struct world {
     size_t offered_len, sink_pushed;
 
     /* the client's view of the down stream */
-    uint8_t ostage;      /* 0 header, 1 data length, 2 data */
+    uint8_t ostage;      /* 0 header, 1 data length, 2 data, 3 UDP address */
+    unsigned oskip, oextra; /* UDP address bytes left, seen */
     uint8_t oh[6];
     unsigned ohave;
     size_t oleft;
@@ -301,15 +310,20 @@ static void out_feed(const uint8_t *p, size_t n)
             if (W.ohave < 6)
                 continue;
             W.ohave = 0;
-            FZ_CHECK(lr_get_be16(W.oh) == 4);
+            size_t ml = lr_get_be16(W.oh);
             uint16_t id = lr_get_be16(W.oh + 2);
             uint8_t st = W.oh[4], opt = W.oh[5];
+            /* only an XUDP reply has more meta: its source address */
+            FZ_CHECK(ml == 4 || (st == 2 && W.sinking && W.sinking->udp &&
+                                 ml >= 4 + 1 + 2 + 1 + 4 && ml <= 4 + 1 + 2 + 1 + 1 + 255));
             if (st == 2) {
                 FZ_CHECK(opt == 1);
                 FZ_CHECK(W.sinking != NULL); /* data only from a session's sink */
                 learn_id(W.sinking, id);
                 W.oowner = W.sinking;
-                W.ostage = 1;
+                W.ostage = ml > 4 ? 3 : 1;
+                W.oskip = (unsigned)(ml - 4);
+                W.oextra = 0;
                 W.keeps++;
             } else {
                 FZ_CHECK(st == 3);
@@ -322,6 +336,17 @@ static void out_feed(const uint8_t *p, size_t n)
                     FZ_CHECK(++r->ends <= r->news);
                 }
             }
+        } else if (W.ostage == 3) {
+            /* network 2 (UDP) first; the address was checked in mux.c */
+            if (W.oextra == 0)
+                FZ_CHECK(p[0] == 2);
+            size_t k = W.oskip < n ? W.oskip : n;
+            W.oskip -= (unsigned)k;
+            W.oextra += (unsigned)k;
+            p += k;
+            n -= k;
+            if (!W.oskip)
+                W.ostage = 1;
         } else if (W.ostage == 1) {
             size_t k = 2 - W.ohave < n ? 2 - W.ohave : n;
             memcpy(W.oh + W.ohave, p, k);
@@ -553,6 +578,39 @@ static void arrive(size_t want)
         W.client_eof = 1; /* the end chunk */
 }
 
+/* ------------------------------------------------------------ inbound/xudp.c */
+
+struct lr_xudp *lr_xudp_open(struct lr_conn *c, lr_xudp_reply_fn reply)
+{
+    FZ_CHECK(sess_of(c) != NULL && reply != NULL);
+    return NULL; /* no direct outbound in this world */
+}
+
+void lr_xudp_send(struct lr_xudp *x, const struct lr_dest *d, const uint8_t *data,
+                  size_t len)
+{
+    (void)x; (void)d; (void)data; (void)len;
+    FZ_CHECK(0);
+}
+
+void lr_xudp_resume(struct lr_xudp *x)
+{
+    (void)x;
+    FZ_CHECK(0);
+}
+
+void lr_xudp_free(struct lr_xudp *x)
+{
+    FZ_CHECK(x == NULL);
+}
+
+/* only for full-cone sessions (re-attach, orphans): none here */
+void lr_conn_set_deadline(struct lr_conn *c, double seconds)
+{
+    (void)c; (void)seconds;
+    FZ_CHECK(0);
+}
+
 /* ------------------------------------------------------------ net/conn.c */
 
 struct lr_conn *lr_dispatch_session(struct lr_conn *parent, const struct lr_ib_ops *ops,
@@ -719,7 +777,25 @@ int lr_conn_push_datagram(struct lr_conn *c, const uint8_t *data, size_t len)
     struct ss *s = sess_of(c);
     FZ_CHECK(s != NULL && s->udp);
     FZ_CHECK(!s->up_eof);
-    FZ_CHECK(W.cur_buf != NULL && data != NULL && len >= 1 && len <= 65535);
+    FZ_CHECK(data != NULL && len >= 1 && len <= 65535);
+    if (!W.cur_buf) {
+        /* an XUDP datagram that waited for the dial: the data of an
+         * earlier deliverable frame of its id */
+        FZ_CHECK(!s->relay);
+        int hit = 0;
+        for (size_t i = 0; i < W.nrf && !hit && !W.doomed; i++) {
+            const struct rframe *f = &W.rf[i];
+            hit = f->has_data && deliverable(f) && f->data_len == len &&
+                  f->data_off + f->data_len <= W.consumed &&
+                  (s->id < 0 || s->id == f->id) &&
+                  memcmp(W.in + f->data_off, data, len) == 0;
+        }
+        FZ_CHECK(hit || W.doomed);
+        s->got++;
+        if (!s->dgram_busy)
+            s->dgram_busy = 1;
+        return 0;
+    }
     if (!W.doomed) {
         /* exactly the data of a frame that ends in this call */
         size_t lo = 0, hi = W.nrf, hit = 0;
