@@ -281,7 +281,7 @@ bench-transports: all bench-deps
 # Bulk (aes-128-gcm, chacha20-poly1305) and the connection rate through
 # ../shared/bench under split pinning and unpinned in one run, beside v2ray
 # 4.34, the lean C relay sketch and ss-libev, then the server's system calls
-# per GiB (scripts/bench/pinned.sh). About 15 minutes. PINS=split for one.
+# per GiB (scripts/bench/pinned.sh). About 6 minutes. PINS=split for one.
 PINS ?= split,none
 bench-pinned: all bench-deps
 	$(Q)LURAY_BUILD=$(BUILD) bash scripts/bench/pinned.sh --pins $(PINS)

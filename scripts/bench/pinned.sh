@@ -6,7 +6,7 @@
 #          (v2ray then runs with GOMAXPROCS=1), like two hosts;
 #   none:  the scheduler places everything.
 # Then the server's system calls per GiB (strace -c, strace_bulk.sh) for an
-# upload and a download.  `make bench-pinned` (about 15 minutes).
+# upload and a download.  `make bench-pinned` (about 6 minutes).
 #
 #   scripts/bench/pinned.sh [--runs N] [--bytes 1GiB] [--pins split,none]
 #
