@@ -24,24 +24,6 @@
 #include "inbound/inbound.h"
 #include "inbound/tunnel.h"
 
-#ifndef IP_TRANSPARENT
-#define IP_TRANSPARENT 19
-#endif
-#ifndef IPV6_TRANSPARENT
-#define IPV6_TRANSPARENT 75
-#endif
-#ifndef IP_RECVORIGDSTADDR
-#define IP_RECVORIGDSTADDR 20
-#endif
-#ifndef IPV6_RECVORIGDSTADDR
-#define IPV6_RECVORIGDSTADDR 74
-#endif
-#ifndef SO_ORIGINAL_DST
-#define SO_ORIGINAL_DST 80       /* linux/netfilter_ipv4.h */
-#endif
-#ifndef IP6T_SO_ORIGINAL_DST
-#define IP6T_SO_ORIGINAL_DST 80  /* linux/netfilter_ipv6/ip6_tables.h */
-#endif
 
 int lr_tunnel_is_type(int type)
 {

@@ -8,7 +8,36 @@
 #ifndef LR_TUNNEL_H
 #define LR_TUNNEL_H
 
+#include <netinet/in.h>
+
 #include "dispatch/model.h"
+
+/* Linux socket options for transparent proxying, for libcs whose headers
+ * lack them (values from linux/in.h, linux/in6.h and netfilter's headers) */
+#ifndef IP_TRANSPARENT
+#define IP_TRANSPARENT 19
+#endif
+#ifndef IPV6_TRANSPARENT
+#define IPV6_TRANSPARENT 75
+#endif
+#ifndef IP_RECVORIGDSTADDR
+#define IP_RECVORIGDSTADDR 20
+#endif
+#ifndef IP_ORIGDSTADDR
+#define IP_ORIGDSTADDR IP_RECVORIGDSTADDR
+#endif
+#ifndef IPV6_RECVORIGDSTADDR
+#define IPV6_RECVORIGDSTADDR 74
+#endif
+#ifndef IPV6_ORIGDSTADDR
+#define IPV6_ORIGDSTADDR IPV6_RECVORIGDSTADDR
+#endif
+#ifndef SO_ORIGINAL_DST
+#define SO_ORIGINAL_DST 80       /* linux/netfilter_ipv4.h */
+#endif
+#ifndef IP6T_SO_ORIGINAL_DST
+#define IP6T_SO_ORIGINAL_DST 80  /* linux/netfilter_ipv6/ip6_tables.h */
+#endif
 
 /* Whether inbounds of this type are opened here (lr_tunnel_listen). */
 int lr_tunnel_is_type(int type);

@@ -36,18 +36,6 @@
 #include "inbound/inbound.h"
 #include "inbound/tunnel.h"
 
-#ifndef IP_TRANSPARENT
-#define IP_TRANSPARENT 19
-#endif
-#ifndef IPV6_TRANSPARENT
-#define IPV6_TRANSPARENT 75
-#endif
-#ifndef IP_ORIGDSTADDR
-#define IP_ORIGDSTADDR 20
-#endif
-#ifndef IPV6_ORIGDSTADDR
-#define IPV6_ORIGDSTADDR 74
-#endif
 
 #define UDP_MAX 65535
 #define READS_PER_EVENT 64   /* datagrams taken per readable event */

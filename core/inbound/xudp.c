@@ -30,6 +30,7 @@
 
 #include "base/log.h"
 #include "inbound/inbound.h"
+#include "net/relay.h"
 #include "route/route.h"
 
 #define XUDP_NAMES 8
@@ -72,16 +73,8 @@ static void account(struct lr_conn *c, uint64_t up, uint64_t down)
     c->up.bytes += up;
     c->down.bytes += down;
     c->t_last = ev_now(c->lp->loop);
-    lr_conn_count_traffic(c);
-    if (c->pol) {
-        uint64_t total = c->up.bytes + c->down.bytes;
-        if (total != c->charged) {
-            int over = c->lp->owner->charge(c, total - c->charged);
-            c->charged = total;
-            if (over)
-                lr_conn_doom(c, "quota exceeded");
-        }
-    }
+    if (lr_relay_charge(c))
+        lr_conn_doom(c, "quota exceeded");
 }
 
 /* An address the socket can send to (IPv4 mapped into a dual-stack

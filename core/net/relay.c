@@ -342,21 +342,28 @@ int lr_relay_pump(struct lr_conn *c, struct lr_pipe *p, struct lr_side *src,
     if (src->room && !p->src_eof && !p->pend_len &&
         (!p->in || lr_buf_room(p->in) > 0 || p->in->rd > 0))
         src->room(c);
-    lr_conn_count_traffic(c);
-    if (c->pol) {
-        uint64_t total = c->up.bytes + c->down.bytes;
-        if (total != c->charged) {
-            int over = c->lp->owner->charge(c, total - c->charged);
-            c->charged = total;
-            if (over)
-                return fatal(c, "quota exceeded");
-        }
-    }
+    if (lr_relay_charge(c))
+        return fatal(c, "quota exceeded");
     if (c->doom)
         return fatal(c, c->doom);
     if (c->up.closed && c->down.closed)
         return fatal(c, "done");
     return 0;
+}
+
+/* Counts what c moved since the last call (the stats counters) and
+ * charges it to c's owner (quotas): 1 when that puts c over its quota. */
+int lr_relay_charge(struct lr_conn *c)
+{
+    lr_conn_count_traffic(c);
+    if (!c->pol)
+        return 0;
+    uint64_t total = c->up.bytes + c->down.bytes;
+    if (total == c->charged)
+        return 0;
+    int over = c->lp->owner->charge(c, total - c->charged);
+    c->charged = total;
+    return over;
 }
 
 /* Reads are wanted while a pipe's input has room and nothing waits. */

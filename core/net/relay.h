@@ -19,6 +19,7 @@ int lr_relay_pump(struct lr_conn *c, struct lr_pipe *p, struct lr_side *src,
 int lr_relay_flush(struct lr_conn *c, struct lr_pipe *p, struct lr_side *dst);
 /* Starts or stops each side's reads (room, backpressure, rate limit). */
 void lr_relay_update_reads(struct lr_conn *c);
+int lr_relay_charge(struct lr_conn *c);
 void lr_relay_side_readable(struct lr_conn *c, struct lr_pipe *p,
                             struct lr_side *src, struct lr_side *dst);
 void lr_relay_side_writable(struct lr_conn *c, struct lr_pipe *p,

@@ -26,23 +26,11 @@
 #define FZ_LUA_DIR "lua"
 #endif
 
-#define NCOUNTERS 16384
-__attribute__((section("__libfuzzer_extra_counters"), used))
-static uint8_t lua_edges[NCOUNTERS];
+#define FZ_LUA_COUNTERS 16384
+#include "fz_lua_cov.h"
 
 static lua_State *L;
 static int checker_ref;
-static int prev_line;
-
-static void line_hook(lua_State *l, lua_Debug *ar)
-{
-    if (!lua_getinfo(l, "l", ar))
-        return;
-    unsigned e = ((unsigned)prev_line * 7919u ^ (unsigned)ar->currentline) % NCOUNTERS;
-    if (lua_edges[e] < 255)
-        lua_edges[e]++;
-    prev_line = ar->currentline;
-}
 
 static const char checker[] =
     "local dir = ...\n"
@@ -97,7 +85,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         abort();
     }
     checker_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_sethook(L, line_hook, LUA_MASKLINE, 0);
+    lua_sethook(L, fz_lua_line_hook, LUA_MASKLINE, 0);
     return 0;
 }
 
@@ -106,7 +94,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static unsigned long runs;
     if (size < 1)
         return 0;
-    prev_line = 0;
+    fz_lua_prev_line = 0;
     lua_rawgeti(L, LUA_REGISTRYINDEX, checker_ref);
     lua_pushinteger(L, data[0]);
     lua_pushlstring(L, (const char *)data + 1, size - 1);
