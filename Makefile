@@ -7,7 +7,7 @@ say = $(if $(filter 1,$(V)),,@printf '  %-6s %s\n' $(1) $(2);)
 
 BUILD ?= build
 CC ?= cc
-PKGS := luajit libsodium openssl libcares libnghttp2 libprotobuf-c
+PKGS := luajit libsodium openssl libcares libnghttp2 libprotobuf-c hiredis
 
 # pkg-config is only consulted once the dependencies are installed, so
 # `make` on a fresh machine first runs scripts/deps.sh (the stamp below).

@@ -26,6 +26,8 @@ pkgs=(
   python3-h2                          # the independent gRPC (gun) peer in spec/e2e/grpc_spec.lua
   python3-grpcio                      # an independent gRPC client of the v2ray API (api_spec)
   clang libclang-rt-14-dev            # libFuzzer (make fuzz); replays use gcc
+  libhiredis-dev                      # luaray.cluster: the Redis client (libev adapter)
+  redis-server redis-tools            # fleet_spec: a real Redis the nodes share
 )
 
 missing=()

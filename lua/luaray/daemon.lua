@@ -108,6 +108,11 @@ local function apply(cfg, conf)
     local a = cfg.api
     check(C.lr_conf_api(conf, a.host, a.port, a.where), a.where)
   end
+  if cfg.cluster then
+    local k = cfg.cluster
+    check(C.lr_conf_cluster(conf, k.host, k.port, k.password, k.db, k.prefix, k.node,
+                            k.timeout_ms, k.where), k.where)
+  end
   for _, u in ipairs(cfg.users) do
     check(C.lr_conf_user(conf, u.id, u.email, u.alter_id or 0, u.level or 0), u.where)
   end

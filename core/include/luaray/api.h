@@ -516,6 +516,14 @@ LR_API int lr_conf_metrics(struct lr_conf *c, const char *host, uint16_t port,
 LR_API int lr_conf_api(struct lr_conf *c, const char *host, uint16_t port,
                        const char *where);
 
+/* luaray.cluster (design.md 8): the Redis at host (an IP literal):port
+ * the nodes of a fleet share; password NULL for none; keys start with
+ * prefix; node names this node; timeout_ms bounds every wait for Redis;
+ * where: its "file:line" for errors. */
+LR_API int lr_conf_cluster(struct lr_conf *c, const char *host, uint16_t port,
+                           const char *password, int db, const char *prefix,
+                           const char *node, int timeout_ms, const char *where);
+
 LR_API int lr_conf_user(struct lr_conf *c, const char *uuid,
                         const char *email, uint32_t alter_id, uint32_t level);
 

@@ -1,0 +1,267 @@
+-- A fleet (design.md 8, issue 15): several luaray nodes name one Redis in
+-- luaray.cluster and share its replay filter.  A real redis-server (Debian's)
+-- is started by this spec on a loopback port, in its own temp dir, without
+-- persistence, and stopped by PID.
+--
+-- Requests are captured the way hostile_spec does: a v2ray 4.34 client is
+-- pointed at a recording server, and what it sent is replayed to luaray.
+-- The destination of every captured request is a second recording server,
+-- so anything a node dials shows up there as a connection.
+local E = require "e2e.support"
+local psignal = require "posix.signal"
+local socket = require "socket"
+
+local HT = 2          -- the inbounds' handshake_timeout, seconds
+local EARLY = 0.1
+local LATE = 1.0
+local TIMEOUT_MS = 300
+
+describe("a fleet of luaray nodes sharing one Redis (luaray.cluster)", function()
+  local h = E.new("fleet")
+  local echo, cap, target, redis, redis_port
+  local nodes = {}           -- name -> { proc, port, socks (a v2ray client to it) }
+  local v_aead, v_legacy     -- v2ray clients pointed at the capture server
+  local ID0, ID4 = E.uuid(), E.uuid()
+
+  local function start_redis()
+    local dir = h:path("redis.d")
+    require("posix.sys.stat").mkdir(dir, 448)
+    redis = h:spawn("redis-server", { "redis-server", "--bind", "127.0.0.1", "--port",
+                                      tostring(redis_port), "--save", "", "--appendonly", "no",
+                                      "--dir", dir, "--protected-mode", "no" },
+                    { ports = { redis_port } })
+  end
+
+  local function redis_cli(...)
+    local argv = { "redis-cli", "-h", "127.0.0.1", "-p", tostring(redis_port), ... }
+    local rc, out = h:exec("redis-cli", argv)
+    assert(rc == 0, "redis-cli failed: " .. tostring(out))
+    return out
+  end
+
+  local function node(name, extra)
+    local port = E.free_port()
+    local script, opts = E.luaray_server_script {
+      port = port, handshake_timeout = HT, log_level = "debug", allow_legacy = true,
+      users = { { id = ID0, alter_id = 0, email = "aead@e2e" },
+                { id = ID4, alter_id = 4, email = "legacy@e2e" } },
+      extra = ("luaray.cluster { redis = \"127.0.0.1:%d\", node = %q, timeout_ms = %d }\n%s")
+        :format(redis_port, name, TIMEOUT_MS, extra or "") }
+    local p = h:luaray("luaray-" .. name, script, opts)
+    local socks = E.free_port()
+    h:v2ray("v2ray-to-" .. name, E.v2ray_client_config {
+      socks_port = socks, server_port = port, id = ID0, alterId = 0, security = "aes-128-gcm" })
+    nodes[name] = { proc = p, port = port, socks = socks }
+    assert(E.wait_log(p, "cluster: node " .. name .. " connected to redis", 1, 10),
+           "node " .. name .. " did not connect to redis\n" .. h:tail(p))
+  end
+
+  lazy_setup(h:guard(function()
+    redis_port = E.free_port()
+    start_redis()
+    echo = h:echo_server()
+    cap = h:capture_server { name = "capture" }
+    target = h:capture_server { name = "target" }
+    node("a")
+    node("b", "luaray.workers(2)")   -- a replay may land on either worker
+    node("c")
+    local function client(port, id, aid)
+      local socks = E.free_port()
+      h:v2ray("v2ray-capture", E.v2ray_client_config {
+        socks_port = socks, server_port = port, id = id, alterId = aid, security = "aes-128-gcm" })
+      return socks
+    end
+    v_aead = client(cap.port, ID0, 0)
+    v_legacy = client(cap.port, ID4, 4)
+  end))
+
+  lazy_teardown(function() h:cleanup() end)
+
+  local seq = 0
+  local function capture(socks)
+    seq = seq + 1
+    local marker = ("marker-%d-%s\n"):format(seq, E.uuid())
+    local before = cap:count()
+    local s = assert(E.socks5_connect("127.0.0.1", socks, "127.0.0.1", target.port))
+    assert(s:send(marker))
+    local bytes, err = cap:wait_bytes(before + 1, 60, 0.3, 5)
+    s:close()
+    assert(bytes, err)
+    return bytes, marker
+  end
+
+  local function check_silent(results, labels)
+    local bad = {}
+    for i, r in ipairs(results) do
+      local what = labels[i]
+      if #r.received > 0 then
+        bad[#bad + 1] = ("%s: %d bytes sent back to the prober"):format(what, #r.received)
+      end
+      if r.how ~= "eof" then
+        bad[#bad + 1] = ("%s: closed by %s after %s s (expected a FIN at %d s)"):format(what, r.how,
+          r.closed_after and ("%.2f"):format(r.closed_after) or "-", HT)
+      elseif r.closed_after < HT - EARLY or r.closed_after > HT + LATE then
+        bad[#bad + 1] = ("%s: closed after %.2f s (expected %d s .. %.1f s)"):format(what,
+          r.closed_after, HT, HT + LATE)
+      end
+    end
+    assert.is_true(#bad == 0, table.concat(bad, "\n"))
+  end
+
+  -- Sends captured bytes to a node as a fresh client; -> whether the
+  -- target got the marker (the request was served), with the socket
+  -- still open (closed by the caller).
+  local function serve(name, bytes, marker)
+    local base = target:count()
+    local s = assert(E.tcp_connect("127.0.0.1", nodes[name].port))
+    assert(s:send(bytes))
+    local got, err = target:wait_bytes(base + 1, #marker, 0.1, 5)
+    assert.is_truthy(got, ("node %s did not serve a fresh request: %s"):format(name, tostring(err)))
+    assert.equal(marker, got)
+    return s
+  end
+
+  -- One echo round trip through node `name` (a v2ray client to it) ->
+  -- seconds it took, or nil, err.
+  local function echo_rtt(name, timeout)
+    local t0 = E.now()
+    local s, err = E.socks5_connect("127.0.0.1", nodes[name].socks, "127.0.0.1", echo.port, nil,
+                                    nil, timeout)
+    if not s then return nil, err end
+    s:settimeout(timeout)
+    s:send("ping\n")
+    local line, rerr = s:receive("*l")
+    s:close()
+    if line ~= "ping" then return nil, "echo: " .. tostring(rerr or line) end
+    return E.now() - t0
+  end
+
+  local function replay_refused(bytes, at, label)
+    local base = target:count()
+    local res = E.probe_many("127.0.0.1", nodes[at].port, { bytes }, { max_wait = HT + LATE + 3 })
+    check_silent(res, { label })
+    E.sleep(0.2)
+    assert.equal(base, target:count(), label .. ": the replay reached the target")
+  end
+
+  for _, mode in ipairs { "AEAD", "legacy" } do
+    it(("a %s request served at node a is refused at nodes b and c: silent, FIN at the timeout, no dial")
+      :format(mode), h:guard(function()
+        local bytes, marker = capture(mode == "AEAD" and v_aead or v_legacy)
+        local s1 = serve("a", bytes, marker)
+        -- b runs two workers: twice, so both are likely asked
+        replay_refused(bytes, "b", mode .. " replay at b")
+        replay_refused(bytes, "b", mode .. " replay at b, again")
+        s1:close()
+        replay_refused(bytes, "c", mode .. " replay at c")
+        -- and at a, its own local filter
+        replay_refused(bytes, "a", mode .. " replay at a")
+      end))
+  end
+
+  it("a fresh request at any node is served (the shared filter refuses only what it saw)",
+    h:guard(function()
+      for _, name in ipairs { "b", "c", "a" } do
+        local bytes, marker = capture(v_aead)
+        serve(name, bytes, marker):close()
+      end
+      -- the AuthIDs are in Redis, under the prefix, with an expiry of at
+      -- most 121 s, and the value names the node
+      local keys = redis_cli("--scan", "--pattern", "luaray:a:*")
+      local n, one = 0, nil
+      for k in keys:gmatch("luaray:a:%x+") do n = n + 1; one = k end
+      assert.is_true(n >= 4, "AuthID keys in redis: " .. keys)
+      local ttl = tonumber(redis_cli("TTL", one):match("%-?%d+"))
+      assert.is_true(ttl and ttl > 0 and ttl <= 121, "TTL " .. tostring(ttl))
+      local v = redis_cli("GET", one):match("[%w]+")
+      assert.truthy(v == "a" or v == "b" or v == "c", "value " .. tostring(v))
+      local slog = redis_cli("--scan", "--pattern", "luaray:s:*")
+      assert.truthy(slog:find("luaray:s:%x+"), "a legacy session key in redis: " .. slog)
+    end))
+
+  it("redis stalled (SIGSTOP): nodes serve new connections after at most timeout_ms, logged once",
+    h:guard(function()
+      local before_a = E.count_matches(E.read_file(nodes.a.proc.log), "did not answer within", true)
+      psignal.kill(redis.pid, psignal.SIGSTOP)
+      local ok, err = pcall(function()
+        for i = 1, 4 do
+          for _, name in ipairs { "a", "b" } do
+            local t, e = echo_rtt(name, HT + 3)
+            assert.is_truthy(t, ("connection %d via %s with redis stalled: %s"):format(i, name,
+                                                                                  tostring(e)))
+            -- the wait ends at timeout_ms (plus v2ray's own connect and a
+            -- busy machine's slack), far below the handshake timeout
+            assert.is_true(t < TIMEOUT_MS / 1000 + 1.0,
+                           ("connection %d via %s took %.2f s"):format(i, name, t))
+          end
+        end
+      end)
+      psignal.kill(redis.pid, psignal.SIGCONT)
+      assert(ok, err)
+      local after_a = E.count_matches(E.read_file(nodes.a.proc.log), "did not answer within", true)
+      assert.equal(before_a + 1, after_a, "the stall is logged once at node a")
+      -- served meanwhile: a fresh request is still refused at another node
+      -- once redis answers again
+      local bytes, marker = capture(v_aead)
+      local s = serve("a", bytes, marker)
+      replay_refused(bytes, "c", "replay at c after the stall")
+      s:close()
+    end))
+
+  it("redis stopped: nodes keep serving with no wait, log the outage once, and converge when it is back",
+    h:guard(function()
+      local function count(name, what)
+        return E.count_matches(E.read_file(nodes[name].proc.log), what, true)
+      end
+      local down0, up0 = {}, {}
+      for _, name in ipairs { "a", "b", "c" } do
+        -- every node is connected now (after the stall test too)
+        assert(E.wait_log(nodes[name].proc, "reachable again", count(name, "unreachable"), 15),
+               name .. " is not connected\n" .. h:tail(nodes[name].proc))
+        down0[name], up0[name] = count(name, "unreachable"), count(name, "reachable again")
+      end
+      local bytes_before, marker_before = capture(v_aead)
+      serve("a", bytes_before, marker_before):close()
+      h:stop(redis)
+      for _, name in ipairs { "a", "b", "c" } do
+        assert(E.wait_log(nodes[name].proc, "unreachable", down0[name] + 1, 10),
+               name .. " did not notice the outage\n" .. h:tail(nodes[name].proc))
+      end
+      for i = 1, 5 do
+        for _, name in ipairs { "a", "b" } do
+          local t, e = echo_rtt(name, HT + 3)
+          assert.is_truthy(t, ("connection %d via %s with redis gone: %s"):format(i, name, tostring(e)))
+          assert.is_true(t < TIMEOUT_MS / 1000 + 1.0, ("connection %d via %s took %.2f s"):format(i, name, t))
+        end
+      end
+      -- reconnect attempts (with backoff) do not log again
+      E.sleep(1.5)
+      for _, name in ipairs { "a", "b", "c" } do
+        assert.equal(down0[name] + 1, count(name, "unreachable"), name .. ": the outage is logged once")
+      end
+      -- redis back (empty: no persistence): every node reconnects
+      start_redis()
+      for _, name in ipairs { "a", "b", "c" } do
+        assert(E.wait_log(nodes[name].proc, "reachable again", up0[name] + 1, 15),
+               name .. " did not reconnect\n" .. h:tail(nodes[name].proc))
+      end
+      -- a request seen at a before the restart is still refused by a
+      -- (its local filter)
+      replay_refused(bytes_before, "a", "replay at a of a request from before the restart")
+      -- and the shared filter works again
+      local bytes, marker = capture(v_legacy)
+      local s = serve("b", bytes, marker)
+      replay_refused(bytes, "a", "replay at a after the restart")
+      replay_refused(bytes, "c", "replay at c after the restart")
+      s:close()
+    end))
+
+  it("all nodes alive; the log never shows a key or a full user ID", h:guard(function()
+    for name, n in pairs(nodes) do
+      assert.is_true(h:alive(n.proc), "node " .. name .. " died")
+      local log = E.read_file(n.proc.log)
+      assert.falsy(log:find(ID0, 1, true), "a full UUID in the log of " .. name)
+      assert.falsy(log:find(ID4, 1, true), "a full UUID in the log of " .. name)
+    end
+  end))
+end)
