@@ -26,6 +26,7 @@
 #include "base/stats.h"
 #include "daemon/conf.h"
 #include "daemon/control.h"
+#include "daemon/fleet.h"
 #include "daemon/live.h"
 #include "daemon/metrics.h"
 #include "daemon/v2api.h"
@@ -909,10 +910,14 @@ static void cluster_apply(struct lr_daemon *d, struct lr_conf *c)
         lr_info("cluster: %s", c->cluster.host ? "settings changed; reconnecting"
                                                : "no longer configured; state is node-local");
     d->rt.cluster = NULL;
+    if (d->rt.worker == 0)
+        lr_fleet_stop();
     lr_cluster_free(cl);
     if (c->cluster.host && !(d->rt.cluster = lr_cluster_new(d->rt.net.loop, &c->cluster,
                                                             d->rt.worker)))
         lr_error("cluster: out of memory; state is node-local");
+    if (d->rt.cluster && d->rt.worker == 0)
+        lr_fleet_start(d->rt.net.loop, d->rt.cluster);
 }
 
 static void gen_commit(struct lr_daemon *d, struct lr_conf *c, struct lr_gen *g,
@@ -1241,6 +1246,8 @@ static void loop_finish(struct lr_daemon *d)
     d->metrics = NULL;
     lr_v2api_stop(d->api);
     d->api = NULL;
+    if (d->rt.worker == 0)
+        lr_fleet_stop();
     lr_cluster_free(d->rt.cluster);
     d->rt.cluster = NULL;
     if (d->rt.worker == 0) {

@@ -411,3 +411,69 @@ void lr_cluster_cancel(struct lr_cluster_wait *w)
     w->done = NULL;
     ev_timer_stop(w->cl->loop, &w->tm);
 }
+
+/* ------------------------------------------------------------ commands */
+
+struct cmd_wait {
+    struct lr_cluster *cl;
+    lr_cluster_reply_fn fn;      /* NULL once answered (or timed out) */
+    void *ud;
+    ev_timer tm;
+};
+
+static void cmd_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct cmd_wait *w = t->data;
+    lr_cluster_reply_fn fn = w->fn;
+    w->fn = NULL;
+    if (fn)
+        fn(w->ud, NULL);
+}
+
+static void cmd_reply_cb(redisAsyncContext *ac, void *r, void *priv)
+{
+    struct cmd_wait *w = priv;
+    struct lr_cluster *cl = w->cl;
+    ev_timer_stop(cl->loop, &w->tm);
+    if (r && cl->ac == ac) {
+        if (cl->open)
+            cl->open--;
+        cl->progress = ev_now(cl->loop);
+    }
+    lr_cluster_reply_fn fn = w->fn;
+    w->fn = NULL;
+    if (fn)
+        fn(w->ud, r);
+    free(w);
+}
+
+int lr_cluster_command(struct lr_cluster *cl, int argc, const char **argv,
+                       const size_t *argvlen, double timeout_s, lr_cluster_reply_fn fn,
+                       void *ud)
+{
+    if (!cl || !cl->connected || !cl->ac || cl->open >= MAX_OPEN)
+        return -1;
+    struct cmd_wait *w = calloc(1, sizeof(*w));
+    if (!w)
+        return -1;
+    w->cl = cl;
+    w->fn = fn;
+    w->ud = ud;
+    if (redisAsyncCommandArgv(cl->ac, cmd_reply_cb, w, argc, argv, argvlen) != REDIS_OK) {
+        free(w);
+        return -1;
+    }
+    if (cl->open++ == 0)
+        cl->progress = ev_now(cl->loop);
+    lr_stats_add(cl->worker, cl->st_ops, 1);
+    ev_timer_init(&w->tm, cmd_timeout_cb, timeout_s > 0 ? timeout_s : cl->k.timeout_ms / 1000.0,
+                  0.);
+    w->tm.data = w;
+    ev_timer_start(cl->loop, &w->tm);
+    return 0;
+}
+
+const struct lr_cluster_conf *lr_cluster_settings(const struct lr_cluster *cl)
+{
+    return &cl->k;
+}

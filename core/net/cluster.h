@@ -58,6 +58,20 @@ struct lr_cluster_wait *lr_cluster_claim(struct lr_cluster *cl, const char *kind
 /* `done` of w is not called any more (the caller went away). */
 void lr_cluster_cancel(struct lr_cluster_wait *w);
 
+/* A command of argc arguments (binary-safe: argv[i] of argvlen[i] bytes).
+ * fn gets hiredis's redisReply (NULL: no answer within timeout_s, 0 for
+ * timeout_ms, or the
+ * connection went), once, later; -1 (fn never called) when Redis is
+ * unreachable or too many commands are in flight.  Nothing to cancel:
+ * the caller's ud must live until fn (or until lr_cluster_free). */
+typedef void (*lr_cluster_reply_fn)(void *ud, void *reply);
+int lr_cluster_command(struct lr_cluster *cl, int argc, const char **argv,
+                       const size_t *argvlen, double timeout_s, lr_cluster_reply_fn fn,
+                       void *ud);
+
+/* The settings it was made from. */
+const struct lr_cluster_conf *lr_cluster_settings(const struct lr_cluster *cl);
+
 /* 1 while connected (for logs and tests). */
 int lr_cluster_up(const struct lr_cluster *cl);
 

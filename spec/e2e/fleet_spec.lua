@@ -22,6 +22,10 @@ describe("a fleet of luaray nodes sharing one Redis (luaray.cluster)", function(
   local nodes = {}           -- name -> { proc, port, socks (a v2ray client to it) }
   local v_aead, v_legacy     -- v2ray clients pointed at the capture server
   local ID0, ID4 = E.uuid(), E.uuid()
+  local IDM, IDC, IDQ = E.uuid(), E.uuid(), E.uuid()   -- max_ips 1, max_conns 2, quota
+  local QUOTA = 1000000
+  local v_mi, v_mc           -- capture clients of mi@e2e and mc@e2e
+  local q_socks = {}         -- node name -> a v2ray client of q@e2e to it
 
   local function start_redis()
     local dir = h:path("redis.d")
@@ -44,14 +48,25 @@ describe("a fleet of luaray nodes sharing one Redis (luaray.cluster)", function(
     local script, opts = E.luaray_server_script {
       port = port, handshake_timeout = HT, log_level = "debug", allow_legacy = true,
       users = { { id = ID0, alter_id = 0, email = "aead@e2e" },
-                { id = ID4, alter_id = 4, email = "legacy@e2e" } },
-      extra = ("luaray.cluster { redis = \"127.0.0.1:%d\", node = %q, timeout_ms = %d }\n%s")
-        :format(redis_port, name, TIMEOUT_MS, extra or "") }
+                { id = ID4, alter_id = 4, email = "legacy@e2e" },
+                { id = IDM, email = "mi@e2e" }, { id = IDC, email = "mc@e2e" },
+                { id = IDQ, email = "q@e2e" } },
+      extra = ("luaray.cluster { redis = \"127.0.0.1:%d\", node = %q, timeout_ms = %d }\n%s\n")
+        :format(redis_port, name, TIMEOUT_MS, extra or "")
+        .. 'luaray.policy("mi@e2e", { max_ips = 1 })\n'
+        .. 'luaray.policy("mc@e2e", { max_conns = 2 })\n'
+        .. ('luaray.policy("q@e2e", { quota = %d })\n'):format(QUOTA) }
     local p = h:luaray("luaray-" .. name, script, opts)
     local socks = E.free_port()
     h:v2ray("v2ray-to-" .. name, E.v2ray_client_config {
       socks_port = socks, server_port = port, id = ID0, alterId = 0, security = "aes-128-gcm" })
     nodes[name] = { proc = p, port = port, socks = socks }
+    if name ~= "c" then
+      q_socks[name] = E.free_port()
+      h:v2ray("v2ray-q-to-" .. name, E.v2ray_client_config {
+        socks_port = q_socks[name], server_port = port, id = IDQ, alterId = 0,
+        security = "aes-128-gcm" })
+    end
     assert(E.wait_log(p, "cluster: node " .. name .. " connected to redis", 1, 10),
            "node " .. name .. " did not connect to redis\n" .. h:tail(p))
   end
@@ -73,6 +88,8 @@ describe("a fleet of luaray nodes sharing one Redis (luaray.cluster)", function(
     end
     v_aead = client(cap.port, ID0, 0)
     v_legacy = client(cap.port, ID4, 4)
+    v_mi = client(cap.port, IDM, 0)
+    v_mc = client(cap.port, IDC, 0)
   end))
 
   lazy_teardown(function() h:cleanup() end)
@@ -111,9 +128,18 @@ describe("a fleet of luaray nodes sharing one Redis (luaray.cluster)", function(
   -- Sends captured bytes to a node as a fresh client; -> whether the
   -- target got the marker (the request was served), with the socket
   -- still open (closed by the caller).
-  local function serve(name, bytes, marker)
+  local function connect_from(src, port)
+    if not src then return assert(E.tcp_connect("127.0.0.1", port)) end
+    local s = socket.tcp()
+    assert(s:bind(src, 0))
+    s:settimeout(5)
+    assert(s:connect("127.0.0.1", port))
+    return s
+  end
+
+  local function serve(name, bytes, marker, src)
     local base = target:count()
-    local s = assert(E.tcp_connect("127.0.0.1", nodes[name].port))
+    local s = connect_from(src, nodes[name].port)
     assert(s:send(bytes))
     local got, err = target:wait_bytes(base + 1, #marker, 0.1, 5)
     assert.is_truthy(got, ("node %s did not serve a fresh request: %s"):format(name, tostring(err)))
@@ -123,9 +149,9 @@ describe("a fleet of luaray nodes sharing one Redis (luaray.cluster)", function(
 
   -- One echo round trip through node `name` (a v2ray client to it) ->
   -- seconds it took, or nil, err.
-  local function echo_rtt(name, timeout)
+  local function echo_rtt_via(socks, timeout)
     local t0 = E.now()
-    local s, err = E.socks5_connect("127.0.0.1", nodes[name].socks, "127.0.0.1", echo.port, nil,
+    local s, err = E.socks5_connect("127.0.0.1", socks, "127.0.0.1", echo.port, nil,
                                     nil, timeout)
     if not s then return nil, err end
     s:settimeout(timeout)
@@ -135,6 +161,7 @@ describe("a fleet of luaray nodes sharing one Redis (luaray.cluster)", function(
     if line ~= "ping" then return nil, "echo: " .. tostring(rerr or line) end
     return E.now() - t0
   end
+  local function echo_rtt(name, timeout) return echo_rtt_via(nodes[name].socks, timeout) end
 
   local function replay_refused(bytes, at, label)
     local base = target:count()
@@ -178,6 +205,96 @@ describe("a fleet of luaray nodes sharing one Redis (luaray.cluster)", function(
       local slog = redis_cli("--scan", "--pattern", "luaray:s:*")
       assert.truthy(slog:find("luaray:s:%x+"), "a legacy session key in redis: " .. slog)
     end))
+
+  -- A fresh request of the user behind `socks`, sent from src to node
+  -- `name`: true (served, the socket kept open in `held`) or false
+  -- (refused: nothing reached the target, and the node logged `why`).
+  local held = {}
+  local function try(socks, name, src, why)
+    local bytes, marker = capture(socks)
+    local base = target:count()
+    local nwhy = E.count_matches(E.read_file(nodes[name].proc.log), why, true)
+    local s = connect_from(src, nodes[name].port)
+    assert(s:send(bytes))
+    local got = target:wait_bytes(base + 1, #marker, 0.1, 3)
+    if got then
+      assert.equal(marker, got)
+      held[#held + 1] = s
+      return true
+    end
+    s:close()
+    assert(E.wait_log(nodes[name].proc, why, nwhy + 1, 5), ("node %s: neither served nor %q"):format(name, why))
+    assert.equal(base, target:count(), "a refused request reached the target")
+    return false
+  end
+  local function close_held()
+    for _, s in ipairs(held) do s:close() end
+    held = {}
+  end
+  -- the nodes sync once a second: two syncs (one at each node) and slack
+  local SYNC_WAIT = 3
+
+  it("max_ips = 1 holds across nodes, and frees within seconds after the stream closes",
+    h:guard(function()
+      local why = "too many source addresses"
+      assert.is_true(try(v_mi, "a", "127.0.0.2", why), "the first address was refused")
+      E.sleep(SYNC_WAIT)
+      assert.is_false(try(v_mi, "b", "127.0.0.3", why), "a second address at node b was served")
+      assert.is_false(try(v_mi, "c", "127.0.0.3", why), "a second address at node c was served")
+      -- the same address is fine at another node
+      assert.is_true(try(v_mi, "c", "127.0.0.2", why), "the same address at node c was refused")
+      close_held()
+      local t0, ok = E.now(), false
+      for _ = 1, 20 do
+        E.sleep(0.5)
+        if try(v_mi, "b", "127.0.0.3", why) then ok = true; break end
+      end
+      assert.is_true(ok, "the address was not freed")
+      assert.is_true(E.now() - t0 < 8, ("freed after %.1f s"):format(E.now() - t0))
+      close_held()
+    end))
+
+  it("max_conns = 2 holds across nodes", h:guard(function()
+    local why = "too many connections"
+    E.sleep(SYNC_WAIT)   -- the previous test's connections are gone everywhere
+    assert.is_true(try(v_mc, "a", nil, why), "the first connection was refused")
+    assert.is_true(try(v_mc, "b", nil, why), "the second connection was refused")
+    E.sleep(SYNC_WAIT)
+    assert.is_false(try(v_mc, "c", nil, why), "a third connection at node c was served")
+    assert.is_false(try(v_mc, "a", nil, why), "a third connection at node a was served")
+    held[1]:close()
+    table.remove(held, 1)
+    E.sleep(SYNC_WAIT)
+    assert.is_true(try(v_mc, "c", nil, why), "a connection after one closed was refused")
+    close_held()
+  end))
+
+  it("a 1,000,000-byte quota holds over traffic split across nodes", h:guard(function()
+    -- 300,000 bytes each way through a (600,000), then 150,000 each way
+    -- through b (300,000): 900,000 in the fleet, each node below the quota
+    local s = assert(E.socks5_connect("127.0.0.1", q_socks.a, "127.0.0.1", echo.port))
+    assert(E.transfer_echo(s, 300000, { timeout = 15 }))
+    E.sleep(SYNC_WAIT)
+    s = assert(E.socks5_connect("127.0.0.1", q_socks.b, "127.0.0.1", echo.port))
+    assert(E.transfer_echo(s, 150000, { timeout = 15 }))
+    E.sleep(SYNC_WAIT)
+    -- 200,000 more each way through b: b alone would have 700,000, the
+    -- fleet crosses 1,000,000 and b cuts the connection
+    s = assert(E.socks5_connect("127.0.0.1", q_socks.b, "127.0.0.1", echo.port))
+    local ok, err = E.transfer_echo(s, 200000, { timeout = 15 })
+    assert.is_false(ok, "a transfer past the fleet's quota completed at node b")
+    assert(E.wait_log(nodes.b.proc, "q@e2e tcp [^\n]*quota exceeded", 1, 5), tostring(err))
+    E.sleep(SYNC_WAIT)
+    -- and a new connection at a (which moved only 600,000) is refused
+    local rtt = echo_rtt_via(q_socks.a, 3)
+    assert.is_nil(rtt, "a connection at node a past the fleet's quota was served")
+    assert(E.wait_log(nodes.a.proc, "quota exceeded", 1, 5), "node a did not refuse for the quota")
+    -- the fleet's counter in redis: both nodes' bytes, as absolute counts
+    local fields = redis_cli("HGETALL", "luaray:q:q@e2e")
+    local sum = 0
+    for v in fields:gmatch("\n(%d+)") do sum = sum + tonumber(v) end
+    assert.is_true(sum >= QUOTA and sum <= QUOTA + 400000, "fleet bytes in redis: " .. fields)
+  end))
 
   it("redis stalled (SIGSTOP): nodes serve new connections after at most timeout_ms, logged once",
     h:guard(function()
