@@ -55,8 +55,16 @@ describe("a fleet of luaray nodes sharing one Redis (luaray.cluster)", function(
         :format(redis_port, name, TIMEOUT_MS, extra or "")
         .. 'luaray.policy("mi@e2e", { max_ips = 1 })\n'
         .. 'luaray.policy("mc@e2e", { max_conns = 2 })\n'
-        .. ('luaray.policy("q@e2e", { quota = %d })\n'):format(QUOTA) }
-    local p = h:luaray("luaray-" .. name, script, opts)
+        .. ('luaray.policy("q@e2e", { quota = %d })\n'):format(QUOTA)
+        -- luaray.usage shows the fleet's figures
+        .. [[luaray.every(0.5, function()
+  for _, e in ipairs { "q@e2e", "mi@e2e", "mc@e2e" } do
+    local u = luaray.usage(e)
+    if u then print(("OBS\tusage\t%s\t%d\t%d\t%d"):format(e, u.bytes, u.conns, u.ips)) end
+  end
+end, { first = 0 })
+]] }
+    local p = h:luaray_obs("luaray-" .. name, script, opts)
     local socks = E.free_port()
     h:v2ray("v2ray-to-" .. name, E.v2ray_client_config {
       socks_port = socks, server_port = port, id = ID0, alterId = 0, security = "aes-128-gcm" })
@@ -227,6 +235,26 @@ describe("a fleet of luaray nodes sharing one Redis (luaray.cluster)", function(
     assert.equal(base, target:count(), "a refused request reached the target")
     return false
   end
+  -- The last luaray.usage(email) node `name` printed -> bytes, conns, ips.
+  local function usage(name, email)
+    local last
+    for _, o in ipairs(E.observations(E.read_file(nodes[name].proc.out), "usage")) do
+      if o[2] == email then last = o end
+    end
+    if not last then return nil end
+    return tonumber(last[3]), tonumber(last[4]), tonumber(last[5])
+  end
+  -- Waits (up to 5 s) until node `name`'s usage of email satisfies ok().
+  local function wait_usage(name, email, ok, what)
+    local b, c, i
+    for _ = 1, 50 do
+      b, c, i = usage(name, email)
+      if b and ok(b, c, i) then return end
+      E.sleep(0.1)
+    end
+    error(("node %s: luaray.usage(%q) never showed %s (last: bytes %s conns %s ips %s)"):format(
+      name, email, what, tostring(b), tostring(c), tostring(i)))
+  end
   local function close_held()
     for _, s in ipairs(held) do s:close() end
     held = {}
@@ -239,6 +267,8 @@ describe("a fleet of luaray nodes sharing one Redis (luaray.cluster)", function(
       local why = "too many source addresses"
       assert.is_true(try(v_mi, "a", "127.0.0.2", why), "the first address was refused")
       E.sleep(SYNC_WAIT)
+      -- node b counts the connection open at a
+      wait_usage("b", "mi@e2e", function(_, c, i) return c == 1 and i == 1 end, "1 conn, 1 ip")
       assert.is_false(try(v_mi, "b", "127.0.0.3", why), "a second address at node b was served")
       assert.is_false(try(v_mi, "c", "127.0.0.3", why), "a second address at node c was served")
       -- the same address is fine at another node
@@ -286,6 +316,8 @@ describe("a fleet of luaray nodes sharing one Redis (luaray.cluster)", function(
     assert(E.wait_log(nodes.b.proc, "q@e2e tcp [^\n]*quota exceeded", 1, 5), tostring(err))
     E.sleep(SYNC_WAIT)
     -- and a new connection at a (which moved only 600,000) is refused
+    wait_usage("a", "q@e2e", function(b) return b >= QUOTA end, "the fleet's bytes")
+    wait_usage("c", "q@e2e", function(b) return b >= QUOTA end, "the fleet's bytes")
     local rtt = echo_rtt_via(q_socks.a, 3)
     assert.is_nil(rtt, "a connection at node a past the fleet's quota was served")
     assert(E.wait_log(nodes.a.proc, "quota exceeded", 1, 5), "node a did not refuse for the quota")
@@ -362,6 +394,17 @@ describe("a fleet of luaray nodes sharing one Redis (luaray.cluster)", function(
         assert(E.wait_log(nodes[name].proc, "reachable again", up0[name] + 1, 15),
                name .. " did not reconnect\n" .. h:tail(nodes[name].proc))
       end
+      -- the fleet's byte counts go back into the empty redis (each node's
+      -- absolute count), not lost and not doubled
+      local sum
+      for _ = 1, 50 do
+        sum = 0
+        for v in redis_cli("HGETALL", "luaray:q:q@e2e"):gmatch("\n(%d+)") do sum = sum + tonumber(v) end
+        if sum >= QUOTA then break end
+        E.sleep(0.1)
+      end
+      assert.is_true(sum >= QUOTA and sum <= QUOTA + 400000, "fleet bytes after the restart: " .. sum)
+      assert.is_true(E.wait_log(nodes.a.proc, "redis lost the fleet's counts", 1, 5) ~= nil)
       -- a request seen at a before the restart is still refused by a
       -- (its local filter)
       replay_refused(bytes_before, "a", "replay at a of a request from before the restart")
