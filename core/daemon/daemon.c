@@ -910,14 +910,18 @@ static void cluster_apply(struct lr_daemon *d, struct lr_conf *c)
         lr_info("cluster: %s", c->cluster.host ? "settings changed; reconnecting"
                                                : "no longer configured; state is node-local");
     d->rt.cluster = NULL;
-    if (d->rt.worker == 0)
+    if (d->rt.worker == 0) {
         lr_fleet_stop();
+        lr_ctl_set_cluster(NULL);
+    }
     lr_cluster_free(cl);
     if (c->cluster.host && !(d->rt.cluster = lr_cluster_new(d->rt.net.loop, &c->cluster,
                                                             d->rt.worker)))
         lr_error("cluster: out of memory; state is node-local");
-    if (d->rt.cluster && d->rt.worker == 0)
+    if (d->rt.cluster && d->rt.worker == 0) {
         lr_fleet_start(d->rt.net.loop, d->rt.cluster);
+        lr_ctl_set_cluster(d->rt.cluster);
+    }
 }
 
 static void gen_commit(struct lr_daemon *d, struct lr_conf *c, struct lr_gen *g,
@@ -1246,8 +1250,10 @@ static void loop_finish(struct lr_daemon *d)
     d->metrics = NULL;
     lr_v2api_stop(d->api);
     d->api = NULL;
-    if (d->rt.worker == 0)
+    if (d->rt.worker == 0) {
         lr_fleet_stop();
+        lr_ctl_set_cluster(NULL);
+    }
     lr_cluster_free(d->rt.cluster);
     d->rt.cluster = NULL;
     if (d->rt.worker == 0) {

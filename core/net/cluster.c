@@ -477,3 +477,83 @@ const struct lr_cluster_conf *lr_cluster_settings(const struct lr_cluster *cl)
 {
     return &cl->k;
 }
+
+/* ------------------------------------------------------------ encoding */
+
+struct enc {
+    char *b;
+    size_t n, cap;
+    int bad;
+};
+
+static void put(struct enc *e, const char *p, size_t n)
+{
+    if (e->bad)
+        return;
+    if (e->n + n > ((size_t)64 << 20)) {
+        e->bad = 1;
+        return;
+    }
+    if (e->n + n > e->cap) {
+        size_t c = e->cap ? e->cap : 256;
+        while (c < e->n + n)
+            c *= 2;
+        char *nb = realloc(e->b, c);
+        if (!nb) {
+            e->bad = 1;
+            return;
+        }
+        e->b = nb;
+        e->cap = c;
+    }
+    memcpy(e->b + e->n, p, n);
+    e->n += n;
+}
+
+static void enc_reply(struct enc *e, const redisReply *r, int depth)
+{
+    char h[40];
+    int k;
+    if (depth > 32) {
+        e->bad = 1;
+        return;
+    }
+    switch (r->type) {
+    case REDIS_REPLY_INTEGER:
+        k = snprintf(h, sizeof(h), "i%lld;", (long long)r->integer);
+        put(e, h, (size_t)k);
+        return;
+    case REDIS_REPLY_ARRAY:
+        k = snprintf(h, sizeof(h), "a%zu;", r->elements);
+        put(e, h, (size_t)k);
+        for (size_t i = 0; i < r->elements && !e->bad; i++) {
+            if (r->element[i])
+                enc_reply(e, r->element[i], depth + 1);
+            else
+                put(e, "n", 1);
+        }
+        return;
+    case REDIS_REPLY_STRING:
+    case REDIS_REPLY_STATUS:
+    case REDIS_REPLY_ERROR:
+        k = snprintf(h, sizeof(h), "%c%zu:", r->type == REDIS_REPLY_STRING ? 's' :
+                     r->type == REDIS_REPLY_STATUS ? 'o' : 'e', (size_t)r->len);
+        put(e, h, (size_t)k);
+        put(e, r->str, (size_t)r->len);
+        return;
+    default:
+        put(e, "n", 1);
+    }
+}
+
+char *lr_cluster_encode(const void *reply, size_t *len)
+{
+    struct enc e = { 0 };
+    enc_reply(&e, reply, 0);
+    if (e.bad) {
+        free(e.b);
+        return NULL;
+    }
+    *len = e.n;
+    return e.b ? e.b : calloc(1, 1);
+}

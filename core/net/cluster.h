@@ -69,6 +69,11 @@ int lr_cluster_command(struct lr_cluster *cl, int argc, const char **argv,
                        const size_t *argvlen, double timeout_s, lr_cluster_reply_fn fn,
                        void *ud);
 
+/* A hiredis reply in the form lr_ctl_redis_start (api.h) describes:
+ * malloc'd, *len set; NULL when out of memory, nested deeper than 32 or
+ * larger than 64 MiB. */
+char *lr_cluster_encode(const void *reply, size_t *len);
+
 /* The settings it was made from. */
 const struct lr_cluster_conf *lr_cluster_settings(const struct lr_cluster *cl);
 

@@ -1265,12 +1265,26 @@ local function make_luaray(S, extra)
     local dir = chunk and chunk.dir or ""
     run_chunk(S, join(dir, path), nil, w)
   end)
+  local cluster_call
   if extra then
     for k, v in pairs(extra) do
-      if L[k] ~= nil then error("opts.luaray cannot replace luaray." .. tostring(k), 4) end
-      L[k] = v
+      if k == "cluster_call" then
+        cluster_call = v
+      else
+        if L[k] ~= nil then error("opts.luaray cannot replace luaray." .. tostring(k), 4) end
+        L[k] = v
+      end
     end
   end
+  -- luaray.cluster { ... } declares; luaray.cluster.call(cmd, ...) runs
+  -- a command in a control coroutine (the daemon's opts.luaray.cluster_call)
+  local decl_cl = L.cluster
+  L.cluster = setmetatable({}, {
+    __call = function(_, t) return decl_cl(t) end,
+    __index = { call = cluster_call or function()
+      error("luaray.cluster.call works only in the daemon", 2)
+    end },
+    __newindex = function() error("luaray.cluster is read-only", 2) end })
   return L
 end
 

@@ -451,7 +451,8 @@ local function run_time_words()
   return { shared = shared, policy = policy, usage = usage, reset_usage = reset,
            stats = stats, users = users, online = online, log_line = log_line,
            every = control.every, spawn = control.spawn, sleep = control.sleep,
-           http = http, now = control.now, json = require "luaray.json" }
+           http = http, now = control.now, json = require "luaray.json",
+           cluster_call = control.redis_call }
 end
 
 -- Called by core/script/bridge.c with a struct lr_ctl_event *.

@@ -63,6 +63,19 @@ describe("a fleet of luaray nodes sharing one Redis (luaray.cluster)", function(
     if u then print(("OBS\tusage\t%s\t%d\t%d\t%d"):format(e, u.bytes, u.conns, u.ips)) end
   end
 end, { first = 0 })
+-- luaray.cluster.call: fleet-wide state from a control coroutine; once
+local done = false
+luaray.every(0.2, function()
+  if done then return end
+  local v, err = luaray.cluster.call("INCR", "fleet-test:starts")
+  if not v then print("OBS\tcallwait\t" .. tostring(err)); return end
+  done = true
+  local ok = luaray.cluster.call("SET", "fleet-test:last", 42)
+  local m = luaray.cluster.call("MGET", "fleet-test:starts", "fleet-test:none")
+  local e, eerr = luaray.cluster.call("NOSUCHCOMMAND", "x")
+  print(("OBS\tcall\t%d\t%s\t%s\t%s\t%s\t%s"):format(v, tostring(ok), tostring(m[1]),
+    tostring(m[2]), tostring(e), tostring(eerr)))
+end, { first = 0 })
 ]] }
     local p = h:luaray_obs("luaray-" .. name, script, opts)
     local socks = E.free_port()
@@ -415,6 +428,29 @@ end, { first = 0 })
       replay_refused(bytes, "c", "replay at c after the restart")
       s:close()
     end))
+
+  it("luaray.cluster.call: coroutines of every node share state through redis", h:guard(function()
+    local seen = {}
+    for _, name in ipairs { "a", "b", "c" } do
+      local obs
+      for _ = 1, 100 do
+        obs = E.observations(E.read_file(nodes[name].proc.out), "call")
+        if #obs > 0 then break end
+        E.sleep(0.1)
+      end
+      assert.equal(1, #obs, "node " .. name .. ": one luaray.cluster.call run")
+      local o = obs[1]
+      seen[#seen + 1] = tonumber(o[2])
+      assert.equal("OK", o[3])                       -- a status reply
+      assert.truthy(tonumber(o[4]) >= tonumber(o[2]))  -- MGET: a string
+      assert.equal("false", o[5])                    -- MGET of a missing key: false
+      assert.equal("nil", o[6])                      -- an error reply: nil, "redis: ERR ..."
+      assert.truthy(o[7]:find("^redis: ERR unknown command"), o[7])
+    end
+    table.sort(seen)
+    -- every node incremented the same counter: 1, 2, 3 in some order
+    assert.same({ 1, 2, 3 }, seen)
+  end))
 
   it("all nodes alive; the log never shows a key or a full user ID", h:guard(function()
     for name, n in pairs(nodes) do
