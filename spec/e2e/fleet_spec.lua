@@ -78,6 +78,7 @@ luaray.every(0.2, function()
 end, { first = 0 })
 ]] }
     local p = h:luaray_obs("luaray-" .. name, script, opts)
+    p.script = script
     local socks = E.free_port()
     h:v2ray("v2ray-to-" .. name, E.v2ray_client_config {
       socks_port = socks, server_port = port, id = ID0, alterId = 0, security = "aes-128-gcm" })
@@ -451,6 +452,30 @@ end, { first = 0 })
     -- every node incremented the same counter: 1, 2, 3 in some order
     assert.same({ 1, 2, 3 }, seen)
   end))
+
+  it("SIGHUP re-reads luaray.cluster; a reset_usage at one node resets the fleet's quota counter",
+    h:guard(function()
+      local c = nodes.c.proc
+      local text = c.script:gsub("timeout_ms = " .. TIMEOUT_MS, "timeout_ms = " .. (TIMEOUT_MS + 50))
+      assert(text ~= c.script)
+      -- q@e2e's quota was used up over the fleet (the quota test)
+      wait_usage("a", "q@e2e", function(b) return b >= QUOTA end, "the fleet's bytes")
+      local f = assert(io.open(c.config, "wb"))
+      f:write(text .. 'luaray.reset_usage("q@e2e")\n')
+      f:close()
+      psignal.kill(c.pid, psignal.SIGHUP)
+      assert(E.wait_log(c, "cluster: settings changed; reconnecting", 1, 15), h:tail(c))
+      assert(E.wait_log(c, "cluster: node c connected to redis", 2, 15), h:tail(c))
+      -- the other nodes see the reset within a few seconds, and serve q@e2e again
+      wait_usage("a", "q@e2e", function(b) return b < QUOTA / 10 end, "the reset")
+      local rtt, err = echo_rtt_via(q_socks.a, HT + 3)
+      assert.is_truthy(rtt, "q@e2e after the fleet's reset: " .. tostring(err))
+      -- and the shared replay filter works with the new settings
+      local bytes, marker = capture(v_aead)
+      local s1 = serve("c", bytes, marker)
+      replay_refused(bytes, "a", "replay at a of a request served by the reloaded node")
+      s1:close()
+    end))
 
   it("all nodes alive; the log never shows a key or a full user ID", h:guard(function()
     for name, n in pairs(nodes) do
