@@ -48,6 +48,17 @@ describe("a fleet of two nodes under load", function()
       h:luaray("client-" .. name, cscript, copts)
       socks[#socks + 1] = sp
     end
+    -- both nodes have synced once (the first sync also creates the epoch
+    -- key, a SET of its own): what is counted below is the connections'
+    local n
+    for _ = 1, 100 do
+      local rc, out = h:exec("redis-cli", { "redis-cli", "-h", "127.0.0.1", "-p", tostring(redis_port),
+                                            "ZCARD", "luaray:nodes" })
+      n = rc == 0 and tonumber(out:match("%d+"))
+      if n == 2 then break end
+      E.sleep(0.1)
+    end
+    assert(n == 2, "the nodes did not sync")
   end))
 
   lazy_teardown(function() h:cleanup() end)
