@@ -26,6 +26,7 @@ describe("a fleet of luaray nodes sharing one Redis (luaray.cluster)", function(
   local QUOTA = 1000000
   local v_mi, v_mc           -- capture clients of mi@e2e and mc@e2e
   local q_socks = {}         -- node name -> a v2ray client of q@e2e to it
+  local tp_ports, tp_socks = {}, {}   -- "grpc", "ws" -> inbound port, luaray client
 
   local function start_redis()
     local dir = h:path("redis.d")
@@ -99,9 +100,24 @@ end, { first = 0 })
     echo = h:echo_server()
     cap = h:capture_server { name = "capture" }
     target = h:capture_server { name = "target" }
-    node("a")
+    -- a gRPC inbound at a and a WebSocket one at c: the wait for Redis
+    -- under a virtual client side (gRPC) and a stream layer (ws)
+    tp_ports.grpc, tp_ports.ws = E.free_port(), E.free_port()
+    node("a", ('luaray.inbound "vmess-grpc" { type = "vmess", listen = "127.0.0.1:%d", ' ..
+               'allow_private = true, transport = { type = "grpc", service_name = "fleet" } }')
+              :format(tp_ports.grpc))
     node("b", "luaray.workers(2)")   -- a replay may land on either worker
-    node("c")
+    node("c", ('luaray.inbound "vmess-ws" { type = "vmess", listen = "127.0.0.1:%d", ' ..
+               'allow_private = true, transport = { type = "ws", path = "/ray" } }')
+              :format(tp_ports.ws))
+    for kind, tp in pairs { grpc = { type = "grpc", service_name = "fleet" },
+                            ws = { type = "ws", path = "/ray" } } do
+      local sp = E.free_port()
+      local cscript, copts = E.luaray_client_script { socks_port = sp, server_port = tp_ports[kind],
+                                                      id = ID0, transport = tp }
+      h:luaray("client-" .. kind, cscript, copts)
+      tp_socks[kind] = sp
+    end
     local function client(port, id, aid)
       local socks = E.free_port()
       h:v2ray("v2ray-capture", E.v2ray_client_config {
@@ -226,6 +242,24 @@ end, { first = 0 })
       assert.truthy(v == "a" or v == "b" or v == "c", "value " .. tostring(v))
       local slog = redis_cli("--scan", "--pattern", "luaray:s:*")
       assert.truthy(slog:find("luaray:s:%x+"), "a legacy session key in redis: " .. slog)
+    end))
+
+  it("through gRPC (at a) and WebSocket (at c) inbounds every handshake is claimed in redis too",
+    h:guard(function()
+      local function claims()
+        local n = 0
+        for _ in redis_cli("--scan", "--pattern", "luaray:a:*"):gmatch("luaray:a:%x+") do n = n + 1 end
+        return n
+      end
+      local before = claims()
+      for _, kind in ipairs { "grpc", "ws" } do
+        for i = 1, 10 do
+          local t, err = echo_rtt_via(tp_socks[kind], HT + 3)
+          assert.is_truthy(t, ("%s connection %d: %s"):format(kind, i, tostring(err)))
+        end
+      end
+      -- gRPC tunnels share one HTTP/2 connection, each with its own VMess header
+      assert.is_true(claims() - before >= 20, ("claims: %d more"):format(claims() - before))
     end))
 
   -- A fresh request of the user behind `socks`, sent from src to node
