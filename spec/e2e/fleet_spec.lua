@@ -453,6 +453,13 @@ end, { first = 0 })
       end
       assert.is_true(sum >= QUOTA and sum <= QUOTA + 400000, "fleet bytes after the restart: " .. sum)
       assert.is_true(E.wait_log(nodes.a.proc, "redis lost the fleet's counts", 1, 5) ~= nil)
+      -- the connection and address counts converge again too
+      assert.is_true(try(v_mi, "a", "127.0.0.2", "too many source addresses"),
+                     "mi@e2e's first address after the restart was refused")
+      E.sleep(SYNC_WAIT)
+      assert.is_false(try(v_mi, "b", "127.0.0.3", "too many source addresses"),
+                      "a second address at b was served after the restart")
+      close_held()
       -- a request seen at a before the restart is still refused by a
       -- (its local filter)
       replay_refused(bytes_before, "a", "replay at a of a request from before the restart")
