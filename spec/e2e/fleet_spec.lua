@@ -387,8 +387,10 @@ end, { first = 0 })
             assert.is_truthy(t, ("connection %d via %s with redis stalled: %s"):format(i, name,
                                                                                   tostring(e)))
             -- the wait ends at timeout_ms (plus v2ray's own connect and a
-            -- busy machine's slack), far below the handshake timeout
-            assert.is_true(t < TIMEOUT_MS / 1000 + 1.0,
+            -- busy machine's slack); without that bound it would last
+            -- until the stalled connection is dropped (2 s) or the
+            -- handshake timeout
+            assert.is_true(t < TIMEOUT_MS / 1000 + 1.5,
                            ("connection %d via %s took %.2f s"):format(i, name, t))
           end
         end
@@ -428,7 +430,7 @@ end, { first = 0 })
         for _, name in ipairs { "a", "b" } do
           local t, e = echo_rtt(name, HT + 3)
           assert.is_truthy(t, ("connection %d via %s with redis gone: %s"):format(i, name, tostring(e)))
-          assert.is_true(t < TIMEOUT_MS / 1000 + 1.0, ("connection %d via %s took %.2f s"):format(i, name, t))
+          assert.is_true(t < TIMEOUT_MS / 1000 + 1.5, ("connection %d via %s took %.2f s"):format(i, name, t))
         end
       end
       -- reconnect attempts (with backoff) do not log again
