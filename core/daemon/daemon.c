@@ -894,10 +894,6 @@ static void api_reload(struct lr_daemon *d, struct lr_conf *c)
     d->api = a;
 }
 
-/* Installs a built generation with its script: logging, listeners,
- * policies (on the loop, or before it runs); on the main thread, the
- * control plane (config_load: the start or a SIGHUP, whose generation
- * runs the timers; see daemon/control.h). */
 /* luaray.cluster (net/cluster.h): each worker keeps its own client while
  * the settings stay the same; changed or removed on a reload, the old one
  * closes (its open waits decide locally) and a new one connects. */
@@ -924,6 +920,10 @@ static void cluster_apply(struct lr_daemon *d, struct lr_conf *c)
     }
 }
 
+/* Installs a built generation with its script: logging, listeners,
+ * policies (on the loop, or before it runs); on the main thread, the
+ * control plane (config_load: the start or a SIGHUP, whose generation
+ * runs the timers; see daemon/control.h). */
 static void gen_commit(struct lr_daemon *d, struct lr_conf *c, struct lr_gen *g,
                        struct lr_script *script, FILE *access, int config_load)
 {
