@@ -229,7 +229,8 @@ static void connect_now(struct lr_cluster *cl)
     redisAsyncSetConnectCallback(ac, connect_cb);
     redisAsyncSetDisconnectCallback(ac, disconnect_cb);
     /* queued now, sent once connected, before anything else */
-    if (cl->k.password && redisAsyncCommand(ac, setup_cb, cl, "AUTH %s", cl->k.password) == REDIS_OK)
+    if (cl->k.password &&
+        redisAsyncCommand(ac, setup_cb, cl, "AUTH %s", cl->k.password) == REDIS_OK)
         cl->open++;
     if (cl->k.db && redisAsyncCommand(ac, setup_cb, cl, "SELECT %d", cl->k.db) == REDIS_OK)
         cl->open++;
