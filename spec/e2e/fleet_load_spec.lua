@@ -7,7 +7,9 @@
 -- node's once-a-second policy sync) over the connections made, and the
 -- commands Redis ran for them (the sync's script runs a dozen or so
 -- inside).  Each connection's AuthID is claimed once (SET NX), so the
--- round trips are 1 plus the syncs; checked to stay below 1.5.
+-- round trips are 1 plus the syncs; checked to stay below 1.5.  Redis here
+-- wants a password and the nodes use db 2 (AUTH and SELECT on connect);
+-- a third node with a wrong password logs why and serves on its own.
 local E = require "e2e.support"
 
 local N = 5000
@@ -16,31 +18,43 @@ describe("a fleet of two nodes under load", function()
   local h = E.new("fleet-load")
   local echo, redis_port
   local socks = {}
+  local nodes_x
 
-  local function redis_info(section)
+  local PW = "load pw"
+  local function redis_cli(...)
     local rc, out = h:exec("redis-cli", { "redis-cli", "-h", "127.0.0.1", "-p", tostring(redis_port),
-                                          "INFO", section })
+                                          "--no-auth-warning", "-a", PW, "-n", "2", ... })
     assert(rc == 0, out)
     return out
   end
+  local function redis_info(section) return redis_cli("INFO", section) end
 
   lazy_setup(h:guard(function()
     redis_port = E.free_port()
     local dir = h:path("redis.d")
     require("posix.sys.stat").mkdir(dir, 448)
     h:spawn("redis-server", { "redis-server", "--bind", "127.0.0.1", "--port", tostring(redis_port),
-                              "--save", "", "--appendonly", "no", "--dir", dir },
+                              "--save", "", "--appendonly", "no", "--dir", dir,
+                              "--requirepass", PW },
             { ports = { redis_port } })
     echo = h:echo_server()
     local id = E.uuid()
-    for _, name in ipairs { "a", "b" } do
+    for _, name in ipairs { "a", "b", "x" } do
       local port = E.free_port()
       local script, opts = E.luaray_server_script {
         port = port, users = { { id = id, email = "load@e2e" } }, access = false,
-        extra = ('luaray.cluster { redis = "127.0.0.1:%d", node = %q, timeout_ms = 200 }\n' ..
+        extra = ('luaray.cluster { redis = "127.0.0.1:%d", node = %q, timeout_ms = 200, ' ..
+                 'password = %q, db = 2 }\n' ..
                  'luaray.policy("load@e2e", { max_conns = 100000 })')
-                :format(redis_port, name) }
+                :format(redis_port, name, name == "x" and "wrong" or PW) }
       local p = h:luaray("luaray-" .. name, script, opts)
+      if name == "x" then
+        assert(E.wait_log(p, "cluster: redis 127%.0%.0%.1:%d+ refused the connection's setup: " ..
+                             "WRONGPASS", 1, 10), h:tail(p))
+        assert(E.wait_log(p, "unreachable %(NOAUTH", 1, 10), h:tail(p))
+        nodes_x = { proc = p, port = port }
+        break
+      end
       assert(E.wait_log(p, "cluster: node " .. name .. " connected to redis", 1, 10), h:tail(p))
       local sp = E.free_port()
       local cscript, copts = E.luaray_client_script { socks_port = sp, server_port = port, id = id,
@@ -52,9 +66,7 @@ describe("a fleet of two nodes under load", function()
     -- key, a SET of its own): what is counted below is the connections'
     local n
     for _ = 1, 100 do
-      local rc, out = h:exec("redis-cli", { "redis-cli", "-h", "127.0.0.1", "-p", tostring(redis_port),
-                                            "ZCARD", "luaray:nodes" })
-      n = rc == 0 and tonumber(out:match("%d+"))
+      n = tonumber(redis_cli("ZCARD", "luaray:nodes"):match("%d+"))
       if n == 2 then break end
       E.sleep(0.1)
     end
@@ -100,4 +112,15 @@ describe("a fleet of two nodes under load", function()
       assert.is_true(eval1 - eval0 >= 2, "the nodes did not sync")
       assert.is_true(per >= 1 and per < 1.5, ("%.3f round trips per connection"):format(per))
     end))
+
+  it("a node with a wrong password serves on its own, logging the outage once", h:guard(function()
+    local s, err = E.socks5_connect("127.0.0.1", socks[1], "127.0.0.1", echo.port)
+    assert(s, err)
+    s:close()
+    assert.is_true(h:alive(nodes_x.proc))
+    E.sleep(1)   -- a few reconnects with backoff
+    local log = E.read_file(nodes_x.proc.log)
+    assert.equal(1, E.count_matches(log, "unreachable", true), log)
+    assert.equal(0, E.count_matches(log, "reachable again", true), log)
+  end))
 end)
