@@ -7,7 +7,7 @@ say = $(if $(filter 1,$(V)),,@printf '  %-6s %s\n' $(1) $(2);)
 
 BUILD ?= build
 CC ?= cc
-PKGS := luajit libsodium openssl libcares libnghttp2 libprotobuf-c
+PKGS := luajit libsodium openssl libcares libnghttp2 libprotobuf-c hiredis
 # routing data (core/route/domain_set.c, geodata.c): regexps, .mmdb
 PKGS += libpcre2-8 libmaxminddb
 

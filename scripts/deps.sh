@@ -30,6 +30,8 @@ pkgs=(
   libpcre2-dev                        # routing: regexp: domain rules (PCRE2, JIT)
   libmaxminddb-dev                    # routing: geoip from MaxMind .mmdb files
   nftables iptables iproute2          # tproxy/redirect inbounds in a test-made network namespace (transparent_spec)
+  libhiredis-dev                      # luaray.cluster: the Redis client (libev adapter)
+  redis-server redis-tools            # fleet_spec: a real Redis the nodes share
 )
 
 missing=()

@@ -6,7 +6,8 @@
 # from hooks on two workers, counters written per worker;
 # spec/e2e/geodata_spec.lua: routing lists shared by two workers, a name
 # cache per worker; spec/e2e/tunnel_spec.lua: a tunnel's UDP socket per
-# worker) against the
+# worker; spec/e2e/fleet_spec.lua: a node with two workers, each with its
+# own Redis connection) against the
 # ThreadSanitizer build in
 # build/tsan.  Only the daemon binary is instrumented (the spec process does
 # not load the library); a "WARNING: ThreadSanitizer" in a daemon's log
@@ -28,5 +29,6 @@ fi
 rm -f "$log"
 LURAY_BUILD=build/tsan TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=0:second_deadlock_stack=1} \
   bash scripts/busted -o TAP spec/e2e/workers_spec.lua spec/e2e/http_workers_spec.lua \
-    spec/e2e/live_users_spec.lua spec/e2e/geodata_spec.lua spec/e2e/tunnel_spec.lua 2>&1
+    spec/e2e/live_users_spec.lua spec/e2e/geodata_spec.lua spec/e2e/tunnel_spec.lua \
+    spec/e2e/fleet_spec.lua 2>&1
 echo "# specs under TSan: $((SECONDS - start)) s including the build"

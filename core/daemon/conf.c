@@ -67,6 +67,7 @@ LR_API void lr_conf_free(struct lr_conf *c)
     free(c->metrics_where);
     free(c->api_host);
     free(c->api_where);
+    lr_cluster_conf_clear(&c->cluster);
     for (uint32_t i = 0; i < c->nusers; i++)
         free(c->users[i].email);
     free(c->users);
@@ -162,6 +163,32 @@ LR_API int lr_conf_api(struct lr_conf *c, const char *host, uint16_t port, const
     c->api_port = port;
     if (!c->api_host || (where && !c->api_where))
         return fail(c, "out of memory");
+    return LR_OK;
+}
+
+LR_API int lr_conf_cluster(struct lr_conf *c, const char *host, uint16_t port,
+                           const char *password, int db, const char *prefix,
+                           const char *node, int timeout_ms, const char *where)
+{
+    if (!host || !port || !node || !prefix)
+        return fail(c, "cluster: redis address or node missing");
+    if (db < 0 || timeout_ms < 1 || timeout_ms > 10000)
+        return fail(c, "cluster: db or timeout_ms out of range");
+    lr_cluster_conf_clear(&c->cluster);
+    struct lr_cluster_conf *k = &c->cluster;
+    k->host = strdup(host);
+    k->password = dup_or_null(password);
+    k->prefix = strdup(prefix);
+    k->node = strdup(node);
+    k->where = dup_or_null(where);
+    k->port = port;
+    k->db = db;
+    k->timeout_ms = timeout_ms;
+    if (!k->host || !k->prefix || !k->node || (password && !k->password) ||
+        (where && !k->where)) {
+        lr_cluster_conf_clear(k);
+        return fail(c, "out of memory");
+    }
     return LR_OK;
 }
 

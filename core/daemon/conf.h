@@ -7,6 +7,7 @@
 
 #include "daemon/daemon.h"
 #include "route/route.h"
+#include "net/cluster.h"
 
 struct lr_conf_ib {
     struct lr_inbound ib;         /* tag, type, host, port, options */
@@ -61,6 +62,8 @@ struct lr_conf {
     /* luaray.api: host NULL when not configured */
     char *api_host, *api_where;
     uint16_t api_port;
+    /* luaray.cluster: host NULL when not configured (net/cluster.h) */
+    struct lr_cluster_conf cluster;
 };
 
 struct lr_conf_policy {

@@ -19,6 +19,10 @@
  * still holds the host.
  */
 #include <pthread.h>
+#include <stddef.h>
+#include <stdlib.h>
+
+#include <hiredis/hiredis.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -26,6 +30,7 @@
 #include "base/log.h"
 #include "daemon/control.h"
 #include "dispatch/model.h"
+#include "net/cluster.h"
 #include "net/httpc.h"
 #include "script/bridge.h"
 
@@ -35,7 +40,7 @@
 #define OBJ_MAX 16384
 #define BODY_LIMIT (64.0 * 1024 * 1024)
 
-enum { OBJ_TIMER = 1, OBJ_HTTP = 2 };
+enum { OBJ_TIMER = 1, OBJ_HTTP = 2, OBJ_REDIS = 3 };
 
 struct host {
     struct host *next;
@@ -54,6 +59,7 @@ struct obj {
     int kind;
     ev_timer t;
     struct lr_httpc *req;
+    struct redis_rq *rq;         /* luaray.cluster.call waiting for Redis */
 };
 
 static struct {
@@ -105,6 +111,8 @@ static void hold(struct host *h)
     }
 }
 
+static void redis_forget(struct obj *o);
+
 /* Unlinks an object and frees it; a pending request is cancelled. */
 static void obj_free(struct obj *o)
 {
@@ -118,6 +126,7 @@ static void obj_free(struct obj *o)
         lr_httpc_cancel(o->req);
         ctl.nhttp--;
     }
+    redis_forget(o);
     free(o);
     ctl.nobjs--;
     kick_soon();
@@ -445,4 +454,123 @@ LR_API double lr_ctl_now(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* ------------------------------------------------------------ luaray.cluster.call
+ *
+ * A command goes out on worker 0's cluster client; its answer comes back
+ * through a redis_rq that outlives the object if the object goes first
+ * (a cancel, a SIGHUP: hiredis cannot take a command back).  A failure
+ * (no answer in time, the connection gone, the client freed by a reload)
+ * is delivered from a zero timer, so no Lua runs inside hiredis or the
+ * reload that freed the client. */
+#define REDIS_MAX 256
+
+struct redis_rq {
+    struct obj *o;
+};
+
+static struct lr_cluster *ctl_cluster;
+static uint32_t ctl_nredis;
+
+void lr_ctl_set_cluster(struct lr_cluster *cl)
+{
+    ctl_cluster = cl;
+}
+
+static void redis_forget(struct obj *o)
+{
+    if (!o->rq)
+        return;
+    o->rq->o = NULL;
+    o->rq = NULL;
+    ctl_nredis--;
+}
+
+static void redis_event(struct obj *o, const char *err, const char *body, size_t len)
+{
+    struct host *h = o->h;
+    struct lr_ctl_event ev;
+    memset(&ev, 0, sizeof(ev));
+    ev.kind = LR_CTL_REDIS;
+    ev.id = o->id;
+    ev.err = err;
+    ev.body = body;
+    ev.body_len = len;
+    obj_free(o);
+    deliver(h, &ev);
+}
+
+static void redis_fail_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct obj *o = (struct obj *)((char *)w - offsetof(struct obj, t));
+    redis_event(o, "no answer from redis in time, or redis unreachable", NULL, 0);
+}
+
+static void redis_done(void *ud, void *reply)
+{
+    struct redis_rq *rq = ud;
+    struct obj *o = rq->o;
+    free(rq);
+    if (!o)
+        return;   /* cancelled meanwhile */
+    o->rq = NULL;
+    ctl_nredis--;
+    const redisReply *r = reply;
+    if (!r) {
+        ev_timer_init(&o->t, redis_fail_cb, 0., 0.);
+        ev_timer_start(ctl.loop, &o->t);
+        return;
+    }
+    if (r->type == REDIS_REPLY_ERROR) {
+        char e[512];
+        snprintf(e, sizeof(e), "redis: %.480s", r->str);
+        redis_event(o, e, NULL, 0);
+        return;
+    }
+    size_t n = 0;
+    char *b = lr_cluster_encode(r, &n);
+    redis_event(o, b ? NULL : "redis reply too large or too deep", b, n);
+    free(b);
+}
+
+LR_API int lr_ctl_redis_start(uint32_t host, uint32_t id, int32_t argc, const char **argv,
+                              const size_t *argvlen, char *err, size_t errlen)
+{
+    struct host *h = api_host(host, err, errlen);
+    if (!h)
+        return -1;
+    if (!ctl_cluster) {
+        snprintf(err, errlen, "luaray.cluster is not configured");
+        return -1;
+    }
+    if (argc < 1 || argc > 1024) {
+        snprintf(err, errlen, "1 to 1024 arguments");
+        return -1;
+    }
+    if (ctl_nredis >= REDIS_MAX) {
+        snprintf(err, errlen, "too many calls in flight (%d at most)", REDIS_MAX);
+        return -1;
+    }
+    struct obj *o = obj_new(h, id, OBJ_REDIS, err, errlen);
+    if (!o)
+        return -1;
+    ev_init(&o->t, obj_timer_cb);
+    struct redis_rq *rq = calloc(1, sizeof(*rq));
+    double t = lr_cluster_settings(ctl_cluster)->timeout_ms / 1000.0;
+    if (!rq || lr_cluster_command(ctl_cluster, argc, argv, argvlen, t > 2.0 ? t : 2.0,
+                                  redis_done, rq) != 0) {
+        free(rq);
+        free(o);
+        ctl.nobjs--;
+        snprintf(err, errlen, "redis unreachable");
+        return -1;
+    }
+    rq->o = o;
+    o->rq = rq;
+    ctl_nredis++;
+    o->next = ctl.objs;
+    ctl.objs = o;
+    hold(h);
+    return 0;
 }

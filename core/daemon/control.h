@@ -35,4 +35,9 @@ void lr_ctl_forget(struct lr_gen *g);
 /* The loop is ending: everything is cancelled and every reference let go. */
 void lr_ctl_shutdown(void);
 
+struct lr_cluster;
+/* The fleet's Redis client luaray.cluster.call uses (worker 0's), or
+ * NULL; calls waiting on a previous client end with an error. */
+void lr_ctl_set_cluster(struct lr_cluster *cl);
+
 #endif

@@ -26,6 +26,7 @@
 #include "base/stats.h"
 #include "daemon/conf.h"
 #include "daemon/control.h"
+#include "daemon/fleet.h"
 #include "daemon/live.h"
 #include "daemon/metrics.h"
 #include "daemon/v2api.h"
@@ -922,6 +923,32 @@ static void api_reload(struct lr_daemon *d, struct lr_conf *c)
     d->api = a;
 }
 
+/* luaray.cluster (net/cluster.h): each worker keeps its own client while
+ * the settings stay the same; changed or removed on a reload, the old one
+ * closes (its open waits decide locally) and a new one connects. */
+static void cluster_apply(struct lr_daemon *d, struct lr_conf *c)
+{
+    struct lr_cluster *cl = d->rt.cluster;
+    if (cl && c->cluster.host && lr_cluster_same(cl, &c->cluster))
+        return;
+    if (cl && d->rt.worker == 0)
+        lr_info("cluster: %s", c->cluster.host ? "settings changed; reconnecting"
+                                               : "no longer configured; state is node-local");
+    d->rt.cluster = NULL;
+    if (d->rt.worker == 0) {
+        lr_fleet_stop();
+        lr_ctl_set_cluster(NULL);
+    }
+    lr_cluster_free(cl);
+    if (c->cluster.host && !(d->rt.cluster = lr_cluster_new(d->rt.net.loop, &c->cluster,
+                                                            d->rt.worker)))
+        lr_error("cluster: out of memory; state is node-local");
+    if (d->rt.cluster && d->rt.worker == 0) {
+        lr_fleet_start(d->rt.net.loop, d->rt.cluster);
+        lr_ctl_set_cluster(d->rt.cluster);
+    }
+}
+
 /* Installs a built generation with its script: logging, listeners,
  * policies (on the loop, or before it runs); on the main thread, the
  * control plane (config_load: the start or a SIGHUP, whose generation
@@ -934,6 +961,7 @@ static void gen_commit(struct lr_daemon *d, struct lr_conf *c, struct lr_gen *g,
     if ((g->hooks & (1u << LR_HOOK_ROUTE)) && (g->hooks & LR_HOOKS_SNIFFED))
         g->sniff = 1;
     apply_logging(d, c, access);
+    cluster_apply(d, c);
     gen_install(d, g);
     lr_live_installed(d, c);
     for (uint32_t i = 0; i < c->npolicies; i++)
@@ -1254,6 +1282,12 @@ static void loop_finish(struct lr_daemon *d)
     d->metrics = NULL;
     lr_v2api_stop(d->api);
     d->api = NULL;
+    if (d->rt.worker == 0) {
+        lr_fleet_stop();
+        lr_ctl_set_cluster(NULL);
+    }
+    lr_cluster_free(d->rt.cluster);
+    d->rt.cluster = NULL;
     if (d->rt.worker == 0) {
         lr_live_set_main(NULL);
         lr_ctl_shutdown();

@@ -147,6 +147,10 @@ static const struct {
     {"luaray_reloads_total", "Configuration reloads (SIGHUP), by result."},
     {"luaray_hook_errors_total", "Lua hook calls that failed (an error or over budget), by hook."},
     {"luaray_policy_refusals_total", "Connections a user's policy refused, by reason."},
+    {"luaray_cluster_ops_total", "Commands sent to the fleet's Redis (luaray.cluster)."},
+    {"luaray_cluster_claims_total", "Handshakes recorded in the fleet's replay filter, by "
+                                    "result (new, seen: refused as a replay, timeout or "
+                                    "unreachable: decided locally)."},
 };
 
 static const char *help_of(const char *family)

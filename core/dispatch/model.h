@@ -188,6 +188,8 @@ struct lr_worker {
     struct lr_loop net;          /* its event loop and connections */
     uint32_t worker;             /* 0: the main thread */
     struct lr_replay *replay;    /* one for every worker of the daemon */
+    struct lr_cluster *cluster;  /* luaray.cluster: this worker's own
+                                    Redis client (net/cluster.h), or NULL */
     struct lr_gen *gen;          /* the current generation */
     uint32_t old_gens;           /* generations still draining */
     /* dynamic port (inbound/dynport.c): the key of the per-user detour

@@ -33,7 +33,55 @@ struct lr_pol {
     struct ipc *ips;
     uint32_t nips;
     double tokens, last;
+    /* the fleet (luaray.cluster; see "fleet" below): the other nodes' */
+    uint32_t r_conns;            /* open connections, valid while r_gen is current */
+    struct ipc *r_ips;           /* source addresses (n unused), likewise */
+    uint32_t r_nips;
+    uint64_t r_gen;
+    double r_bytes;              /* bytes (kept when the view goes stale) */
+    double base;                 /* this node's bytes in Redis beyond `bytes` */
+    uint8_t base_known, reset_pending;
+    char rgen[24];               /* the fleet's reset generation, as known */
 };
+
+/* the fleet's view of other nodes is used while fleet_gen is current and
+ * fresh (fleet_fresh: set by the sync, cleared when it goes stale) */
+static uint64_t fleet_gen, fleet_next;
+static int fleet_fresh;
+
+static int remote_has_ip(const struct lr_pol *p, const uint8_t *ip, int iplen)
+{
+    for (uint32_t i = 0; i < p->r_nips; i++)
+        if (p->r_ips[i].len == iplen && memcmp(p->r_ips[i].ip, ip, (size_t)iplen) == 0)
+            return 1;
+    return 0;
+}
+
+static int remote_live(const struct lr_pol *p)
+{
+    return fleet_fresh && p->r_gen == fleet_gen;
+}
+
+/* Distinct source addresses over the fleet (local ones + the others'). */
+static uint32_t fleet_ips(const struct lr_pol *p)
+{
+    uint32_t n = p->nips;
+    if (!remote_live(p))
+        return n;
+    for (uint32_t i = 0; i < p->r_nips; i++) {
+        int dup = 0;
+        for (uint32_t k = 0; k < p->nips && !dup; k++)
+            dup = p->ips[k].len == p->r_ips[i].len &&
+                  memcmp(p->ips[k].ip, p->r_ips[i].ip, p->ips[k].len) == 0;
+        n += !dup;
+    }
+    return n;
+}
+
+static double fleet_bytes(const struct lr_pol *p)
+{
+    return p->bytes + p->base + p->r_bytes;
+}
 
 /* entries by email: a chained hash table that only grows */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -102,9 +150,9 @@ static int lr_policy_usage_locked(const char *email, struct lr_policy_usage *out
     struct lr_pol *p = email ? find(email, 0) : NULL;
     if (!p)
         return LR_EINVAL;
-    out->bytes = p->bytes;
-    out->conns = p->conns;
-    out->ips = p->nips;
+    out->bytes = fleet_bytes(p);
+    out->conns = p->conns + (remote_live(p) ? p->r_conns : 0);
+    out->ips = fleet_ips(p);
     return LR_OK;
 }
 
@@ -114,6 +162,9 @@ static int lr_policy_reset_locked(const char *email)
     if (!p)
         return LR_EINVAL;
     p->bytes = 0;
+    p->base = 0;
+    p->r_bytes = 0;
+    p->reset_pending = 1;   /* the fleet's counter too, at the next sync */
     return LR_OK;
 }
 
@@ -126,16 +177,18 @@ static const char *lr_policy_admit_locked(const char *email, const uint8_t *ip, 
     struct lr_pol *p = find(email, 1);
     if (!p)
         return NULL; /* out of memory: no policy rather than no service */
-    if (p->p.quota > 0 && p->bytes >= p->p.quota)
+    if (p->p.quota > 0 && fleet_bytes(p) >= p->p.quota)
         return "quota exceeded";
-    if (p->p.max_conns && p->conns >= p->p.max_conns)
+    if (p->p.max_conns &&
+        p->conns + (remote_live(p) ? p->r_conns : 0) >= p->p.max_conns)
         return "too many connections";
     struct ipc *slot = NULL;
     for (uint32_t i = 0; i < p->nips; i++)
         if (p->ips[i].len == iplen && memcmp(p->ips[i].ip, ip, (size_t)iplen) == 0)
             slot = &p->ips[i];
     if (!slot) {
-        if (p->p.max_ips && p->nips >= p->p.max_ips)
+        if (p->p.max_ips && fleet_ips(p) >= p->p.max_ips &&
+            !(remote_live(p) && remote_has_ip(p, ip, iplen)))
             return "too many source addresses";
         if (p->nips < MAX_IPS_TRACKED) {
             struct ipc *n = realloc(p->ips, sizeof(*n) * (p->nips + 1));
@@ -175,7 +228,7 @@ static int lr_policy_charge_locked(struct lr_pol *p, double bytes)
     p->bytes += bytes;
     if (p->p.rate > 0)
         p->tokens -= bytes;
-    return p->p.quota > 0 && p->bytes >= p->p.quota;
+    return p->p.quota > 0 && fleet_bytes(p) >= p->p.quota;
 }
 
 static double lr_policy_wait_locked(struct lr_pol *p, double now)
@@ -295,4 +348,140 @@ LR_API size_t lr_policy_online(const char *email, char *out, size_t cap)
     }
     pthread_mutex_unlock(&lock);
     return o;
+}
+
+/* ------------------------------------------------------------ fleet
+ *
+ * luaray.cluster (daemon/fleet.c) syncs this table with the other nodes
+ * once a second: what this node has open and its byte counts go out, the
+ * other nodes' come back as the r_* fields of a new generation, which
+ * admissions use once lr_policy_fleet_commit makes it current. */
+
+void lr_policy_fleet_each(lr_policy_fleet_fn fn, void *ud)
+{
+    pthread_mutex_lock(&lock);
+    for (uint32_t i = 0; i < tab_size; i++)
+        for (struct lr_pol *p = tab[i]; p; p = p->next) {
+            if (!p->conns && !p->reset_pending && p->p.quota <= 0 && p->bytes <= 0 &&
+                !p->p.max_conns && !p->p.max_ips)
+                continue;
+            char ips[1024];
+            size_t o = 0;
+            ips[0] = 0;
+            for (uint32_t k = 0; k < p->nips && k < 32; k++) {
+                char t[INET6_ADDRSTRLEN];
+                if (!inet_ntop(p->ips[k].len == 4 ? AF_INET : AF_INET6, p->ips[k].ip, t,
+                               sizeof(t)))
+                    continue;
+                int n = snprintf(ips + o, sizeof(ips) - o, "%s%s", o ? "," : "", t);
+                if (n < 0 || (size_t)n >= sizeof(ips) - o)
+                    break;
+                o += (size_t)n;
+            }
+            double abs = p->base_known ? p->base + p->bytes : -1;
+            fn(ud, p->email, p->conns, ips, abs, p->rgen, p->reset_pending);
+        }
+    pthread_mutex_unlock(&lock);
+}
+
+void lr_policy_fleet_begin(void)
+{
+    pthread_mutex_lock(&lock);
+    fleet_next = fleet_gen + 1;
+    pthread_mutex_unlock(&lock);
+}
+
+static void parse_ips(struct lr_pol *p, const char *csv)
+{
+    p->r_nips = 0;
+    while (csv && *csv && p->r_nips < MAX_IPS_TRACKED) {
+        char t[INET6_ADDRSTRLEN + 1];
+        size_t n = strcspn(csv, ",");
+        if (n < sizeof(t)) {
+            memcpy(t, csv, n);
+            t[n] = 0;
+            uint8_t b[16];
+            int len = 0;
+            if (inet_pton(AF_INET, t, b) == 1)
+                len = 4;
+            else if (inet_pton(AF_INET6, t, b) == 1)
+                len = 16;
+            if (len && !remote_has_ip(p, b, len)) {
+                struct ipc *ni = realloc(p->r_ips, sizeof(*ni) * (p->r_nips + 1));
+                if (!ni)
+                    return;
+                p->r_ips = ni;
+                memset(&ni[p->r_nips], 0, sizeof(*ni));
+                memcpy(ni[p->r_nips].ip, b, (size_t)len);
+                ni[p->r_nips].len = (uint8_t)len;
+                p->r_nips++;
+            }
+        }
+        csv += n;
+        if (*csv == ',')
+            csv++;
+    }
+}
+
+void lr_policy_fleet_remote(const char *email, uint32_t conns, const char *ips)
+{
+    pthread_mutex_lock(&lock);
+    struct lr_pol *p = find(email, 1);
+    if (p) {
+        if (p->r_gen != fleet_next) {
+            p->r_gen = fleet_next;
+            p->r_conns = 0;
+            p->r_nips = 0;
+        }
+        p->r_conns += conns;
+        /* append: several nodes may name the same user */
+        uint32_t keep = p->r_nips;
+        struct ipc *old = keep ? malloc(sizeof(*old) * keep) : NULL;
+        if (old)
+            memcpy(old, p->r_ips, sizeof(*old) * keep);
+        parse_ips(p, ips);
+        for (uint32_t i = 0; old && i < keep; i++)
+            if (!remote_has_ip(p, old[i].ip, old[i].len)) {
+                struct ipc *ni = realloc(p->r_ips, sizeof(*ni) * (p->r_nips + 1));
+                if (!ni)
+                    break;
+                p->r_ips = ni;
+                ni[p->r_nips++] = old[i];
+            }
+        free(old);
+    }
+    pthread_mutex_unlock(&lock);
+}
+
+void lr_policy_fleet_bytes(const char *email, double remote, const char *rgen, double own,
+                           int sent_reset, int epoch_changed)
+{
+    pthread_mutex_lock(&lock);
+    struct lr_pol *p = find(email, 1);
+    if (p) {
+        int rgen_changed = strcmp(p->rgen, rgen) != 0;
+        if (epoch_changed) {
+            /* Redis lost its data: what this node counted goes out again */
+        } else if (sent_reset) {
+            p->reset_pending = 0;
+        } else if (!p->base_known) {
+            p->base = own;   /* counted before this process started */
+        } else if (rgen_changed) {
+            p->base = -p->bytes;   /* reset at another node */
+        }
+        p->base_known = 1;
+        snprintf(p->rgen, sizeof(p->rgen), "%s", rgen);
+        if (!epoch_changed)
+            p->r_bytes = remote;
+    }
+    pthread_mutex_unlock(&lock);
+}
+
+void lr_policy_fleet_commit(int fresh)
+{
+    pthread_mutex_lock(&lock);
+    if (fresh)
+        fleet_gen = fleet_next;
+    fleet_fresh = fresh;
+    pthread_mutex_unlock(&lock);
 }

@@ -29,4 +29,21 @@ typedef void (*lr_policy_each_fn)(void *ud, const char *email, uint32_t conns,
                                   uint32_t ips);
 void lr_policy_each(lr_policy_each_fn fn, void *ud);
 
+/* The fleet (luaray.cluster, daemon/fleet.c).  lr_policy_fleet_each
+ * lists what this node publishes: for every user with a policy or usage,
+ * its open connections, their source addresses ("a,b"), its absolute byte
+ * count in the fleet's counter (-1 while unknown), the reset generation
+ * it knows and whether a reset waits to go out.  A sync's answer is put
+ * in with begin, remote (per user and other node), bytes (per user) and
+ * commit (fresh: the view is used; 0: stale, local counts only). */
+typedef void (*lr_policy_fleet_fn)(void *ud, const char *email, uint32_t conns,
+                                   const char *ips, double abs, const char *rgen,
+                                   int reset);
+void lr_policy_fleet_each(lr_policy_fleet_fn fn, void *ud);
+void lr_policy_fleet_begin(void);
+void lr_policy_fleet_remote(const char *email, uint32_t conns, const char *ips);
+void lr_policy_fleet_bytes(const char *email, double remote, const char *rgen, double own,
+                           int sent_reset, int epoch_changed);
+void lr_policy_fleet_commit(int fresh);
+
 #endif

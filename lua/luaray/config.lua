@@ -48,6 +48,9 @@
 --   cfg.workers_where = "file:line" or nil
 --   cfg.metrics = { host =, port =, token = "..." or nil, where = "file:line" } or nil
 --   cfg.api = { host =, port =, where = "file:line" } or nil
+--   cfg.cluster = { host = "IP" (IPv6 without brackets), port =, password = "..." or nil,
+--                   db = 0.., prefix = "luaray:", node = "...", timeout_ms = 1..10000,
+--                   where = "file:line" } or nil     -- luaray.cluster (design.md 8)
 --   cfg.users[i] = { id = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" (lower case),
 --                    email = "...",          -- default "user" .. i
 --                    alter_id = 0..65535, level = 0..255, where = "file:line" }
@@ -605,6 +608,47 @@ local function decl_api(S, w, t)
     bad(w, "listen", "api", "\"host:port\" (IPv6 in brackets, port 1-65535)", lv)
   end
   S.api = { host = host, port = port, where = w, key = key, listen = lv }
+end
+
+-- luaray.cluster { redis = "IP:port", password =, db =, prefix =, node =,
+-- timeout_ms = } (design.md 8): the Redis every node of a fleet shares
+-- (replay filter).  The address is an IP literal: hiredis would resolve a
+-- name with a blocking lookup on the event loop.
+local function decl_cluster(S, w, t)
+  check_table(w, t, "luaray.cluster")
+  if S.cluster then fail(w, "luaray.cluster is called twice (first at %s)", S.cluster.where) end
+  check_keys(w, t, { redis = true, password = true, db = true, prefix = true, node = true,
+                     timeout_ms = true }, "cluster")
+  local rv = req(w, t, "redis", "cluster")
+  local host, port = parse_hostport(rv)
+  if host and not parse_ipv4(host) and not rv:match("^%[") then host = nil end
+  if not host then
+    bad(w, "redis", "cluster", "\"IP:port\" (an IPv4 address or [IPv6]; no host names)", rv)
+  end
+  local pw = t.password
+  if pw ~= nil and (type(pw) ~= "string" or #pw < 1 or #pw > 512 or pw:find("%c")) then
+    fail(w, "'password' in cluster must be a string of 1-512 bytes without control characters")
+  end
+  local prefix = t.prefix
+  if prefix == nil then prefix = "luaray:" end
+  if type(prefix) ~= "string" or #prefix > 64 or not prefix:match("^[%w%-%._:/{}]*$") then
+    bad(w, "prefix", "cluster", "at most 64 characters of A-Z a-z 0-9 -._:/{}", prefix)
+  end
+  local node = t.node
+  if node == nil then
+    local hn = io.open("/proc/sys/kernel/hostname")
+    node = hn and hn:read("*l") or "node"
+    if hn then hn:close() end
+    node = node:gsub("[^%w%-%._]", "_"):sub(1, 64)
+    if node == "" then node = "node" end
+  elseif type(node) ~= "string" or #node < 1 or #node > 64 or not node:match("^[%w%-%._]+$") then
+    bad(w, "node", "cluster", "1-64 characters of A-Z a-z 0-9 -._", node)
+  end
+  S.cluster = { host = host, port = port, password = pw,
+                db = opt_int(w, t, "db", "cluster", 0, 65535, 0),
+                prefix = prefix, node = node,
+                timeout_ms = opt_int(w, t, "timeout_ms", "cluster", 1, 10000, 50),
+                where = w }
 end
 
 -- luaray.budget { seconds = s, instructions = n }: what one hook call may
@@ -1443,6 +1487,7 @@ local function make_luaray(S, extra)
   word("budget", function(w, t) decl_budget(S, w, t) end)
   word("metrics", function(w, t) decl_metrics(S, w, t) end)
   word("api", function(w, t) decl_api(S, w, t) end)
+  word("cluster", function(w, t) decl_cluster(S, w, t) end)
   word("user", function(w, t) decl_user(S, w, t) end)
   word("route", function(w, t) decl_route(S, w, t) end)
   word("geodata", function(w, t) decl_geodata(S, w, t, select(2, config_frame(S))) end)
@@ -1477,12 +1522,26 @@ local function make_luaray(S, extra)
     local dir = chunk and chunk.dir or ""
     run_chunk(S, join(dir, path), nil, w)
   end)
+  local cluster_call
   if extra then
     for k, v in pairs(extra) do
-      if L[k] ~= nil then error("opts.luaray cannot replace luaray." .. tostring(k), 4) end
-      L[k] = v
+      if k == "cluster_call" then
+        cluster_call = v
+      else
+        if L[k] ~= nil then error("opts.luaray cannot replace luaray." .. tostring(k), 4) end
+        L[k] = v
+      end
     end
   end
+  -- luaray.cluster { ... } declares; luaray.cluster.call(cmd, ...) runs
+  -- a command in a control coroutine (the daemon's opts.luaray.cluster_call)
+  local decl_cl = L.cluster
+  L.cluster = setmetatable({}, {
+    __call = function(_, t) return decl_cl(t) end,
+    __index = { call = cluster_call or function()
+      error("luaray.cluster.call works only in the daemon", 2)
+    end },
+    __newindex = function() error("luaray.cluster is read-only", 2) end })
   return L
 end
 
@@ -1693,6 +1752,7 @@ local function finish(S)
     workers_where = S.workers_where,
     metrics = S.metrics,
     api = S.api,
+    cluster = S.cluster,
     users = S.users,
     inbounds = S.inbounds,
     outbounds = S.outbounds,

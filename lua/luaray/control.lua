@@ -9,6 +9,8 @@
 --                         max_body =, insecure =, ca = }
 --       inside one: yields until the reply -> { status =, headers =, body = }
 --       (header names lower case) or nil, "error"
+--   luaray.cluster.call(cmd, ...)
+--       inside one: yields until the fleet's Redis answers -> reply or nil, "error"
 --   luaray.now()                                       monotonic seconds
 --
 -- Where they run.  Every Lua state loads the whole config, so every state
@@ -270,6 +272,54 @@ function M.request(t)
   return co_yield()
 end
 
+-- luaray.cluster.call(cmd, ...): a command to the fleet's Redis
+-- (luaray.cluster), inside a coroutine -> the reply (string, number,
+-- table for an array, false for nil, { err = "..." } for an error inside
+-- an array), or nil, "error" (an error reply, no answer in time, Redis
+-- unreachable, no luaray.cluster).
+local function decode_reply(s, pos)
+  local t = s:sub(pos, pos)
+  if t == "n" then return false, pos + 1 end
+  if t == "i" then
+    local e = s:find(";", pos, true)
+    return tonumber(s:sub(pos + 1, e - 1)), e + 1
+  end
+  if t == "a" then
+    local e = s:find(";", pos, true)
+    local n, arr = tonumber(s:sub(pos + 1, e - 1)), {}
+    pos = e + 1
+    for i = 1, n do arr[i], pos = decode_reply(s, pos) end
+    return arr, pos
+  end
+  local c = s:find(":", pos, true)
+  local n = tonumber(s:sub(pos + 1, c - 1))
+  local v = s:sub(c + 1, c + n)
+  if t == "e" then v = { err = v } end
+  return v, c + n + 1
+end
+
+function M.redis_call(...)
+  local n = select("#", ...)
+  if n < 1 or n > 1024 then error("luaray.cluster.call: a command and up to 1023 arguments", 2) end
+  local args = { ... }
+  for i = 1, n do
+    local a = args[i]
+    if type(a) == "number" then
+      args[i] = (a == math.floor(a) and a > -2^53 and a < 2^53) and ("%d"):format(a) or ("%.17g"):format(a)
+    elseif type(a) ~= "string" then
+      error(("luaray.cluster.call: argument %d must be a string or number"):format(i), 2)
+    end
+  end
+  local task = this_task("luaray.cluster.call")
+  local argv, argvlen = ffi.new("const char *[?]", n), ffi.new("size_t[?]", n)
+  for i = 1, n do argv[i - 1], argvlen[i - 1] = args[i], #args[i] end
+  local id = new_id()
+  local rc = C.lr_ctl_redis_start(host, id, n, argv, argvlen, errbuf, 512)
+  if rc ~= 0 then return nil, ffi.string(errbuf) end
+  waits[id], task.wait = task, id
+  return co_yield()
+end
+
 function M.now() return C.lr_ctl_now() end
 
 ---------------------------------------------------------------------------
@@ -340,6 +390,16 @@ function M.event(ptr)
       return run(task)
     end
     return
+  end
+  if kind == C.LR_CTL_REDIS then
+    local task = waits[id]
+    if not task then return end
+    waits[id], task.wait = nil, nil
+    if ev.err ~= nil then return run(task, nil, ffi.string(ev.err)) end
+    current = task  -- decoding may meet the memory cap: ABORT drops it
+    local v = decode_reply(ffi.string(ev.body, ev.body_len), 1)
+    current = nil
+    return run(task, v)
   end
   if kind == C.LR_CTL_HTTP then
     local task = waits[id]

@@ -108,6 +108,11 @@ local function apply(cfg, conf)
     local a = cfg.api
     check(C.lr_conf_api(conf, a.host, a.port, a.where), a.where)
   end
+  if cfg.cluster then
+    local k = cfg.cluster
+    check(C.lr_conf_cluster(conf, k.host, k.port, k.password, k.db, k.prefix, k.node,
+                            k.timeout_ms, k.where), k.where)
+  end
   for _, u in ipairs(cfg.users) do
     check(C.lr_conf_user(conf, u.id, u.email, u.alter_id or 0, u.level or 0), u.where)
   end
@@ -464,7 +469,8 @@ local function run_time_words()
   return { shared = shared, policy = policy, usage = usage, reset_usage = reset,
            stats = stats, users = users, online = online, log_line = log_line,
            every = control.every, spawn = control.spawn, sleep = control.sleep,
-           http = http, now = control.now, json = require "luaray.json" }
+           http = http, now = control.now, json = require "luaray.json",
+           cluster_call = control.redis_call }
 end
 
 -- Called by core/script/bridge.c with a struct lr_ctl_event *.

@@ -384,6 +384,50 @@ describe("luaray.metrics", function()
   end)
 end)
 
+describe("luaray.cluster", function()
+  it("takes a Redis address and fills in the defaults (design.md 8)", function()
+    assert.is_nil(ok().cluster)
+    local k = ok('luaray.cluster { redis = "127.0.0.1:6379", node = "node-a" }').cluster
+    assert.same({ host = "127.0.0.1", port = 6379, db = 0, prefix = "luaray:", node = "node-a",
+                  timeout_ms = 50, where = "cfg.lua:4" }, k)
+    k = ok('luaray.cluster { redis = "[::1]:7000", password = "s3cret pw", db = 3, ' ..
+           'prefix = "fleet{1}:", node = "n.1_x", timeout_ms = 200 }').cluster
+    assert.equal("::1", k.host)
+    assert.equal(7000, k.port)
+    assert.equal("s3cret pw", k.password)
+    assert.equal(3, k.db)
+    assert.equal("fleet{1}:", k.prefix)
+    assert.equal(200, k.timeout_ms)
+    -- without a node name: the host name, made safe
+    local n = ok('luaray.cluster { redis = "127.0.0.1:6379" }').cluster.node
+    assert.matches("^[%w%-%._]+$", n)
+  end)
+
+  it("refuses a host name, bad values, unknown keys and a second call; never echoes the password",
+    function()
+    fails("cfg.lua:4: missing required key 'redis' in cluster", "luaray.cluster {}")
+    fails('cfg.lua:4: \'redis\' in cluster must be "IP:port" (an IPv4 address or [IPv6]; no host ' ..
+          'names), got string "redis.local:6379"', 'luaray.cluster { redis = "redis.local:6379" }')
+    fails('cfg.lua:4: \'redis\' in cluster must be "IP:port" (an IPv4 address or [IPv6]; no host ' ..
+          'names), got string "127.0.0.1"', 'luaray.cluster { redis = "127.0.0.1" }')
+    local _, err = load('luaray.cluster { redis = "127.0.0.1:6379", password = "bad\\npw-x" }')
+    assert.equal("cfg.lua:4: 'password' in cluster must be a string of 1-512 bytes without " ..
+                 "control characters", err)
+    assert.falsy(err:find("pw-x", 1, true))
+    fails("cfg.lua:4: 'db' in cluster must be an integer from 0 to 65535, got number -1",
+          'luaray.cluster { redis = "127.0.0.1:6379", db = -1 }')
+    fails("cfg.lua:4: 'timeout_ms' in cluster must be an integer from 1 to 10000, got number 0",
+          'luaray.cluster { redis = "127.0.0.1:6379", timeout_ms = 0 }')
+    fails("cfg.lua:4: 'node' in cluster must be 1-64 characters of A-Z a-z 0-9 -._, got " ..
+          'string "a b"', 'luaray.cluster { redis = "127.0.0.1:6379", node = "a b" }')
+    fails("cfg.lua:4: 'prefix' in cluster must be at most 64 characters of A-Z a-z 0-9 -._:/{}, " ..
+          'got string "a b"', 'luaray.cluster { redis = "127.0.0.1:6379", prefix = "a b" }')
+    fails("cfg.lua:4: unknown key 'host' in cluster", 'luaray.cluster { redis = "127.0.0.1:6379", host = 1 }')
+    fails("cfg.lua:5: luaray.cluster is called twice (first at cfg.lua:4)",
+          'luaray.cluster { redis = "127.0.0.1:6379" }', 'luaray.cluster { redis = "127.0.0.1:6380" }')
+  end)
+end)
+
 describe("luaray.user", function()
   it("normalises ids and fills in defaults", function()
     local cfg = ok(

@@ -523,6 +523,14 @@ LR_API int lr_conf_metrics(struct lr_conf *c, const char *host, uint16_t port,
 LR_API int lr_conf_api(struct lr_conf *c, const char *host, uint16_t port,
                        const char *where);
 
+/* luaray.cluster (design.md 8): the Redis at host (an IP literal):port
+ * the nodes of a fleet share; password NULL for none; keys start with
+ * prefix; node names this node; timeout_ms bounds every wait for Redis;
+ * where: its "file:line" for errors. */
+LR_API int lr_conf_cluster(struct lr_conf *c, const char *host, uint16_t port,
+                           const char *password, int db, const char *prefix,
+                           const char *node, int timeout_ms, const char *where);
+
 LR_API int lr_conf_user(struct lr_conf *c, const char *uuid,
                         const char *email, uint32_t alter_id, uint32_t level);
 
@@ -934,7 +942,9 @@ enum lr_ctl_kind {
     LR_CTL_STOP = 2,           /* the host is stopped: everything of it was cancelled */
     LR_CTL_TIMER = 3,          /* timer `id` fired (a repeating one stays) */
     LR_CTL_HTTP = 4,           /* request `id` is done */
-    LR_CTL_ABORT = 5           /* the last event's run failed in C (err: why) */
+    LR_CTL_ABORT = 5,          /* the last event's run failed in C (err: why) */
+    LR_CTL_REDIS = 6           /* luaray.cluster.call `id` is done: err, or the reply
+                                  encoded in body (lr_ctl_redis_start) */
 };
 
 struct lr_ctl_event {
@@ -975,6 +985,16 @@ LR_API int lr_ctl_cancel(uint32_t host, uint32_t id);
  * loop, never from inside this call. */
 LR_API int lr_ctl_http_start(uint32_t host, uint32_t id, const struct lr_ctl_http *r,
                              char *err, size_t errlen);
+/* luaray.cluster.call: sends a command of argc (1..1024) binary-safe
+ * arguments to the fleet's Redis (luaray.cluster) for `host`; its
+ * LR_CTL_REDIS event comes from the loop.  err (of the event) for an
+ * error reply, no answer in time (timeout_ms, at least 2 s) or Redis
+ * unreachable; else body holds the reply: "n" nil, "i<n>;" integer,
+ * "s<len>:<bytes>" string, "o<len>:<bytes>" status, "e<len>:<bytes>"
+ * error (inside an array), "a<count>;" then the elements. */
+LR_API int lr_ctl_redis_start(uint32_t host, uint32_t id, int32_t argc, const char **argv,
+                              const size_t *argvlen, char *err, size_t errlen);
+
 /* Requests in flight now, and the most there may be. */
 LR_API uint32_t lr_ctl_http_count(void);
 LR_API uint32_t lr_ctl_http_max(void);
