@@ -1212,10 +1212,14 @@ function M.convert(text, name)
 
   -- routing
   self:section("routing (first match wins)")
+  -- v2ray's routing domainStrategy: whether ip rules see what a domain
+  -- destination resolves to (README "Routing data")
   local ds = routing:str("domainStrategy")
-  if ds and ds ~= "AsIs" then
-    self:skip(routing:p("domainStrategy"), ds, "luaray matches ip rules against the destination " ..
-              "as the client sent it (AsIs)")
+  local route_ds = ({ IPIfNonMatch = "ip_if_non_match", IPOnDemand = "ip_on_demand" })[ds]
+  if route_ds then
+    self:emit(decl("luaray.route", put(map(), "domain_strategy", route_ds)))
+  elseif ds and ds ~= "AsIs" then
+    self:skip(routing:p("domainStrategy"), ds, "v2ray's strategies are AsIs, IPIfNonMatch and IPOnDemand")
   end
   local dm = routing:str("domainMatcher")
   if dm then self:remark("routing.domainMatcher ignored: luaray builds its own matchers") end
@@ -1224,7 +1228,13 @@ function M.convert(text, name)
   routing:get("rules")
   rsettings:get("rules")
   local rds = rsettings:str("domainStrategy")
-  if rds and rds ~= "AsIs" then self:skip(rsettings:p("domainStrategy"), rds, "as AsIs") end
+  local route_rds = ({ IPIfNonMatch = "ip_if_non_match", IPOnDemand = "ip_on_demand" })[rds]
+  if route_rds and not route_ds then
+    self:emit(decl("luaray.route", put(map(), "domain_strategy", route_rds)))
+  elseif rds and rds ~= "AsIs" then
+    self:skip(rsettings:p("domainStrategy"), rds, route_rds and "routing.domainStrategy is taken" or
+              "v2ray's strategies are AsIs, IPIfNonMatch and IPOnDemand")
+  end
   rsettings:done()
   routing:get("strategy")
   routing:done()

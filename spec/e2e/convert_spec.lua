@@ -239,7 +239,7 @@ describe("luaray convert", function()
       'luaray.route { geoip = { "private" }, to = "blocked" }',
       'luaray.route { geosite = { "category-ads" }, to = "blocked" }',
       'luaray.route { default = "direct" }',
-      '-- not converted: routing.domainStrategy = "IPOnDemand"',
+      'luaray.route { domain_strategy = "ip_on_demand" }',
       '-- not converted: dns = ' } },
     { "config_vmess.json", {}, {
       'alter_id = 64,', 'listen = "0.0.0.0:10086",', 'allow_legacy = true,',

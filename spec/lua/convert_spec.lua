@@ -361,6 +361,31 @@ describe("convert", function()
     load(text)
   end)
 
+  it("routing.domainStrategy becomes the route's domain_strategy; an unknown one is listed", function()
+    for _, c in ipairs({ { "IPIfNonMatch", "ip_if_non_match" }, { "IPOnDemand", "ip_on_demand" } }) do
+      local text = conv {
+        inbounds = { { port = 1, listen = "127.0.0.1", protocol = "socks" } },
+        outbounds = { { protocol = "freedom" } },
+        routing = { domainStrategy = c[1], rules = { { type = "field", ip = { "10.0.0.0/8" }, outboundTag = "direct" } } },
+      }
+      assert.truthy(has(text, ('luaray.route { domain_strategy = "%s" }'):format(c[2])), text)
+      assert.equal(c[2], load(text).domain_strategy)
+    end
+    local text, n = conv {
+      inbounds = { { port = 1, listen = "127.0.0.1", protocol = "socks" } },
+      outbounds = { { protocol = "freedom" } },
+      routing = { domainStrategy = "UseIP" },
+    }
+    assert.truthy(has(text, '-- not converted: routing.domainStrategy = "UseIP"'), text)
+    assert.equal(1, n)
+    local plain = conv {
+      inbounds = { { port = 1, listen = "127.0.0.1", protocol = "socks" } },
+      outbounds = { { protocol = "freedom" } },
+      routing = { domainStrategy = "AsIs" },
+    }
+    assert.falsy(has(plain, "domain_strategy"), plain)
+  end)
+
   it("a mux outbound carries mux = { concurrency } (design.md 9)", function()
     local text = conv {
       inbounds = { { port = 1, listen = "127.0.0.1", protocol = "socks" } },
