@@ -103,18 +103,5 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static unsigned long runs;
-    if (size < 1)
-        return 0;
-    fz_lua_prev_line = 0;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, checker_ref);
-    lua_pushinteger(L, data[0]);
-    lua_pushlstring(L, (const char *)data + 1, size - 1);
-    if (lua_pcall(L, 2, 0, 0) != 0) {
-        fprintf(stderr, "link.lua check failed: %s\n", lua_tostring(L, -1));
-        abort();
-    }
-    if (++runs % 256 == 0)
-        lua_gc(L, LUA_GCCOLLECT, 0);
-    return 0;
+    return fz_lua_check(L, checker_ref, data, size, "link.lua");
 }
