@@ -257,6 +257,8 @@ static size_t xs_sink(struct lr_conn *c, const uint8_t *data, size_t len)
                 break;
             case XS_META:
                 frame_meta(x);
+                if (c->doom)
+                    return len; /* ended (End, a bad address): nothing more */
                 x->stage = x->opt & 0x01 ? XS_DLEN : XS_LEN;
                 x->need = 2;
                 break;
