@@ -1018,7 +1018,7 @@ local function decl_outbound(S, w, tag, t)
     -- and luaray's servers speak it, v2ray 4.34 does not: default false)
     ob.xudp = opt_bool(w, t, "xudp", ctx, false) or nil
     if ob.xudp and not ob.udp then
-      fail(w, "'xudp' in %s needs 'udp' (xudp carries UDP; udp = false refuses it)", ctx)
+      fail(w, "'xudp' in %s needs 'udp' (xudp carries UDP: it cannot be on with udp = false)", ctx)
     end
     ob.tls = tls_client(w, t, ctx, host)
     ob.transport = transport(w, t, ctx, true)

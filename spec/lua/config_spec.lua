@@ -1321,7 +1321,7 @@ describe("xudp on a VMess outbound (XUDP as a client)", function()
   end)
   it("refuses anything else, and xudp without udp, with the file and line", function()
     fails("cfg.lua:4: 'xudp' in outbound 'up' must be a boolean, got number 1", o .. "xudp = 1 }")
-    fails("cfg.lua:4: 'xudp' in outbound 'up' needs 'udp' (xudp carries UDP; udp = false refuses it)",
+    fails("cfg.lua:4: 'xudp' in outbound 'up' needs 'udp' (xudp carries UDP: it cannot be on with udp = false)",
           o .. "xudp = true, udp = false }")
     fails("cfg.lua:4: unknown key 'xudp' in outbound 'd'",
           'luaray.outbound "d" { type = "direct", xudp = true }')
