@@ -11,6 +11,7 @@
 --     the GlobalID, Keep frames with each destination, addressed replies,
 --     port 53 on a VMess UDP connection of its own, the GlobalID stable per
 --     client source
+--   * a destination the client's rules send to direct leaves the stream
 --   * with mux on too: the XUDP stream is a connection of its own
 --   * the config: xudp is a boolean, needs udp
 -- xudp = false (the default) is what mux_client_spec, interop_spec and
@@ -59,6 +60,30 @@ describe("XUDP on the VMess outbound (client)", function()
 
   it("to luaray's server: one stream, two echoes and a reflector, full cone", h:guard(function()
     through_luaray(nil)
+  end))
+
+  it("a destination the rules send elsewhere leaves the stream; the rest stay on it", h:guard(function()
+    local e1 = h:echo_server { name = "echo1-r" }
+    local e2 = h:echo_server { name = "echo2-r", hosts = { "127.0.0.2" } }
+    local id, sp, socks = E.uuid(), E.free_port(), E.free_port()
+    local srv = h:luaray("luaray-xudp-server-r", E.luaray_server_script {
+      port = sp, users = { { id = id, email = "xc@e2e" } } })
+    local text, o = E.luaray_client_script { socks_port = socks, server_port = sp, id = id,
+      xudp = true, extra = 'luaray.outbound "direct" { type = "direct" }\n' ..
+                           'luaray.route { ip_cidr = "127.0.0.2/32", to = "direct" }\n' }
+    local cli = h:luaray("luaray-xudp-client-r", text, o)
+    local code, log = peer("xudp-socks-r", { "socks", "--socks", "127.0.0.1:" .. socks,
+      "--echo", "127.0.0.1:" .. e1.port, "--echo2", "127.0.0.2:" .. e2.port })
+    print(log)
+    assert.equal(0, code, log)
+    assert.truthy(log:find("PASS socks", 1, true), log)
+    -- echo2 went direct from the client (its own session), the rest on ONE
+    -- stream that the server saw; the server never saw echo2
+    local ctext = assert(E.wait_log(cli, "udp 127%.0%.0%.2:" .. e2.port .. " direct", 1, 20))
+    assert.equal(1, E.count_matches(ctext, "xudp stream for", true))
+    local stext = assert(E.wait_log(srv, "xc@e2e tcp v1%.mux%.cool", 1, 20))
+    assert.equal(1, E.count_matches(stext, "xc@e2e udp ", true), stext)
+    assert.equal(0, E.count_matches(stext, "127.0.0.2:" .. e2.port, true), stext)
   end))
 
   it("with mux on as well: the XUDP stream is a connection of its own", h:guard(function()

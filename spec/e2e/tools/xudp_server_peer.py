@@ -13,7 +13,8 @@ VMessAEAD KDF comes from xudp_peer.py (checked against spec/vectors there).
       GlobalID, the datagram), then Keep frames each with its destination;
       answers with Keep frames carrying sources (IPv4, IPv6, a name, none)
       plus a KeepAlive and another session's frame that must not reach the
-      client; port 53 must go on a connection of its own (command 2);
+      client; after the server's End the next datagram opens a new stream
+      with the same GlobalID; port 53 must go on a connection of its own (command 2);
       a new association from the same UDP source port has the same GlobalID,
       another source port another one
   xudp_server_peer.py socks --socks H:P --echo H:P --echo2 H:P
@@ -311,6 +312,22 @@ def scenario_wire(o):
     expect_reply(a, "203.0.113.3", 3478, b"y" * 2500)
     check(a.recv_raw(0.5) is None, "a datagram that should have been dropped arrived")
     print("addressed replies ok")
+    # the server ends the stream: the next datagram opens another (the
+    # same GlobalID: the same association)
+    c.send(mframe(0, 3, 0, b"", None))
+    deadline = time.time() + 10
+    while True:  # the client closes the ended stream's connection
+        r, _, _ = select.select([c.s], [], [], 1)
+        if r and not c.s.recv(65536):
+            break
+        check(time.time() < deadline, "the client kept the ended stream's connection")
+    c.s.close()
+    c, gid_again = new_stream(a, lsock, uid, "192.0.2.7", 7007, b"after the end")
+    check(gid_again == gid, "the same association, GlobalID %s then %s" %
+          (gid.hex(), gid_again.hex()))
+    a.send("192.0.2.8", 7008, b"keep on the new stream")
+    expect_keep(c, "192.0.2.8", 7008, b"keep on the new stream")
+    print("server End, then a new stream ok")
     # the GlobalID: the same for a new association from the same source
     # port, another for another source port
     a.close()
