@@ -4,7 +4,9 @@
 --   * to luaray's server (its XUDP server): one association reaches two UDP
 --     echo servers and a reflector, each reply with its source; the server
 --     logs ONE UDP stream for all of them; a third address that was never
---     sent to reaches the client through the server's mapping (full cone)
+--     sent to reaches the client through the server's mapping (full cone);
+--     a new association from the same source port gets the same mapping
+--     (the same GlobalID: the server hands it over)
 --   * the bytes on the wire, against an independent XUDP server peer
 --     (tools/xudp_server_peer.py, written from the wire description: it
 --     decrypts the VMessAEAD request itself): command 3, the New frame with
@@ -30,7 +32,7 @@ describe("XUDP on the VMess outbound (client)", function()
     return h:exec(name, argv, { timeout = 90 })
   end
 
-  local function through_luaray(mux)
+  local function through_luaray(mux, again)
     local e1 = h:echo_server { name = "echo1" .. (mux and "-m" or "") }
     local e2 = h:echo_server { name = "echo2" .. (mux and "-m" or ""), hosts = { "127.0.0.2" } }
     local id, sp, socks = E.uuid(), E.free_port(), E.free_port()
@@ -41,25 +43,34 @@ describe("XUDP on the VMess outbound (client)", function()
     local cli = h:luaray("luaray-xudp-client" .. (mux and "-m" or ""), text, o)
     local code, log = peer("xudp-socks" .. (mux and "-m" or ""), { "socks",
       "--socks", "127.0.0.1:" .. socks, "--echo", "127.0.0.1:" .. e1.port,
-      "--echo2", "127.0.0.2:" .. e2.port })
+      "--echo2", "127.0.0.2:" .. e2.port, "--again", again and "1" or "0" })
     print(log)
     assert.equal(0, code, log)
     assert.truthy(log:find("PASS socks", 1, true), log)
-    -- ONE stream: the server routed one UDP session, by the first
-    -- destination (echo1, echo2 or the reflector, whichever went first)
+    -- ONE stream per association: the server routed one UDP session, by
+    -- the first destination (echo1, echo2 or the reflector, whichever went
+    -- first); with `again` the peer made a second association
     -- (access lines are written when the streams end: the client's
     -- association has closed, so the carrier ends, its streams first)
     local stext = assert(E.wait_log(srv, "xc@e2e tcp v1%.mux%.cool", 1, 20))
     local udp = E.count_matches(stext, "xc@e2e udp ", true)
-    assert.equal(1, udp, "UDP streams on the server:\n" .. stext)
-    assert.equal(1, E.count_matches(E.read_file(cli.log), "xudp stream for", true))
+    if again then
+      -- the first association's stream was handed to the second (same
+      -- GlobalID), which the server keeps for 60 s after its connection
+      -- went: at most that one stream has ended by now
+      assert.is_true(udp <= 1, "UDP streams on the server:\n" .. stext)
+      assert.equal(2, E.count_matches(E.read_file(cli.log), "xudp stream for", true))
+    else
+      assert.equal(1, udp, "UDP streams on the server:\n" .. stext)
+      assert.equal(1, E.count_matches(E.read_file(cli.log), "xudp stream for", true))
+    end
     assert.is_true(h:alive(srv))
     assert.is_true(h:alive(cli))
     return cli
   end
 
   it("to luaray's server: one stream, two echoes and a reflector, full cone", h:guard(function()
-    through_luaray(nil)
+    through_luaray(nil, true)
   end))
 
   it("a destination the rules send elsewhere leaves the stream; the rest stay on it", h:guard(function()

@@ -21,7 +21,8 @@ VMessAEAD KDF comes from xudp_peer.py (checked against spec/vectors there).
       one SOCKS5 UDP association to two UDP echo servers and a reflector of
       its own; every reply must carry the address it was sent to; then a
       third socket that was never sent to reaches the mapping the reflector
-      saw (full cone)
+      saw (full cone); with --again 1, a new association from the same UDP
+      source port gets the same mapping (the same GlobalID)
 
 Prints "PASS <scenario>" and exits 0, or "FAIL ..." and exits 1.
 """
@@ -385,9 +386,29 @@ def scenario_socks(o):
             h, p, data = parse_socks_reply(b)
             check((h, p, data) == ("127.0.0.1", tport, b"from a stranger"),
                   "full cone: got %r from %s:%d" % (data, h, p))
-            print("PASS socks")
-            return
-    raise Fail("full cone: the third address never reached the client")
+            break
+    else:
+        raise Fail("full cone: the third address never reached the client")
+    print("full cone ok")
+    if o.get("--again") == "1":
+        # a new association from the same UDP source port: the same
+        # GlobalID, so the server hands the same mapping over
+        src_port = a.u.getsockname()[1]
+        a.close()
+        time.sleep(0.5)
+        a = Assoc(o["--socks"], src_port)
+        seen = None
+        for attempt in range(3):
+            a.send("127.0.0.1", rport, b"again")
+            r, _, _ = select.select([refl], [], [], 3)
+            if r:
+                _, seen = refl.recvfrom(65536)
+                break
+        check(seen is not None, "the reflector never heard from the new association")
+        check(seen == mapped, "a new association from the same source: mapping %s:%d, was %s:%d" %
+              (seen + mapped))
+        print("the same mapping %s:%d after a new association ok" % seen)
+    print("PASS socks")
 
 
 def main():
