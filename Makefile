@@ -337,6 +337,10 @@ fuzz_mux_EXTRA := core/inbound/mux.c core/net/sock.c
 # modelled inside spec/fuzz/targets/fuzz_mux_client.c
 FUZZ_TARGETS += fuzz_mux_client
 fuzz_mux_client_EXTRA := core/outbound/mux_client.c core/net/sock.c
+# XUDP as a client: xudp_client.c with net/conn.c and the dispatch
+# modelled inside spec/fuzz/targets/fuzz_xudp_client.c
+FUZZ_TARGETS += fuzz_xudp_client
+fuzz_xudp_client_EXTRA := core/inbound/xudp_client.c core/net/sock.c
 # TLS server side: stream/tls.c over a socket pair (OpenSSL, our callbacks and BIO)
 fuzz_tls_EXTRA := core/stream/tls.c core/net/stream.c
 # gRPC gun: the codec alone, and the HTTP/2 server session (nghttp2) with

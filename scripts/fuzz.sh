@@ -50,6 +50,7 @@ max_len() {
     fuzz_http) echo 20000 ;;
     fuzz_mux) echo 32768 ;;
     fuzz_mux_client) echo 32768 ;;
+    fuzz_xudp_client) echo 32768 ;;
     fuzz_ws_frames) echo 70000 ;;
     fuzz_http_upgrade) echo 20000 ;;
     fuzz_gun) echo 8192 ;;

@@ -573,6 +573,17 @@ LR_API int lr_conf_outbound_mux(struct lr_conf *c, uint32_t concurrency)
     return LR_OK;
 }
 
+LR_API int lr_conf_outbound_xudp(struct lr_conf *c, int32_t on)
+{
+    struct lr_outbound *ob = last_ob(c, "xudp");
+    if (!ob)
+        return LR_EINVAL;
+    if (ob->type != LR_OB_VMESS)
+        return fail(c, "outbound '%s': xudp needs a vmess outbound", ob->tag);
+    ob->xudp = on ? 1 : 0;
+    return LR_OK;
+}
+
 LR_API int lr_conf_inbound_user(struct lr_conf *c, const char *email)
 {
     if (!c->nib)

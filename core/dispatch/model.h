@@ -151,6 +151,9 @@ struct lr_outbound {
      * (it holds this generation, and clears this when it goes) */
     uint32_t mux_concurrency;
     void *mux_carrier;
+    /* XUDP as a client (inbound/xudp_client.c): a SOCKS5 UDP association
+     * routed here goes as one Mux.Cool/XUDP stream (ports 53/443 apart) */
+    uint8_t xudp;
     int32_t st_up, st_down;      /* traffic counters (base/stats.h), once installed */
 };
 

@@ -38,4 +38,33 @@ void lr_xudp_send(struct lr_xudp *x, const struct lr_dest *d,
 void lr_xudp_resume(struct lr_xudp *x);
 void lr_xudp_free(struct lr_xudp *x);
 
+/* XUDP as a client (inbound/xudp_client.c): the datagrams of a SOCKS5 UDP
+ * association as one Mux.Cool/XUDP stream on a VMess outbound with xudp.
+ * `reply` gets each datagram the server sends back, with its source;
+ * `gone` is called when the stream's connection closes (the owner then
+ * calls lr_xudpc_free). */
+struct lr_xudpc;
+typedef void (*lr_xudpc_reply_fn)(void *ctx, const struct lr_dest *from,
+                                  const uint8_t *data, size_t len);
+typedef void (*lr_xudpc_gone_fn)(void *ctx);
+/* The outbound the rules pick for UDP to d from ctl's client, if it is a
+ * VMess outbound with xudp and d's port is not 53 or 443; else NULL. */
+struct lr_outbound *lr_xudpc_route(struct lr_conn *ctl, const struct lr_dest *d);
+/* A stream to `ob` whose New frame carries d, the first datagram and the
+ * GlobalID of `client` (the association's UDP source); NULL if it could
+ * not be had (the session pool is full, or it closed at once). */
+struct lr_xudpc *lr_xudpc_open(struct lr_conn *ctl, struct lr_outbound *ob,
+                               const struct lr_addr *client, const struct lr_dest *d,
+                               const uint8_t *data, size_t len,
+                               lr_xudpc_reply_fn reply, lr_xudpc_gone_fn gone, void *ctx);
+/* Whether the stream is open and goes to ob. */
+int lr_xudpc_takes(const struct lr_xudpc *x, const struct lr_outbound *ob);
+/* One datagram to d (a Keep frame); dropped when the server is not reading. */
+void lr_xudpc_send(struct lr_xudpc *x, const struct lr_dest *d, const uint8_t *data,
+                   size_t len);
+/* Closes the stream (if open) and frees x; `gone` is not called. */
+void lr_xudpc_free(struct lr_xudpc *x);
+/* The 8-byte GlobalID for a client UDP source (a keyed hash, per process). */
+void lr_xudpc_global_id(const struct lr_addr *src, uint8_t out[8]);
+
 #endif

@@ -9,6 +9,11 @@
  * header and sent to the client's address.  Fragments (FRAG != 0) are
  * dropped, as most servers do.
  *
+ * XUDP (inbound/xudp_client.c): datagrams the rules send to a VMess
+ * outbound with `xudp = true` (ports 53 and 443 apart) go as one full-cone
+ * XUDP stream instead, each with its own destination; replies come back
+ * with the address they came from.
+ *
  * Limits: an association holds at most the inbound's max_sessions
  * destinations at once, each counted in the inbound's session pool
  * (max_connections); a datagram to a new destination beyond either is
@@ -46,6 +51,7 @@ struct udp_assoc {
     uint32_t nsess, sess_size;
     ev_timer idle;             /* idle_timeout without a datagram: end */
     ev_tstamp last;            /* the last datagram, either way */
+    struct lr_xudpc *xudp;     /* the association's XUDP stream, if any */
 };
 
 /* the socks inbound keeps this as its state once associated */
@@ -91,6 +97,49 @@ static size_t sess_sink(struct lr_conn *c, const uint8_t *data, size_t len)
            s->a->client.len);
     s->a->last = ev_now(c->lp->loop);
     return len;
+}
+
+/* A reply of the XUDP stream: to the client, with its source. */
+static void xudp_reply(void *ctx, const struct lr_dest *d, const uint8_t *data, size_t len)
+{
+    struct udp_assoc *a = ctx;
+    if (!a->have_client)
+        return;
+    size_t o = 0;
+    dgram_buf[o++] = 0;
+    dgram_buf[o++] = 0;
+    dgram_buf[o++] = 0;
+    if (d->atyp == LR_ATYP_IPV4) {
+        dgram_buf[o++] = 1;
+        memcpy(dgram_buf + o, d->ip, 4);
+        o += 4;
+    } else if (d->atyp == LR_ATYP_IPV6) {
+        dgram_buf[o++] = 4;
+        memcpy(dgram_buf + o, d->ip, 16);
+        o += 16;
+    } else {
+        size_t hl = strlen(d->host);
+        dgram_buf[o++] = 3;
+        dgram_buf[o++] = (uint8_t)hl;
+        memcpy(dgram_buf + o, d->host, hl);
+        o += hl;
+    }
+    lr_put_be16(dgram_buf + o, d->port);
+    o += 2;
+    if (len > sizeof(dgram_buf) - o)
+        return;
+    memcpy(dgram_buf + o, data, len);
+    o += len;
+    sendto(a->fd, dgram_buf, o, 0, (struct sockaddr *)&a->client.ss, a->client.len);
+    a->last = ev_now(a->ctl->lp->loop);
+}
+
+static void xudp_gone(void *ctx)
+{
+    struct udp_assoc *a = ctx;
+    struct lr_xudpc *x = a->xudp;
+    a->xudp = NULL; /* the next datagram opens another */
+    lr_xudpc_free(x);
 }
 
 static void sess_connected(struct lr_conn *c)
@@ -166,6 +215,20 @@ static void assoc_read_cb(struct ev_loop *loop, ev_io *w, int revents)
             if (strcmp(a->sess[i]->key, key) == 0)
                 s = a->sess[i];
         if (!s) {
+            /* routed to an XUDP outbound: the association's one stream */
+            struct lr_outbound *xob = lr_xudpc_route(a->ctl, &d);
+            if (xob && a->xudp && lr_xudpc_takes(a->xudp, xob)) {
+                lr_xudpc_send(a->xudp, &d, payload, plen);
+                continue;
+            }
+            if (xob && !a->xudp) {
+                a->xudp = lr_xudpc_open(a->ctl, xob, &a->client, &d, payload, plen,
+                                        xudp_reply, xudp_gone, a);
+                if (a->xudp)
+                    continue;
+            }
+        }
+        if (!s) {
             if (a->nsess >= a->ctl->ib->max_sessions)
                 continue; /* max_sessions destinations: dropped */
             if (a->nsess == a->sess_size) {
@@ -208,6 +271,11 @@ static void assoc_free(struct udp_assoc *a)
     ev_timer_stop(a->ctl->lp->loop, &a->idle);
     if (a->fd >= 0)
         close(a->fd);
+    if (a->xudp) {
+        struct lr_xudpc *x = a->xudp;
+        a->xudp = NULL;
+        lr_xudpc_free(x);
+    }
     while (a->nsess) {
         struct udp_sess *s = a->sess[a->nsess - 1];
         s->a = NULL;

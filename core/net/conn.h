@@ -254,6 +254,9 @@ struct lr_conn {
     uint64_t st_up, st_down;     /* payload bytes counted so far */
     uint8_t handoff;             /* the next lr_conn_read_client returns what
                                     up.in holds (a front handed c over) */
+    uint8_t xudp;                /* an XUDP client stream (inbound/xudp_client.c):
+                                    its VMess request says command 3, its body
+                                    carries Mux.Cool frames the owner makes */
 };
 
 /* A new connection of loop lp: a client socket fd, or (fd < 0) a virtual

@@ -71,7 +71,9 @@ static int vmess_prepare(struct lr_conn *c)
     struct lr_req req;
     uint8_t wire[LR_REQ_WIRE_MAX];
     size_t n = 0;
-    int udp = c->dst.network == LR_NET_UDP;
+    /* an XUDP stream (inbound/xudp_client.c) is a Mux.Cool stream of
+     * frames, not VMess UDP */
+    int udp = c->dst.network == LR_NET_UDP && !c->xudp;
     memset(&req, 0, sizeof(req));
     lr_req_randomize(&req);
     req.version = 1;
@@ -103,7 +105,7 @@ static int vmess_prepare(struct lr_conn *c)
     req.security = sec;
     req.option = opt;
     req.command = udp ? LR_CMD_UDP : LR_CMD_TCP;
-    if (lr_muxc_is_carrier(c))
+    if (lr_muxc_is_carrier(c) || c->xudp)
         req.command = LR_CMD_MUX; /* Mux.Cool: no address (outbound/mux_client.c) */
     req.port = c->dst.port;
     req.atyp = c->dst.atyp;
@@ -160,7 +162,8 @@ static void vmess_dial(struct lr_conn *c)
 {
     struct lr_outbound *ob = c->ob;
     /* with mux: a stream of the outbound's carrier, when one can be had */
-    if (ob->mux_concurrency && !lr_muxc_is_carrier(c) && lr_muxc_attach(c) == 0)
+    /* (an XUDP stream is a connection of its own, as Xray without mux) */
+    if (ob->mux_concurrency && !lr_muxc_is_carrier(c) && !c->xudp && lr_muxc_attach(c) == 0)
         return;
     struct vmess_out *st = calloc(1, sizeof(*st));
     if (!st) {

@@ -88,7 +88,8 @@
 --     security = "aes-128-gcm"|"chacha20-poly1305"|"none"|"zero"|"aes-128-cfb"|"auto",
 --     masking = bool (default true), padding = bool (default: the value of masking),
 --     authenticated_length = bool (default false), udp = bool (default true),
---     mux = { concurrency = 1..1024 } or nil }  -- Mux.Cool: streams per connection
+--     mux = { concurrency = 1..1024 } or nil,  -- Mux.Cool: streams per connection
+--     xudp = bool (default false) }  -- SOCKS5 UDP associations as one XUDP stream
 --   cfg.routes[i] = {       -- in declaration order; the first match wins
 --     where = "file:line", to = "outbound tag",
 --     domain = { "name", ... } or nil,               -- plain names: substrings, as in
@@ -1007,7 +1008,7 @@ local OUTBOUND_KEYS = {
   direct = set_of({ "domain_strategy" }),
   blackhole = {},
   vmess = set_of({ "server", "id", "alter_id", "security", "masking", "padding",
-                   "authenticated_length", "udp", "tls", "transport", "mux" }),
+                   "authenticated_length", "udp", "tls", "transport", "mux", "xudp" }),
 }
 for _, keys in pairs(OUTBOUND_KEYS) do
   keys.type = true
@@ -1057,6 +1058,12 @@ local function decl_outbound(S, w, tag, t)
     ob.authenticated_length = opt_bool(w, t, "authenticated_length", ctx, false)
     ob.udp = opt_bool(w, t, "udp", ctx, true)
     ob.mux = mux_client(w, t, ctx)
+    -- xudp = true: a SOCKS5 UDP association goes as one XUDP stream (Xray's
+    -- and luaray's servers speak it, v2ray 4.34 does not: default false)
+    ob.xudp = opt_bool(w, t, "xudp", ctx, false) or nil
+    if ob.xudp and not ob.udp then
+      fail(w, "'xudp' in %s needs 'udp' (xudp carries UDP: it cannot be on with udp = false)", ctx)
+    end
     ob.tls = tls_client(w, t, ctx, host)
     ob.transport = transport(w, t, ctx, true)
     check_alpn(w, ctx, ob.transport, ob.tls and ob.tls.alpn)

@@ -186,6 +186,7 @@ local function apply(cfg, conf)
     end
     if ob.transport then check(C.lr_conf_outbound_transport(conf, transport_struct(ob.transport)), ob.where) end
     if ob.mux then check(C.lr_conf_outbound_mux(conf, ob.mux.concurrency), ob.where) end
+    if ob.xudp then check(C.lr_conf_outbound_xudp(conf, 1), ob.where) end
   end
   local function each(kind, list, where)
     if not list then return end

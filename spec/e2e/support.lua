@@ -936,7 +936,7 @@ end
 --   o.socks_port, o.server_port, o.id; o.server_host (127.0.0.1), o.listen,
 --   o.http_port; outbound keys as in the DSL, emitted only when given:
 --   o.alter_id (or alterId), o.security, o.masking, o.padding,
---   o.authenticated_length, o.udp, o.mux, o.connect_timeout, o.tls, o.transport; o.socks_udp (default
+--   o.authenticated_length, o.udp, o.mux, o.xudp, o.connect_timeout, o.tls, o.transport; o.socks_udp (default
 --   true), o.accounts / o.http_accounts ({{user, pass}}), o.handshake_timeout
 --   (both proxy inbounds), o.log_level, o.access, o.extra
 function M.luaray_client_script(o)
@@ -953,7 +953,7 @@ function M.luaray_client_script(o)
     ports[#ports + 1] = { listen, o.http_port }
   end
   local ob = pick(o, { "security", "masking", "padding", "authenticated_length", "udp", "mux",
-                       "connect_timeout", "tls", "transport" },
+                       "connect_timeout", "tls", "transport", "xudp" },
                   { type = "vmess", server = hostport(o.server_host or "127.0.0.1", o.server_port),
                     id = o.id, alter_id = o.alter_id or o.alterId or 0 })
   l[#l + 1] = 'luaray.outbound "upstream" ' .. lua_literal(ob)

@@ -550,6 +550,22 @@ muxc_seed("replies-8", 0x17, 4, replies .. mux_keep(8, ("h"):rep(20000)) .. mux_
 muxc_seed("bad-metalen", 0x01, 5, mux_keep(1, "x") .. be16(600) .. ("\0"):rep(600) .. mux_keep(2, "y"))
 muxc_seed("partial", 0x01, 6, mux_keep(1, "x") .. be16(4) .. "\0\1\2")
 muxc_seed("empty", 0x00, 7, "")
+-- fuzz_xudp_client: seed (2), datagrams going up (1, % 40), then the
+-- server's side of the XUDP stream: addressed Keep frames of session 0
+-- (IPv4, name, IPv6, none), KeepAlive, another session's frames, then an
+-- End or a bad address or a bad metaLen
+local function xudpc_seed(name, sd, nup, stream)
+    seed("fuzz_xudp_client", name, be16(sd) .. u8(nup) .. stream)
+end
+local xreplies = xudp_keep(0, 5353, 1, "\198\51\100\7", "r1") .. mux_keep(0, "from the first") ..
+    mux_frame(0, 4, 1, "", "keepalive") .. xudp_keep(7, 1, 1, "\1\2\3\4", "other session") ..
+    xudp_keep(0, 53, 2, "src.example", "r3") .. xudp_keep(0, 9, 3, ("\0"):rep(15) .. "\1", ("r4"):rep(600)) ..
+    mux_frame(0, 1, 1, "\2\0\1\1\1\2\3\4", "a New from the server")
+xudpc_seed("replies", 1, 7, xreplies)
+xudpc_seed("replies-then-end", 2, 39, xreplies .. mux_end(0) .. mux_keep(0, "after the end"))
+xudpc_seed("bad-address", 3, 5, xreplies .. mux_frame(0, 2, 1, "\2\0\1\9", "bad atyp") .. mux_keep(0, "x"))
+xudpc_seed("bad-metalen", 4, 2, mux_keep(0, "x") .. be16(600) .. ("\0"):rep(600))
+xudpc_seed("partial", 5, 1, mux_keep(0, "x") .. be16(4) .. "\0\0\2")
 mux_seed("partial-frame", 1, 4, 25, mux_new(1, 1, 80, 2, "p.example", "x") .. be16(4) .. "\0\1\2")
 mux_seed("empty", 1, 1, 1, "")
 

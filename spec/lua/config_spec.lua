@@ -1354,3 +1354,20 @@ describe("mux on a VMess outbound (design.md 9)", function()
           'luaray.outbound "d" { type = "direct", mux = {} }')
   end)
 end)
+
+describe("xudp on a VMess outbound (XUDP as a client)", function()
+  local o = 'luaray.outbound "up" { type = "vmess", server = "h:1", id = "' .. UUID .. '", '
+  it("is a boolean, false (nil in the table) by default", function()
+    assert.is_true(ok(o .. "xudp = true }").outbounds[2].xudp)
+    assert.is_nil(ok(o .. "xudp = false }").outbounds[2].xudp)
+    assert.is_nil(ok(o .. "}").outbounds[2].xudp)
+    assert.is_true(ok(o .. "xudp = true, mux = { concurrency = 4 } }").outbounds[2].xudp)
+  end)
+  it("refuses anything else, and xudp without udp, with the file and line", function()
+    fails("cfg.lua:4: 'xudp' in outbound 'up' must be a boolean, got number 1", o .. "xudp = 1 }")
+    fails("cfg.lua:4: 'xudp' in outbound 'up' needs 'udp' (xudp carries UDP: it cannot be on with udp = false)",
+          o .. "xudp = true, udp = false }")
+    fails("cfg.lua:4: unknown key 'xudp' in outbound 'd'",
+          'luaray.outbound "d" { type = "direct", xudp = true }')
+  end)
+end)

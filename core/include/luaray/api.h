@@ -633,6 +633,9 @@ LR_API int lr_conf_outbound_transport(struct lr_conf *c, const struct lr_conf_tr
 /* Mux.Cool on the last (VMess) outbound: up to `concurrency` (1..1024)
  * streams per connection at once (design.md 9). */
 LR_API int lr_conf_outbound_mux(struct lr_conf *c, uint32_t concurrency);
+/* XUDP as a client on the last (VMess) outbound: a SOCKS5 UDP association
+ * routed to it goes as one Mux.Cool/XUDP stream (ports 53/443 apart). */
+LR_API int lr_conf_outbound_xudp(struct lr_conf *c, int32_t on);
 
 /* Bit masks of the route filters on a connection's network and on the
  * protocol sniffed from its first client bytes (also the values the
