@@ -793,8 +793,16 @@ function Conv:outbound(ob, path)
     mux:get("concurrency")
   end
   mux:get("enabled")
-  local xc = mux:get("xudpConcurrency")
-  if xc then self:remark(mux:p("xudpConcurrency") .. " ignored: luaray's mux carries UDP as XUDP") end
+  -- Xray's mux keys for XUDP: the server is Xray, which takes XUDP (what
+  -- luaray sends with xudp = true; v2ray 4.34 servers do not)
+  local xc = mux:num("xudpConcurrency")
+  if xc and xc > 0 and base == "proxy" then
+    put(m, "xudp", true)
+    self:remark(mux:p("xudpConcurrency") .. " = " .. xc .. ": UDP goes as XUDP (xudp = true), " ..
+                "one stream per association")
+  elseif xc then
+    self:remark(mux:p("xudpConcurrency") .. " = " .. xc .. " ignored")
+  end
   mux:get("xudpProxyUDP443")
   mux:done()
   local st_ = o:get("sendThrough")

@@ -386,6 +386,17 @@ describe("convert", function()
     assert.falsy(has(plain, "domain_strategy"), plain)
   end)
 
+  it("Xray's mux.xudpConcurrency means an Xray server: UDP goes as XUDP (xudp = true)", function()
+    local text = conv {
+      inbounds = { { port = 1, listen = "127.0.0.1", protocol = "socks", settings = { udp = true } } },
+      outbounds = { { protocol = "vmess", mux = { enabled = true, concurrency = 4, xudpConcurrency = 16 },
+                      settings = { vnext = { { address = "1.2.3.4", port = 1, users = { { id = ID } } } } } } },
+    }
+    assert.truthy(has(text, "xudp = true"), text)
+    assert.truthy(has(text, "mux = { concurrency = 4 }"), text)
+    assert.equal(true, load(text).outbounds[1].xudp)
+  end)
+
   it("a mux outbound carries mux = { concurrency } (design.md 9)", function()
     local text = conv {
       inbounds = { { port = 1, listen = "127.0.0.1", protocol = "socks" } },
