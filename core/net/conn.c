@@ -375,7 +375,7 @@ void lr_conn_close(struct lr_conn *c, const char *reason)
     side_free_layers(&c->rem);
     /* a relay's sockets close gracefully; refused handshakes keep their
      * own timing (a prober sees the same close as before), aborts RST */
-    int graceful = c->state == LR_CS_RELAY && !c->aborted;
+    int graceful = c->state == LR_CS_RELAY && !c->aborted && !c->no_linger;
     if (c->cli.fd >= 0) {
         if (graceful && !c->cli.dgram)
             linger_close(lp, c->cli.fd);
@@ -488,6 +488,10 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     case LR_CS_RELAY: {
         ev_tstamp idle_end = c->t_last + c->idle_timeout;
         if (now >= idle_end) {
+            /* a peer silent for idle_timeout gets no lingering wait for
+             * its end either: the sockets close at once (a FIN after what
+             * is queued), and the descriptors go with the connection */
+            c->no_linger = 1;
             lr_conn_close(c, "idle timeout");
             return;
         }

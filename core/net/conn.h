@@ -248,6 +248,7 @@ struct lr_conn {
     uint8_t session;             /* a session inside a client connection */
     uint8_t peer_gone;           /* drained, and the client sent its FIN */
     uint8_t aborted;             /* lr_conn_abort: RSTs, no lingering */
+    uint8_t no_linger;           /* an idle timeout: a plain close, no lingering */
     uint8_t counted;             /* st[] set: its traffic is counted */
     int32_t st[6];               /* counter slots: user, inbound, outbound
                                     (up, down each; -1 none) */
