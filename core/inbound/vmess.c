@@ -22,7 +22,8 @@
 struct vmess_in {
     struct lr_req_dec dec;
     struct lr_cluster_wait *wait;   /* the fleet's answer, awaited */
-    struct lr_req req;              /* meanwhile: the decoded header */
+    struct lr_req *req;             /* meanwhile: the decoded header (only
+                                       while the fleet is asked) */
     size_t used;
 };
 
@@ -125,13 +126,15 @@ static void cluster_done(void *ud, int verdict)
         if (verdict != LR_CL_SEEN)
             ev_feed_event(c->lp->loop, &c->cli.rio, EV_READ);
     }
+    struct lr_req req = *st->req;
+    lr_wipe(st->req, sizeof(*st->req));
+    free(st->req);
+    st->req = NULL;
     if (verdict == LR_CL_SEEN) {
-        lr_wipe(&st->req, sizeof(st->req));
+        lr_wipe(&req, sizeof(req));
         vin_refuse(c, lr_strerror(LR_EREPLAY));
         return;
     }
-    struct lr_req req = st->req;
-    lr_wipe(&st->req, sizeof(st->req));
     vin_accept(c, &req, st->used);
 }
 
@@ -169,8 +172,12 @@ static int cluster_claim(struct lr_conn *c, struct vmess_in *st, const struct lr
     lr_wipe(key, sizeof(key));
     if (!w)
         return -1;
+    if (!(st->req = malloc(sizeof(*st->req)))) {
+        lr_cluster_cancel(w);
+        return -1;
+    }
     st->wait = w;
-    st->req = *req;
+    *st->req = *req;
     st->used = used;
     if (c->cli.fd >= 0)
         ev_io_stop(c->lp->loop, &c->cli.rio);
@@ -246,7 +253,10 @@ static void vin_free(struct lr_conn *c)
     struct vmess_in *st = c->ib_state;
     if (st) {
         lr_cluster_cancel(st->wait);
-        lr_wipe(&st->req, sizeof(st->req));
+        if (st->req) {
+            lr_wipe(st->req, sizeof(*st->req));
+            free(st->req);
+        }
     }
     free(c->ib_state);
     c->ib_state = NULL;
