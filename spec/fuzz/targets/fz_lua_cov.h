@@ -17,27 +17,6 @@
 
 #ifndef FZ_LUA_COUNTERS
 #define FZ_LUA_COUNTERS 8192
-/* One input through the checker (a function in the registry at ref):
- * checker(first byte, the rest); a Lua error is a finding (abort). */
-static int fz_lua_check(lua_State *L, int ref, const uint8_t *data, size_t size,
-                        const char *what)
-{
-    static unsigned long runs;
-    if (size < 1)
-        return 0;
-    fz_lua_prev_line = 0;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
-    lua_pushinteger(L, data[0]);
-    lua_pushlstring(L, (const char *)data + 1, size - 1);
-    if (lua_pcall(L, 2, 0, 0) != 0) {
-        fprintf(stderr, "%s check failed: %s\n", what, lua_tostring(L, -1));
-        abort();
-    }
-    if (++runs % 256 == 0)
-        lua_gc(L, LUA_GCCOLLECT, 0);
-    return 0;
-}
-
 #endif
 
 __attribute__((section("__libfuzzer_extra_counters"), used))
