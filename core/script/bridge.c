@@ -106,21 +106,29 @@ struct lr_script {
     double hook_seconds;
     uint64_t hook_instructions;
     struct budget budget;
+    lua_Alloc lj_alloc;      /* LuaJIT's own allocator, and its state */
+    void *lj_ud;
 };
 
+/* A state's memory comes from LuaJIT's own allocator, an arena of the
+ * state's own that lua_close unmaps whole: a generation's Lua objects
+ * never share pages with the C heap, so reloads and hooks leave no
+ * fragments behind in the threads' malloc arenas.  This wrapper keeps the
+ * count the memory budget needs. */
 static void *script_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
     struct lr_script *s = ud;
     if (nsize == 0) {
-        free(ptr);
-        s->mem -= osize;
+        s->lj_alloc(s->lj_ud, ptr, osize, 0);
+        if (ptr)
+            s->mem -= osize;
         return NULL;
     }
     /* osize is the old block's size only when ptr is not NULL */
     size_t old = ptr ? osize : 0;
     if (nsize > old && s->mem - old + nsize > s->mem_limit)
         return NULL; /* Lua raises "not enough memory" */
-    void *p = realloc(ptr, nsize);
+    void *p = s->lj_alloc(s->lj_ud, ptr, osize, nsize);
     if (p)
         s->mem = s->mem - old + nsize;
     return p;
@@ -871,12 +879,15 @@ struct lr_script *lr_script_new(struct lr_daemon *d)
     s->hook_seconds = HOOK_SECONDS;
     s->hook_instructions = HOOK_INSTRUCTIONS;
     s->budget.msg_ref = LUA_NOREF;
-    s->L = lua_newstate(script_alloc, s);
+    s->L = luaL_newstate();
     if (!s->L) {
         free(s);
         return NULL;
     }
+    s->lj_alloc = lua_getallocf(s->L, &s->lj_ud);
+    lua_setallocf(s->L, script_alloc, s);
     if (wd_register(&s->budget) != 0) {
+        lua_setallocf(s->L, s->lj_alloc, s->lj_ud);
         lua_close(s->L);
         free(s);
         return NULL;
@@ -903,8 +914,11 @@ void lr_script_free(struct lr_script *s)
     if (!s)
         return;
     wd_unregister(&s->budget);
-    if (s->L)
+    if (s->L) {
+        /* LuaJIT's allocator back: lua_close then unmaps its arena */
+        lua_setallocf(s->L, s->lj_alloc, s->lj_ud);
         lua_close(s->L);
+    }
     free(s);
 }
 
