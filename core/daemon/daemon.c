@@ -1227,9 +1227,46 @@ static void dump_cb(struct ev_loop *loop, ev_signal *w, int revents)
     send_cmd(d, LR_CMD_DUMP);
 }
 
+/* The idle trim.  glibc hands freed memory back to the system only from
+ * the top of a heap: after a burst of connections, the pages their
+ * allocations (buffers, cipher contexts, states) left free in the middle
+ * of this thread's arena stay resident for good.  So when a worker's last
+ * connection closes, malloc_trim returns every free page (what is in use
+ * is not touched): an idle server holds what it uses, not its past peak.
+ * At most once a second per worker, and only after connections came and
+ * went; a trim due sooner waits on a timer. */
+#define IDLE_TRIM_MIN_S 1.0
+
+static void idle_trim(struct lr_daemon *d)
+{
+    struct ev_loop *loop = d->rt.net.loop;
+    if (d->rt.net.nconns || d->rt.net.opened == d->trim_opened)
+        return;
+    double wait = d->trim_last + IDLE_TRIM_MIN_S - ev_now(loop);
+    if (wait > 0) {
+        if (!ev_is_active(&d->trim_w)) {
+            ev_timer_set(&d->trim_w, wait, 0.);
+            ev_timer_start(loop, &d->trim_w);
+        }
+        return;
+    }
+    d->trim_opened = d->rt.net.opened;
+    malloc_trim(0);
+    ev_now_update(loop);
+    d->trim_last = ev_now(loop);
+}
+
+static void trim_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    idle_trim(w->data);
+}
+
 static void kick_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 {
-    lr_conn_run_kicks(&((struct lr_daemon *)w->data)->rt.net);
+    struct lr_daemon *d = w->data;
+    lr_conn_run_kicks(&d->rt.net);
+    if (!d->rt.net.nconns && d->rt.net.opened != d->trim_opened)
+        idle_trim(d);
 }
 
 /* Watchers every worker's loop has. */
@@ -1245,6 +1282,10 @@ static int loop_setup(struct lr_daemon *d)
     ev_timer_start(loop, &d->tick);
     ev_timer_init(&d->rt.dyn_fill_w, lr_dyn_fill_cb, 0., 0.01);
     d->rt.dyn_fill_w.data = d;
+    ev_timer_init(&d->trim_w, trim_cb, 0., 0.);
+    d->trim_w.data = d;
+    d->trim_opened = 0;
+    d->trim_last = -IDLE_TRIM_MIN_S;
     ev_prepare_init(&d->rt.net.kick_w, kick_cb);
     d->rt.net.kick_w.data = d;
     ev_prepare_start(loop, &d->rt.net.kick_w);

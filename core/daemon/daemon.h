@@ -38,6 +38,9 @@ struct lr_daemon {
     uint64_t gen_seq;
     char *config_path;       /* NULL: the embedded default */
     ev_timer tick;           /* legacy table refresh, replay expiry */
+    ev_timer trim_w;         /* the idle trim, when a second had not passed */
+    uint64_t trim_opened;    /* rt.net.opened at the last idle trim */
+    double trim_last;
     ev_signal sigterm, sigint, sigusr1, sighup;
     ev_timer grace;
     int stopping;

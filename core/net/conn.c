@@ -80,6 +80,7 @@ struct lr_conn *lr_conn_new(struct lr_loop *lp, int fd, const struct lr_addr *sr
         lp->conns->prev = c;
     lp->conns = c;
     lp->nconns++;
+    lp->opened++;
     atomic_fetch_add_explicit(&live_conns, 1, memory_order_relaxed);
     return c;
 }

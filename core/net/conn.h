@@ -43,6 +43,7 @@ struct lr_loop {
     struct lr_conn *kicks;       /* connections to pump again (deferred) */
     ev_prepare kick_w;
     uint32_t nconns;
+    uint64_t opened;             /* connections ever opened (the idle trim) */
     uint64_t next_conn_id;
     uint32_t id_step;            /* connection ids: worker + k * id_step */
     uint32_t stats_worker;       /* its values' index in base/stats.h */
