@@ -62,49 +62,12 @@ struct socks_assoc_state {
 
 static __thread uint8_t dgram_buf[UDP_MAX + 300]; /* per worker thread */
 
-static size_t sess_sink(struct lr_conn *c, const uint8_t *data, size_t len)
+/* One datagram to the associated client: the SOCKS5 UDP header (RSV,
+ * FRAG 0, the address `d` it comes from), then the payload; dropped when
+ * it would not fit. */
+static void to_client(struct udp_assoc *a, const struct lr_dest *d, const uint8_t *data,
+                      size_t len, struct ev_loop *loop)
 {
-    struct udp_sess *s = c->ib_state;
-    if (!s || !s->a || !s->a->have_client)
-        return len;
-    struct lr_dest *d = &s->dst;
-    size_t o = 0;
-    dgram_buf[o++] = 0;
-    dgram_buf[o++] = 0;
-    dgram_buf[o++] = 0;
-    if (d->atyp == LR_ATYP_IPV4) {
-        dgram_buf[o++] = 1;
-        memcpy(dgram_buf + o, d->ip, 4);
-        o += 4;
-    } else if (d->atyp == LR_ATYP_IPV6) {
-        dgram_buf[o++] = 4;
-        memcpy(dgram_buf + o, d->ip, 16);
-        o += 16;
-    } else {
-        size_t hl = strlen(d->host);
-        dgram_buf[o++] = 3;
-        dgram_buf[o++] = (uint8_t)hl;
-        memcpy(dgram_buf + o, d->host, hl);
-        o += hl;
-    }
-    lr_put_be16(dgram_buf + o, d->port);
-    o += 2;
-    if (len > sizeof(dgram_buf) - o)
-        return len;
-    memcpy(dgram_buf + o, data, len);
-    o += len;
-    sendto(s->a->fd, dgram_buf, o, 0, (struct sockaddr *)&s->a->client.ss,
-           s->a->client.len);
-    s->a->last = ev_now(c->lp->loop);
-    return len;
-}
-
-/* A reply of the XUDP stream: to the client, with its source. */
-static void xudp_reply(void *ctx, const struct lr_dest *d, const uint8_t *data, size_t len)
-{
-    struct udp_assoc *a = ctx;
-    if (!a->have_client)
-        return;
     size_t o = 0;
     dgram_buf[o++] = 0;
     dgram_buf[o++] = 0;
@@ -131,7 +94,25 @@ static void xudp_reply(void *ctx, const struct lr_dest *d, const uint8_t *data, 
     memcpy(dgram_buf + o, data, len);
     o += len;
     sendto(a->fd, dgram_buf, o, 0, (struct sockaddr *)&a->client.ss, a->client.len);
-    a->last = ev_now(a->ctl->lp->loop);
+    a->last = ev_now(loop);
+}
+
+static size_t sess_sink(struct lr_conn *c, const uint8_t *data, size_t len)
+{
+    struct udp_sess *s = c->ib_state;
+    if (!s || !s->a || !s->a->have_client)
+        return len;
+    to_client(s->a, &s->dst, data, len, c->lp->loop);
+    return len;
+}
+
+/* A reply of the XUDP stream: to the client, with its source. */
+static void xudp_reply(void *ctx, const struct lr_dest *d, const uint8_t *data, size_t len)
+{
+    struct udp_assoc *a = ctx;
+    if (!a->have_client)
+        return;
+    to_client(a, d, data, len, a->ctl->lp->loop);
 }
 
 static void xudp_gone(void *ctx)
