@@ -158,23 +158,7 @@ local function client_script(socks_port, server_port, id, o)
 end
 
 -- Every probe result must be: nothing back, a FIN, closed within [lo, hi].
-local function silent_failures(results, labels, lo, hi)
-  local bad = {}
-  for i, r in ipairs(results) do
-    local what = labels[i]
-    if #r.received > 0 then
-      bad[#bad + 1] = ("%s: %d bytes sent back to the prober"):format(what, #r.received)
-    end
-    if r.how ~= "eof" then
-      bad[#bad + 1] = ("%s: closed by %s after %s s (expected a FIN)"):format(what, r.how,
-        r.closed_after and ("%.3f"):format(r.closed_after) or "-")
-    elseif r.closed_after < lo or r.closed_after > hi then
-      bad[#bad + 1] = ("%s: closed after %.3f s (expected %.3f .. %.3f s)"):format(what,
-        r.closed_after, lo, hi)
-    end
-  end
-  return bad
-end
+local silent_failures = E.silent_failures
 
 ----------------------------------------------------------------------------
 

@@ -51,15 +51,7 @@ describe("hostile input on the luaray VMess inbound", function()
   -- What a v2ray client sends for one new connection to `target` that
   -- starts with a marker payload -> bytes, marker.
   local function capture(socks)
-    seq = seq + 1
-    local marker = ("marker-%d-%s\n"):format(seq, E.uuid())
-    local before = cap:count()
-    local s = assert(E.socks5_connect("127.0.0.1", socks, "127.0.0.1", target.port))
-    assert(s:send(marker))
-    local bytes, err = cap:wait_bytes(before + 1, 60, 0.3, 5)
-    s:close()
-    assert(bytes, err)
-    return bytes, marker
+    return cap:request_via(socks, target.port)
   end
 
   -- n fresh requests at once (each with its own AuthID, or its own legacy
@@ -86,20 +78,7 @@ describe("hostile input on the luaray VMess inbound", function()
 
   -- Every probe result must be: nothing received, a FIN, at HT (+LATE).
   local function check_silent(results, labels)
-    local bad = {}
-    for i, r in ipairs(results) do
-      local what = labels[i]
-      if #r.received > 0 then
-        bad[#bad + 1] = ("%s: %d bytes sent back to the prober"):format(what, #r.received)
-      end
-      if r.how ~= "eof" then
-        bad[#bad + 1] = ("%s: closed by %s after %s s (expected a FIN at %d s)"):format(what, r.how,
-          r.closed_after and ("%.2f"):format(r.closed_after) or "-", HT)
-      elseif r.closed_after < HT - EARLY or r.closed_after > HT + LATE then
-        bad[#bad + 1] = ("%s: closed after %.2f s (expected %d s .. %.1f s)"):format(what, r.closed_after,
-          HT, HT + LATE)
-      end
-    end
+    local bad = E.silent_failures(results, labels, HT - EARLY, HT + LATE)
     assert.is_true(#bad == 0, table.concat(bad, "\n"))
   end
 

@@ -74,7 +74,10 @@ Harness (one per spec file; creating it is cheap, nothing starts yet):
                                connection's bytes, never answers ->
                                cap {host, port, dir, proc}; cap:count(),
                                cap:bytes(n), cap:wait_bytes(n, minlen [, quiet, timeout]),
-                               cap:wait_many(first, n, minlen [, quiet, timeout]).
+                               cap:wait_many(first, n, minlen [, quiet, timeout]),
+                               cap:request_via(socks, port): what a client on SOCKS5
+                               port `socks` (pointed at the capture) sends for one new
+                               connection to 127.0.0.1:port -> bytes, marker.
                                count() includes the harness's own port probe.
   h:http_server([opts])        starts tools/http_server.lua (GET /data/N/SEED,
                                POST /echo; origin or absolute form) ->
@@ -145,6 +148,10 @@ Network (luasocket; every call takes an optional timeout, default 5 s):
                                (never closed first) until the peer closes or
                                opts.max_wait (10 s); opts.fin: a FIN (write
                                shutdown) right after the payload
+  E.silent_failures(results, labels, lo, hi) -> list of what broke the silent
+                               close in probe_many's results: bytes sent back, an
+                               end other than a FIN, a close outside [lo, hi] s
+                               (labels[i] names result i; "probe i" without)
   E.recv_nb(sock)              -> bytes, nil | "eof" | "reset" | "errno N": a
                                non-blocking read that tells a FIN from an RST
   E.port_bindable(host, port)  true when host:port can be bound for TCP
@@ -1515,6 +1522,22 @@ function Capture:wait_bytes(n, minlen, quiet, timeout)
     n, #(last or ""), minlen or 1, quiet)
 end
 
+-- What a client on SOCKS5 port `socks` (a v2ray or luaray client pointed
+-- at this capture server) sends for one new connection to 127.0.0.1:port
+-- that starts with a fresh marker line -> bytes, marker.
+local capture_seq = 0
+function Capture:request_via(socks, port)
+  capture_seq = capture_seq + 1
+  local marker = ("marker-%d-%s\n"):format(capture_seq, M.uuid())
+  local before = self:count()
+  local s = assert(M.socks5_connect("127.0.0.1", socks, "127.0.0.1", port))
+  assert(s:send(marker))
+  local bytes, err = self:wait_bytes(before + 1, 60, 0.3, 5)
+  s:close()
+  assert(bytes, err)
+  return bytes, marker
+end
+
 -- The same for connections first .. first+n-1 at once -> list of bytes, or
 -- nil, err.
 function Capture:wait_many(first, n, minlen, quiet, timeout)
@@ -1661,6 +1684,27 @@ function M.recv_nb(s)
     end
   end
   return table.concat(parts), nil
+end
+
+-- What broke the silent close in probe_many's results: each must have got
+-- nothing back and a FIN at a time within [lo, hi] s -> list of messages
+-- (empty: all silent).
+function M.silent_failures(results, labels, lo, hi)
+  local bad = {}
+  for i, r in ipairs(results) do
+    local what = labels and labels[i] or ("probe %d"):format(i)
+    if #r.received > 0 then
+      bad[#bad + 1] = ("%s: %d bytes sent back to the prober"):format(what, #r.received)
+    end
+    if r.how ~= "eof" then
+      bad[#bad + 1] = ("%s: closed by %s after %s s (expected a FIN)"):format(what, r.how,
+        r.closed_after and ("%.3f"):format(r.closed_after) or "-")
+    elseif r.closed_after < lo or r.closed_after > hi then
+      bad[#bad + 1] = ("%s: closed after %.3f s (expected %.3f .. %.3f s)"):format(what,
+        r.closed_after, lo, hi)
+    end
+  end
+  return bad
 end
 
 function M.probe_many(host, port, payloads, opts)

@@ -37,21 +37,6 @@ local function assert_spread(before, after, total, share, what)
   end
 end
 
--- Every probe result must be: nothing back, a FIN, closed within [lo, hi].
-local function silent_failures(results, lo, hi)
-  local bad = {}
-  for i, r in ipairs(results) do
-    if #r.received > 0 then
-      bad[#bad + 1] = ("replay %d: %d bytes sent back"):format(i, #r.received)
-    elseif r.how ~= "eof" then
-      bad[#bad + 1] = ("replay %d: closed by %s"):format(i, r.how)
-    elseif r.closed_after < lo or r.closed_after > hi then
-      bad[#bad + 1] = ("replay %d: closed after %.3f s"):format(i, r.closed_after)
-    end
-  end
-  return bad
-end
-
 describe("workers", function()
   local h = E.new("workers")
   local ID, MC = E.uuid(), E.uuid()
@@ -160,7 +145,7 @@ describe("workers", function()
     -- timeout, no dial
     local base2 = target:count()
     local res = E.probe_many("127.0.0.1", sp, recs, { max_wait = HT + 3 })
-    local bad = silent_failures(res, HT - 0.1, HT + 1.5)
+    local bad = E.silent_failures(res, nil, HT - 0.1, HT + 1.5)
     E.sleep(0.3)
     local dials = target:count() - base2
     local after = accepted_by_worker(srv, 2)
