@@ -36,15 +36,13 @@ import time
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from xudp_peer import Fail, check, kdf, kdf16, cmd_key, fnv1a32  # noqa: E402
+# the KDF and the Mux.Cool frame and address encoders come from the client
+# peer (written from the wire description, not from luaray's code)
+from xudp_peer import (Fail, check, kdf, kdf16, cmd_key, fnv1a32, hp,  # noqa: E402
+                       addr_bytes as mux_addr, frame as mframe)
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes  # noqa: E402
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: E402
-
-
-def hp(s):
-    h, p = s.rsplit(":", 1)
-    return h.strip("[]"), int(p)
 
 
 # ------------------------------------------------------------ SOCKS5 UDP
@@ -207,26 +205,6 @@ class Conn:
             sealed = down.encrypt(nonce, payload[i:i + 1000], None)
             out += struct.pack(">H", len(sealed)) + sealed
         self.s.sendall(out)
-
-
-def mux_addr(host, port):
-    try:
-        return struct.pack(">HB", port, 1) + socket.inet_pton(socket.AF_INET, host)
-    except OSError:
-        pass
-    try:
-        return struct.pack(">HB", port, 3) + socket.inet_pton(socket.AF_INET6, host)
-    except OSError:
-        pass
-    return struct.pack(">HBB", port, 2, len(host)) + host.encode()
-
-
-def mframe(sid, status, opt, meta_extra, data):
-    meta = struct.pack(">HBB", sid, status, opt) + meta_extra
-    out = struct.pack(">H", len(meta)) + meta
-    if data is not None:
-        out += struct.pack(">H", len(data)) + data
-    return out
 
 
 def accept(lsock, uid, timeout=10):
